@@ -1,0 +1,1 @@
+"""Offline analysis of mbrec traces (installed as mbrec.analysis): pure functions on numpy arrays."""

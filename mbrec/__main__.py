@@ -1,0 +1,3 @@
+from mbrec.cli import main
+
+main()

@@ -1,0 +1,71 @@
+"""The mbrec command line: one click group, one module per command under mbrec.commands."""
+
+from __future__ import annotations
+
+import sys
+import traceback
+
+import click
+
+from mbrec import __version__
+from mbrec.errors import MbrecError
+
+COMMANDS = ("record", "info", "replay", "analyze", "lab")
+
+
+class LazyGroup(click.Group):
+    """Imports a command's module only when it runs, so `mbrec info` never loads BCC or plots."""
+
+    def list_commands(self, ctx):
+        return list(COMMANDS)
+
+    def get_command(self, ctx, name):
+        if name not in COMMANDS:
+            return None
+        module = __import__(f"mbrec.commands.{name}", fromlist=["command"])
+        return module.command
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="mbrec")
+@click.option("--debug", is_flag=True, help="Show a traceback on errors.")
+@click.pass_context
+def cli(ctx, debug):
+    """Record kernel TCP/IP events on every host; analyse them offline.
+
+    \b
+    mbrec record -o a.mbrec -- ab -k -c 10 -n 1000 http://b/   (as root, on each host)
+    mbrec analyze a.mbrec b.mbrec -o results/
+    mbrec info a.mbrec          mbrec replay a.mbrec | less
+    mbrec lab run ab            (a reproducible testbed in QEMU)
+    """
+    ctx.obj = {"debug": debug}
+
+
+def main(argv=None) -> None:
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    try:
+        cli.main(args=argv, prog_name="mbrec", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("mbrec: interrupted", err=True)
+        sys.exit(130)
+    except click.exceptions.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except MbrecError as e:
+        if debug:
+            traceback.print_exc()
+        click.echo(f"mbrec: error: {e}", err=True)
+        sys.exit(e.exit_code)
+    except BrokenPipeError:
+        sys.stderr.close()  # `mbrec replay | head` is fine
+        sys.exit(0)
+    except KeyboardInterrupt:
+        click.echo("mbrec: interrupted", err=True)
+        sys.exit(130)
+    except Exception as e:  # a bug: still one line unless asked
+        if debug:
+            traceback.print_exc()
+        click.echo(f"mbrec: internal error: {type(e).__name__}: {e} (rerun with --debug "
+                   "and report it)", err=True)
+        sys.exit(1)

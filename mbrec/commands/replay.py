@@ -1,0 +1,142 @@
+"""`mbrec replay`: every event of one or more traces, merged in time order, one line each."""
+
+from __future__ import annotations
+
+import json
+
+import click
+import numpy as np
+
+from mbrec.errors import MbrecError
+from mbrec.events import PROBE_IDS
+from mbrec.render import record_dicts, text_line
+from mbrec.trace.reader import TraceReader
+
+
+def _batches(reader: TraceReader):
+    for obj in reader.objects():
+        if obj["t"] == "events":
+            batch = reader.batches(obj)
+            if batch is not None and len(batch[1]):
+                name, recs = batch
+                yield name, recs[np.argsort(recs["ts_ns"], kind="stable")]
+
+
+def merged(readers):
+    """Yield (file index, schema, records) chunks in global timestamp order.
+
+    A k-way merge by watermark: records are released once every live file has shown a
+    timestamp at least as late, so memory holds about one batch per file.
+    """
+    streams = [_batches(r) for r in readers]
+    buffers = [[] for _ in readers]  # per file: list of (schema, sorted records)
+    latest = [-1] * len(readers)
+    live = set(range(len(readers)))
+    while live or any(buffers):
+        for i in list(live):
+            while not buffers[i] and i in live:
+                try:
+                    name, recs = next(streams[i])
+                except StopIteration:
+                    live.discard(i)
+                    break
+                buffers[i].append((name, recs))
+                latest[i] = max(latest[i], int(recs["ts_ns"][-1]))
+        watermark = min((latest[i] for i in live), default=None)
+        chunks, keep = [], [[] for _ in readers]
+        for i, buf in enumerate(buffers):
+            for name, recs in buf:
+                cut = len(recs) if watermark is None else int(
+                    np.searchsorted(recs["ts_ns"], watermark, side="right"))
+                if cut:
+                    chunks.append((i, name, recs[:cut]))
+                if cut < len(recs):
+                    keep[i].append((name, recs[cut:]))
+        buffers = keep
+        if chunks:
+            ts = np.concatenate([c[2]["ts_ns"] for c in chunks])
+            owner = np.concatenate([np.full(len(c[2]), k) for k, c in enumerate(chunks)])
+            pos = np.concatenate([np.arange(len(c[2])) for c in chunks])
+            yield chunks, np.argsort(ts, kind="stable"), owner, pos
+
+
+def _flow_mask(recs, flow: str) -> np.ndarray:
+    """Records whose either endpoint matches ADDR, :PORT or ADDR:PORT."""
+    from mbrec.render import addr_strings
+    addr, _, port = flow.rpartition(":") if ":" in flow else (flow, "", "")
+    mask = np.ones(len(recs), dtype=bool)
+    ends = [(recs["saddr"], recs["sport"]), (recs["daddr"], recs["dport"])]
+    hit = np.zeros(len(recs), dtype=bool)
+    for a, p in ends:
+        m = mask.copy()
+        if port:
+            m &= p == int(port)
+        if addr:
+            m &= np.array([s.strip("[]") == addr.strip("[]")
+                           for s in addr_strings(a, recs["family"])], dtype=bool)
+        hit |= m
+    return hit
+
+
+def _parse_time(spec: str) -> tuple[float, float]:
+    try:
+        start, _, end = spec.partition(":") if ":" in spec else (spec, "", "")
+        return (float(start) if start else 0.0, float(end) if end else float("inf"))
+    except ValueError:
+        raise MbrecError(f"--time {spec!r}: expected START:END in seconds from the first "
+                         "event, e.g. 1.5:3 or 2:") from None
+
+
+@click.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=True))
+@click.option("--format", "fmt", type=click.Choice(["text", "jsonl"]), default="text",
+              show_default=True, help="text: one line per event; jsonl: one JSON object each.")
+@click.option("--type", "types", multiple=True,
+              help="Event types (pkt, sock, flow, tcp) or packet probe names to keep; repeatable.")
+@click.option("--flow", help="Keep events with an endpoint ADDR, :PORT or ADDR:PORT.")
+@click.option("--time", "time_spec", help="START:END seconds after the first event.")
+def command(files, fmt, types, flow, time_spec):
+    """Print every event of trace FILES in timestamp order, like `perf script`."""
+    readers = [TraceReader(f) for f in files]
+    schemas = {t for t in types if t in ("pkt", "sock", "flow", "tcp")}
+    probes = {PROBE_IDS[t] for t in types if t in PROBE_IDS}
+    unknown = set(types) - schemas - set(PROBE_IDS)
+    if unknown:
+        raise MbrecError(f"--type {sorted(unknown)[0]!r} is not an event type or probe; use "
+                         f"one of pkt, sock, flow, tcp, {', '.join(sorted(PROBE_IDS))}")
+    window = _parse_time(time_spec) if time_spec else None
+    t0 = None
+    for chunks, order, owner, pos in merged(readers):
+        if t0 is None:
+            t0 = min(int(c[2]["ts_ns"][0]) for c in chunks)
+        rendered = []
+        for i, name, recs in chunks:
+            keep = np.ones(len(recs), dtype=bool)
+            if schemas or probes:
+                keep &= (name in schemas) | (np.isin(recs["probe"], list(probes))
+                                             if name == "pkt" and probes else False)
+            if flow:
+                keep &= _flow_mask(recs, flow)
+            if window:
+                rel = (recs["ts_ns"].astype(np.int64) - t0) / 1e9
+                keep &= (rel >= window[0]) & (rel < window[1])
+            dicts = record_dicts(name, recs[keep]) if keep.any() else []
+            slots = np.full(len(recs), -1)
+            slots[keep] = np.arange(int(keep.sum()))
+            rendered.append((readers[i].header.get("host", "?"), name, dicts, slots))
+        lines = []
+        for k in order:
+            host, name, dicts, slots = rendered[owner[k]]
+            j = slots[pos[k]]
+            if j < 0:
+                continue
+            d = dicts[j]
+            if fmt == "jsonl":
+                lines.append(json.dumps({"host": host, "type": name, **d}))
+            else:
+                lines.append(text_line(host, name, d))
+        if lines:
+            click.echo("\n".join(lines))
+    for r in readers:
+        for w in r.warnings:
+            click.echo(f"mbrec: warning: {w}", err=True)

@@ -1,0 +1,260 @@
+"""Trace reader: frame by frame, tolerant of truncation and corruption, decoding in bulk.
+
+A damaged frame costs only itself: a truncated last frame is dropped, a corrupt frame in the
+middle is skipped by resynchronising on the next zstd frame magic. Each loss is reported as a
+warning that says how many bytes were lost. Anything that is not an mbrec trace, or a trace of
+a newer format, raises TraceFormatError; nothing else escapes.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import struct
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import msgpack
+import numpy as np
+import zstandard
+
+from mbrec.errors import TraceFormatError
+from mbrec.events import dtype_from_header
+from mbrec.trace.format import (FORMAT_VERSION, MAGIC, READABLE_VERSIONS, SIGNATURE_MAGIC,
+                                SIGNATURE_PAYLOAD, SIGNATURE_SIZE, SKIPPABLE_MAGIC_RANGE,
+                                ZSTD_MAGIC)
+
+_FEED = 1 << 20  # bytes handed to the decompressor at a time: bounds memory on large frames
+_MAX_FRAME = 1 << 30  # a frame that claims to decompress to more is treated as corrupt
+
+
+def _check_signature(path: str, data) -> None:
+    if len(data) == 0:
+        raise TraceFormatError(f"{path} is empty: the recorder wrote nothing (was it killed "
+                               "before start-up finished?)")
+    if len(data) < SIGNATURE_SIZE:
+        raise TraceFormatError(f"{path} is not an mbrec trace (too short): give a file "
+                               "written by 'mbrec record'")
+    magic, size = struct.unpack_from("<II", data, 0)
+    if magic != SIGNATURE_MAGIC or size != 8 or bytes(data[8:14]) != SIGNATURE_PAYLOAD:
+        raise TraceFormatError(f"{path} is not an mbrec trace: give a file written by "
+                               "'mbrec record'")
+    (version,) = struct.unpack_from("<H", data, 14)
+    if version not in READABLE_VERSIONS:
+        if version > FORMAT_VERSION:
+            raise TraceFormatError(
+                f"{path} uses trace format version {version}, newer than this mbrec reads "
+                f"(up to {FORMAT_VERSION}): upgrade mbrec to read it")
+        raise TraceFormatError(f"{path} uses unknown trace format version {version}")
+
+
+@dataclass
+class Trace:
+    """Everything in one trace file, events decoded into one numpy array per schema."""
+
+    path: str
+    header: dict
+    events: dict[str, np.ndarray]
+    clocks: list[dict]
+    lost: dict[str, int]
+    trailer: dict | None
+    notes: list[dict]
+    warnings: list[str]
+    file_size: int
+    bytes_lost: int = 0
+
+    @property
+    def clean(self) -> bool:
+        return bool(self.trailer and self.trailer.get("clean"))
+
+    @property
+    def host(self) -> str:
+        return str(self.header.get("host", "?"))
+
+
+@dataclass
+class TraceReader:
+    """Iterates the objects of one trace file. Warnings collect in ``warnings``."""
+
+    path: str
+    warnings: list[str] = field(default_factory=list)
+    bytes_lost: int = 0
+
+    def __post_init__(self):
+        self.path = os.fspath(self.path)
+        try:
+            with open(self.path, "rb") as f:
+                self.file_size = os.fstat(f.fileno()).st_size
+                head = f.read(SIGNATURE_SIZE)
+        except IsADirectoryError:
+            raise TraceFormatError(f"{self.path} is a directory: give a trace file") from None
+        except FileNotFoundError:
+            raise TraceFormatError(f"{self.path} does not exist: check the path") from None
+        except OSError as e:
+            raise TraceFormatError(f"cannot read {self.path}: {e.strerror}") from None
+        _check_signature(self.path, head)
+        self.header: dict | None = None
+        self.schemas: dict[int, tuple[str, np.dtype]] = {}
+
+    def objects(self) -> Iterator[dict]:
+        """Every object in file order, the header first. Damaged frames become warnings."""
+        with open(self.path, "rb") as f:
+            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+                for payload in self._frames(mm):
+                    yield from self._decode_frame(payload)
+        if self.header is None:
+            raise TraceFormatError(f"{self.path} has no readable header: the recorder stopped "
+                                   "before writing one, or the file is damaged at its start")
+
+    def _frames(self, data) -> Iterator[bytes]:
+        pos, end = SIGNATURE_SIZE, len(data)
+        while pos < end:
+            if end - pos < 8:
+                self._lose(end - pos, f"{end - pos} trailing bytes at offset {pos} are not a "
+                           "frame (truncated file)")
+                return
+            (magic,) = struct.unpack_from("<I", data, pos)
+            if magic in SKIPPABLE_MAGIC_RANGE:
+                (size,) = struct.unpack_from("<I", data, pos + 4)
+                pos += 8 + size
+                continue
+            if data[pos:pos + 4] != ZSTD_MAGIC:
+                nxt = self._resync(data, pos + 1)
+                self._lose(nxt - pos, f"{nxt - pos} bytes at offset {pos} are not a zstd "
+                           "frame (corrupt data skipped)")
+                pos = nxt
+                continue
+            payload, used, error = self._decompress_one(data, pos)
+            if payload is not None:
+                yield payload
+                pos += used
+            elif error == "truncated":
+                self._lose(end - pos, f"the last frame (offset {pos}, {end - pos} bytes) is "
+                           "truncated and was dropped: the recorder did not finish writing it")
+                return
+            else:
+                nxt = self._resync(data, pos + 1)
+                self._lose(nxt - pos, f"a corrupt frame at offset {pos} was skipped "
+                           f"({nxt - pos} bytes lost: {error})")
+                pos = nxt
+
+    @staticmethod
+    def _resync(data, start: int) -> int:
+        """Offset of the next zstd frame magic at or after start, or the end of the data."""
+        i = data.find(ZSTD_MAGIC, start)
+        return len(data) if i < 0 else i
+
+    @staticmethod
+    def _decompress_one(data, pos: int):
+        """(payload, compressed size, None) or (None, 0, 'truncated' | reason)."""
+        try:
+            params = zstandard.get_frame_parameters(data[pos:pos + 18])
+            if params.content_size > _MAX_FRAME:
+                return None, 0, "implausible frame size"
+        except zstandard.ZstdError as e:
+            return None, 0, ("truncated" if len(data) - pos < 18 else f"bad frame header: {e}")
+        dobj = zstandard.ZstdDecompressor().decompressobj()
+        out, fed = [], 0
+        try:
+            while not dobj.eof:
+                chunk = data[pos + fed:pos + fed + _FEED]
+                if not chunk:
+                    return None, 0, "truncated"
+                fed += len(chunk)
+                out.append(dobj.decompress(chunk))
+                if sum(map(len, out)) > _MAX_FRAME:
+                    return None, 0, "frame larger than its header says"
+        except zstandard.ZstdError as e:
+            return None, 0, str(e)
+        return b"".join(out), fed - len(dobj.unused_data), None
+
+    def _lose(self, nbytes: int, message: str) -> None:
+        self.bytes_lost += nbytes
+        self.warnings.append(f"{self.path}: {message}")
+
+    def _decode_frame(self, payload: bytes) -> Iterator[dict]:
+        unpacker = msgpack.Unpacker(raw=False, strict_map_key=False,
+                                    max_buffer_size=max(len(payload), 1 << 20))
+        unpacker.feed(payload)
+        objs = []
+        try:
+            for obj in unpacker:
+                objs.append(obj)
+        except Exception as e:  # msgpack raises many types on damaged input
+            self.warnings.append(f"{self.path}: a frame's content is damaged and was skipped "
+                                 f"({type(e).__name__})")
+            return
+        for obj in objs:
+            if not isinstance(obj, dict) or not isinstance(obj.get("t"), str):
+                self.warnings.append(f"{self.path}: skipped an object that is not an mbrec "
+                                     "record")
+                continue
+            if obj["t"] == "header":
+                if self.header is not None:
+                    self.warnings.append(f"{self.path}: ignored a second header")
+                    continue
+                self._accept_header(obj)
+            elif self.header is None:
+                raise TraceFormatError(f"{self.path} does not start with a header: the file is "
+                                       "damaged at its start")
+            yield obj
+
+    def _accept_header(self, header: dict) -> None:
+        if header.get("magic") != MAGIC:
+            raise TraceFormatError(f"{self.path} is not an mbrec trace (bad header magic)")
+        version = header.get("format_version")
+        if version not in READABLE_VERSIONS:
+            raise TraceFormatError(f"{self.path} uses trace format version {version}; this "
+                                   f"mbrec reads up to {FORMAT_VERSION}: upgrade mbrec")
+        try:
+            for entry in header["schemas"]:
+                self.schemas[int(entry["id"])] = (str(entry["name"]), dtype_from_header(entry))
+        except Exception as e:
+            raise TraceFormatError(f"{self.path} has a damaged header ({e})") from None
+        self.header = header
+
+    def batches(self, obj: dict) -> tuple[str, np.ndarray] | None:
+        """Decode one events object into (schema name, records), or None with a warning."""
+        try:
+            name, dtype = self.schemas[int(obj["s"])]
+            count, data = int(obj["n"]), obj["data"]
+            if not isinstance(data, bytes) or len(data) != count * dtype.itemsize:
+                raise ValueError("size mismatch")
+        except Exception:
+            self.warnings.append(f"{self.path}: skipped a damaged event batch")
+            return None
+        return name, np.frombuffer(data, dtype=dtype)
+
+
+def read_trace(path: str) -> Trace:
+    """Read a whole trace into memory, one array per event type."""
+    reader = TraceReader(path)
+    parts: dict[str, list[np.ndarray]] = {}
+    clocks, notes, lost, trailer = [], [], {}, None
+    for obj in reader.objects():
+        kind = obj["t"]
+        if kind == "events":
+            batch = reader.batches(obj)
+            if batch is not None:
+                parts.setdefault(batch[0], []).append(batch[1])
+        elif kind == "clock":
+            clocks.append(obj)
+        elif kind == "lost" and isinstance(obj.get("counts"), dict):
+            lost = {str(k): int(v) for k, v in obj["counts"].items()}  # cumulative
+        elif kind == "trailer":
+            trailer = obj
+            if isinstance(obj.get("lost"), dict):
+                lost = {str(k): int(v) for k, v in obj["lost"].items()}
+        elif kind == "note":
+            notes.append(obj)
+    events = {}
+    for name, dtype in reader.schemas.values():
+        arrays = parts.get(name, [])
+        events[name] = (np.concatenate(arrays) if len(arrays) > 1 else
+                        arrays[0] if arrays else np.empty(0, dtype=dtype))
+    if trailer is None:
+        reader.warnings.append(f"{path}: no trailer: the recording did not stop cleanly "
+                               "(killed?); everything up to the last complete frame was read")
+    return Trace(path=reader.path, header=reader.header, events=events, clocks=clocks,
+                 lost=lost, trailer=trailer, notes=notes, warnings=reader.warnings,
+                 file_size=reader.file_size, bytes_lost=reader.bytes_lost)

@@ -1,0 +1,24 @@
+from setuptools import setup
+
+import re
+
+version = re.search(r'__version__ = "([^"]+)"', open("mbrec/__init__.py").read()).group(1)
+
+setup(
+    name="mbrec",
+    version=version,
+    description="Record kernel TCP/IP events on every host; split each request's latency "
+                "into sender stack, wire, receiver stack and application",
+    long_description=open("README.md").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11",
+    # analysis/ and bpf/ live at the top of the repository but install inside the package.
+    packages=["mbrec", "mbrec.commands", "mbrec.trace", "mbrec.lab", "mbrec.analysis",
+              "mbrec.bpf"],
+    package_dir={"mbrec": "mbrec", "mbrec.analysis": "analysis", "mbrec.bpf": "bpf"},
+    package_data={"mbrec.bpf": ["*.c", "*.h"], "mbrec.lab": ["*.sh", "scenarios/*"]},
+    install_requires=["msgpack>=1.0", "zstandard>=0.19", "click>=8.0", "numpy>=1.24",
+                      "matplotlib>=3.6"],
+    extras_require={"test": ["pytest", "hypothesis"]},
+    entry_points={"console_scripts": ["mbrec = mbrec.cli:main"]},
+)
