@@ -1,0 +1,240 @@
+"""Trace format v1: round trips, truncation, corruption, fuzzing, and the CLI's error paths."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from mbrec.errors import TraceFormatError
+from mbrec.events import SCHEMA_BY_NAME
+from mbrec.synthetic import random_records, write_trace
+from mbrec.trace.format import FORMAT_VERSION, make_header, signature
+from mbrec.trace.reader import TraceReader, read_trace
+from mbrec.trace.writer import TraceWriter
+
+
+def every_schema(n=500, seed=1):
+    return {name: random_records(name, n, seed=seed + i)
+            for i, name in enumerate(SCHEMA_BY_NAME)}
+
+
+@pytest.fixture
+def many_frames(tmp_path):
+    """A trace of every schema, split into many small frames."""
+    path = str(tmp_path / "many.mbrec")
+    events = every_schema()
+    write_trace(path, events, batch=50, frame_bytes=2048, lost={"ip_rcv": 4})
+    return path, events
+
+
+def test_round_trip_every_field_of_every_schema(tmp_path):
+    events = every_schema()
+    path = write_trace(str(tmp_path / "t.mbrec"), events, lost={"eth_type_trans": 2})
+    trace = read_trace(path)
+    for name, recs in events.items():
+        got = trace.events[name]
+        assert got.dtype == recs.dtype
+        for field in recs.dtype.names:  # every field, every type: u8, u16, u32, u64, arrays
+            np.testing.assert_array_equal(got[field], recs[field], err_msg=f"{name}.{field}")
+    assert trace.clean and trace.warnings == []
+    assert trace.lost == {"eth_type_trans": 2}
+    assert trace.trailer["events"] == {SCHEMA_BY_NAME[n].id: len(r) for n, r in events.items()}
+    assert len(trace.clocks) == 2  # at open and at close
+    assert trace.header["format_version"] == FORMAT_VERSION
+
+
+def test_objects_keep_their_order_and_notes_survive(tmp_path):
+    path = str(tmp_path / "n.mbrec")
+    with TraceWriter(path, make_header()) as w:
+        for i in range(5):
+            w.write_object({"t": "note", "kind": "marker", "i": i})
+    notes = read_trace(path).notes
+    assert [n["i"] for n in notes] == list(range(5))
+
+
+def test_writer_refuses_to_overwrite_unless_forced(tmp_path):
+    path = str(tmp_path / "x.mbrec")
+    write_trace(path, every_schema(10))
+    with pytest.raises(Exception, match="already exists.*--force"):
+        write_trace(path, every_schema(10))
+    write_trace(path, every_schema(20), force=True)
+    assert len(read_trace(path).events["pkt"]) == 20
+
+
+def is_prefix(got: np.ndarray, full: np.ndarray) -> bool:
+    return len(got) <= len(full) and got.tobytes() == full[:len(got)].tobytes()
+
+
+def test_truncation_at_any_offset_gives_a_prefix(many_frames):
+    path, events = many_frames
+    data = open(path, "rb").read()
+    cut_path = path + ".cut"
+    first_frame_end = 16 + TraceReader._decompress_one(data, 16)[1]  # signature + header frame
+    offsets = sorted(set(range(0, first_frame_end + 50)) | set(range(0, len(data), 97))
+                     | {len(data) - 1})
+    for cut in offsets:
+        with open(cut_path, "wb") as f:
+            f.write(data[:cut])
+        try:
+            trace = read_trace(cut_path)
+        except TraceFormatError:
+            assert cut < first_frame_end, f"a cut at {cut} lost the whole file"
+            continue
+        for name, recs in events.items():
+            assert is_prefix(trace.events[name], recs), (cut, name)
+        assert not trace.clean
+    # the largest cut keeps nearly everything
+    assert len(trace.events["tcp"]) > 400
+
+
+def test_corrupt_middle_frame_is_skipped_and_reported(many_frames):
+    path, events = many_frames
+    data = bytearray(open(path, "rb").read())
+    middle = len(data) // 2
+    data[middle:middle + 40] = os.urandom(40)
+    with open(path, "wb") as f:
+        f.write(data)
+    trace = read_trace(path)
+    total = sum(len(r) for r in events.values())
+    got = sum(len(r) for r in trace.events.values())
+    assert 0 < got < total
+    assert any("bytes lost" in w or "corrupt" in w for w in trace.warnings)
+    assert trace.bytes_lost > 0
+    assert trace.clean  # the trailer after the damage is still found
+    for name, recs in events.items():  # what survives is genuine: a subset, in order
+        g = trace.events[name]
+        assert np.isin(g["ts_ns"], recs["ts_ns"]).all()
+        assert (np.diff(g["ts_ns"].astype(np.int64)) > 0).all()
+
+
+def test_newer_format_is_refused_with_a_clear_message(tmp_path):
+    path = tmp_path / "new.mbrec"
+    path.write_bytes(signature(FORMAT_VERSION + 1) + b"\0" * 64)
+    with pytest.raises(TraceFormatError, match="newer.*upgrade mbrec"):
+        read_trace(str(path))
+
+
+@pytest.mark.parametrize("content,match", [
+    (b"", "empty"),
+    (b"hello world, not a trace at all", "not an mbrec trace"),
+    (signature() + b"\x28\xb5\x2f\xfd" + b"\0" * 20, "no readable header"),
+])
+def test_bad_files_raise_format_errors(tmp_path, content, match):
+    path = tmp_path / "bad.mbrec"
+    path.write_bytes(content)
+    with pytest.raises(TraceFormatError, match=match):
+        read_trace(str(path))
+
+
+def read_only_documented_errors(path):
+    try:
+        trace = read_trace(path)
+    except TraceFormatError:
+        return None
+    for recs in trace.events.values():
+        assert recs.dtype.names  # decoded records, whatever survived
+    return trace
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.binary(max_size=4096), st.booleans())
+def test_fuzz_random_bytes(tmp_path, blob, with_signature):
+    path = str(tmp_path / "fuzz.mbrec")
+    with open(path, "wb") as f:
+        f.write((signature() if with_signature else b"") + blob)
+    read_only_documented_errors(path)
+
+
+@pytest.fixture(scope="module")
+def valid_bytes(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("v") / "v.mbrec")
+    write_trace(path, every_schema(40), batch=10, frame_bytes=1024)
+    return open(path, "rb").read()
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), min_size=1, max_size=12),
+       st.integers(0, 10**6), st.integers(0, 10**6))
+def test_fuzz_mutated_valid_files(tmp_path, valid_bytes, flips, cut, dup):
+    data = bytearray(valid_bytes)
+    for pos, value in flips:
+        data[pos % len(data)] = value
+    d = dup % len(data)
+    data = data[:d] + data[d:d + 300] + data[d:]  # a duplicated region
+    data = data[:max(1, cut % (len(data) + 1))]
+    path = str(tmp_path / "mut.mbrec")
+    with open(path, "wb") as f:
+        f.write(data)
+    read_only_documented_errors(path)
+
+
+WRITER_LOOP = """
+import sys, time
+from mbrec.synthetic import random_records
+from mbrec.trace.format import make_header
+from mbrec.trace.writer import TraceWriter
+w = TraceWriter(sys.argv[1], make_header(), flush_interval=0.02)
+recs = random_records("pkt", 100)
+print("ready", flush=True)
+while True:
+    w.write_events(1, recs)
+    time.sleep(0.002)
+"""
+
+
+def test_sigkilled_writer_leaves_a_readable_file(tmp_path):
+    path = str(tmp_path / "killed.mbrec")
+    proc = subprocess.Popen([sys.executable, "-c", WRITER_LOOP, path], stdout=subprocess.PIPE)
+    assert proc.stdout.readline().strip() == b"ready"
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    trace = read_trace(path)
+    assert not trace.clean
+    assert any("no trailer" in w for w in trace.warnings)
+    n = len(trace.events["pkt"])
+    assert n > 0 and n % 100 == 0  # whole batches only
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "mbrec", *args], capture_output=True, text=True)
+
+
+def file_with(content: bytes):
+    def make(d):
+        path = d / "bad.mbrec"
+        path.write_bytes(content)
+        return str(path)
+    return make
+
+
+@pytest.mark.parametrize("make,needle", [
+    (lambda d: str(d / "missing.mbrec"), "does not exist"),
+    (lambda d: str(d), "is a directory"),
+    (file_with(b""), "empty"),
+    (file_with(b"x" * 100), "not an mbrec"),
+    (file_with(signature(FORMAT_VERSION + 1) + b"\0" * 32), "newer"),
+])
+@pytest.mark.parametrize("command", ["info", "replay"])
+def test_cli_error_paths_are_one_line_exit_2(tmp_path, make, needle, command):
+    path = make(tmp_path)
+    result = run_cli(command, path)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert needle in lines[0] and path in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_reader_decodes_in_batches_not_per_event(tmp_path):
+    path = write_trace(str(tmp_path / "b.mbrec"), {"pkt": random_records("pkt", 10000)},
+                       batch=5000)
+    reader = TraceReader(path)
+    batches = [o for o in reader.objects() if o["t"] == "events"]
+    assert [o["n"] for o in batches] == [5000, 5000]
