@@ -51,16 +51,28 @@ class TraceWriter:
         self.flush()
 
     def write_events(self, schema_id: int, data, count: int | None = None) -> None:
-        """Append one batch of raw fixed-size records (bytes, memoryview or numpy array)."""
+        """Append one batch of raw fixed-size records (bytes, memoryview or numpy array).
+
+        The batch is packed as msgpack {"t": "events", "s", "n", "data": bin} without copying
+        the records: the map's prefix and the raw bytes go to the compressor separately.
+        """
         if isinstance(data, np.ndarray):
             count = len(data) if count is None else count
-            data = data.tobytes()
+            data = np.ascontiguousarray(data).view(np.uint8).reshape(-1)
         if count is None:
             raise ValueError("count is required for raw bytes")
         if count == 0:
             return
         self.counts[schema_id] = self.counts.get(schema_id, 0) + count
-        self.write_object({"t": "events", "s": schema_id, "n": count, "data": bytes(data)})
+        view = memoryview(data).cast("B")
+        prefix = (b"\x84" + self._packer.pack("t") + self._packer.pack("events")
+                  + self._packer.pack("s") + self._packer.pack(schema_id)
+                  + self._packer.pack("n") + self._packer.pack(count)
+                  + self._packer.pack("data") + b"\xc6" + len(view).to_bytes(4, "big"))
+        self._pending.append(prefix)
+        self._pending.append(view)
+        self._pending_bytes += len(prefix) + len(view)
+        self.tick()
 
     def write_object(self, obj: dict) -> None:
         packed = self._packer.pack(obj)
