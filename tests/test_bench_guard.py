@@ -2,8 +2,7 @@
 
 It fails only on a gross regression: the writer and the reader must stay within 5x of the bare
 zstd work they wrap (today about 1.5x and 2x), measured on the same bytes in the same run.
-Per-event Python creeping into
-either path costs far more than that.
+Per-event Python creeping into either path costs far more than that.
 """
 
 import os

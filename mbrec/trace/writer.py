@@ -54,7 +54,8 @@ class TraceWriter:
         """Append one batch of raw fixed-size records (bytes, memoryview or numpy array).
 
         The batch is packed as msgpack {"t": "events", "s", "n", "data": bin} without copying
-        the records: the map's prefix and the raw bytes go to the compressor separately.
+        the records: the map's prefix and the raw bytes go to the compressor separately, so
+        the caller must not modify ``data`` until the frame is flushed (hand over fresh buffers).
         """
         if isinstance(data, np.ndarray):
             count = len(data) if count is None else count
