@@ -1,12 +1,31 @@
-# Shared commands. `make test` is what .ci/run and the README run.
+# Shared commands. The README's two commands are `make demo` and `make check`; .ci/run runs
+# `make check`. Both install what they need first (as root: apt-get and pip).
 PYTHON ?= python3
+APT_PACKAGES = qemu-system-x86 qemu-utils debootstrap e2fsprogs gcc libc6-dev make ca-certificates
+DEMO_DIR ?= out/demo
 
-.PHONY: install test test-fast bench fixtures goldens clean
+.PHONY: setup demo check test test-fast bench fixtures goldens clean
 
-install:
-	$(PYTHON) -m pip install -q -e '.[test]'
+setup:
+	@if [ "$$(id -u)" != 0 ]; then echo "make setup: run as root (it installs Debian packages)"; exit 1; fi
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "== installing $$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			--no-install-recommends $$missing >/dev/null; \
+	fi
+	@$(PYTHON) -m pip install -q -e '.[test]' 2>&1 | grep -v -e 'Running pip as' -e 'is ignored: it is neither' || true
+
+# The main job on its embedded default: MicroBPF's evaluation (Apache + ab -k -c 10, two hosts,
+# a known delay on the wire) recorded in the lab VM, then analysed.
+demo: setup
+	rm -rf $(DEMO_DIR)
+	mbrec lab run ab -o $(DEMO_DIR)
+	mbrec analyze $(DEMO_DIR)/*.mbrec -o $(DEMO_DIR)/analysis
 
 # Everything, lab tests included where QEMU can run (they skip with the reason elsewhere).
+check: setup test
+
 test:
 	$(PYTHON) -m pytest -q -ra
 
