@@ -14,7 +14,7 @@ setup:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 			--no-install-recommends $$missing >/dev/null; \
 	fi
-	@$(PYTHON) -m pip install -q -e '.[test]' 2>&1 | grep -v -e 'Running pip as' -e 'is ignored: it is neither' || true
+	$(PYTHON) -m pip install -q --root-user-action=ignore -e '.[test]'
 
 # The main job on its embedded default: MicroBPF's evaluation (Apache + ab -k -c 10, two hosts,
 # a known delay on the wire) recorded in the lab VM, then analysed.
