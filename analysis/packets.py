@@ -1,0 +1,498 @@
+"""The per-host packet table: every transmission and every received skb, followed through the layers.
+
+``packet_table(trace) -> PacketTable`` is a pure function of one host's trace (one file = one
+host = one clock). It is the interface between the per-host analysis (layer latencies, this
+package) and the cross-host analysis (clock alignment and L_NET, analysis/clock.py and
+analysis/network.py). Version: ``PACKET_TABLE_VERSION``; fields are only added, never changed.
+
+Flows
+-----
+A flow is named the same way on every host: its two endpoints (address, port) in a fixed order,
+endpoint 0 being the smaller by (address bytes, port). ``FlowTable`` has one row per flow seen on
+the host: ``ep_addr`` (n, 2, 16) uint8, ``ep_port`` (n, 2), ``family``, ``local`` (which endpoint
+is this host: 0 or 1), ``client`` (0/1: the endpoint that opened the connection, -1 unknown) and
+``client_source`` ("syn": a SYN without ACK was seen; "state": a SYN_SENT/SYN_RECV state change;
+"ports": inferred from the well-known/ephemeral port; "guess": lower port taken as server).
+``FlowTable.key(i)`` gives a hashable name for joining across hosts. A stream is one direction of
+a flow: ``stream = 2 * flow + sender`` where sender is the endpoint (0/1) that sends its bytes.
+(NAT between hosts renames flows; address/port rewriting is out of scope here.)
+
+Packets
+-------
+``PacketTable.pkt`` is a dict of equal-length arrays, one row per transmission (send side: one
+tcp_transmit_skb call) or per received skb (receive side: one skb at ip_rcv/tcp_v4_rcv, possibly
+GRO-merged from several wire frames). Rows for packets whose upper hooks were not seen (missing
+hooks, lost events) are still present, anchored on the hooks that were seen.
+
+=============  ========  ==============================================================
+field          dtype     meaning
+=============  ========  ==============================================================
+flow           int64     row in the FlowTable
+direction      int8      0 = sent by this host, 1 = received by this host
+sender         int8      endpoint (0/1) that sent it; stream = 2 * flow + sender
+seq, end_seq   uint32    TCP sequence range as recorded (SYN and FIN count one)
+seq64, end64   int64     the same, unwrapped per stream (congruent mod 2^32; the origin is the
+                         first value this host saw in the stream, so two hosts may differ by a
+                         multiple of 2^32 if they started recording in different wrap epochs)
+ack            uint32    acknowledgement number (send side at tcp_transmit_skb: rcv_nxt)
+flags          uint8     TCP flags
+ip_id          uint16    IP id (from the lowest layer that has an IP header), 0 if unknown
+ts             int64     (n, 4) CLOCK_MONOTONIC ns per layer in path order, -1 where unseen.
+                         send: tcp_transmit_skb, ip_queue_xmit, dev_queue_xmit, dev_hard_start_xmit
+                         receive: eth_type_trans, ip_rcv, tcp_v4_rcv, skb_copy_datagram_iter
+                         (first wire frame / first driver event at the wire layer; the copy
+                         layer is the copy that delivered the skb's first byte to the app)
+n_wire         int32     wire-level events in this row (TSO/GSO segments, GRO-merged frames)
+retrans        bool      send: the range starts below bytes already sent (a retransmission);
+                         receive: arrived after later bytes (retransmission or reordering)
+=============  ========  ==============================================================
+
+``PacketTable.wire`` has one row per wire-level event: driver events (dev_hard_start_xmit) on the
+send side and frames (eth_type_trans) on the receive side, which is what cross-host matching
+needs: ``row`` (index into pkt, -1 if it matched no packet row), ``flow``, ``direction``,
+``sender``, ``seq``, ``end_seq``, ``seq64``, ``end64``, ``ack``, ``flags``, ``ip_id``,
+``gso_segs``, ``ts``. A frame on a receiver is covered by exactly one sender wire event's range
+(TSO: one driver event, several frames).
+
+Matching (within the host) is by sequence ranges, never by skb pointer: a lower send layer's
+event belongs to the latest earlier transmission of the same stream whose range covers its first
+byte; a receive-side frame belongs to the earliest later skb that covers its first byte. Zero-
+length packets (pure ACKs) match on (stream, seq, ack, flags) and time. Known limit: if a
+retransmission enters TCP while the original copy of the same bytes is still queued below it
+(e.g. held by a long qdisc delay), the lower layers' events are attributed to the retransmission.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from mbrec.events import CONSTANTS, PROBE_IDS, RECV_PROBES, SEND_PROBES
+from analysis.join import NONE, first_per_group, group_ids, grouped_cummax_before, stab, unwrap32
+
+PACKET_TABLE_VERSION = 1
+SYN = CONSTANTS["MBREC_TCP_SYN"]
+ACK = CONSTANTS["MBREC_TCP_ACK"]
+FIN = CONSTANTS["MBREC_TCP_FIN"]
+SOCK_READ = CONSTANTS["MBREC_SOCK_READ"]
+SOCK_WRITE = CONSTANTS["MBREC_SOCK_WRITE"]
+SEND_IDS = [PROBE_IDS[p] for p in SEND_PROBES]
+RECV_IDS = [PROBE_IDS[p] for p in RECV_PROBES]
+LAYER_NAMES = {0: SEND_PROBES, 1: RECV_PROBES}
+TCP_STATE_SYN_SENT, TCP_STATE_SYN_RECV, TCP_STATE_NEW_SYN_RECV = 2, 3, 12
+
+
+@dataclass
+class FlowTable:
+    ep_addr: np.ndarray      # (n, 2, 16) uint8
+    ep_port: np.ndarray      # (n, 2) uint16
+    family: np.ndarray       # (n,) uint8
+    local: np.ndarray        # (n,) int8
+    client: np.ndarray       # (n,) int8, -1 unknown
+    client_source: list      # per flow: "syn" | "state" | "ports" | "guess" | "unknown"
+    cookies: list = field(default_factory=list)  # per flow: sorted socket cookies seen
+
+    def __len__(self):
+        return len(self.family)
+
+    def key(self, i: int) -> tuple:
+        """A name for flow i that every host computes the same way (addresses as bytes)."""
+        return (int(self.family[i]), bytes(self.ep_addr[i, 0]), int(self.ep_port[i, 0]),
+                bytes(self.ep_addr[i, 1]), int(self.ep_port[i, 1]))
+
+
+@dataclass
+class PacketTable:
+    host: str
+    boot_id: str
+    flows: FlowTable
+    pkt: dict            # see module docstring
+    wire: dict
+    version: int = PACKET_TABLE_VERSION
+
+    def __len__(self):
+        return len(self.pkt["flow"])
+
+
+def _words(addr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    w = np.ascontiguousarray(addr, dtype=np.uint8).reshape(-1, 16).view("<u8")
+    return w[:, 0], w[:, 1]
+
+
+def endpoints(local_addr, local_port, remote_addr, remote_port):
+    """Per event: the local endpoint's index (0/1) in the flow's fixed endpoint order."""
+    l0, l1 = _words(local_addr)
+    r0, r1 = _words(remote_addr)
+    lp, rp = local_port.astype(np.uint64), remote_port.astype(np.uint64)
+    gt = (l1 > r1) | ((l1 == r1) & ((l0 > r0) | ((l0 == r0) & (lp > rp))))
+    return gt.astype(np.int8)
+
+
+@dataclass
+class _Side:
+    """The events of one schema reduced to what flow identification needs."""
+
+    local_addr: np.ndarray
+    local_port: np.ndarray
+    remote_addr: np.ndarray
+    remote_port: np.ndarray
+    family: np.ndarray
+    cookie: np.ndarray
+
+
+def _pkt_sides(pkt: np.ndarray) -> _Side:
+    recv = np.isin(pkt["probe"], RECV_IDS)
+    la = np.where(recv[:, None], pkt["daddr"], pkt["saddr"])
+    ra = np.where(recv[:, None], pkt["saddr"], pkt["daddr"])
+    lp = np.where(recv, pkt["dport"], pkt["sport"])
+    rp = np.where(recv, pkt["sport"], pkt["dport"])
+    return _Side(la, lp, ra, rp, pkt["family"], pkt["sock_cookie"])
+
+
+def _sock_sides(recs: np.ndarray) -> _Side:
+    """sock/flow/tcp records are taken from the socket: saddr/sport are local."""
+    return _Side(recs["saddr"], recs["sport"], recs["daddr"], recs["dport"], recs["family"],
+                 recs["sock_cookie"])
+
+
+def identify_flows(events: dict[str, np.ndarray]) -> tuple[FlowTable, dict[str, tuple]]:
+    """Flow index and local endpoint for every event of every schema of one host.
+
+    Returns the FlowTable and, per schema, (flow index, local endpoint index) arrays.
+    """
+    names = [n for n in ("pkt", "sock", "flow", "tcp") if n in events and len(events[n])]
+    sides = [(_pkt_sides if n == "pkt" else _sock_sides)(events[n]) for n in names]
+    if not sides:
+        empty = FlowTable(np.zeros((0, 2, 16), np.uint8), np.zeros((0, 2), np.uint16),
+                          np.zeros(0, np.uint8), np.zeros(0, np.int8), np.zeros(0, np.int8), [])
+        return empty, {}
+    la = np.concatenate([s.local_addr for s in sides]).reshape(-1, 16)
+    lp = np.concatenate([s.local_port for s in sides])
+    ra = np.concatenate([s.remote_addr for s in sides]).reshape(-1, 16)
+    rp = np.concatenate([s.remote_port for s in sides])
+    fam = np.concatenate([s.family for s in sides])
+    cookie = np.concatenate([s.cookie for s in sides])
+    local = endpoints(la, lp, ra, rp)
+    swap = local.astype(bool)
+    a0 = np.where(swap[:, None], ra, la)
+    a1 = np.where(swap[:, None], la, ra)
+    p0 = np.where(swap, rp, lp)
+    p1 = np.where(swap, lp, rp)
+    a0w, a1w = _words(a0), _words(a1)
+    flow, nflows, rep = group_ids(fam.astype(np.uint64), a0w[1], a0w[0], p0.astype(np.uint64),
+                                  a1w[1], a1w[0], p1.astype(np.uint64))
+    local_per_flow = local[rep].astype(np.int8)
+    cookies = _cookies_per_flow(flow, cookie, nflows)
+    ft = FlowTable(ep_addr=np.stack([a0[rep], a1[rep]], axis=1), ep_port=np.stack([p0[rep], p1[rep]], axis=1).astype(np.uint16),
+                   family=fam[rep].astype(np.uint8), local=local_per_flow,
+                   client=np.full(nflows, -1, np.int8), client_source=["unknown"] * nflows,
+                   cookies=cookies)
+    out, start = {}, 0
+    for name, s in zip(names, sides):
+        n = len(s.family)
+        out[name] = (flow[start:start + n], local[start:start + n])
+        start += n
+    _find_clients(ft, events, out)
+    return ft, out
+
+
+def _cookies_per_flow(flow, cookie, nflows) -> list:
+    keep = cookie != 0
+    if not keep.any():
+        return [[] for _ in range(nflows)]
+    pairs = np.unique(np.stack([flow[keep].astype(np.uint64), cookie[keep].astype(np.uint64)], 1), axis=0)
+    result = [[] for _ in range(nflows)]
+    for f, c in pairs.tolist():  # one entry per (flow, socket): small
+        result[int(f)].append(int(c))
+    return result
+
+
+def _find_clients(ft: FlowTable, events: dict, ids: dict) -> None:
+    """Fill ft.client: who opened each connection, from SYNs, then state changes, then ports."""
+    n = len(ft)
+    client = np.full(n, -1, np.int8)
+    source = np.array(["unknown"] * n, dtype=object)
+    if "pkt" in ids:
+        pkt = events["pkt"]
+        flow, local = ids["pkt"]
+        syn = (pkt["tcp_flags"] & (SYN | ACK)) == SYN
+        if syn.any():
+            recv = np.isin(pkt["probe"], RECV_IDS)
+            sender = np.where(recv, 1 - local, local)[syn]
+            f = flow[syn]
+            order = np.argsort(pkt["ts_ns"][syn], kind="stable")[::-1]  # earliest written last
+            client[f[order]] = sender[order]
+            source[f[order]] = "syn"
+    if "tcp" in ids:
+        tcp = events["tcp"]
+        flow, local = ids["tcp"]
+        state = tcp["kind"] == CONSTANTS["MBREC_TCP_STATE"]
+        opener = state & (tcp["new_state"] == TCP_STATE_SYN_SENT)
+        accepter = state & np.isin(tcp["new_state"], [TCP_STATE_SYN_RECV, TCP_STATE_NEW_SYN_RECV])
+        for mask, who in ((opener, local), (accepter, 1 - local)):
+            todo = mask & (client[flow] < 0)
+            client[flow[todo]] = who[todo]
+            source[flow[todo]] = "state"
+    todo = client < 0
+    if todo.any():
+        p0 = ft.ep_port[:, 0].astype(np.int64)
+        p1 = ft.ep_port[:, 1].astype(np.int64)
+        # the server has the well-known port; else the client has the ephemeral one
+        srv0 = ((p0 < 1024) & (p1 >= 1024)) | ((p1 >= 32768) & (p0 < 32768))
+        srv1 = ((p1 < 1024) & (p0 >= 1024)) | ((p0 >= 32768) & (p1 < 32768))
+        guess = np.where(srv0, 1, np.where(srv1, 0, np.where(p0 <= p1, 1, 0)))
+        src = np.where(srv0 | srv1, "ports", "guess")
+        client[todo] = guess[todo]
+        source[todo] = src[todo]
+    ft.client = client
+    ft.client_source = source.tolist()
+
+
+@dataclass
+class Prepared:
+    """One host's events with flows identified and sequence numbers unwrapped (shared by the
+    packet table and the application analysis, so both use the same unwrapping)."""
+
+    flows: FlowTable
+    ids: dict             # schema -> (flow, local endpoint) per event
+    pkt_stream: np.ndarray
+    pkt_seq64: np.ndarray
+    pkt_end64: np.ndarray
+    sock_stream: np.ndarray
+    sock_seq64: np.ndarray
+    sock_end64: np.ndarray
+
+
+def prepare(events: dict) -> Prepared:
+    """Identify flows and unwrap every sequence number of one host in one pool per stream:
+    packet seq (sender's stream), packet ack (the other stream), socket write ranges (the local
+    endpoint's stream) and read ranges (the remote endpoint's stream)."""
+    flows, ids = identify_flows(events)
+    z = np.zeros(0, np.int64)
+    pkt = events.get("pkt")
+    sock = events.get("sock")
+    streams, times, values = [], [], []
+    if "pkt" in ids:
+        flow, local = ids["pkt"]
+        recv = np.isin(pkt["probe"], RECV_IDS)
+        sender = np.where(recv, 1 - local, local).astype(np.int64)
+        pst = 2 * flow + sender
+        has_ack = (pkt["tcp_flags"] & ACK) != 0
+        streams += [pst, (2 * flow + 1 - sender)[has_ack]]
+        times += [pkt["ts_ns"], pkt["ts_ns"][has_ack]]
+        values += [pkt["seq"], pkt["ack"][has_ack]]
+    if "sock" in ids:
+        flow, local = ids["sock"]
+        reads = sock["kind"] == SOCK_READ
+        sst = 2 * flow + np.where(reads, 1 - local, local)
+        streams.append(sst)
+        times.append(sock["ts_ns"])
+        values.append(sock["seq_start"])
+    if not streams:
+        return Prepared(flows, ids, z, z, z, z, z, z)
+    u = unwrap32(np.concatenate(streams).astype(np.int64),
+                 np.concatenate(times).astype(np.int64), np.concatenate(values))
+    n_pkt = len(pkt) if "pkt" in ids else 0
+    if n_pkt:
+        pseq = u[:n_pkt]
+        pend = pseq + ((pkt["end_seq"].astype(np.int64) - pkt["seq"].astype(np.int64)) & 0xFFFFFFFF)
+    else:
+        pst, pseq, pend = z, z, z
+    if "sock" in ids:
+        sseq = u[len(u) - len(sock):]
+        send_ = sseq + ((sock["seq_end"].astype(np.int64) - sock["seq_start"].astype(np.int64)) & 0xFFFFFFFF)
+    else:
+        sst, sseq, send_ = z, z, z
+    return Prepared(flows, ids, pst, pseq, pend, sst, sseq, send_)
+
+
+def _match(rows: dict, q: dict, mode: str) -> np.ndarray:
+    """Row index per query event: ranged events by range cover, zero-length by exact key."""
+    out = np.full(len(q["t"]), NONE, np.int64)
+    r_rng = rows["end64"] > rows["seq64"]
+    q_rng = q["end64"] > q["seq64"]
+    ri, qi = np.nonzero(r_rng)[0], np.nonzero(q_rng)[0]
+    if len(ri) and len(qi):
+        hit = stab(rows["stream"][ri], rows["seq64"][ri], rows["end64"][ri], rows["t"][ri],
+                   q["stream"][qi], q["seq64"][qi], q["t"][qi], mode)
+        out[qi] = np.where(hit >= 0, ri[np.maximum(hit, 0)], NONE)
+    ri, qi = np.nonzero(~r_rng)[0], np.nonzero(~q_rng)[0]
+    if len(ri) and len(qi):
+        key, _, _ = group_ids(np.concatenate([rows["stream"][ri], q["stream"][qi]]),
+                              np.concatenate([rows["seq64"][ri], q["seq64"][qi]]),
+                              np.concatenate([rows["ack"][ri], q["ack"][qi]]).astype(np.int64),
+                              np.concatenate([rows["flags"][ri], q["flags"][qi]]).astype(np.int64))
+        rk, qk = key[:len(ri)], key[len(ri):]
+        zero_r, zero_q = np.zeros(len(ri), np.int64), np.zeros(len(qi), np.int64)
+        hit = stab(rk, zero_r, zero_r + 1, rows["t"][ri], qk, zero_q, q["t"][qi], mode)
+        out[qi] = np.where(hit >= 0, ri[np.maximum(hit, 0)], NONE)
+    return out
+
+
+_ROW_FIELDS = ("flow", "direction", "sender", "stream", "seq", "end_seq", "seq64", "end64",
+               "ack", "flags", "ip_id")
+
+
+def _chain(ev: dict, layers: list[int], mode: str, multi_layer: int) -> tuple[dict, np.ndarray]:
+    """Follow one direction's events through its layers.
+
+    ev: per-event arrays (one direction of one host), with "layer" 0..3 in path order.
+    layers: the order in which layers are attached (the first one anchors rows).
+    mode: "before" (send: each next layer happens after the anchor) or "after" (receive).
+    multi_layer: the layer where one row may own several events (the wire layer).
+    Returns (rows, row index per event).
+    """
+    n = len(ev["t"])
+    row_of_event = np.full(n, NONE, np.int64)
+    first = np.nonzero(ev["layer"] == layers[0])[0]
+    rows = {f: ev[f][first] for f in _ROW_FIELDS}
+    ts = np.full((len(first), 4), NONE, np.int64)
+    ts[:, layers[0]] = ev["t"][first]
+    n_wire = np.zeros(len(first), np.int32)
+    if layers[0] == multi_layer:
+        n_wire += 1
+    row_of_event[first] = np.arange(len(first))
+    for k, layer in enumerate(layers[1:], start=1):
+        idx = np.nonzero(ev["layer"] == layer)[0]
+        if len(idx) == 0:
+            continue
+        seen = ts[:, layers[:k]]
+        present = seen >= 0
+        if mode == "before":  # the row's latest time so far
+            ref_t = np.where(present, seen, np.iinfo(np.int64).min).max(axis=1)
+        else:  # the row's earliest time so far
+            ref_t = np.where(present, seen, np.iinfo(np.int64).max).min(axis=1)
+        q = {f: ev[f][idx] for f in ("stream", "seq64", "end64", "ack", "flags")}
+        q["t"] = ev["t"][idx]
+        rows_m = dict(rows, t=ref_t)
+        hit = _match(rows_m, q, mode)
+        # One event per row and layer, except several at the wire layer with distinct starts.
+        # Later duplicates (same row, same start) become rows of their own.
+        ok = hit >= 0
+        dup = np.zeros(len(idx), dtype=bool)
+        if ok.any():
+            cand = np.nonzero(ok)[0]
+            key_start = q["seq64"][cand] if layer == multi_layer else np.zeros(len(cand), np.int64)
+            gid, _, _ = group_ids(hit[cand], key_start)
+            keep = first_per_group(gid, q["t"][cand])
+            dup[cand[~keep]] = True
+            ok &= ~dup
+        # matched: fill the layer time (earliest), count wire events
+        mi = np.nonzero(ok)[0]
+        if len(mi):
+            r = hit[mi]
+            cur = ts[:, layer]
+            tmp = np.full(len(rows["flow"]), np.iinfo(np.int64).max, np.int64)
+            np.minimum.at(tmp, r, q["t"][mi])
+            upd = tmp < np.iinfo(np.int64).max
+            ts[upd, layer] = np.where(cur[upd] >= 0, np.minimum(cur[upd], tmp[upd]), tmp[upd])
+            if layer == multi_layer:
+                n_wire += np.bincount(r, minlength=len(n_wire)).astype(np.int32)
+            row_of_event[idx[mi]] = r
+        # unmatched: new rows anchored at this layer
+        new = idx[~ok]
+        if len(new):
+            base = len(rows["flow"])
+            for f in _ROW_FIELDS:
+                rows[f] = np.concatenate([rows[f], ev[f][new]])
+            add = np.full((len(new), 4), NONE, np.int64)
+            add[:, layer] = ev["t"][new]
+            ts = np.concatenate([ts, add])
+            n_wire = np.concatenate([n_wire, np.full(len(new), int(layer == multi_layer),
+                                                     np.int32)])
+            row_of_event[new] = base + np.arange(len(new))
+        # IP id: take it from the lowest layer that carries one (only if the row has none yet)
+        if len(mi):
+            has = (rows["ip_id"][hit[mi]] == 0) & (ev["ip_id"][idx[mi]] != 0)
+            rows["ip_id"][hit[mi][has]] = ev["ip_id"][idx[mi][has]]
+    rows["ts"] = ts
+    rows["n_wire"] = n_wire
+    return rows, row_of_event
+
+
+def packet_table(trace, prepared: Prepared | None = None) -> PacketTable:
+    """The packet table of one host's trace (see the module docstring). Pure: reads trace only.
+
+    The receive rows' copy layer (ts[:, 3]) is filled by analysis.app.attach_copies, which needs
+    the socket read records; ``analysis.app.host_analysis`` does both.
+    """
+    prep = prepared if prepared is not None else prepare(trace.events)
+    flows, ids = prep.flows, prep.ids
+    pkt = trace.events.get("pkt")
+    header = trace.header or {}
+    if pkt is None or len(pkt) == 0 or "pkt" not in ids:
+        return PacketTable(str(header.get("host", "?")), str(header.get("boot_id", "")), flows,
+                           _empty_rows(), _empty_wire())
+    flow, local = ids["pkt"]
+    probe = pkt["probe"].astype(np.int64)
+    recv = np.isin(probe, RECV_IDS)
+    known = recv | np.isin(probe, SEND_IDS)
+    ts = pkt["ts_ns"].astype(np.int64)
+    sender = np.where(recv, 1 - local, local).astype(np.int8)
+    stream, seq64, end64 = prep.pkt_stream, prep.pkt_seq64, prep.pkt_end64
+    layer = np.where(recv, probe - RECV_IDS[0], probe - SEND_IDS[0])
+    ev_all = {"flow": flow, "direction": recv.astype(np.int8), "sender": sender,
+              "stream": stream, "seq": pkt["seq"], "end_seq": pkt["end_seq"], "seq64": seq64,
+              "end64": end64, "ack": pkt["ack"], "flags": pkt["tcp_flags"],
+              "ip_id": pkt["ip_id"].copy(), "t": ts, "layer": layer,
+              "gso_segs": pkt["gso_segs"]}
+    parts, wires = [], []
+    for direction in (0, 1):
+        sel = np.nonzero(known & (recv == bool(direction)) & (layer < 3 if direction else True))[0]
+        ev = {k: v[sel] for k, v in ev_all.items()}
+        if direction == 0:
+            rows, row_of = _chain(ev, [0, 1, 2, 3], "before", multi_layer=3)
+            wire_sel = ev["layer"] == 3
+        else:  # the copy layer (3) is attached by analysis.app from the read byte ranges
+            rows, row_of = _chain(ev, [2, 1, 0], "after", multi_layer=0)
+            wire_sel = ev["layer"] == 0
+        rows["retrans"] = _behind(rows)
+        parts.append(rows)
+        w = {k: ev[k][wire_sel] for k in ("flow", "direction", "sender", "seq", "end_seq",
+                                           "seq64", "end64", "ack", "flags", "ip_id",
+                                           "gso_segs")}
+        w["ts"] = ev["t"][wire_sel]
+        w["row"] = row_of[wire_sel]
+        wires.append(w)
+    offset = len(parts[0]["flow"])
+    wires[1]["row"] = np.where(wires[1]["row"] >= 0, wires[1]["row"] + offset, NONE)
+    keys = list(_ROW_FIELDS) + ["ts", "n_wire", "retrans"]
+    rows = {k: np.concatenate([parts[0][k], parts[1][k]]) for k in keys}
+    wire = {k: np.concatenate([wires[0][k], wires[1][k]]) for k in wires[0]}
+    # order rows by their first seen time, for readable output
+    first_t = np.where(rows["ts"] >= 0, rows["ts"], np.iinfo(np.int64).max).min(axis=1)
+    order = np.argsort(first_t, kind="stable")
+    inv = np.empty_like(order)
+    inv[order] = np.arange(len(order))
+    rows = {k: v[order] for k, v in rows.items()}
+    wire["row"] = np.where(wire["row"] >= 0, inv[np.maximum(wire["row"], 0)], NONE)
+    rows["flow"] = rows["flow"].astype(np.int64)
+    return PacketTable(str(header.get("host", "?")), str(header.get("boot_id", "")), flows,
+                       rows, wire)
+
+
+def _behind(rows: dict) -> np.ndarray:
+    """Data rows whose range starts below the highest byte already seen in their stream."""
+    t = np.where(rows["ts"] >= 0, rows["ts"], np.iinfo(np.int64).max).min(axis=1)
+    data = rows["end64"] > rows["seq64"]
+    out = np.zeros(len(t), dtype=bool)
+    if data.any():
+        prev = grouped_cummax_before(rows["stream"][data], t[data], rows["end64"][data])
+        out[np.nonzero(data)[0]] = rows["seq64"][data] < prev
+    return out
+
+
+def _empty_rows() -> dict:
+    d = {f: np.zeros(0, np.int64) for f in _ROW_FIELDS}
+    d["ts"] = np.zeros((0, 4), np.int64)
+    d["n_wire"] = np.zeros(0, np.int32)
+    d["retrans"] = np.zeros(0, bool)
+    return d
+
+
+def _empty_wire() -> dict:
+    d = {f: np.zeros(0, np.int64) for f in ("flow", "direction", "sender", "seq", "end_seq",
+                                             "seq64", "end64", "ack", "flags", "ip_id",
+                                             "gso_segs", "ts", "row")}
+    return d
