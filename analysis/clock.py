@@ -1,0 +1,785 @@
+"""Clock alignment between hosts' traces, with guaranteed bounds (see docs/clock-alignment.md).
+
+Entry point, called by `mbrec analyze`::
+
+    align(traces, method="auto", reference=None, window_s=None) -> Alignment
+
+and the command-line options that feed it (the analyze command adds them and passes them through):
+
+    --clock auto|shared|realtime|packets   -> method      (default auto)
+    --reference HOST                       -> reference   (default: the first trace's host)
+    --clock-window S                       -> window_s    (default: one fit over the whole trace)
+
+Model, per host pair (A, B): ``t_B = alpha * t_A + beta`` over a window. A frame A->B sent at A-time s
+and received at B-time r gives ``r >= alpha*s + beta`` (the line passes below the point (s, r)); a
+frame B->A sent at B-time s' and received at A-time r' gives ``s' <= alpha*r' + beta`` (the line
+passes above (r', s')). Every line that satisfies all constraints is *feasible*; the true one is
+among them. The feasible lines form a convex polygon in (alpha, beta); we find it from the lower
+convex hull of the A->B points and the upper hull of the B->A points, so the work is one O(n) to
+O(n log n) hull pass per direction and then work proportional to the hull size.
+
+Outputs per pair: the extreme slopes (alpha_min, alpha_max), the bisector of the two extreme lines as
+the estimate (it assumes equal minimum one-way delays in both directions: the estimate's error is
+half their difference), and, for any time t, the exact range of values the feasible lines give
+(``lo(t) <= true t_B <= hi(t)``). That range is a guarantee under the model (an affine clock
+relation within a window, and positive one-way delays); it is not a statistical interval.
+
+Everything below works in centred coordinates: int64 nanoseconds minus an int64 reference point,
+then float64, so offsets of days and drifts of hundreds of ppm lose no precision.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from mbrec.errors import MbrecError
+
+METHODS = ("auto", "shared", "realtime", "packets")
+ASSUMPTION = ("the estimate is the bisector of the two extreme feasible lines: it assumes equal "
+              "minimum one-way delays in both directions, and is off by half their difference "
+              "(the guaranteed interval holds either way)")
+
+
+# --------------------------------------------------------------------------------------------
+# Convex hulls (pure numpy, iterative quickhull: exact, and cheap on time-series data)
+
+def lower_hull(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Indices of the lower convex hull's vertices, sorted by x (strictly increasing x).
+
+    Quickhull keeps, at each step, only the points below the current chord, so on clock data
+    (points close to a line, few hull vertices) it touches each point a handful of times.
+    """
+    n = len(x)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    xmin, xmax = x.min(), x.max()
+    left = np.flatnonzero(x == xmin)
+    a = int(left[np.argmin(y[left])])
+    right = np.flatnonzero(x == xmax)
+    b = int(right[np.argmin(y[right])])
+    if a == b:
+        return np.array([a], dtype=np.int64)
+    out = [a, b]
+    stack = [(a, b, None)]
+    while stack:
+        a, b, idx = stack.pop()
+        xa, ya = x[a], y[a]
+        dx, dy = x[b] - xa, y[b] - ya
+        if idx is None:
+            cross = dx * (y - ya) - dy * (x - xa)
+            idx = np.flatnonzero(cross < 0)
+            cross = cross[idx]
+        else:
+            cross = dx * (y[idx] - ya) - dy * (x[idx] - xa)
+            keep = cross < 0
+            idx, cross = idx[keep], cross[keep]
+        if len(idx) == 0:
+            continue
+        k = int(idx[np.argmin(cross)])
+        out.append(k)
+        xi = x[idx]
+        stack.append((a, k, idx[xi < x[k]]))
+        stack.append((k, b, idx[xi > x[k]]))
+    out = np.array(out, dtype=np.int64)
+    return out[np.argsort(x[out], kind="stable")]
+
+
+def upper_hull(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Indices of the upper convex hull's vertices, sorted by x."""
+    return lower_hull(x, -y)
+
+
+# --------------------------------------------------------------------------------------------
+# Lines and envelopes
+
+@dataclass
+class Envelope:
+    """The max (upper=True) or min of a few lines y = m*x + c, evaluated by searchsorted."""
+
+    m: np.ndarray
+    c: np.ndarray
+    breaks: np.ndarray  # x where the active line changes; len(m) - 1 of them
+    upper: bool
+
+    @classmethod
+    def of(cls, m, c, upper: bool) -> "Envelope":
+        m = np.asarray(m, dtype=np.float64)
+        c = np.asarray(c, dtype=np.float64)
+        if not upper:
+            e = cls.of(-m, -c, True)
+            return cls(-e.m, -e.c, e.breaks, False)
+        if len(m) == 0:
+            return cls(m, c, np.zeros(0), True)
+        order = np.lexsort((c, m))
+        m, c = m[order], c[order]
+        # equal slopes: keep the highest intercept (the last of each run)
+        last = np.r_[m[1:] != m[:-1], True]
+        m, c = m[last], c[last]
+        hm, hc, hb = [], [], []
+        for mi, ci in zip(m.tolist(), c.tolist()):
+            while hm:
+                xb = (hc[-1] - ci) / (mi - hm[-1])  # where the new line overtakes the top one
+                if hb and xb <= hb[-1]:
+                    hm.pop(), hc.pop(), hb.pop()
+                    continue
+                break
+            if hm:
+                hb.append((hc[-1] - ci) / (mi - hm[-1]))
+            hm.append(mi)
+            hc.append(ci)
+        return cls(np.array(hm), np.array(hc), np.array(hb), True)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float64)
+        if len(self.m) == 0:
+            return np.full(x.shape, np.inf if self.upper else -np.inf)
+        k = np.searchsorted(self.breaks, x)
+        return self.m[k] * x + self.c[k]
+
+    def inverse(self) -> "Envelope":
+        """The inverse function (increasing lines only): a max of lines inverts to a min."""
+        if len(self.m) and not np.all(self.m > 0):
+            return Envelope(np.zeros(0), np.zeros(0), np.zeros(0), not self.upper)
+        return Envelope.of(1.0 / self.m, -self.c / self.m, not self.upper)
+
+
+# --------------------------------------------------------------------------------------------
+# The two-variable LP over the hulls
+
+@dataclass
+class _Hulls:
+    px: np.ndarray  # lower hull of the A->B points (s, r), centred
+    py: np.ndarray
+    qx: np.ndarray  # upper hull of the B->A points (r', s'), centred
+    qy: np.ndarray
+
+    def __post_init__(self):
+        self.ps = np.diff(self.py) / np.diff(self.px) if len(self.px) > 1 else np.zeros(0)
+        self.qs = np.diff(self.qy) / np.diff(self.qx) if len(self.qx) > 1 else np.zeros(0)
+
+    def upper_b(self, alpha):
+        """U(alpha) = min over A->B points of (y - alpha x): the highest feasible intercept."""
+        alpha = np.asarray(alpha, dtype=np.float64)
+        if len(self.px) == 0:
+            return np.full(alpha.shape, np.inf)
+        k = np.searchsorted(self.ps, alpha)
+        return self.py[k] - alpha * self.px[k]
+
+    def lower_b(self, alpha):
+        """L(alpha) = max over B->A points of (y - alpha x): the lowest feasible intercept."""
+        alpha = np.asarray(alpha, dtype=np.float64)
+        if len(self.qx) == 0:
+            return np.full(alpha.shape, -np.inf)
+        k = np.searchsorted(-self.qs, -alpha)
+        return self.qy[k] - alpha * self.qx[k]
+
+    def _active(self, alpha):
+        return (int(np.searchsorted(self.ps, alpha)) if len(self.px) else None,
+                int(np.searchsorted(-self.qs, -alpha)) if len(self.qx) else None)
+
+    def _root(self, alpha_inside):
+        """The alpha where U = L, on the linear piece that contains alpha_inside."""
+        k, j = self._active(alpha_inside)
+        return (self.py[k] - self.qy[j]) / (self.px[k] - self.qx[j])
+
+    def feasible_alpha(self):
+        """(alpha_min, alpha_max, evidence): the feasible slopes, +-inf where unbounded.
+
+        g(alpha) = U - L is concave and piecewise linear with breakpoints at the hull edges'
+        slopes; the feasible slopes are where g >= 0. Returns None bounds and the evidence
+        (the most nearly satisfied pair of constraints) when nothing is feasible.
+        """
+        if len(self.px) == 0 or len(self.qx) == 0:
+            return -np.inf, np.inf, None
+        br = np.unique(np.concatenate([self.ps, self.qs, [1.0]]))
+        g = self.upper_b(br) - self.lower_b(br)
+        slope_left = self.qx[-1] - self.px[0]   # dg/dalpha below every breakpoint
+        slope_right = self.qx[0] - self.px[-1]  # and above
+        pos = np.flatnonzero(g >= 0)
+        if len(pos):
+            i, j = pos[0], pos[-1]
+            if i > 0:
+                lo = self._root(0.5 * (br[i - 1] + br[i]))
+            else:
+                lo = -np.inf if slope_left <= 0 else self._root(br[0] - 1.0)
+            if j < len(br) - 1:
+                hi = self._root(0.5 * (br[j] + br[j + 1]))
+            else:
+                hi = np.inf if slope_right >= 0 else self._root(br[-1] + 1.0)
+            return lo, hi, None
+        if slope_right > 0:
+            return self._root(br[-1] + 1.0), np.inf, None
+        if slope_left < 0:
+            return -np.inf, self._root(br[0] - 1.0), None
+        best = int(np.argmax(g))
+        k, jq = self._active(br[best])
+        return None, None, {"alpha": float(br[best]), "gap_ns": float(-g[best]),
+                            "p": (float(self.px[k]), float(self.py[k])),
+                            "q": (float(self.qx[jq]), float(self.qy[jq]))}
+
+
+# --------------------------------------------------------------------------------------------
+# One fit: a window of one pair
+
+@dataclass
+class LineFit:
+    """One window's result, centred: (t_to - t0_to) = alpha * (t_from - t0_from) + b.
+
+    ``lo`` and ``hi`` are envelopes of feasible lines in the same centred coordinates: for a
+    from-time x, every line consistent with the data maps it into [lo(x), hi(x)].
+    """
+
+    alpha: float
+    b: float
+    alpha_min: float
+    alpha_max: float
+    lo: Envelope
+    hi: Envelope
+    quality: str           # exact | accurate | approximate | failed
+    n_fwd: int = 0         # constraints from->to
+    n_bwd: int = 0         # constraints to->from
+    span: tuple = (0.0, 0.0)  # centred from-time range of the constraints
+    note: str = ""
+    evidence: dict | None = None
+    hulls: _Hulls | None = None
+
+    def est(self, x):
+        return self.alpha * np.asarray(x, dtype=np.float64) + self.b
+
+    def width_ns(self) -> float:
+        """The widest bound (hi - lo) over the data span of this window."""
+        xs = np.array([self.span[0], self.span[1]], dtype=np.float64)
+        inner = np.concatenate([self.lo.breaks, self.hi.breaks])
+        xs = np.concatenate([xs, inner[(inner > xs[0]) & (inner < xs[1])]])
+        return float(np.max(self.hi(xs) - self.lo(xs)))
+
+    def inverse(self) -> "LineFit":
+        span = tuple(sorted(float(v) for v in self.est(np.array(self.span))))
+        return LineFit(alpha=1.0 / self.alpha, b=-self.b / self.alpha,
+                       alpha_min=(1.0 / self.alpha_max if self.alpha_max > 0 else 0.0),
+                       alpha_max=(1.0 / self.alpha_min if self.alpha_min > 0 else np.inf),
+                       lo=self.hi.inverse(), hi=self.lo.inverse(), quality=self.quality,
+                       n_fwd=self.n_bwd, n_bwd=self.n_fwd, span=span, note=self.note,
+                       evidence=self.evidence)
+
+
+def _identity_fit(quality="exact", note="") -> LineFit:
+    line = Envelope.of([1.0], [0.0], True)
+    return LineFit(1.0, 0.0, 1.0, 1.0, Envelope.of([1.0], [0.0], False), line, quality,
+                   span=(-np.inf, np.inf), note=note)
+
+
+def fit_window(px: np.ndarray, py: np.ndarray, qx: np.ndarray, qy: np.ndarray,
+               fallback: tuple[float, float] | None = None) -> LineFit:
+    """Fit one window from centred float64 constraint points.
+
+    px, py: from->to frames (send time, receive time); qx, qy: to->from frames (receive time on
+    the from host, send time on the to host). fallback: (alpha, b) from another source (the
+    realtime anchors) used when the packets leave the line unbounded.
+    """
+    hp = lower_hull(px, py)
+    hq = upper_hull(qx, qy)
+    h = _Hulls(px[hp], py[hp], qx[hq], qy[hq])
+    xs = np.concatenate([px, qx])
+    span = (float(xs.min()), float(xs.max())) if len(xs) else (0.0, 0.0)
+    n_f, n_b = len(px), len(qx)
+    amin, amax, evidence = h.feasible_alpha()
+    if amin is None:
+        return LineFit(np.nan, np.nan, np.nan, np.nan, Envelope.of([], [], False),
+                       Envelope.of([], [], True), "failed", n_f, n_b, span,
+                       note=(f"no line satisfies every constraint: a frame in one direction and "
+                             f"one in the other disagree by {evidence['gap_ns']:.0f} ns (a clock "
+                             "step, a non-linear drift, or a wrong match)"),
+                       evidence=evidence, hulls=h)
+    amin = max(amin, 0.0)  # clocks run forward
+    bounded = np.isfinite(amin) and amin > 0 and np.isfinite(amax)
+    cand_hi = [a for a in (amin, amax) if np.isfinite(a)]
+    cand_hi += [a for a in h.ps if amin < a < amax]
+    cand_lo = [a for a in (amin, amax) if np.isfinite(a)]
+    cand_lo += [a for a in h.qs if amin < a < amax]
+    if bounded:
+        hi = Envelope.of(cand_hi, h.upper_b(np.array(cand_hi)), True)
+        lo = Envelope.of(cand_lo, h.lower_b(np.array(cand_lo)), False)
+        b_at_min = float(h.upper_b(amin))
+        b_at_max = float(h.upper_b(amax))
+        return LineFit(0.5 * (amin + amax), 0.5 * (b_at_min + b_at_max), amin, amax, lo, hi,
+                       "accurate", n_f, n_b, span, note=ASSUMPTION, hulls=h)
+    # Unbounded: one direction only, or the two directions never interleave in time.
+    hi = (Envelope.of(cand_hi, h.upper_b(np.array(cand_hi)), True)
+          if bounded or (len(h.px) and np.isfinite(amin) and np.isfinite(amax))
+          else Envelope.of([], [], True))
+    lo = Envelope.of([], [], False)
+    why = ("frames in one direction only" if n_f == 0 or n_b == 0 else
+           "the two directions' frames do not interleave in time")
+    if fallback is not None:
+        alpha, b = fallback
+        # keep the fallback consistent with the one-sided constraints
+        if len(h.px):
+            b = min(b, float(h.upper_b(alpha)))
+        if len(h.qx):
+            b = max(b, float(h.lower_b(alpha)))
+        note = f"{why}: the estimate comes from the realtime anchors, checked against them"
+    else:
+        alpha, b = 1.0, (float(h.upper_b(1.0)) if len(h.px) else float(h.lower_b(1.0)))
+        note = f"{why}: the estimate is the one-sided limit at zero drift"
+    return LineFit(alpha, b, amin, amax, lo, hi, "approximate", n_f, n_b, span, note=note,
+                   hulls=h)
+
+
+# --------------------------------------------------------------------------------------------
+# A pair of hosts: one or more windows
+
+@dataclass
+class PairAlignment:
+    """t_to as a function of t_from, window by window, all windows sharing one centring."""
+
+    from_host: str
+    to_host: str
+    method: str                # shared | packets | realtime
+    t0_from: int
+    t0_to: int
+    edges: np.ndarray          # window starts, centred from-time (first is -inf)
+    fits: list[LineFit]
+    note: str = ""
+    causality: dict | None = None
+    evidence: dict | None = None
+
+    @property
+    def quality(self) -> str:
+        order = ["exact", "accurate", "approximate", "failed"]
+        return max((f.quality for f in self.fits), key=order.index) if self.fits else "failed"
+
+    def _window(self, xc):
+        return np.clip(np.searchsorted(self.edges, xc, side="right") - 1, 0, len(self.fits) - 1)
+
+    def map_c(self, t_from):
+        """(est, lo, hi) of t_to - t0_to for int64 from-times; NaN where a window failed."""
+        xc = (np.asarray(t_from, dtype=np.int64) - self.t0_from).astype(np.float64)
+        est = np.full(xc.shape, np.nan)
+        lo = np.full(xc.shape, np.nan)
+        hi = np.full(xc.shape, np.nan)
+        w = self._window(xc)
+        for i, f in enumerate(self.fits):
+            sel = w == i
+            if not sel.any() or f.quality == "failed":
+                continue
+            est[sel], lo[sel], hi[sel] = f.est(xc[sel]), f.lo(xc[sel]), f.hi(xc[sel])
+        return est, lo, hi
+
+    def map(self, t_from):
+        """(est, lo, hi) in absolute to-clock nanoseconds (float64)."""
+        est, lo, hi = self.map_c(t_from)
+        return est + self.t0_to, lo + self.t0_to, hi + self.t0_to
+
+    def inverse(self) -> "PairAlignment":
+        fits = [f.inverse() for f in self.fits]
+        starts = [f.est(e) if np.isfinite(e) and f.quality != "failed" else e
+                  for e, f in zip(self.edges, self.fits)]
+        return PairAlignment(self.to_host, self.from_host, self.method, self.t0_to, self.t0_from,
+                             np.array(starts, dtype=np.float64), fits, self.note,
+                             self.causality, self.evidence)
+
+    @property
+    def alpha(self) -> float:
+        good = [f for f in self.fits if f.quality != "failed"]
+        return float(np.mean([f.alpha for f in good])) if good else float("nan")
+
+    def beta_ns(self) -> float:
+        """The offset of the first usable window as t_to at t_from = 0 (absolute, may be huge)."""
+        good = [f for f in self.fits if f.quality != "failed"]
+        if not good:
+            return float("nan")
+        f = good[0]
+        return float(self.t0_to + f.b - f.alpha * self.t0_from)
+
+    def offset_ns(self) -> float:
+        """t_to - t_from at the centre of the data (the number people call "the offset")."""
+        good = [f for f in self.fits if f.quality != "failed"]
+        if not good:
+            return float("nan")
+        f = good[len(good) // 2]
+        x = 0.5 * (f.span[0] + f.span[1]) if np.all(np.isfinite(f.span)) else 0.0
+        return float((self.t0_to - self.t0_from) + f.est(x) - x)
+
+    def width_ns(self) -> float:
+        good = [f for f in self.fits if f.quality not in ("failed",)]
+        if not good:
+            return float("nan")
+        if any(f.quality == "approximate" for f in good):
+            return float("inf")
+        return max(0.0 if f.quality == "exact" else f.width_ns() for f in good)
+
+    def summary(self) -> dict:
+        """The JSON-ready description of this pair for the report."""
+        def num(v):
+            return None if v is None or not np.isfinite(v) else float(v)
+        out = {
+            "from": self.from_host, "to": self.to_host, "method": self.method,
+            "quality": self.quality,
+            "model": "t_to = alpha * t_from + beta (CLOCK_MONOTONIC ns)",
+            "offset_ns": num(self.offset_ns()),
+            "drift_ppm": num((self.alpha - 1.0) * 1e6),
+            "beta_ns": num(self.beta_ns()),
+            "bound_width_ns": num(self.width_ns()),
+            "bound_guaranteed": self.method in ("shared", "packets"),
+            "constraints": {"from_to": int(sum(f.n_fwd for f in self.fits)),
+                            "to_from": int(sum(f.n_bwd for f in self.fits))},
+            "windows": len(self.fits),
+            "note": self.note or "; ".join(sorted({f.note for f in self.fits if f.note})),
+        }
+        if self.method == "packets":
+            out["assumption"] = ASSUMPTION
+            out["drift_ppm_range"] = [num((min(f.alpha_min for f in self.fits) - 1) * 1e6),
+                                      num((max(f.alpha_max for f in self.fits) - 1) * 1e6)]
+        if len(self.fits) > 1:
+            out["per_window"] = [{"start_ns": num(e + self.t0_from), "quality": f.quality,
+                                  "drift_ppm": num((f.alpha - 1) * 1e6),
+                                  "bound_width_ns": num(f.width_ns())
+                                  if f.quality == "accurate" else None,
+                                  "constraints": [f.n_fwd, f.n_bwd]}
+                                 for e, f in zip(self.edges, self.fits)]
+        if self.causality is not None:
+            out["causality"] = self.causality
+        if self.evidence is not None:
+            out["evidence"] = self.evidence
+        return out
+
+
+def _centre(*arrays) -> int:
+    vals = [a for a in arrays if len(a)]
+    if not vals:
+        return 0
+    lo = min(int(a.min()) for a in vals)
+    hi = max(int(a.max()) for a in vals)
+    return lo + (hi - lo) // 2
+
+
+def fit_pair(s_ab, r_ab, s_ba, r_ba, *, from_host="A", to_host="B", window_s=None,
+             fallback: PairAlignment | None = None) -> PairAlignment:
+    """Align B's clock to A's from matched frames (int64 ns, each in its own host's clock).
+
+    s_ab/r_ab: frames A->B (A send time, B receive time); s_ba/r_ba: frames B->A (B send time,
+    A receive time). window_s: fit separate windows of this many seconds of A-time (for long
+    traces where NTP slews one clock). fallback: a realtime-anchor alignment used for
+    windows the packets leave unbounded.
+    """
+    s_ab, r_ab, s_ba, r_ba = (np.asarray(v, dtype=np.int64) for v in (s_ab, r_ab, s_ba, r_ba))
+    t0a = _centre(s_ab, r_ba)
+    t0b = _centre(r_ab, s_ba)
+    px = (s_ab - t0a).astype(np.float64)
+    py = (r_ab - t0b).astype(np.float64)
+    qx = (r_ba - t0a).astype(np.float64)
+    qy = (s_ba - t0b).astype(np.float64)
+    if window_s and len(px) + len(qx):
+        lo = min(v.min() for v in (px, qx) if len(v))
+        hi = max(v.max() for v in (px, qx) if len(v))
+        width = float(window_s) * 1e9
+        nwin = max(1, int(np.floor((hi - lo) / width)) + 1)
+        edges = lo + width * np.arange(nwin)
+    else:
+        edges = np.zeros(1)
+    wp = np.clip(np.searchsorted(edges, px, side="right") - 1, 0, len(edges) - 1)
+    wq = np.clip(np.searchsorted(edges, qx, side="right") - 1, 0, len(edges) - 1)
+    fits, keep = [], []
+    for i in range(len(edges)):
+        sp, sq = wp == i, wq == i
+        if len(edges) > 1 and not (sp.any() or sq.any()):
+            continue
+        fb = None
+        if fallback is not None:
+            mid = np.int64(t0a + int(edges[i]) if len(edges) > 1 else t0a)
+            e = fallback.map(np.array([mid]))[0][0]
+            fb = (fallback.alpha, float(e - t0b))
+            if len(edges) > 1:
+                fb = (fb[0], fb[1] - fb[0] * float(edges[i]))
+        fits.append(fit_window(px[sp], py[sp], qx[sq], qy[sq], fallback=fb))
+        keep.append(edges[i])
+    starts = np.array(keep, dtype=np.float64)
+    starts[0] = -np.inf
+    pair = PairAlignment(from_host, to_host, "packets", t0a, t0b, starts, fits)
+    failed = [f for f in fits if f.quality == "failed"]
+    if failed:
+        pair.evidence = _failure_evidence(px, py, qx, qy, t0a, t0b, failed[0])
+        pair.note = (f"{failed[0].note}; {pair.evidence['where']}" +
+                     ("" if window_s else "; try --clock-window to fit piecewise"))
+    return pair
+
+
+def _failure_evidence(px, py, qx, qy, t0a, t0b, fit: LineFit) -> dict:
+    """Where the constraints become inconsistent: the longest consistent prefix of the trace."""
+    ev = dict(fit.evidence or {})
+    times = np.unique(np.concatenate([px, qx]))
+    lo, hi = 0, len(times) - 1  # prefix up to times[lo] feasible (or trivially), up to hi not
+    for _ in range(40):
+        if hi - lo <= 1:
+            break
+        mid = (lo + hi) // 2
+        cut = times[mid]
+        f = fit_window(px[px <= cut], py[px <= cut], qx[qx <= cut], qy[qx <= cut])
+        if f.quality == "failed":
+            hi = mid
+        else:
+            lo = mid
+    out = {"gap_ns": ev.get("gap_ns"),
+           "from_to_frame": {"send_ns": int(t0a + ev["p"][0]), "recv_ns": int(t0b + ev["p"][1])}
+           if "p" in ev else None,
+           "to_from_frame": {"recv_ns": int(t0a + ev["q"][0]), "send_ns": int(t0b + ev["q"][1])}
+           if "q" in ev else None,
+           "consistent_until_ns": int(t0a + times[lo]),
+           "inconsistent_from_ns": int(t0a + times[hi])}
+    out["where"] = (f"the frames are consistent up to {out['consistent_until_ns']} ns and not "
+                    f"once the frame at {out['inconsistent_from_ns']} ns (from-host clock) is "
+                    "included: a clock step or slew there")
+    return out
+
+
+def shared_pair(from_host: str, to_host: str) -> PairAlignment:
+    return PairAlignment(from_host, to_host, "shared", 0, 0, np.array([-np.inf]),
+                         [_identity_fit(note="same boot_id: one clock, offset exactly 0")],
+                         note="same boot_id: one clock, offset exactly 0, drift 0")
+
+
+# --------------------------------------------------------------------------------------------
+# Realtime anchors
+
+def realtime_offsets(clocks: list[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(monotonic_ns, realtime - monotonic, uncertainty_ns) of a trace's clock anchors, sorted."""
+    good = [c for c in clocks if "monotonic_ns" in c and "realtime_ns" in c]
+    if not good:
+        return (np.zeros(0, np.int64),) * 3
+    mono = np.array([int(c["monotonic_ns"]) for c in good], dtype=np.int64)
+    off = np.array([int(c["realtime_ns"]) - int(c["monotonic_ns"]) for c in good], np.int64)
+    unc = np.array([int(c.get("uncertainty_ns", 0)) for c in good], dtype=np.int64)
+    order = np.argsort(mono, kind="stable")
+    return mono[order], off[order], unc[order]
+
+
+def realtime_pair(from_host, to_host, clocks_from, clocks_to) -> PairAlignment | None:
+    """B's clock from A's through both hosts' CLOCK_REALTIME anchors (trusts NTP/PTP).
+
+    Between anchors the realtime-monotonic offset is interpolated linearly, so an NTP step
+    recorded between two anchors becomes a ramp; with one anchor it is a constant.
+    """
+    ma, oa, ua = realtime_offsets(clocks_from)
+    mb, ob, ub = realtime_offsets(clocks_to)
+    if len(ma) == 0 or len(mb) == 0:
+        return None
+    t0a = int(ma[0])
+    t0b = int(mb[0])
+    # t_B = t_A + offA(t_A) - offB(t_B): one line per A-anchor interval (offB taken at its median;
+    # both monotonic clocks are slewed alike by NTP, so offsets change only at steps)
+    knots = (ma - t0a).astype(np.float64)
+    offa = (oa - oa[0]).astype(np.float64)
+    offb = float(np.median(ob - ob[0]))
+    base = float((oa[0] - ob[0]) + (t0a - t0b))
+    unc = 0.5 * float(np.max(ua) + np.max(ub))
+    fits = []
+    if len(knots) == 1:
+        slopes, icpts, starts = [1.0], [base - offb], [-np.inf]
+    else:
+        slopes = 1.0 + np.diff(offa) / np.maximum(np.diff(knots), 1.0)
+        icpts = base - offb + offa[:-1] - (slopes - 1.0) * knots[:-1]
+        starts = np.r_[-np.inf, knots[1:-1]]
+    for m, c in zip(np.atleast_1d(slopes), np.atleast_1d(icpts)):
+        fits.append(LineFit(float(m), float(c), float(m), float(m),
+                            Envelope.of([m], [c - unc], False), Envelope.of([m], [c + unc], True),
+                            "approximate", note="trusts the hosts' CLOCK_REALTIME (NTP/PTP): "
+                            "the bound is the anchors' read uncertainty only, not a guarantee"))
+    return PairAlignment(from_host, to_host, "realtime", t0a, t0b,
+                         np.asarray(starts, dtype=np.float64), fits,
+                         note="CLOCK_REALTIME anchors, not a guaranteed bound")
+
+
+def causality_check(pair: PairAlignment, s_ab, r_ab, s_ba, r_ba) -> dict:
+    """Frames that, under this alignment, would arrive before they left: count and worst size."""
+    out = {}
+    for name, s, r, fwd in (("from_to", s_ab, r_ab, True), ("to_from", s_ba, r_ba, False)):
+        s = np.asarray(s, np.int64)
+        r = np.asarray(r, np.int64)
+        if fwd:
+            est = pair.map_c(s)[0]
+            d = (r - pair.t0_to).astype(np.float64) - est
+        else:
+            inv = pair.inverse()
+            est = inv.map_c(s)[0]
+            d = (r - inv.t0_to).astype(np.float64) - est
+        bad = d < 0
+        out[name] = {"frames": int(len(d)), "violations": int(bad.sum()),
+                     "worst_violation_ns": float(-d[bad].min()) if bad.any() else 0.0}
+    out["ok"] = all(v["violations"] == 0 for k, v in out.items() if isinstance(v, dict))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Many hosts
+
+@dataclass
+class HostTransform:
+    """One host's clock mapped to the reference host's, through a path of pairs."""
+
+    host: str
+    reference: str
+    path: list[PairAlignment]  # each maps the previous clock to the next, ending at reference
+
+    def to_reference(self, t):
+        """(est, lo, hi) in reference-clock ns (float64) for int64 local times."""
+        t = np.asarray(t, dtype=np.int64)
+        if not self.path:
+            f = t.astype(np.float64)
+            return f, f.copy(), f.copy()
+        est, lo, hi = self.path[0].map(t)
+        for p in self.path[1:]:
+            # the bounds are increasing functions, so they compose end to end
+            est = p.map(np.round(est).astype(np.int64))[0]
+            lo = p.map(np.floor(lo).astype(np.int64))[1]
+            hi = p.map(np.ceil(hi).astype(np.int64))[2]
+        return est, lo, hi
+
+    def summary(self) -> dict:
+        widths = [p.width_ns() for p in self.path]
+        return {"host": self.host, "reference": self.reference,
+                "path": [self.host] + [p.to_host for p in self.path],
+                "methods": [p.method for p in self.path],
+                "quality": max((p.quality for p in self.path),
+                               key=["exact", "accurate", "approximate", "failed"].index)
+                if self.path else "exact",
+                "drift_ppm": float((np.prod([p.alpha for p in self.path]) - 1) * 1e6)
+                if self.path else 0.0,
+                "offset_ns": float(sum(p.offset_ns() for p in self.path)),
+                "bound_width_ns": float(sum(widths)) if np.all(np.isfinite(widths)) else None}
+
+
+@dataclass
+class Alignment:
+    """What align() returns: per-pair fits, per-host transforms to the reference, and the
+    matched frames (reused by analysis.network so matching runs once)."""
+
+    method: str
+    reference: str
+    hosts: list[str]
+    pairs: dict = field(default_factory=dict)        # (from, to) -> PairAlignment, from < to
+    transforms: dict = field(default_factory=dict)   # host -> HostTransform
+    unreached: list = field(default_factory=list)
+    matches: dict = field(default_factory=dict)      # (i, j) -> network.PairMatches
+    notes: list = field(default_factory=list)
+
+    def pair(self, a: str, b: str) -> PairAlignment | None:
+        """The alignment mapping a's clock to b's (inverting the stored one if needed)."""
+        if (a, b) in self.pairs:
+            return self.pairs[(a, b)]
+        if (b, a) in self.pairs:
+            return self.pairs[(b, a)].inverse()
+        return None
+
+    def report_section(self) -> dict:
+        return {"method": self.method, "reference": self.reference,
+                "pairs": [p.summary() for p in self.pairs.values()],
+                "hosts": [t.summary() for t in self.transforms.values()],
+                "unreached": list(self.unreached), "notes": list(self.notes)}
+
+
+def host_names(traces) -> list[str]:
+    """Each trace's host name, made unique with a #n suffix where two traces share one."""
+    names, seen = [], {}
+    for t in traces:
+        h = str(t.header.get("host") or "?")
+        seen[h] = seen.get(h, 0) + 1
+        names.append(h if seen[h] == 1 else f"{h}#{seen[h]}")
+    return names
+
+
+def build_transforms(hosts: list[str], pairs: dict, reference: str):
+    """Reach every host from the reference through the tightest pairs (sum of bound widths)."""
+    adj = {h: [] for h in hosts}
+    for (a, b), p in pairs.items():
+        if p.quality == "failed":
+            continue
+        w = p.width_ns()
+        w = 1e18 if not np.isfinite(w) else w  # usable, but only when nothing better exists
+        adj[a].append((w, b))
+        adj[b].append((w, a))
+    dist, prev = {reference: 0.0}, {}
+    heap = [(0.0, reference)]
+    while heap:
+        d, h = heapq.heappop(heap)
+        if d > dist.get(h, np.inf):
+            continue
+        for w, nb in adj[h]:
+            if d + w < dist.get(nb, np.inf):
+                dist[nb] = d + w
+                prev[nb] = h
+                heapq.heappush(heap, (d + w, nb))
+    transforms, unreached = {}, []
+    for h in hosts:
+        if h not in dist:
+            unreached.append(h)
+            continue
+        path, cur = [], h
+        while cur != reference:
+            nxt = prev[cur]
+            path.append(pairs[(cur, nxt)] if (cur, nxt) in pairs else pairs[(nxt, cur)].inverse())
+            cur = nxt
+        transforms[h] = HostTransform(h, reference, path)
+    return transforms, unreached
+
+
+def align(traces, method: str = "auto", reference: str | None = None,
+          window_s: float | None = None) -> Alignment:
+    """Align every trace's clock to the reference host's (see the module docstring)."""
+    from .network import match_traces  # network imports this module
+
+    if method not in METHODS:
+        raise MbrecError(f"--clock {method}: unknown method; use one of {', '.join(METHODS)}")
+    if window_s is not None and not window_s > 0:
+        raise MbrecError(f"--clock-window {window_s}: give a positive number of seconds")
+    hosts = host_names(traces)
+    if reference is None:
+        reference = hosts[0] if hosts else ""
+    elif reference not in hosts:
+        raise MbrecError(f"--reference {reference}: no trace is from that host; the hosts are "
+                         f"{', '.join(hosts)}")
+    boot = [str(t.header.get("boot_id") or "") for t in traces]
+    matches = match_traces(traces, hosts)
+    al = Alignment(method=method, reference=reference, hosts=hosts, matches=matches)
+    for i in range(len(traces)):
+        for j in range(i + 1, len(traces)):
+            a, b = hosts[i], hosts[j]
+            same = boot[i] != "" and boot[i] == boot[j]
+            m = matches.get((i, j))
+            if method == "shared" and not same:
+                raise MbrecError(f"--clock shared: {a} and {b} have different boot_ids, so their "
+                                 "clocks are not one clock: use --clock packets or auto")
+            if same and method in ("auto", "shared"):
+                al.pairs[(a, b)] = shared_pair(a, b)
+                continue
+            if m is None or m.n_usable == 0:
+                continue
+            s_ab, r_ab, s_ba, r_ba = m.constraints()
+            rt = realtime_pair(a, b, traces[i].clocks, traces[j].clocks)
+            if method == "realtime":
+                if rt is None:
+                    raise MbrecError(f"--clock realtime: {traces[i].path if not traces[i].clocks else traces[j].path} "
+                                     "has no clock anchors: use --clock packets")
+                rt.causality = causality_check(rt, s_ab, r_ab, s_ba, r_ba)
+                if not rt.causality["ok"]:
+                    worst = max(rt.causality["from_to"]["worst_violation_ns"],
+                                rt.causality["to_from"]["worst_violation_ns"])
+                    rt.note += (f"; CAUSALITY VIOLATED: {rt.causality['from_to']['violations'] + rt.causality['to_from']['violations']} "
+                                f"frames would arrive before they left (worst by {worst:.0f} ns): "
+                                "the realtime clocks disagree by at least that much")
+                al.pairs[(a, b)] = rt
+                continue
+            pair = fit_pair(s_ab, r_ab, s_ba, r_ba, from_host=a, to_host=b, window_s=window_s,
+                            fallback=rt)
+            if same:
+                pair.note = ("same boot_id, aligned from packets as asked (truth: offset 0, "
+                             "drift 0); " + pair.note).rstrip("; ")
+            al.pairs[(a, b)] = pair
+    al.transforms, al.unreached = build_transforms(hosts, al.pairs, reference)
+    if al.unreached:
+        al.notes.append(f"no usable clock relation to {reference} for: "
+                        f"{', '.join(al.unreached)} (no traffic with a reachable host)")
+    return al

@@ -1,0 +1,468 @@
+"""Cross-host packet matching, NIC-to-NIC latency (L_NET) and RTT decomposition.
+
+Entry point, called by `mbrec analyze` after analysis.clock.align()::
+
+    analyze_network(traces, alignment) -> NetworkResult
+    NetworkResult.report_section() -> dict   (JSON-ready)
+    analysis.plots_network.plot_network(result, alignment, outdir) -> list of paths
+
+Matching. A wire frame leaves host A at ``dev_hard_start_xmit`` and arrives at host B at
+``eth_type_trans`` (before GRO, so one event per frame). On the sender one skb may stand for many
+frames (TSO/GSO): a frame matches the skb with the same ack whose sequence range covers the
+frame's range, and whose IP id is the frame's minus its index in the skb (Linux numbers a
+super-segment's frames consecutively). Pure ACKs (empty range) match on (seq, ack) and IP id.
+Addresses and ports are not part of the key, so rewriting between the hosts (NAT) does not break a
+match; the 4-tuples are compared afterwards and the rewritten frames counted. A frame with more
+than one candidate transmission (a retransmission that the IP id cannot tell apart, duplicate
+ACKs) is *ambiguous*: counted, and excluded from both alignment and L_NET.
+
+L_NET. For each matched frame, the one-way delay NIC to NIC, signed (never abs()), in the first
+host's timebase of the pair, with its guaranteed interval [lo, hi] from the clock alignment. A
+value below zero or an interval entirely below zero means the alignment or the match is wrong, and
+is reported, not hidden. Per flow, the side that opened the connection is the client S and the
+other the server R (as in the seed): L_NET_1 is S->R, L_NET_2 is R->S.
+
+RTT decomposition. For each request (a run of client data frames) and its response (the following
+run of server data frames): the client's NIC-to-NIC RTT (last request frame out, first response
+frame in, one clock) = L_NET_1 + server time (request frame in to response frame out, the
+server's clock) + L_NET_2. With an affine alignment the parts add up exactly; the report checks it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from mbrec.events import CONSTANTS, PROBE_IDS
+
+from .clock import Alignment, host_names
+
+XMIT = PROBE_IDS["dev_hard_start_xmit"]
+RECV = PROBE_IDS["eth_type_trans"]
+SYN, RST, ACK = CONSTANTS["MBREC_TCP_SYN"], CONSTANTS["MBREC_TCP_RST"], CONSTANTS["MBREC_TCP_ACK"]
+AF_INET6 = CONSTANTS["MBREC_AF_INET6"]
+LOOKBACK = 16  # transmissions examined per frame (same ack, start <= frame start)
+M32 = np.int64(0xFFFFFFFF)
+
+
+# --------------------------------------------------------------------------------------------
+# Endpoints
+
+def _mix(v: np.ndarray) -> np.ndarray:
+    """A 64-bit mixing step (splitmix64) so endpoint hashes do not collide in practice."""
+    v = v.astype(np.uint64)
+    with np.errstate(over="ignore"):
+        v = (v ^ (v >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        v = (v ^ (v >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return v ^ (v >> np.uint64(31))
+
+
+def endpoint_hash(addr: np.ndarray, port: np.ndarray) -> np.ndarray:
+    """One uint64 per (16-byte address, port)."""
+    words = np.ascontiguousarray(addr).view("<u8").reshape(len(addr), 2)
+    with np.errstate(over="ignore"):
+        h = _mix(words[:, 0]) ^ _mix(words[:, 1] + np.uint64(0x9E3779B97F4A7C15))
+        return _mix(h + port.astype(np.uint64))
+
+
+def flow_hash(ep_a: np.ndarray, ep_b: np.ndarray) -> np.ndarray:
+    lo, hi = np.minimum(ep_a, ep_b), np.maximum(ep_a, ep_b)
+    with np.errstate(over="ignore"):
+        return _mix(lo ^ _mix(hi))
+
+
+# --------------------------------------------------------------------------------------------
+# Matching one direction
+
+@dataclass
+class DirMatches:
+    """Frames sent by host `src` and received by host `dst`, matched one to one.
+
+    Indices point into each trace's events["pkt"]. ``s_ns`` is in the sender's clock and
+    ``r_ns`` in the receiver's. ``nat`` marks frames whose 4-tuple differs between the hosts.
+    """
+
+    send_idx: np.ndarray
+    recv_idx: np.ndarray
+    s_ns: np.ndarray
+    r_ns: np.ndarray
+    nat: np.ndarray
+    n_ambiguous: int = 0
+    n_frames: int = 0     # frames received at dst that were examined
+    n_sent: int = 0       # wire sends at src
+
+    def __len__(self):
+        return len(self.s_ns)
+
+
+def match_direction(send: np.ndarray, recv: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """(index into send, index into recv, n_ambiguous) for frames `recv` that came from `send`.
+
+    send: pkt records at the sender's dev_hard_start_xmit; recv: pkt records at the receiver's
+    eth_type_trans. Vectorised: one sort of the sends, one searchsorted, LOOKBACK masked passes.
+    """
+    empty = np.zeros(0, dtype=np.int64)
+    if len(send) == 0 or len(recv) == 0:
+        return empty, empty, 0
+    s_seq = send["seq"].astype(np.int64)
+    s_span = (send["end_seq"].astype(np.int64) - s_seq) & M32
+    s_ack = send["ack"].astype(np.int64)
+    key = (s_ack << 32) | s_seq
+    order = np.argsort(key, kind="stable")
+    key = key[order]
+    s_seq, s_span, s_ack = s_seq[order], s_span[order], s_ack[order]
+    s_flags = send["tcp_flags"][order] & (SYN | RST | ACK)
+    s_id = send["ip_id"][order].astype(np.int64)
+    s_v6 = send["family"][order] == AF_INET6
+    r_seq = recv["seq"].astype(np.int64)
+    r_span = (recv["end_seq"].astype(np.int64) - r_seq) & M32
+    r_ack = recv["ack"].astype(np.int64)
+    r_flags = recv["tcp_flags"] & (SYN | RST | ACK)
+    r_id = recv["ip_id"].astype(np.int64)
+    # frames a skb stands for: recorded gso_segs, or as many frames of this size as fit
+    s_segs = np.maximum(send["gso_segs"][order].astype(np.int64), 1)
+    pos = np.searchsorted(key, (r_ack << 32) | r_seq, side="right") - 1
+    count = np.zeros(len(recv), dtype=np.int64)
+    first = np.full(len(recv), -1, dtype=np.int64)
+    for k in range(LOOKBACK):
+        j = pos - k
+        live = j >= 0
+        if not live.any():
+            break
+        jj = np.where(live, j, 0)
+        off = (r_seq - s_seq[jj]) & M32
+        span = s_span[jj]
+        covers = np.where(span == 0, (off == 0) & (r_span == 0),
+                          (off < span) & (off + r_span <= span))
+        nseg = np.maximum(s_segs[jj], -(-span // np.maximum(r_span, 1)))
+        id_ok = s_v6[jj] | (((r_id - s_id[jj]) & 0xFFFF) < nseg)
+        ok = live & (s_ack[jj] == r_ack) & covers & (s_flags[jj] == r_flags) & id_ok
+        count += ok
+        first = np.where(ok & (first < 0), jj, first)
+    good = count == 1
+    return order[first[good]], np.flatnonzero(good), int((count > 1).sum())
+
+
+def _tuples_equal(send: np.ndarray, recv: np.ndarray) -> np.ndarray:
+    return ((send["saddr"] == recv["saddr"]).all(axis=1) & (send["daddr"] == recv["daddr"]).all(axis=1)
+            & (send["sport"] == recv["sport"]) & (send["dport"] == recv["dport"]))
+
+
+@dataclass
+class PairMatches:
+    """Both directions between traces i (host a) and j (host b)."""
+
+    a: str
+    b: str
+    ab: DirMatches
+    ba: DirMatches
+
+    @property
+    def n_usable(self) -> int:
+        return len(self.ab) + len(self.ba)
+
+    def constraints(self):
+        """(s_ab, r_ab, s_ba, r_ba): the alignment's input, int64 ns."""
+        return self.ab.s_ns, self.ab.r_ns, self.ba.s_ns, self.ba.r_ns
+
+
+def _wire(trace, probe: int) -> tuple[np.ndarray, np.ndarray]:
+    pkt = trace.events.get("pkt")
+    if pkt is None or len(pkt) == 0:
+        return np.zeros(0, dtype=np.int64), None
+    idx = np.flatnonzero(pkt["probe"] == probe)
+    return idx, pkt[idx]
+
+
+def match_traces(traces, hosts: list[str] | None = None) -> dict:
+    """{(i, j): PairMatches} for every pair of traces i < j with at least one matched frame."""
+    hosts = hosts or host_names(traces)
+    sends = [_wire(t, XMIT) for t in traces]
+    recvs = [_wire(t, RECV) for t in traces]
+    out = {}
+
+    def one(i, j):
+        si, s = sends[i]
+        ri, r = recvs[j]
+        if s is None or r is None:
+            return DirMatches(*(np.zeros(0, np.int64),) * 4, np.zeros(0, bool),
+                              n_sent=len(si), n_frames=len(ri))
+        a, b, amb = match_direction(s, r)
+        return DirMatches(si[a], ri[b], s["ts_ns"][a].astype(np.int64),
+                          r["ts_ns"][b].astype(np.int64), ~_tuples_equal(s[a], r[b]),
+                          n_ambiguous=amb, n_frames=len(ri), n_sent=len(si))
+
+    for i in range(len(traces)):
+        for j in range(i + 1, len(traces)):
+            pm = PairMatches(hosts[i], hosts[j], one(i, j), one(j, i))
+            if pm.n_usable:
+                out[(i, j)] = pm
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# L_NET
+
+@dataclass
+class DirLatency:
+    """One direction of one host pair: per matched frame, the delay and its interval (ns)."""
+
+    src: str
+    dst: str
+    timebase: str
+    value: np.ndarray
+    lo: np.ndarray
+    hi: np.ndarray
+    s_ns: np.ndarray       # send time, sender's clock
+    flow: np.ndarray       # flow hash (in the timebase host's view)
+    client_sent: np.ndarray  # True: sent by the flow's client (L_NET_1), False: L_NET_2
+    nat: np.ndarray
+    n_ambiguous: int
+    quality: str
+
+
+def one_way_delays(pair_to_a, s_ab, r_ab, s_ba, r_ba):
+    """Signed delays in a's timebase with guaranteed intervals.
+
+    pair_to_a maps b's clock to a's. A->B: d = a(r) - s; B->A: d = r' - a(s').
+    """
+    t0 = pair_to_a.t0_to
+    e, lo, hi = pair_to_a.map_c(r_ab)
+    base = (t0 - np.asarray(s_ab, np.int64)).astype(np.float64)
+    fwd = (base + e, base + lo, base + hi)
+    e, lo, hi = pair_to_a.map_c(s_ba)
+    base = (np.asarray(r_ba, np.int64) - t0).astype(np.float64)
+    bwd = (base - e, base - hi, base - lo)
+    return fwd, bwd
+
+
+def _flow_roles(ta, tb, m: PairMatches):
+    """Flow hash (in a's view) and 'client sent it' for each matched frame, both directions.
+
+    The client is the endpoint that sent a SYN without ACK; without a SYN in the trace, the
+    endpoint with the higher port is taken as the client (the ephemeral side).
+    """
+    pa, pb = ta.events["pkt"], tb.events["pkt"]
+    s_ab = pa[m.ab.send_idx]           # a's view: src = a
+    r_ba = pa[m.ba.recv_idx]           # a's view: dst = a
+    ea_ab = endpoint_hash(s_ab["saddr"], s_ab["sport"])
+    eb_ab = endpoint_hash(s_ab["daddr"], s_ab["dport"])
+    ea_ba = endpoint_hash(r_ba["daddr"], r_ba["dport"])
+    eb_ba = endpoint_hash(r_ba["saddr"], r_ba["sport"])
+    f_ab, f_ba = flow_hash(ea_ab, eb_ab), flow_hash(ea_ba, eb_ba)
+    syn_ab = (s_ab["tcp_flags"] & (SYN | ACK)) == SYN
+    syn_ba = (r_ba["tcp_flags"] & (SYN | ACK)) == SYN
+    a_client_syn = set(f_ab[syn_ab].tolist())
+    b_client_syn = set(f_ba[syn_ba].tolist())
+    # port guess, per frame, from a's view
+    guess_ab = s_ab["sport"] > s_ab["dport"]
+    guess_ba = r_ba["dport"] > r_ba["sport"]
+    a_is_client_ab = np.where(np.isin(f_ab, list(a_client_syn)), True,
+                              np.where(np.isin(f_ab, list(b_client_syn)), False, guess_ab))
+    a_is_client_ba = np.where(np.isin(f_ba, list(a_client_syn)), True,
+                              np.where(np.isin(f_ba, list(b_client_syn)), False, guess_ba))
+    guessed = len(set(np.concatenate([f_ab, f_ba]).tolist()) - a_client_syn - b_client_syn)
+    return (f_ab, a_is_client_ab), (f_ba, ~a_is_client_ba), guessed
+
+
+@dataclass
+class PairNetwork:
+    a: str
+    b: str
+    method: str
+    quality: str
+    ab: DirLatency
+    ba: DirLatency
+    roles_guessed: int
+    requests: dict | None = None
+
+
+@dataclass
+class NetworkResult:
+    pairs: list[PairNetwork] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def report_section(self) -> dict:
+        """JSON-ready: per pair and direction, L_NET statistics with their intervals."""
+        out = {"version": 1, "units": "ns",
+               "definition": ("L_NET: NIC-to-NIC one-way delay, sender dev_hard_start_xmit to "
+                              "receiver eth_type_trans, signed, in the first host's timebase; "
+                              "lo/hi: the guaranteed interval from the clock alignment"),
+               "pairs": [], "notes": list(self.notes)}
+        for p in self.pairs:
+            entry = {"hosts": [p.a, p.b], "timebase": p.a, "clock_method": p.method,
+                     "clock_quality": p.quality, "roles_guessed_from_ports": p.roles_guessed,
+                     "directions": []}
+            for d in (p.ab, p.ba):
+                entry["directions"].append(_dir_summary(d))
+            entry["L_NET_1"] = _role_summary(p, client_sent=True)
+            entry["L_NET_2"] = _role_summary(p, client_sent=False)
+            if p.requests is not None:
+                entry["rtt_decomposition"] = _requests_summary(p.requests)
+            out["pairs"].append(entry)
+        return out
+
+
+def stats(v: np.ndarray) -> dict | None:
+    v = v[np.isfinite(v)]
+    if len(v) == 0:
+        return None
+    q = np.percentile(v, [50, 90, 99, 99.9])
+    return {"count": int(len(v)), "mean": float(v.mean()), "min": float(v.min()),
+            "p50": float(q[0]), "p90": float(q[1]), "p99": float(q[2]), "p99.9": float(q[3]),
+            "max": float(v.max())}
+
+
+def _dir_summary(d: DirLatency) -> dict:
+    fin = np.isfinite(d.value)
+    width = d.hi - d.lo
+    return {"from": d.src, "to": d.dst, "frames": int(len(d.value)),
+            "ambiguous_excluded": int(d.n_ambiguous), "nat_rewritten": int(d.nat.sum()),
+            "aligned": int(fin.sum()),
+            "l_net": stats(d.value), "lo": stats(d.lo), "hi": stats(d.hi),
+            "interval_width": stats(width),
+            "negative_estimates": int((d.value[fin] < 0).sum()),
+            "interval_below_zero": int((d.hi[fin] < 0).sum())}
+
+
+def _role_summary(p: PairNetwork, client_sent: bool) -> dict:
+    parts = []
+    for d in (p.ab, p.ba):
+        sel = d.client_sent == client_sent
+        parts.append((d.value[sel], d.lo[sel], d.hi[sel]))
+    v, lo, hi = (np.concatenate(x) for x in zip(*parts))
+    return {"direction": "client to server" if client_sent else "server to client",
+            "l_net": stats(v), "lo": stats(lo), "hi": stats(hi)}
+
+
+def analyze_network(traces, alignment: Alignment) -> NetworkResult:
+    """L_NET per matched frame and RTT decomposition per request, for every aligned host pair."""
+    hosts = alignment.hosts or host_names(traces)
+    matches = alignment.matches or match_traces(traces, hosts)
+    res = NetworkResult()
+    for (i, j), m in sorted(matches.items()):
+        a, b = hosts[i], hosts[j]
+        to_a = alignment.pair(b, a)
+        if to_a is None:
+            res.notes.append(f"{a} and {b}: frames matched but no clock alignment between them")
+            continue
+        fwd, bwd = one_way_delays(to_a, *m.constraints())
+        (f_ab, c_ab), (f_ba, c_ba), guessed = _flow_roles(traces[i], traces[j], m)
+        ab = DirLatency(a, b, a, *fwd, m.ab.s_ns, f_ab, c_ab, m.ab.nat, m.ab.n_ambiguous,
+                        to_a.quality)
+        ba = DirLatency(b, a, a, *bwd, m.ba.s_ns, f_ba, c_ba, m.ba.nat, m.ba.n_ambiguous,
+                        to_a.quality)
+        pn = PairNetwork(a, b, to_a.method, to_a.quality, ab, ba, guessed)
+        pn.requests = decompose_rtt(traces[i], traces[j], m, alignment)
+        res.pairs.append(pn)
+        if to_a.quality == "failed":
+            res.notes.append(f"{a}-{b}: clock alignment failed; L_NET left empty (NaN)")
+    return res
+
+
+# --------------------------------------------------------------------------------------------
+# RTT decomposition
+
+def _runs(is_req: np.ndarray, flow: np.ndarray) -> np.ndarray:
+    """Run number of each element of (flow, time)-ordered request/response flags."""
+    change = np.r_[True, (is_req[1:] != is_req[:-1]) | (flow[1:] != flow[:-1])]
+    return np.cumsum(change) - 1
+
+
+def decompose_rtt(ta, tb, m: PairMatches, alignment: Alignment) -> dict:
+    """Per request/response: the client's NIC RTT and its parts; arrays in the client's clock.
+
+    Requests are runs of client data frames, responses the following run of server data frames,
+    per flow, ordered by the client's own clock (its send times and its receive times).
+    """
+    pa, pb = ta.events["pkt"], tb.events["pkt"]
+    (f_ab, c_ab), (f_ba, c_ba), _ = _flow_roles(ta, tb, m)
+    len_ab = pa["len"][m.ab.send_idx] if len(m.ab) else np.zeros(0)
+    len_ba = pb["len"][m.ba.send_idx] if len(m.ba) else np.zeros(0)
+    rows = []
+    # orient each frame as client->server or server->client, with the client's and server's times
+    for client_is_a in (True, False):
+        # frames a->b sent by a client (requests if client_is_a) ...
+        if client_is_a:
+            req = c_ab & (len_ab > 0)
+            rsp = (~c_ba) & (len_ba > 0)   # b->a frames sent by the server b... c_ba: sent by client
+            req_flow, rsp_flow = f_ab[req], f_ba[rsp]
+            req_c, req_s = m.ab.s_ns[req], m.ab.r_ns[req]      # client send, server recv
+            rsp_s, rsp_c = m.ba.s_ns[rsp], m.ba.r_ns[rsp]      # server send, client recv
+        else:
+            req = c_ba & (len_ba > 0)
+            rsp = (~c_ab) & (len_ab > 0)
+            req_flow, rsp_flow = f_ba[req], f_ab[rsp]
+            req_c, req_s = m.ba.s_ns[req], m.ba.r_ns[req]
+            rsp_s, rsp_c = m.ab.s_ns[rsp], m.ab.r_ns[rsp]
+        if len(req_c) == 0 or len(rsp_c) == 0:
+            continue
+        flow = np.r_[req_flow, rsp_flow]
+        tc = np.r_[req_c, rsp_c]
+        ts = np.r_[req_s, rsp_s]
+        isreq = np.r_[np.ones(len(req_c), bool), np.zeros(len(rsp_c), bool)]
+        order = np.lexsort((tc, flow))
+        flow, tc, ts, isreq = flow[order], tc[order], ts[order], isreq[order]
+        run = _runs(isreq, flow)
+        nrun = run[-1] + 1
+        # last request frame of a run (client clock), first response frame of a run
+        last = np.zeros(nrun, np.int64)
+        np.maximum.at(last, run, np.arange(len(run)))  # sorted by time within a flow
+        firstidx = np.full(nrun, len(run), np.int64)
+        np.minimum.at(firstidx, run, np.arange(len(run)))
+        run_req = isreq[firstidx]
+        run_flow = flow[firstidx]
+        k = np.flatnonzero(run_req[:-1] & ~run_req[1:] & (run_flow[:-1] == run_flow[1:]))
+        if len(k) == 0:
+            continue
+        li, fi = last[k], firstidx[k + 1]
+        client = m.a if client_is_a else m.b
+        server = m.b if client_is_a else m.a
+        rows.append((client, server, tc[li], ts[li], ts[fi], tc[fi], run_flow[k]))
+    if not rows:
+        return {"requests": 0}
+    out = {"requests": 0, "per_client": []}
+    for client, server, c_out, s_in, s_out, c_in, flow in rows:
+        to_c = alignment.pair(server, client)
+        t0 = to_c.t0_to
+        e_in, lo_in, hi_in = to_c.map_c(s_in)
+        e_out, lo_out, hi_out = to_c.map_c(s_out)
+        rtt = (c_in - c_out).astype(np.float64)
+        base_out = (t0 - c_out).astype(np.float64)
+        base_in = (c_in - t0).astype(np.float64)
+        l1, l1_lo, l1_hi = base_out + e_in, base_out + lo_in, base_out + hi_in
+        l2, l2_lo, l2_hi = base_in - e_out, base_in - hi_out, base_in - lo_out
+        server_t = e_out - e_in                       # in the client's timebase
+        server_raw = (s_out - s_in).astype(np.float64)  # in the server's own clock
+        resid = rtt - (l1 + server_t + l2)
+        out["per_client"].append({
+            "client": client, "server": server, "timebase": client,
+            "rtt": rtt, "l_net_1": l1, "l_net_1_lo": l1_lo, "l_net_1_hi": l1_hi,
+            "server": server_t, "server_own_clock": server_raw,
+            "l_net_2": l2, "l_net_2_lo": l2_lo, "l_net_2_hi": l2_hi,
+            "residual": resid, "flow": flow, "client_out_ns": c_out})
+        out["requests"] += len(rtt)
+    return out
+
+
+def _requests_summary(req: dict) -> dict:
+    if not req.get("per_client"):
+        return {"requests": 0}
+    res = []
+    for r in req["per_client"]:
+        ok = np.isfinite(r["residual"])
+        res.append({
+            "client": r["client"], "server": r["server"], "timebase": r["timebase"],
+            "requests": int(len(r["rtt"])),
+            "parts": "rtt (client NIC out to NIC in) = l_net_1 + server (NIC in to NIC out) + l_net_2",
+            "rtt": stats(r["rtt"]), "l_net_1": stats(r["l_net_1"]), "server": stats(r["server"]),
+            "l_net_2": stats(r["l_net_2"]),
+            "server_time_negative": int((r["server_own_clock"] < 0).sum()),
+            "add_up": {"checked": int(ok.sum()),
+                       "max_abs_residual_ns": float(np.abs(r["residual"][ok]).max())
+                       if ok.any() else None,
+                       "ok": bool(ok.any() and np.abs(r["residual"][ok]).max() < 1.0)},
+            "one_way_sum_exceeds_rtt": int((r["l_net_1"] + r["l_net_2"] > r["rtt"] + 1.0).sum()),
+        })
+    return {"requests": int(req["requests"]), "per_client": res}
