@@ -45,6 +45,7 @@ ts             int64     (n, 4) CLOCK_MONOTONIC ns per layer in path order, -1 w
 n_wire         int32     wire-level events in this row (TSO/GSO segments, GRO-merged frames)
 retrans        bool      send: the range starts below bytes already sent (a retransmission);
                          receive: arrived after later bytes (retransmission or reordering)
+duplicate      bool      receive: an earlier skb already carried its first byte (TCP drops it)
 =============  ========  ==============================================================
 
 ``PacketTable.wire`` has one row per wire-level event: driver events (dev_hard_start_xmit) on the
@@ -69,7 +70,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from mbrec.events import CONSTANTS, PROBE_IDS, RECV_PROBES, SEND_PROBES
-from analysis.join import NONE, first_per_group, group_ids, grouped_cummax_before, stab, unwrap32
+from mbrec.analysis.join import NONE, first_per_group, group_ids, grouped_cummax_before, stab, unwrap32
 
 PACKET_TABLE_VERSION = 1
 SYN = CONSTANTS["MBREC_TCP_SYN"]
@@ -448,6 +449,7 @@ def packet_table(trace, prepared: Prepared | None = None) -> PacketTable:
             rows, row_of = _chain(ev, [2, 1, 0], "after", multi_layer=0)
             wire_sel = ev["layer"] == 0
         rows["retrans"] = _behind(rows)
+        rows["duplicate"] = _duplicate(rows) if direction else np.zeros(len(rows["flow"]), bool)
         parts.append(rows)
         w = {k: ev[k][wire_sel] for k in ("flow", "direction", "sender", "seq", "end_seq",
                                            "seq64", "end64", "ack", "flags", "ip_id",
@@ -457,7 +459,7 @@ def packet_table(trace, prepared: Prepared | None = None) -> PacketTable:
         wires.append(w)
     offset = len(parts[0]["flow"])
     wires[1]["row"] = np.where(wires[1]["row"] >= 0, wires[1]["row"] + offset, NONE)
-    keys = list(_ROW_FIELDS) + ["ts", "n_wire", "retrans"]
+    keys = list(_ROW_FIELDS) + ["ts", "n_wire", "retrans", "duplicate"]
     rows = {k: np.concatenate([parts[0][k], parts[1][k]]) for k in keys}
     wire = {k: np.concatenate([wires[0][k], wires[1][k]]) for k in wires[0]}
     # order rows by their first seen time, for readable output
@@ -483,11 +485,26 @@ def _behind(rows: dict) -> np.ndarray:
     return out
 
 
+def _duplicate(rows: dict) -> np.ndarray:
+    """Received data skbs whose first byte an earlier-arriving skb already carried: TCP drops
+    them, so they reach no application and get no copy-layer latency."""
+    t = np.where(rows["ts"] >= 0, rows["ts"], np.iinfo(np.int64).max).min(axis=1)
+    data = np.nonzero(rows["end64"] > rows["seq64"])[0]
+    out = np.zeros(len(t), dtype=bool)
+    if len(data):
+        st, lo, hi = rows["stream"][data], rows["seq64"][data], rows["end64"][data]
+        first = stab(st, lo, hi, t[data], st, lo, np.full(len(data), np.iinfo(np.int64).min),
+                     "after")
+        out[data] = (first >= 0) & (first != np.arange(len(data)))
+    return out
+
+
 def _empty_rows() -> dict:
     d = {f: np.zeros(0, np.int64) for f in _ROW_FIELDS}
     d["ts"] = np.zeros((0, 4), np.int64)
     d["n_wire"] = np.zeros(0, np.int32)
     d["retrans"] = np.zeros(0, bool)
+    d["duplicate"] = np.zeros(0, bool)
     return d
 
 

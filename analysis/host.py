@@ -1,0 +1,47 @@
+"""One host's whole analysis: packet table, copies, waits, L_APP and the named latency samples."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from mbrec.analysis import app as app_mod
+from mbrec.analysis.latency import samples
+from mbrec.analysis.packets import PacketTable, packet_table, prepare
+
+
+@dataclass
+class HostResult:
+    host: str
+    path: str
+    boot_id: str
+    table: PacketTable
+    samples: dict             # name, flow, t, value, row (see analysis.latency.samples)
+    negative: int             # latency samples dropped because end < start (never averaged)
+    copies_exact: float       # share of copy pieces placed by read records (1.0 = all exact)
+    events: dict = field(default_factory=dict)   # schema -> count
+    lost: dict = field(default_factory=dict)
+    warnings: list = field(default_factory=list)
+    clean: bool = True
+
+
+def analyze_host(trace) -> HostResult:
+    """Everything one host's trace tells on its own (no other host, no clock alignment)."""
+    events = trace.events
+    prep = prepare(events)
+    table = packet_table(trace, prep)
+    pieces = app_mod.copy_pieces(events, prep)
+    app_mod.attach_copies(table, pieces)
+    app = app_mod.app_latency(table, pieces)
+    sndbuf = app_mod.send_buffer_wait(table, events, prep)
+    rcvq = app_mod.receive_queue_wait(table, events, prep)
+    s, neg = samples(table, app, sndbuf, rcvq)
+    exact = float(pieces["exact"].mean()) if len(pieces["exact"]) else 1.0
+    header = trace.header or {}
+    return HostResult(host=str(header.get("host", "?")), path=trace.path,
+                      boot_id=str(header.get("boot_id", "")), table=table, samples=s,
+                      negative=neg, copies_exact=exact,
+                      events={k: int(len(v)) for k, v in events.items()},
+                      lost=dict(trace.lost or {}), warnings=list(trace.warnings),
+                      clean=trace.clean)

@@ -1,0 +1,122 @@
+"""Named latencies (L_TCP_1 ... L_APP_2, waits) of one host, and their statistics.
+
+Names follow the seed (docs/report-format.md): the client (the side that opened the connection)
+is S, the server R. S send: L_TCP_1, L_IP_1, L_NIC_1; R receive: L_NIC_2, L_IP_2, L_TCP_2;
+R: L_APP_2; R send: L_TCP_3, L_IP_3, L_NIC_3; S receive: L_NIC_4, L_IP_4, L_TCP_4; S: L_APP_1.
+Beyond the seed: W_SND_1 / W_SND_3 (send-buffer wait of S / R writes) and W_RCV_2 / W_RCV_4
+(receive-queue wait on R / S).
+
+A sample is one unit the layer handled: per skb for the send layers and the receive IP/TCP
+layers, per wire frame for the receive NIC layer (a GRO-merged skb is several frames), per turn
+for L_APP, per write for W_SND, per skb for W_RCV.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+NAMES = ["L_TCP_1", "L_IP_1", "L_NIC_1", "L_NIC_2", "L_IP_2", "L_TCP_2", "L_APP_2",
+         "L_TCP_3", "L_IP_3", "L_NIC_3", "L_NIC_4", "L_IP_4", "L_TCP_4", "L_APP_1",
+         "W_SND_1", "W_SND_3", "W_RCV_2", "W_RCV_4"]
+NAME_ID = {n: i for i, n in enumerate(NAMES)}
+# (host is client, direction 0=send/1=receive) -> index used in the name
+_INDEX = {(True, 0): 1, (True, 1): 4, (False, 1): 2, (False, 0): 3}
+# the probes each latency is computed from: lost events of these probes can affect it
+PROBES_OF = {}
+for _client in (True, False):
+    _s, _r = _INDEX[(_client, 0)], _INDEX[(_client, 1)]
+    PROBES_OF[f"L_TCP_{_s}"] = ["tcp_transmit_skb", "ip_queue_xmit"]
+    PROBES_OF[f"L_IP_{_s}"] = ["ip_queue_xmit", "dev_queue_xmit"]
+    PROBES_OF[f"L_NIC_{_s}"] = ["dev_queue_xmit", "dev_hard_start_xmit"]
+    PROBES_OF[f"L_NIC_{_r}"] = ["eth_type_trans", "ip_rcv"]
+    PROBES_OF[f"L_IP_{_r}"] = ["ip_rcv", "tcp_v4_rcv"]
+    PROBES_OF[f"L_TCP_{_r}"] = ["tcp_v4_rcv", "skb_copy_datagram_iter", "tcp_recvmsg"]
+PROBES_OF["L_APP_1"] = PROBES_OF["L_APP_2"] = ["skb_copy_datagram_iter", "tcp_recvmsg",
+                                               "tcp_transmit_skb"]
+PROBES_OF["W_SND_1"] = PROBES_OF["W_SND_3"] = ["tcp_sendmsg", "tcp_transmit_skb"]
+PROBES_OF["W_RCV_2"] = PROBES_OF["W_RCV_4"] = ["tcp_v4_rcv", "tcp_recvmsg"]
+
+QUANTILES = (0.5, 0.9, 0.99, 0.999)
+
+
+def _role_client(flows, flow: np.ndarray) -> np.ndarray:
+    return flows.client[flow] == flows.local[flow]
+
+
+def samples(table, app: dict, sndbuf: dict, rcvq: dict) -> tuple[dict, int]:
+    """All latency samples of one host as columns: name id, flow, t (start), value (ns), row.
+
+    Returns (samples, number of negative values dropped: these mean a mismatch or a clock step
+    and are reported, never averaged in).
+    """
+    rows, flows = table.pkt, table.flows
+    parts = []
+    client = _role_client(flows, rows["flow"]) if len(rows["flow"]) else np.zeros(0, bool)
+    ts = rows["ts"]
+    for direction, layers in ((0, (("TCP", 0, 1), ("IP", 1, 2), ("NIC", 2, 3))),
+                              (1, (("IP", 1, 2), ("TCP", 2, 3)))):
+        d = rows["direction"] == direction
+        for layer, a, b in layers:
+            ok = d & (ts[:, a] >= 0) & (ts[:, b] >= 0)
+            idx = np.nonzero(ok)[0]
+            num = np.where(client[idx], _INDEX[(True, direction)], _INDEX[(False, direction)])
+            name = np.array([NAME_ID[f"L_{layer}_{k}"] for k in (1, 2, 3, 4)])[num - 1]
+            parts.append((name, rows["flow"][idx], ts[idx, a], ts[idx, b] - ts[idx, a], idx))
+    # receive NIC layer: per wire frame, to the ip_rcv of the skb it was merged into
+    w = table.wire
+    fr = np.nonzero((w["direction"] == 1) & (w["row"] >= 0))[0]
+    if len(fr):
+        r = w["row"][fr]
+        t_ip = ts[r, 1]
+        ok = t_ip >= 0
+        fr, r, t_ip = fr[ok], r[ok], t_ip[ok]
+        num = np.where(client[r], 4, 2)
+        name = np.where(num == 4, NAME_ID["L_NIC_4"], NAME_ID["L_NIC_2"])
+        parts.append((name, rows["flow"][r], w["ts"][fr], t_ip - w["ts"][fr], r))
+    if len(app["flow"]):
+        c = _role_client(flows, app["flow"])
+        name = np.where(c, NAME_ID["L_APP_1"], NAME_ID["L_APP_2"])
+        parts.append((name, app["flow"], app["t"], app["value"], np.full(len(c), -1)))
+    if len(sndbuf["flow"]):
+        c = _role_client(flows, sndbuf["flow"])
+        name = np.where(c, NAME_ID["W_SND_1"], NAME_ID["W_SND_3"])
+        parts.append((name, sndbuf["flow"], sndbuf["t"], sndbuf["value"], np.full(len(c), -1)))
+    if len(rcvq["row"]):
+        r = rcvq["row"]
+        name = np.where(client[r], NAME_ID["W_RCV_4"], NAME_ID["W_RCV_2"])
+        parts.append((name, rows["flow"][r], ts[r, 2], rcvq["value"], r))
+    if parts:
+        cols = [np.concatenate([np.asarray(p[i]) for p in parts]).astype(np.int64)
+                for i in range(5)]
+    else:
+        cols = [np.zeros(0, np.int64) for _ in range(5)]
+    out = dict(zip(("name", "flow", "t", "value", "row"), cols))
+    neg = out["value"] < 0
+    n_neg = int(neg.sum())
+    if n_neg:
+        out = {k: v[~neg] for k, v in out.items()}
+    return out, n_neg
+
+
+def grouped_stats(group: np.ndarray, value: np.ndarray, ngroups: int) -> dict:
+    """count, mean, quantiles (linear interpolation) and max per group, all vectorised."""
+    count = np.bincount(group, minlength=ngroups).astype(np.int64)
+    total = np.bincount(group, weights=value.astype(np.float64), minlength=ngroups)
+    res = {"count": count, "mean": np.divide(total, count, out=np.full(ngroups, np.nan),
+                                             where=count > 0)}
+    order = np.lexsort((value, group))
+    v = value[order].astype(np.float64)
+    start = np.concatenate([[0], np.cumsum(count)[:-1]])
+    for q in QUANTILES:
+        pos = start + q * np.maximum(count - 1, 0)
+        lo = np.floor(pos).astype(np.int64)
+        hi = np.minimum(lo + 1, start + np.maximum(count - 1, 0))
+        frac = pos - lo
+        safe_lo = np.clip(lo, 0, max(len(v) - 1, 0))
+        safe_hi = np.clip(hi, 0, max(len(v) - 1, 0))
+        val = (v[safe_lo] * (1 - frac) + v[safe_hi] * frac) if len(v) else np.zeros(ngroups)
+        res[f"p{q * 100:g}"] = np.where(count > 0, val, np.nan)
+    last = start + count - 1
+    res["max"] = np.where(count > 0, v[np.clip(last, 0, max(len(v) - 1, 0))] if len(v) else 0,
+                          np.nan)
+    return res
