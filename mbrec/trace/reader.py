@@ -24,7 +24,6 @@ from mbrec.trace.format import (FORMAT_VERSION, MAGIC, READABLE_VERSIONS, SIGNAT
                                 SIGNATURE_PAYLOAD, SIGNATURE_SIZE, SKIPPABLE_MAGIC_RANGE,
                                 ZSTD_MAGIC)
 
-_FEED = 1 << 20  # bytes handed to the decompressor at a time: bounds memory on large frames
 _MAX_FRAME = 1 << 30  # a frame that claims to decompress to more is treated as corrupt
 
 
@@ -146,27 +145,29 @@ class TraceReader:
 
     @staticmethod
     def _decompress_one(data, pos: int):
-        """(payload, compressed size, None) or (None, 0, 'truncated' | reason)."""
+        """(payload, compressed size, None) or (None, 0, 'truncated' | reason).
+
+        The frame header gives the content size, which bounds the compressed size, so the frame
+        is decompressed in one call into one buffer (the writer always records content sizes).
+        """
         try:
-            params = zstandard.get_frame_parameters(data[pos:pos + 18])
-            if params.content_size > _MAX_FRAME:
-                return None, 0, "implausible frame size"
+            size = zstandard.get_frame_parameters(data[pos:pos + 18]).content_size
         except zstandard.ZstdError as e:
             return None, 0, ("truncated" if len(data) - pos < 18 else f"bad frame header: {e}")
-        dobj = zstandard.ZstdDecompressor().decompressobj()
-        out, fed = [], 0
+        if size > _MAX_FRAME:
+            return None, 0, "implausible frame size"
+        bound = size + (size >> 7) + 1024  # above ZSTD_compressBound(size) + frame overhead
+        dobj = zstandard.ZstdDecompressor().decompressobj(write_size=max(size, 1))
         try:
-            while not dobj.eof:
-                chunk = data[pos + fed:pos + fed + _FEED]
-                if not chunk:
-                    return None, 0, "truncated"
-                fed += len(chunk)
-                out.append(dobj.decompress(chunk))
-                if sum(map(len, out)) > _MAX_FRAME:
-                    return None, 0, "frame larger than its header says"
+            payload = dobj.decompress(memoryview(data)[pos:pos + bound])
         except zstandard.ZstdError as e:
             return None, 0, str(e)
-        return b"".join(out), fed - len(dobj.unused_data), None
+        if not dobj.eof:
+            return None, 0, ("truncated" if pos + bound >= len(data) else "frame longer than "
+                             "its content size allows")
+        if len(payload) != size:
+            return None, 0, "content size mismatch"
+        return payload, min(bound, len(data) - pos) - len(dobj.unused_data), None
 
     def _lose(self, nbytes: int, message: str) -> None:
         self.bytes_lost += nbytes
