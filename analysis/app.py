@@ -61,9 +61,10 @@ def copy_pieces(events: dict, prep: Prepared) -> dict:
     if (~exact).any():
         delivered = grouped_cummax_before(stream, t, c1)
         c0 = np.where(exact, c0, np.maximum(c0, delivered))
-    keep = c1 > c0
-    return {"stream": stream[keep], "c0": c0[keep], "c1": c1[keep], "t": t[keep],
-            "flow": stream[keep] // 2, "exact": exact[keep]}
+    # Empty pieces (a later copy of bytes whose range is unknown without read records) stay:
+    # they still mark a moment the application read.
+    return {"stream": stream, "c0": c0, "c1": np.maximum(c1, c0), "t": t,
+            "flow": stream // 2, "exact": exact}
 
 
 def _sock(events: dict, prep: Prepared, kind: int) -> dict:
@@ -85,10 +86,11 @@ def attach_copies(table: PacketTable, pieces: dict) -> None:
         return
     ts = rows["ts"][ri]
     ref = np.where(ts[:, 2] >= 0, ts[:, 2], np.where(ts[:, 1] >= 0, ts[:, 1], ts[:, 0]))
-    hit = stab(pieces["stream"], pieces["c0"], pieces["c1"], pieces["t"],
+    pi = np.nonzero(pieces["c1"] > pieces["c0"])[0]
+    hit = stab(pieces["stream"][pi], pieces["c0"][pi], pieces["c1"][pi], pieces["t"][pi],
                rows["stream"][ri], rows["seq64"][ri], ref, "after")
     ok = hit >= 0
-    rows["ts"][ri[ok], 3] = pieces["t"][hit[ok]]
+    rows["ts"][ri[ok], 3] = pieces["t"][pi[hit[ok]]]
 
 
 def receive_queue_wait(table: PacketTable, events: dict, prep: Prepared) -> dict:
