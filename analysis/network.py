@@ -439,7 +439,7 @@ def decompose_rtt(ta, tb, m: PairMatches, alignment: Alignment) -> dict:
         out["per_client"].append({
             "client": client, "server": server, "timebase": client,
             "rtt": rtt, "l_net_1": l1, "l_net_1_lo": l1_lo, "l_net_1_hi": l1_hi,
-            "server": server_t, "server_own_clock": server_raw,
+            "server_time": server_t, "server_own_clock": server_raw,
             "l_net_2": l2, "l_net_2_lo": l2_lo, "l_net_2_hi": l2_hi,
             "residual": resid, "flow": flow, "client_out_ns": c_out})
         out["requests"] += len(rtt)
@@ -455,8 +455,9 @@ def _requests_summary(req: dict) -> dict:
         res.append({
             "client": r["client"], "server": r["server"], "timebase": r["timebase"],
             "requests": int(len(r["rtt"])),
-            "parts": "rtt (client NIC out to NIC in) = l_net_1 + server (NIC in to NIC out) + l_net_2",
-            "rtt": stats(r["rtt"]), "l_net_1": stats(r["l_net_1"]), "server": stats(r["server"]),
+            "parts": ("rtt (client NIC out to NIC in) = l_net_1 + server_time (server NIC in to "
+                      "NIC out, in the client's timebase) + l_net_2"),
+            "rtt": stats(r["rtt"]), "l_net_1": stats(r["l_net_1"]), "server_time": stats(r["server_time"]),
             "l_net_2": stats(r["l_net_2"]),
             "server_time_negative": int((r["server_own_clock"] < 0).sum()),
             "add_up": {"checked": int(ok.sum()),

@@ -1,0 +1,226 @@
+"""Cross-host matching, signed L_NET with guaranteed intervals, RTT decomposition, report, plots."""
+
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from mbrec.analysis import clock, network
+from mbrec.trace.reader import read_trace
+
+sys.path.insert(0, os.path.dirname(__file__))
+import netsynth  # noqa: E402
+
+DAY = 86_400 * 10**9
+
+
+def _run(tmp_path, a, b, **kw):
+    pa, pb = netsynth.write_pair(tmp_path, a, b, same_boot=kw.pop("same_boot", False))
+    traces = [read_trace(pa), read_trace(pb)]
+    al = clock.align(traces, **kw)
+    return traces, al, network.analyze_network(traces, al)
+
+
+def _implied_true_delays(m, alpha, beta):
+    """The true one-way delays of the matched frames, from the known clock relation (a's time)."""
+    d_ab = (m.ab.r_ns - beta) / alpha - m.ab.s_ns
+    d_ba = m.ba.r_ns - (m.ba.s_ns - beta) / alpha
+    return d_ab, d_ba
+
+
+def test_every_frame_matched_across_tso(tmp_path):
+    a, b, truth = netsynth.exchange(120, frames=4, nflows=3, seed=1)
+    traces, al, res = _run(tmp_path, a, b)
+    m = al.matches[(0, 1)]
+    n_b_frames = (b["probe"] == netsynth.RECV).sum()
+    n_a_frames = (a["probe"] == netsynth.RECV).sum()
+    assert len(m.ab) == n_b_frames == len(truth["ab"])
+    assert len(m.ba) == n_a_frames == len(truth["ba"])
+    assert m.ab.n_ambiguous == 0 and m.ba.n_ambiguous == 0 and not m.ab.nat.any()
+    # b->a: 120 TSO skbs of 4 frames each (+3 SYN-ACKs): every frame found its skb
+    skbs = np.unique(m.ba.send_idx)
+    assert len(skbs) == 120 + 3
+    # the matching paired the right frames: the implied true delays are the generated ones
+    d_ab, d_ba = _implied_true_delays(m, 1.0, 0)
+    assert np.allclose(np.sort(d_ab), np.sort(truth["ab"][:, 1]), atol=2.0)
+    assert np.allclose(np.sort(d_ba), np.sort(truth["ba"][:, 1]), atol=2.0)
+
+
+def _retransmit(a, b, same_ip_id):
+    """Send a's 10th request again 3 ms later (a retransmission); both copies arrive at b."""
+    reqs = np.flatnonzero((a["probe"] == netsynth.XMIT) & (a["len"] == 100))
+    k = reqs[10]
+    src = a[k:k + 1].copy()
+    src["ts_ns"] += 3_000_000
+    if not same_ip_id:
+        src["ip_id"] += 1000
+    rx = np.flatnonzero((b["probe"] == netsynth.RECV) & (b["seq"] == a["seq"][k])
+                        & (b["ack"] == a["ack"][k]) & (b["len"] == 100))
+    assert len(rx) == 1
+    dst = b[rx].copy()
+    dst["ts_ns"] += 3_000_000 + 7_000  # the copy took 7 us longer
+    dst["ip_id"] = src["ip_id"]
+    a2 = np.concatenate([a, src])
+    b2 = np.concatenate([b, dst])
+    return (a2[np.argsort(a2["ts_ns"], kind="stable")], b2[np.argsort(b2["ts_ns"], kind="stable")],
+            int(a["ts_ns"][k]))
+
+
+def test_retransmission_matched_to_its_own_arrival(tmp_path):
+    a, b, _ = netsynth.exchange(60, seed=2)
+    a, b, t_orig = _retransmit(a, b, same_ip_id=False)
+    _, al, _ = _run(tmp_path, a, b, same_boot=True)
+    m = al.matches[(0, 1)]
+    assert m.ab.n_ambiguous == 0
+    sel = (m.ab.s_ns == t_orig) | (m.ab.s_ns == t_orig + 3_000_000)
+    assert sel.sum() == 2
+    d = m.ab.r_ns[sel] - m.ab.s_ns[sel]
+    assert d[1] - d[0] == 7_000  # each transmission to its own arrival
+
+
+def test_retransmission_with_equal_ip_ids_is_ambiguous_and_excluded(tmp_path):
+    a, b, _ = netsynth.exchange(60, seed=2)
+    a2, b2, t_orig = _retransmit(a, b, same_ip_id=True)
+    _, al, res = _run(tmp_path, a2, b2, same_boot=True)
+    m = al.matches[(0, 1)]
+    assert m.ab.n_ambiguous == 2  # both arrivals had two candidates
+    assert not np.isin([t_orig, t_orig + 3_000_000], m.ab.s_ns).any()
+    assert res.report_section()["pairs"][0]["directions"][0]["ambiguous_excluded"] == 2
+
+
+def test_nat_between_hosts_still_matches(tmp_path):
+    a, b, _ = netsynth.exchange(50, seed=3)
+    # b sees a's flows from 192.168.7.7:5000+f (a NAT box rewrote them) and answers there
+    from mbrec.synthetic import ipv4
+    rx = b["probe"] == netsynth.RECV
+    b["saddr"][rx] = ipv4("192.168.7.7")
+    b["sport"][rx] = b["sport"][rx] - 35000
+    tx = b["probe"] == netsynth.XMIT
+    b["daddr"][tx] = ipv4("192.168.7.7")
+    b["dport"][tx] = b["dport"][tx] - 35000
+    _, al, res = _run(tmp_path, a, b, same_boot=True)
+    m = al.matches[(0, 1)]
+    assert len(m.ab) == rx.sum() and m.ab.nat.all()
+    assert len(m.ba) == (a["probe"] == netsynth.RECV).sum() and m.ba.nat.all()
+    # flows and roles are still known (a sent the SYNs), seen from a's side
+    sec = res.report_section()["pairs"][0]
+    assert sec["roles_guessed_from_ports"] == 0
+    assert sec["L_NET_1"]["l_net"]["count"] == len(m.ab)
+
+
+def test_shared_clock_l_net_is_exact(tmp_path):
+    a, b, truth = netsynth.exchange(200, dmin_ab=40_000, dmin_ba=70_000, seed=4)
+    _, al, res = _run(tmp_path, a, b, same_boot=True)
+    p = res.pairs[0]
+    assert p.method == "shared"
+    assert np.array_equal(p.ab.lo, p.ab.hi) and np.array_equal(p.ab.value, p.ab.lo)
+    assert np.allclose(np.sort(p.ab.value), np.sort(truth["ab"][:, 1]), atol=2.0)
+    assert np.allclose(np.sort(p.ba.value), np.sort(truth["ba"][:, 1]), atol=2.0)
+    # L_NET median against the injected delay: 5% + 10 us, as the issue asks of lab traces
+    med1 = np.median(p.ab.value)
+    assert abs(med1 - np.median(truth["ab"][:, 1])) <= 0.05 * med1 + 10_000
+
+
+@pytest.mark.parametrize("dmin_ab,dmin_ba", [(30_000, 30_000), (60_000, 20_000)])
+def test_l_net_against_injected_delay_across_clocks(tmp_path, dmin_ab, dmin_ba):
+    alpha, beta = 1 + 180e-6, int(-2.2 * DAY)
+    a, b, truth = netsynth.exchange(400, alpha=alpha, beta_ns=beta, dmin_ab=dmin_ab,
+                                    dmin_ba=dmin_ba, jitter_ns=3_000, seed=5)
+    _, al, res = _run(tmp_path, a, b)
+    p = res.pairs[0]
+    assert p.quality == "accurate"
+    d_ab, d_ba = _implied_true_delays(al.matches[(0, 1)], alpha, beta)
+    # every true delay is inside its guaranteed interval, and no interval lies below zero
+    for d, dl in ((d_ab, p.ab), (d_ba, p.ba)):
+        assert np.all(dl.lo <= d + 1.0) and np.all(d <= dl.hi + 1.0)
+        assert np.all(dl.lo >= -1e-3) and np.all(dl.value >= 0)
+    # the estimate is off by half the asymmetry, in opposite directions (theory, anchors.md B.1)
+    half = (dmin_ab - dmin_ba) / 2
+    assert np.median(p.ab.value - d_ab) == pytest.approx(-half, abs=1_500)
+    assert np.median(p.ba.value - d_ba) == pytest.approx(+half, abs=1_500)
+    # the interval is about the minimum RTT wide
+    assert np.median(p.ab.hi - p.ab.lo) == pytest.approx(dmin_ab + dmin_ba, rel=0.1)
+
+
+@settings(max_examples=15, deadline=None)
+@given(drift_ppm=st.floats(-200, 200), beta_days=st.floats(-5, 5),
+       dmin_ab=st.integers(2_000, 300_000), dmin_ba=st.integers(2_000, 300_000),
+       n=st.integers(2, 150), seed=st.integers(0, 2**31))
+def test_property_l_net_truth_inside_interval(drift_ppm, beta_days, dmin_ab, dmin_ba, n, seed):
+    alpha, beta = 1 + drift_ppm * 1e-6, int(beta_days * DAY)
+    a, b, _ = netsynth.exchange(n, alpha=alpha, beta_ns=beta, dmin_ab=dmin_ab, dmin_ba=dmin_ba,
+                                nflows=2, seed=seed)
+    with tempfile.TemporaryDirectory() as d:
+        traces, al, res = _run(Path(d), a, b)
+    pair = al.pairs[("a", "b")]
+    assert pair.quality in ("accurate", "approximate")
+    f = pair.fits[0]
+    if pair.quality == "accurate":
+        assert f.alpha_min <= alpha <= f.alpha_max
+    d_ab, d_ba = _implied_true_delays(al.matches[(0, 1)], alpha, beta)
+    p = res.pairs[0]
+    for d, dl in ((d_ab, p.ab), (d_ba, p.ba)):
+        assert np.all(dl.lo <= d + 1.0) and np.all(d <= dl.hi + 1.0)
+
+
+def test_rtt_decomposition_adds_up(tmp_path):
+    alpha, beta = 1 - 150e-6, int(0.9 * DAY)
+    a, b, _ = netsynth.exchange(90, alpha=alpha, beta_ns=beta, nflows=3, frames=2, seed=6)
+    _, al, res = _run(tmp_path, a, b)
+    req = res.pairs[0].requests
+    assert req["requests"] == 90
+    r = req["per_client"][0]
+    assert r["client"] == "a" and r["server"] == "b"
+    # the client's NIC RTT is exact (one clock): first response frame in - request out
+    assert np.all(r["rtt"] > 0)
+    parts = r["l_net_1"] + r["server_time"] + r["l_net_2"]
+    assert np.allclose(parts, r["rtt"], atol=1e-3)
+    # one-way parts are inside their intervals and the intervals are not below zero
+    assert np.all(r["l_net_1_lo"] <= r["l_net_1"]) and np.all(r["l_net_1"] <= r["l_net_1_hi"])
+    assert np.all(r["l_net_1_lo"] >= -1e-3) and np.all(r["l_net_2_lo"] >= -1e-3)
+    # MicroBPF's impossible result (one-way sum above the RTT) cannot happen here
+    s = res.report_section()["pairs"][0]["rtt_decomposition"]["per_client"][0]
+    assert s["add_up"]["ok"] and s["one_way_sum_exceeds_rtt"] == 0
+    # the server's part is what b's own clock says, rescaled to a's timebase
+    assert np.allclose(r["server_time"], r["server_own_clock"] / al.pairs[("a", "b")].alpha, atol=2)
+
+
+def test_report_is_strict_json(tmp_path):
+    a, b, _ = netsynth.exchange(30, alpha=1 + 1e-5, beta_ns=10**12, seed=7)
+    _, al, res = _run(tmp_path, a, b)
+    text = json.dumps({"clock_alignment": al.report_section(),
+                       "network": res.report_section()}, allow_nan=False)
+    back = json.loads(text)
+    assert back["clock_alignment"]["pairs"][0]["quality"] == "accurate"
+    assert back["network"]["pairs"][0]["directions"][0]["negative_estimates"] == 0
+
+
+def test_failed_alignment_leaves_l_net_empty_with_a_note(tmp_path):
+    a, b, _ = netsynth.exchange(300, step_at=5_060_000_000, step_ns=5_000_000, seed=8)
+    traces, al, res = _run(tmp_path, a, b)
+    assert al.pairs[("a", "b")].quality == "failed"
+    p = res.pairs[0]
+    assert np.isnan(p.ab.value).all()
+    assert any("failed" in n for n in res.notes)
+    json.dumps(res.report_section(), allow_nan=False)
+    s = al.report_section()["pairs"][0]
+    assert s["evidence"]["gap_ns"] > 4_000_000
+    assert abs(s["evidence"]["inconsistent_from_ns"] - 5_060_000_000) < 2_000_000
+
+
+def test_no_common_traffic_means_no_pair(tmp_path):
+    a, b, _ = netsynth.exchange(30, seed=9)
+    c = a.copy()
+    c["seq"] += 12345  # a different conversation: nothing matches b
+    c["ack"] += 999
+    from mbrec.synthetic import write_trace
+    pa = write_trace(str(tmp_path / "c.mbrec"), {"pkt": c}, host="c", boot_id="c")
+    pb = write_trace(str(tmp_path / "b.mbrec"), {"pkt": b}, host="b", boot_id="b")
+    al = clock.align([read_trace(pa), read_trace(pb)])
+    assert al.pairs == {} and al.unreached == ["b"]
+    assert network.analyze_network([read_trace(pa), read_trace(pb)], al).pairs == []
