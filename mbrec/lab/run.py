@@ -1,0 +1,142 @@
+"""`mbrec lab run`: plan the VMs for a scenario or a command, boot them, collect the ground truth."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import mbrec
+from mbrec.errors import MbrecError
+from mbrec.lab import image as lab_image
+from mbrec.lab import scenario as lab_scenario
+from mbrec.lab import vm
+from mbrec.lab.image import progress
+
+BOOT_TIMEOUT_S = 120  # QEMU start to guest init: about 9 s under TCG
+MEMORY_MB = {1: 2048, 2: 1536}
+
+
+def source_root() -> Path:
+    """The directory that holds the mbrec package (and, in a checkout, analysis/ and bpf/ beside it)."""
+    return Path(mbrec.__file__).resolve().parent.parent
+
+
+def default_out(name: str) -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path("lab-out") / f"{name}-{stamp}"
+
+
+def run(scenario_name: str | None, command: str | None, *, vms: int | None, keep: bool, out: Path | None,
+        record: bool, timeout_s: float | None, quiet: bool = False) -> int:
+    if os.geteuid() != 0:
+        raise MbrecError("mbrec lab run needs root (to build the image and run QEMU with 9p shares); "
+                         "rerun as root")
+    vm.require_qemu()
+    if scenario_name:
+        s = lab_scenario.load(scenario_name)
+    else:
+        s = lab_scenario.validate(dict(lab_scenario.DEFAULT_TOPOLOGY), "default topology")
+    if vms is not None and vms != s["vms"]:
+        if vms == 2 and (sorted(s["hosts"]) != ["a", "b"] or s["events"] or s["host_egress"]):
+            raise MbrecError(f"scenario {scenario_name or 'default'} can't run on two VMs "
+                             "(it needs hosts a and b only, without events or host_egress)")
+        s = {**s, "vms": vms}
+    if command and s["vms"] == 2:
+        raise MbrecError("-- COMMAND runs in one VM; drop --vms 2")
+
+    image = lab_image.cached_image() or lab_image.build()
+    out = Path(out or default_out(scenario_name or "command")).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    if any(out.glob("status-*")):
+        raise MbrecError(f"output folder {out} holds an earlier run; choose a new one with -o")
+
+    job = {"scenario_name": scenario_name, "scenario": s, "command": command, "record": record}
+    (out / "job.json").write_text(json.dumps(job, indent=1) + "\n")
+    roles = ["a", "b"] if s["vms"] == 2 else ["a"]
+    accel, why = vm.detect_accel()
+    timeout = timeout_s or s["timeout_s"]
+    progress(f"{'scenario ' + scenario_name if scenario_name else 'command'} in {len(roles)} VM(s), "
+             f"accelerator {accel} ({why}), output {out}, timeout {timeout:.0f} s")
+
+    started = time.monotonic()
+    result, guests = _boot(image, roles, out, accel, keep, timeout, quiet)
+    if result == "no-boot" and accel == "kvm":
+        progress("the guest did not reach its init under KVM: retrying with TCG")
+        accel = "tcg"
+        result, guests = _boot(image, roles, out, accel, keep, timeout, quiet)
+    wall = time.monotonic() - started
+
+    statuses = {}
+    for role in roles:
+        f = out / f"status-{role}"
+        statuses[role] = int(f.read_text().strip()) if f.exists() else None
+    timing = {"accelerator": accel, "accelerator_reason": why, "wall_s": round(wall, 1),
+              "boot_to_init_s": {g.role: None if g.init_at is None else round(g.init_at - g.started, 1)
+                                 for g in guests}}
+    write_ground_truth(out, job, roles, statuses, timing)
+    if command and (out / "command.out").exists():
+        sys.stdout.write((out / "command.out").read_text(errors="replace"))
+        sys.stdout.flush()
+    if result == "timeout":
+        progress(f"timeout after {timeout:.0f} s: QEMU killed; console in {out}")
+        return vm.TIMEOUT_STATUS
+    if result == "no-boot":
+        raise MbrecError(f"the guest did not reach its init within {BOOT_TIMEOUT_S} s; see {guests[0].console}")
+    missing = [r for r, st in statuses.items() if st is None]
+    if missing:
+        raise MbrecError(f"guest {', '.join(missing)} powered off without an exit status; see "
+                         f"{out / ('console-' + missing[0] + '.log')}")
+    status = next((st for st in statuses.values() if st), 0)
+    boot = ", ".join(f"{k} {v} s" for k, v in timing["boot_to_init_s"].items())
+    progress(f"done in {wall:.0f} s (boot to init: {boot}), guest exit status {status}; results in {out}")
+    return status
+
+
+def _boot(image, roles, out, accel, keep, timeout, quiet):
+    port = vm.free_port()
+    guests = []
+    for i, role in enumerate(roles):
+        netdev = None
+        if len(roles) == 2:
+            side = f"listen=127.0.0.1:{port}" if i == 0 else f"connect=127.0.0.1:{port}"
+            netdev = ["-netdev", f"socket,id=n0,{side}",
+                      "-device", f"virtio-net-pci,netdev=n0,mac=52:54:00:12:34:{0x56 + i:02x}"]
+        console = out / f"console-{role}.log"
+        argv = vm.qemu_argv(image, role, source_root(), out, console, accel,
+                            memory_mb=MEMORY_MB[len(roles)], cpus=2, netdev=netdev, keep=keep and i == 0)
+        guests.append(vm.Guest(role, argv, console, stderr_path=out / f"qemu-{role}.err"))
+    runner = vm.Runner(guests, timeout, BOOT_TIMEOUT_S if not keep else BOOT_TIMEOUT_S, quiet=quiet)
+    return runner.run(), guests
+
+
+def write_ground_truth(out: Path, job: dict, roles: list, statuses: dict, timing: dict) -> None:
+    """ground_truth.json: what was configured, what each guest applied and saw, and what ran."""
+    guests = {}
+    for role in roles:
+        f = out / f"guest-{role}.json"
+        if f.exists():
+            try:
+                guests[role] = json.loads(f.read_text())
+            except json.JSONDecodeError:
+                guests[role] = {"error": f"{f.name} is not valid JSON"}
+    s = job["scenario"]
+    truth = {
+        "scenario": job["scenario_name"], "command": job["command"], "description": s.get("description"),
+        "vms": s["vms"], "hosts": {h: {"ip": lab_scenario.host_ip(h), "recorded": h in s["record"]}
+                                   for h in s["hosts"]},
+        "configured": {"network": s["network"], "host_egress": s["host_egress"], "offloads": s["offloads"],
+                       "events": s["events"]},
+        "where_delays_land": "network x->y: netem on the router's interface toward y, between x's and y's "
+                             "NICs; host_egress: netem in the host's own qdisc (its L_NIC time)",
+        "record_requested": job["record"],
+        "exit_status": statuses, "timing": timing,
+        "guests": guests,
+        "commands": [c for g in guests.values() for c in g.get("commands", [])],
+        "recording": {h: st for g in guests.values() for h, st in g.get("recording", {}).items()},
+        "traces": sorted(p.name for p in out.glob("*.mbrec")),
+    }
+    (out / "ground_truth.json").write_text(json.dumps(truth, indent=1) + "\n")

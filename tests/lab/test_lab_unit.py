@@ -1,0 +1,104 @@
+"""The lab's host-side logic without QEMU: scenarios, mirrors, recipe hash, output parsing."""
+
+import json
+
+import pytest
+
+from mbrec.errors import MbrecError
+from mbrec.lab import guest, image, scenario, vm
+
+
+@pytest.mark.parametrize("name", scenario.names())
+def test_every_shipped_scenario_validates(name):
+    s = scenario.load(name)
+    assert s["timeout_s"] > 0 and {"a", "b"} <= set(s["hosts"])
+
+
+def test_required_scenarios_exist():
+    assert {"ab", "bulk", "lossy", "rto", "multi", "asym", "qdisc", "two-vm", "smoke"} <= set(scenario.names())
+
+
+def test_unknown_scenario_names_the_known_ones():
+    with pytest.raises(MbrecError, match="known: .*ab"):
+        scenario.load("no-such-scenario")
+
+
+@pytest.mark.parametrize("bad, match", [
+    ({"hosts": ["a"]}, "hosts must include a and b"),
+    ({"hosts": ["a", "b"], "network": {"a->x": {}}}, "not 'x->y'"),
+    ({"hosts": ["a", "b"], "network": {"a->b": {"delay": 5}}}, "netem settings"),
+    ({"hosts": ["a", "b", "c"], "network": {"a->b": {"delay_ms": 5}, "c->b": {"delay_ms": 9}}}, "must agree"),
+    ({"hosts": ["a", "b"], "vms": 2, "host_egress": {"a": {"delay_ms": 1}}}, "two-VM"),
+    ({"hosts": ["a", "b"], "workload": [{"host": "a"}]}, "needs name, host"),
+    ({"hosts": ["a", "b"], "colour": 1}, "unknown field"),
+])
+def test_bad_scenarios_fail_with_one_line(bad, match):
+    with pytest.raises(MbrecError, match=match):
+        scenario.validate(bad, "test")
+
+
+def test_expand_names_hosts_by_address():
+    assert scenario.expand("ab http://{b}/ {a}") == "ab http://10.0.2.1/ 10.0.1.1"
+
+
+def test_host_mirrors_read_deb822_and_list(tmp_path):
+    (tmp_path / "debian.sources").write_text(
+        "Types: deb\n# comment\nURIs: http://mirror.example/debian\nSuites: bookworm bookworm-updates\n"
+        "Components: main\n\nTypes: deb\nURIs: http://mirror.example/debian-security/\n"
+        "Suites: bookworm-security\nComponents: main\n")
+    (tmp_path / "other.list").write_text("deb [arch=amd64] https://elsewhere.example/apt stable main\n")
+    m = image.host_mirrors(tmp_path, tmp_path / "absent")
+    assert m == {"main": "http://mirror.example/debian", "security": "http://mirror.example/debian-security"}
+    legacy = tmp_path / "legacy"
+    legacy.mkdir()
+    (legacy / "x.list").write_text("deb http://old.example/debian bookworm main\n")
+    assert image.host_mirrors(legacy, tmp_path / "absent")["main"] == "http://old.example/debian"
+
+
+def test_recipe_hash_follows_the_recipe():
+    r = image.recipe({"main": "http://m/debian", "security": "http://m/security"})
+    h = image.recipe_hash(r)
+    assert h == image.recipe_hash(json.loads(json.dumps(r)))
+    assert h != image.recipe_hash({**r, "packages": r["packages"] + ["tcpdump"]})
+
+
+def test_netem_arguments():
+    assert guest.netem_args({"delay_ms": 5, "jitter_ms": 1, "loss_pct": 2, "rate_mbit": 100}) == \
+        ["netem", "delay", "5ms", "1ms", "loss", "2%", "rate", "100mbit"]
+    assert guest.netem_args({}) == ["netem"]
+
+
+AB_REPORT = """Concurrency Level:      10
+Time taken for tests:   3.512 seconds
+Complete requests:      1000
+Failed requests:        0
+Keep-Alive requests:    1000
+Requests per second:    284.74 [#/sec] (mean)
+Time per request:       35.120 [ms] (mean)
+Percentage of the requests served within a certain time (ms)
+  50%     34
+  99%     52
+ 100%     61 (longest request)
+"""
+
+
+def test_parse_ab_report():
+    p = guest.parse_output("ab -k -c 10 -n 1000 http://10.0.2.1/", AB_REPORT)
+    assert p["complete_requests"] == 1000 and p["failed_requests"] == 0
+    assert p["time_per_request_ms"] == 35.12 and p["percentiles_ms"] == {50: 34.0, 99: 52.0, 100: 61.0}
+
+
+def test_accelerator_can_be_forced(monkeypatch):
+    monkeypatch.setenv("MBREC_LAB_ACCEL", "tcg")
+    assert vm.detect_accel()[0] == "tcg"
+    monkeypatch.delenv("MBREC_LAB_ACCEL")
+    accel, why = vm.detect_accel()
+    assert accel in ("kvm", "tcg") and why
+
+
+def test_qemu_never_gets_user_networking(tmp_path):
+    img = image.Image(tmp_path, tmp_path / "r.img", tmp_path / "k", tmp_path / "i", {})
+    argv = vm.qemu_argv(img, "a", tmp_path, tmp_path, tmp_path / "c.log", "tcg", memory_mb=512, cpus=1,
+                        netdev=None, keep=False)
+    text = " ".join(argv)
+    assert "-nic none" in text and not any(a.startswith("user") for a in argv) and "snapshot=on" in text and "readonly=on" in text
