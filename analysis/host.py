@@ -24,6 +24,7 @@ class HostResult:
     lost: dict = field(default_factory=dict)
     warnings: list = field(default_factory=list)
     clean: bool = True
+    flow_ids: dict = field(default_factory=dict)  # schema -> (flow, local endpoint) per event
 
 
 def analyze_host(trace) -> HostResult:
@@ -44,4 +45,4 @@ def analyze_host(trace) -> HostResult:
                       negative=neg, copies_exact=exact,
                       events={k: int(len(v)) for k, v in events.items()},
                       lost=dict(trace.lost or {}), warnings=list(trace.warnings),
-                      clean=trace.clean)
+                      clean=trace.clean, flow_ids=prep.ids)

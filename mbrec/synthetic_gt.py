@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from mbrec.events import CONSTANTS, PKT, PROBE_IDS, SOCK
+from mbrec.events import CONSTANTS, FLOW, PKT, PROBE_IDS, SOCK
 from mbrec.synthetic import ipv4
 
 ACK = CONSTANTS["MBREC_TCP_ACK"]
@@ -46,6 +46,8 @@ class Host:
     pkt: list = field(default_factory=list)
     sock: list = field(default_factory=list)
     truth: dict = field(default_factory=lambda: defaultdict(list))
+    flow: list = field(default_factory=list)
+    flow_truth: dict = field(default_factory=dict)
     ip_id: int = 1
 
     def add_pkt(self, t, probe, fl, sent_by_me, seq, end, ack, flags, ip_id=0, gso=1):
@@ -284,11 +286,45 @@ def _sndbuf_truth(host, name, writes, sends):
             host.truth[name].append(min(cands) - t_w)
 
 
+N_SNAPSHOTS = 40
+
+
+def _flow_snapshots(host, fl, t0, t1, exact):
+    """Periodic flow snapshots with simple known shapes, the last one at close."""
+    me, peer = (fl.client, fl.server) if host is fl.client_host else (fl.server, fl.client)
+    times = np.linspace(t0 + 1000, t1, N_SNAPSHOTS).astype(np.int64)
+    off = host.clock_offset
+    for j, t in enumerate(times.tolist()):
+        host.flow.append({
+            "ts_ns": t + off, "sock_cookie": fl.cookie, "established_ns": t0 + off,
+            "snd_cwnd": 10 + j, "snd_ssthresh": 2**31 - 1, "srtt_us": 100 + 3 * j,
+            "rttvar_us": 50, "min_rtt_us": 90, "packets_in_flight": j % 5,
+            "bytes_in_flight": (j % 5) * MSS, "app_wqueue": (j * 37) % 1000,
+            "max_app_wqueue": max((k * 37) % 1000 for k in range(j + 1)),
+            "mss_cache": MSS, "advmss": MSS + 60, "total_retrans": j // 10,
+            "bytes_sent": 1000 * j, "bytes_acked": 900 * j, "bytes_received": 700 * j,
+            "fast_recoveries": j // 20, "timeouts": j // 30, "rtt_samples": j,
+            "rtt_sum_us": sum(100 + 3 * k for k in range(j)), "read_bytes": 700 * j,
+            "write_bytes": 1000 * j, "state": 1,
+            "reason": CONSTANTS["MBREC_FLOW_CLOSE" if j == N_SNAPSHOTS - 1 else
+                                "MBREC_FLOW_PERIODIC"],
+            "flags": CONSTANTS["MBREC_FLOWF_SEEN_ESTABLISH"] if exact else 0,
+            "saddr": ipv4(me[0]), "daddr": ipv4(peer[0]), "sport": me[1], "dport": peer[1],
+            "family": AF_INET})
+    j = N_SNAPSHOTS - 1
+    host.flow_truth[fl.cookie] = {
+        "CWND": 10 + j, "SampleRTT": j, "SumRTT_us": sum(100 + 3 * k for k in range(j)),
+        "MaxAppWQueue": max((k * 37) % 1000 for k in range(N_SNAPSHOTS)),
+        "Duration_ns": int(times[-1] - t0), "Duration_exact": exact, "RePackets": j // 10,
+        "max_flight_packets": 4, "snapshots": N_SNAPSHOTS}
+
+
 @dataclass
 class GroundTruth:
     events: dict   # host name -> {"pkt": array, "sock": array}
     truth: dict    # host name -> {latency name: sorted int64 array of ns}
     hosts: dict    # host name -> {"boot_id": ..., "offset": ...}
+    flows: dict = field(default_factory=dict)  # host -> socket cookie -> flow metric truth
 
 
 def exchanges(n_flows: int = 4, n_exchanges: int = 12, *, seed: int = 0,
@@ -391,6 +427,8 @@ def exchanges(n_flows: int = 4, n_exchanges: int = 12, *, seed: int = 0,
                     host.truth[f"L_TCP_{k}"].append(min(p[2] for p in first) - t_tcp)
                 if last:
                     host.truth[f"W_RCV_{k}"].append(min(p[3] for p in last) - t_tcp)
+        for host in (C, S):
+            _flow_snapshots(host, fl, t0=1_000_000_000 + f * 37_000, t1=t, exact=handshake)
     out_events, out_truth = {}, {}
     for host in (C, S):
         pkt = np.zeros(len(host.pkt), PKT)
@@ -420,11 +458,17 @@ def exchanges(n_flows: int = 4, n_exchanges: int = 12, *, seed: int = 0,
             sock["bytes"] = sock["requested"] = cols[8]
             sock["sock_cookie"] = cols[9]
             sock["family"] = AF_INET
+        flow = np.zeros(len(host.flow), FLOW)
+        for i, rec in enumerate(host.flow):  # a few dozen records per flow
+            for k, v in rec.items():
+                flow[i][k] = v
+        out_events_flow = flow[np.argsort(flow["ts_ns"], kind="stable")]
         pkt = pkt[np.argsort(pkt["ts_ns"], kind="stable")]
         sock = sock[np.argsort(sock["ts_ns"], kind="stable")]
-        out_events[host.name] = {"pkt": pkt, "sock": sock}
+        out_events[host.name] = {"pkt": pkt, "sock": sock, "flow": out_events_flow}
         out_truth[host.name] = {k: np.sort(np.array(v, np.int64)) for k, v in host.truth.items()}
     hosts = {"client": {"boot_id": "c" * 8, "offset": 0},
              "server": {"boot_id": ("c" if server_offset_ns == 0 else "s") * 8,
                         "offset": server_offset_ns}}
-    return GroundTruth(out_events, out_truth, hosts)
+    flow_truth = {h.name: h.flow_truth for h in (C, S)}
+    return GroundTruth(out_events, out_truth, hosts, flow_truth)

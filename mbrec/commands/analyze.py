@@ -1,12 +1,93 @@
-"""`mbrec analyze`: not yet implemented."""
+"""`mbrec analyze TRACE... [-o DIR]`: per-host layer, application and flow results, and, with
+two or more hosts, clock alignment and network latency."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
 
 import click
 
 from mbrec.errors import MbrecError
 
 
-@click.command(context_settings={"ignore_unknown_options": True})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def command(args):
-    """Not yet implemented."""
-    raise MbrecError("'mbrec analyze' is not yet implemented in this version")
+def _progress(quiet: bool):
+    start = time.perf_counter()
+
+    def say(msg: str) -> None:
+        if not quiet:
+            click.echo(f"[{time.perf_counter() - start:6.1f}s] {msg}", err=True)
+    return say
+
+
+@click.command()
+@click.argument("traces", nargs=-1, required=True, type=click.Path(dir_okay=True))
+@click.option("-o", "--output", "outdir", type=click.Path(file_okay=False),
+              help="Write report.json, CSVs and plots into this directory.")
+@click.option("--per-flow", is_flag=True, help="Also print the latency table of every flow.")
+@click.option("--no-plots", is_flag=True, help="Skip the PNG/SVG plots (faster).")
+@click.option("--json", "as_json", is_flag=True, help="Print report.json to stdout, not tables.")
+@click.option("--clock", default="auto", show_default=True,
+              type=click.Choice(["auto", "shared", "realtime", "packets"]),
+              help="How to align the hosts' clocks (two or more traces).")
+@click.option("--reference", default=None, help="Host whose clock the others are mapped to.")
+@click.option("--clock-window", type=float, default=None,
+              help="Fit clocks piecewise over windows of this many seconds.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress lines on stderr.")
+def command(traces, outdir, per_flow, no_plots, as_json, clock, reference, clock_window, quiet):
+    """Analyse traces: one file per host, as written by `mbrec record`.
+
+    \b
+    Per host and direction: L_TCP/L_IP/L_NIC 1..4, L_APP_1/2, send-buffer and receive-queue
+    waits, the 16 flow metrics; with several hosts also clock alignment and L_NET_1/2.
+    mbrec analyze a.mbrec b.mbrec -o results/
+    """
+    from mbrec.analysis.run import analyze
+    from mbrec.trace.reader import read_trace
+
+    say = _progress(quiet or as_json)
+    loaded = []
+    for path in traces:
+        size = os.path.getsize(path) if os.path.isfile(path) else 0
+        say(f"reading {path} ({size / 1e6:.1f} MB)")
+        loaded.append(read_trace(path))
+    result = analyze(loaded, per_flow=per_flow, clock=clock, reference=reference,
+                     clock_window=clock_window, progress=say)
+    from mbrec.analysis import report as rep
+    if outdir:
+        _write_outputs(outdir, result, no_plots, say)
+    if as_json:
+        import json
+        click.echo(json.dumps(result.report, indent=1, default=str, allow_nan=False))
+    else:
+        click.echo(rep.table_text(result.report, per_flow))
+    say("done")
+
+
+def _write_outputs(outdir, result, no_plots, say):
+    from mbrec.analysis import report as rep
+    try:
+        os.makedirs(outdir, exist_ok=True)
+    except OSError as e:
+        raise MbrecError(f"cannot create {outdir}: {e.strerror}") from None
+    say(f"writing report.json and CSVs to {outdir}")
+    rep.write_json(result.report, os.path.join(outdir, "report.json"))
+    rep.write_csvs(outdir, result.names, result.results, result.series)
+    rep.write_flows_csv(outdir, result.report["flows"])
+    if no_plots:
+        return
+    say("plotting")
+    from mbrec.analysis import plots
+    for name, hr in zip(result.names, result.results):
+        plots.plot_cdfs(outdir, name, hr.samples)
+    plots.plot_breakdown(outdir, result.report["hosts"])
+    for name, s, fn in zip(result.names, result.series, result.flow_names):
+        plots.plot_flows(outdir, name, s, fn)
+    if result.network is not None:
+        try:
+            from mbrec.analysis import plots_network
+        except ImportError:
+            plots_network = None
+        if plots_network is not None and hasattr(plots_network, "plot_network"):
+            plots_network.plot_network(result.network, result.alignment, outdir)

@@ -1,0 +1,141 @@
+"""`mbrec analyze` without the command line: traces in, report and per-host results out."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from mbrec.analysis import flows as flows_mod
+from mbrec.analysis import report as rep
+from mbrec.analysis.host import analyze_host
+from mbrec.errors import MbrecError
+
+
+@dataclass
+class Analysis:
+    report: dict
+    names: list[str]
+    results: list            # HostResult per trace
+    series: list             # flow time series per trace
+    flow_names: list         # per trace: analysis.report.flow_names
+    network: object = None   # analysis.network.NetworkResult, when cross-host ran
+    alignment: object = None
+    timings: dict = field(default_factory=dict)
+
+
+def unique_names(traces) -> list[str]:
+    names, seen = [], {}
+    for t in traces:
+        h = str((t.header or {}).get("host") or "?")
+        seen[h] = seen.get(h, 0) + 1
+        names.append(h if seen[h] == 1 else f"{h}#{seen[h]}")
+    return names
+
+
+def check_inputs(traces) -> list[str]:
+    """Refuse what cannot be analysed together; return warnings for what can, with caveats."""
+    versions = {int((t.header or {}).get("format_version", -1)) for t in traces}
+    if len(versions) > 1:
+        listing = ", ".join(f"{t.path} v{(t.header or {}).get('format_version')}" for t in traces)
+        raise MbrecError(f"the traces have different format versions ({listing}): analyse "
+                         "traces recorded by the same mbrec version together")
+    ids = {}
+    for t in traces:
+        tid = (t.header or {}).get("trace_id")
+        if tid and tid in ids:
+            raise MbrecError(f"{t.path} and {ids[tid]} are the same recording: give each "
+                             "host's trace once")
+        ids[tid] = t.path
+    for t in traces:
+        if sum(len(v) for v in t.events.values()) == 0:
+            raise MbrecError(f"{t.path} holds no events: the recording caught nothing (check "
+                             "the recorder's filters and that traffic ran while recording)")
+    warnings = []
+    for t in traces:
+        warnings += list(t.warnings)
+        if t.lost:
+            total = sum(t.lost.values())
+            warnings.append(f"{t.path}: {total} events were lost in the kernel "
+                            f"({', '.join(f'{k} {v}' for k, v in sorted(t.lost.items()))}); "
+                            "numbers that depend on those probes are marked")
+    return warnings
+
+
+def analyze(traces, *, per_flow: bool = False, cross_host: bool = True, clock: str = "auto",
+            reference: str | None = None, clock_window: float | None = None,
+            progress=None) -> Analysis:
+    say = progress or (lambda msg: None)
+    warnings = check_inputs(traces)
+    names = unique_names(traces)
+    timings, results, series, fnames = {}, [], [], []
+    hosts, flows = [], []
+    for name, t in zip(names, traces):
+        t0 = time.perf_counter()
+        n_ev = sum(len(v) for v in t.events.values())
+        say(f"analysing {name}: {n_ev:,} events")
+        hr = analyze_host(t)
+        series_h = _series(t, hr)
+        summ = flows_mod.flow_summaries(series_h, len(hr.table.flows), t.events.get("tcp"),
+                                        _ids(hr, "tcp"), t.events.get("sock"), _ids(hr, "sock"))
+        section, fl = rep.host_section(name, hr, summ, per_flow)
+        hosts.append(section)
+        flows += fl
+        results.append(hr)
+        series.append(series_h)
+        fnames.append(rep.flow_names(hr.table.flows))
+        timings[name] = time.perf_counter() - t0
+    cross, net, al = None, None, None
+    if len(traces) >= 2 and cross_host:
+        cross, net, al = _cross_host(traces, clock, reference, clock_window, say)
+    elif len(traces) == 1:
+        cross = {"status": "single host",
+                 "reason": "one trace: network latency (L_NET) needs the traces of both ends"}
+    report = rep.build_report(_inputs(traces, names), hosts, flows, cross, warnings)
+    return Analysis(report, names, results, series, fnames, net, al, timings)
+
+
+def _ids(hr, schema):
+    ids = hr.flow_ids.get(schema)
+    return None if ids is None else ids[0]
+
+
+def _series(trace, hr):
+    recs = trace.events.get("flow")
+    if recs is None or len(recs) == 0 or "flow" not in hr.flow_ids:
+        return {"flow": np.zeros(0, np.int64), "t": np.zeros(0, np.int64)}
+    return flows_mod.flow_series(recs, hr.flow_ids["flow"][0])
+
+
+def _inputs(traces, names):
+    out = []
+    for name, t in zip(names, traces):
+        h = t.header or {}
+        out.append({"path": t.path, "host": name, "boot_id": h.get("boot_id"),
+                    "kernel": h.get("kernel"), "trace_id": h.get("trace_id"),
+                    "format_version": h.get("format_version"),
+                    "mbrec_version": h.get("mbrec_version"), "clean": t.clean,
+                    "file_bytes": t.file_size, "bytes_lost": t.bytes_lost,
+                    "events": {k: int(len(v)) for k, v in t.events.items()},
+                    "lost": dict(t.lost or {}), "lost_total": int(sum((t.lost or {}).values())),
+                    "warnings": list(t.warnings)})
+    return out
+
+
+def _cross_host(traces, clock, reference, window, say):
+    """Clock alignment and L_NET from analysis.clock / analysis.network (the cross-host part)."""
+    try:
+        from mbrec.analysis import clock as clock_mod
+        from mbrec.analysis import network as net_mod
+    except ImportError as e:
+        return ({"status": "not available", "reason": f"cross-host analysis is not part of this "
+                 f"build ({e})"}, None, None)
+    if not hasattr(clock_mod, "align") or not hasattr(net_mod, "analyze_network"):
+        return ({"status": "not available",
+                 "reason": "cross-host analysis is not part of this build"}, None, None)
+    say("aligning clocks and matching frames across hosts")
+    al = clock_mod.align(traces, method=clock, reference=reference, window_s=window)
+    net = net_mod.analyze_network(traces, al)
+    return ({"status": "ok", "alignment": al.report_section(),
+             "network": net.report_section()}, net, al)
