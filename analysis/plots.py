@@ -18,7 +18,7 @@ STYLE = {
     "figure.dpi": 100, "savefig.dpi": 100, "font.size": 9, "font.family": "DejaVu Sans",
     "axes.grid": True, "grid.alpha": 0.3, "axes.spines.top": False, "axes.spines.right": False,
     "legend.fontsize": 8, "legend.frameon": False, "lines.linewidth": 1.4,
-    "svg.hashsalt": "mbrec", "svg.fonttype": "path", "path.simplify": False,
+    "svg.hashsalt": "mbrec", "svg.fonttype": "none", "path.simplify": False,
 }
 COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
           "#7f7f7f", "#bcbd22", "#17becf"]

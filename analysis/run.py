@@ -49,6 +49,9 @@ def check_inputs(traces) -> list[str]:
                              "host's trace once")
         ids[tid] = t.path
     for t in traces:
+        if sum(len(v) for v in t.events.values()) == 0 and (t.bytes_lost or t.warnings):
+            raise MbrecError(f"{t.path} has no readable events: "
+                             f"{(t.warnings or ['the file is damaged'])[0].split(': ', 1)[-1]}")
         if sum(len(v) for v in t.events.values()) == 0:
             raise MbrecError(f"{t.path} holds no events: the recording caught nothing (check "
                              "the recorder's filters and that traffic ran while recording)")
