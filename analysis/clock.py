@@ -38,6 +38,7 @@ import numpy as np
 from mbrec.errors import MbrecError
 
 METHODS = ("auto", "shared", "realtime", "packets")
+PLAUSIBLE_DRIFT = 2e-3  # 2000 ppm: first guess at the slope range (never assumed, only tried)
 ASSUMPTION = ("the estimate is the bisector of the two extreme feasible lines: it assumes equal "
               "minimum one-way delays in both directions, and is off by half their difference "
               "(the guaranteed interval holds either way)")
@@ -46,50 +47,60 @@ ASSUMPTION = ("the estimate is the bisector of the two extreme feasible lines: i
 # --------------------------------------------------------------------------------------------
 # Convex hulls (pure numpy, iterative quickhull: exact, and cheap on time-series data)
 
-def lower_hull(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+def lower_hull(x: np.ndarray, y: np.ndarray, slopes: tuple[float, float] | None = None
+               ) -> np.ndarray:
     """Indices of the lower convex hull's vertices, sorted by x (strictly increasing x).
 
-    Quickhull keeps, at each step, only the points below the current chord, so on clock data
-    (points close to a line, few hull vertices) it touches each point a handful of times.
+    Quickhull keeps, at each step, only the points below the current chord (compressed into
+    new contiguous arrays), so on clock data (points close to a line, few hull vertices) it
+    touches each point a handful of times. slopes=(m1, m2) asks only for the part of the hull
+    that supports lines with slopes in [m1, m2]: the chain between the two support points,
+    found with one pass each, which discards almost every point at once.
     """
     n = len(x)
     if n == 0:
         return np.zeros(0, dtype=np.int64)
-    xmin, xmax = x.min(), x.max()
-    left = np.flatnonzero(x == xmin)
-    a = int(left[np.argmin(y[left])])
-    right = np.flatnonzero(x == xmax)
-    b = int(right[np.argmin(y[right])])
-    if a == b:
+    if slopes is None:
+        left = np.flatnonzero(x == x.min())
+        a = int(left[np.argmin(y[left])])
+        right = np.flatnonzero(x == x.max())
+        b = int(right[np.argmin(y[right])])
+    else:
+        a = int(np.argmin(y - slopes[0] * x))
+        b = int(np.argmin(y - slopes[1] * x))
+    if a == b or x[a] >= x[b]:
         return np.array([a], dtype=np.int64)
     out = [a, b]
-    stack = [(a, b, None)]
+    xa, ya = x[a], y[a]
+    cross = (x[b] - xa) * (y - ya) - (y[b] - ya) * (x - xa)
+    keep = cross < 0
+    if slopes is not None:
+        keep &= (x > xa) & (x < x[b])
+    idx = np.flatnonzero(keep)
+    stack = [(a, b, x[idx], y[idx], idx, cross[idx])]
     while stack:
-        a, b, idx = stack.pop()
-        xa, ya = x[a], y[a]
-        dx, dy = x[b] - xa, y[b] - ya
-        if idx is None:
-            cross = dx * (y - ya) - dy * (x - xa)
-            idx = np.flatnonzero(cross < 0)
-            cross = cross[idx]
-        else:
-            cross = dx * (y[idx] - ya) - dy * (x[idx] - xa)
-            keep = cross < 0
-            idx, cross = idx[keep], cross[keep]
+        a, b, xs, ys, idx, cr = stack.pop()
+        if cr is None:
+            xa, ya = x[a], y[a]
+            cr = (x[b] - xa) * (ys - ya) - (y[b] - ya) * (xs - xa)
+            keep = cr < 0
+            xs, ys, idx, cr = xs[keep], ys[keep], idx[keep], cr[keep]
         if len(idx) == 0:
             continue
-        k = int(idx[np.argmin(cross)])
-        out.append(k)
-        xi = x[idx]
-        stack.append((a, k, idx[xi < x[k]]))
-        stack.append((k, b, idx[xi > x[k]]))
+        k = int(np.argmin(cr))
+        kk = int(idx[k])
+        out.append(kk)
+        lo, hi = xs < xs[k], xs > xs[k]
+        stack.append((a, kk, xs[lo], ys[lo], idx[lo], None))
+        stack.append((kk, b, xs[hi], ys[hi], idx[hi], None))
     out = np.array(out, dtype=np.int64)
     return out[np.argsort(x[out], kind="stable")]
 
 
-def upper_hull(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Indices of the upper convex hull's vertices, sorted by x."""
-    return lower_hull(x, -y)
+def upper_hull(x: np.ndarray, y: np.ndarray, slopes: tuple[float, float] | None = None
+               ) -> np.ndarray:
+    """Indices of the upper convex hull's vertices, sorted by x (slopes: as lower_hull)."""
+    return lower_hull(x, -y, None if slopes is None else (-slopes[1], -slopes[0]))
 
 
 # --------------------------------------------------------------------------------------------
@@ -280,13 +291,20 @@ def fit_window(px: np.ndarray, py: np.ndarray, qx: np.ndarray, qy: np.ndarray,
     the from host, send time on the to host). fallback: (alpha, b) from another source (the
     realtime anchors) used when the packets leave the line unbounded.
     """
-    hp = lower_hull(px, py)
-    hq = upper_hull(qx, qy)
-    h = _Hulls(px[hp], py[hp], qx[hq], qy[hq])
-    xs = np.concatenate([px, qx])
-    span = (float(xs.min()), float(xs.max())) if len(xs) else (0.0, 0.0)
     n_f, n_b = len(px), len(qx)
-    amin, amax, evidence = h.feasible_alpha()
+    span = (min(float(v.min()) for v in (px, qx) if len(v)),
+            max(float(v.max()) for v in (px, qx) if len(v))) if n_f + n_b else (0.0, 0.0)
+    # First only the hull chains that support slopes within PLAUSIBLE_DRIFT of 1: exact when
+    # the feasible slopes turn out to lie strictly inside that range, else redo with whole hulls.
+    m1, m2 = 1.0 - PLAUSIBLE_DRIFT, 1.0 + PLAUSIBLE_DRIFT
+    if n_f and n_b:
+        hp, hq = lower_hull(px, py, (m1, m2)), upper_hull(qx, qy, (m1, m2))
+        h = _Hulls(px[hp], py[hp], qx[hq], qy[hq])
+        amin, amax, evidence = h.feasible_alpha()
+    if not (n_f and n_b and amin is not None and m1 < amin and amax < m2):
+        hp, hq = lower_hull(px, py), upper_hull(qx, qy)
+        h = _Hulls(px[hp], py[hp], qx[hq], qy[hq])
+        amin, amax, evidence = h.feasible_alpha()
     if amin is None:
         return LineFit(np.nan, np.nan, np.nan, np.nan, Envelope.of([], [], False),
                        Envelope.of([], [], True), "failed", n_f, n_b, span,
@@ -358,6 +376,12 @@ class PairAlignment:
     def map_c(self, t_from):
         """(est, lo, hi) of t_to - t0_to for int64 from-times; NaN where a window failed."""
         xc = (np.asarray(t_from, dtype=np.int64) - self.t0_from).astype(np.float64)
+        if len(self.fits) == 1:
+            f = self.fits[0]
+            if f.quality == "failed":
+                nan = np.full(xc.shape, np.nan)
+                return nan, nan.copy(), nan.copy()
+            return f.est(xc), f.lo(xc), f.hi(xc)
         est = np.full(xc.shape, np.nan)
         lo = np.full(xc.shape, np.nan)
         hi = np.full(xc.shape, np.nan)
@@ -481,11 +505,12 @@ def fit_pair(s_ab, r_ab, s_ba, r_ba, *, from_host="A", to_host="B", window_s=Non
         edges = lo + width * np.arange(nwin)
     else:
         edges = np.zeros(1)
-    wp = np.clip(np.searchsorted(edges, px, side="right") - 1, 0, len(edges) - 1)
-    wq = np.clip(np.searchsorted(edges, qx, side="right") - 1, 0, len(edges) - 1)
+    if len(edges) > 1:
+        wp = np.clip(np.searchsorted(edges, px, side="right") - 1, 0, len(edges) - 1)
+        wq = np.clip(np.searchsorted(edges, qx, side="right") - 1, 0, len(edges) - 1)
     fits, keep = [], []
     for i in range(len(edges)):
-        sp, sq = wp == i, wq == i
+        sp, sq = (wp == i, wq == i) if len(edges) > 1 else (slice(None), slice(None))
         if len(edges) > 1 and not (sp.any() or sq.any()):
             continue
         fb = None

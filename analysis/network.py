@@ -107,41 +107,52 @@ def match_direction(send: np.ndarray, recv: np.ndarray) -> tuple[np.ndarray, np.
         return empty, empty, 0
     s_seq = send["seq"].astype(np.int64)
     s_span = (send["end_seq"].astype(np.int64) - s_seq) & M32
-    s_ack = send["ack"].astype(np.int64)
-    key = (s_ack << 32) | s_seq
+    key = (send["ack"].astype(np.int64) << 32) | s_seq
     order = np.argsort(key, kind="stable")
-    key = key[order]
-    s_seq, s_span, s_ack = s_seq[order], s_span[order], s_ack[order]
+    key, s_span = key[order], s_span[order]
+    # reach[j]: the furthest (ack, end) any transmission up to j covers; a frame whose key lies
+    # beyond reach[j] cannot be covered by j or anything before it, so the lookback stops there
+    reach = np.maximum.accumulate(key + s_span)
     s_flags = send["tcp_flags"][order] & (SYN | RST | ACK)
     s_id = send["ip_id"][order].astype(np.int64)
     s_v6 = send["family"][order] == AF_INET6
-    r_seq = recv["seq"].astype(np.int64)
-    r_span = (recv["end_seq"].astype(np.int64) - r_seq) & M32
-    r_ack = recv["ack"].astype(np.int64)
-    r_flags = recv["tcp_flags"] & (SYN | RST | ACK)
-    r_id = recv["ip_id"].astype(np.int64)
-    # frames a skb stands for: recorded gso_segs, or as many frames of this size as fit
     s_segs = np.maximum(send["gso_segs"][order].astype(np.int64), 1)
-    pos = np.searchsorted(key, (r_ack << 32) | r_seq, side="right") - 1
+    # frames in key order too: the lookback then reads the sends' arrays almost sequentially
+    r_seq = recv["seq"].astype(np.int64)
+    r_key = (recv["ack"].astype(np.int64) << 32) | r_seq
+    r_order = np.argsort(r_key)
+    r_key = r_key[r_order]
+    r_span = ((recv["end_seq"].astype(np.int64) - r_seq) & M32)[r_order]
+    r_flags = (recv["tcp_flags"] & (SYN | RST | ACK))[r_order]
+    r_id = recv["ip_id"].astype(np.int64)[r_order]
+    pos = np.searchsorted(key, r_key, side="right") - 1
     count = np.zeros(len(recv), dtype=np.int64)
     first = np.full(len(recv), -1, dtype=np.int64)
-    for k in range(LOOKBACK):
-        j = pos - k
-        live = j >= 0
-        if not live.any():
+    act = np.flatnonzero(pos >= 0)   # frames still looking back
+    j = pos[act]
+    for _ in range(LOOKBACK):
+        live = reach[j] >= r_key[act]
+        act, j = act[live], j[live]
+        if len(act) == 0:
             break
-        jj = np.where(live, j, 0)
-        off = (r_seq - s_seq[jj]) & M32
-        span = s_span[jj]
-        covers = np.where(span == 0, (off == 0) & (r_span == 0),
-                          (off < span) & (off + r_span <= span))
-        nseg = np.maximum(s_segs[jj], -(-span // np.maximum(r_span, 1)))
-        id_ok = s_v6[jj] | (((r_id - s_id[jj]) & 0xFFFF) < nseg)
-        ok = live & (s_ack[jj] == r_ack) & covers & (s_flags[jj] == r_flags) & id_ok
-        count += ok
-        first = np.where(ok & (first < 0), jj, first)
-    good = count == 1
-    return order[first[good]], np.flatnonzero(good), int((count > 1).sum())
+        off = r_key[act] - key[j]  # same ack: the sequence offset; other acks: >= 2^32
+        span = s_span[j]
+        rs = r_span[act]
+        covers = np.where(span == 0, (off == 0) & (rs == 0), (off < span) & (off + rs <= span))
+        # the frame's index in the skb: IP ids of a super-segment's frames are consecutive
+        nseg = np.maximum(s_segs[j], -(-span // np.maximum(rs, 1)))
+        ok = covers & (s_flags[j] == r_flags[act]) & (
+            s_v6[j] | (((r_id[act] - s_id[j]) & 0xFFFF) < nseg))
+        hit = act[ok]
+        count[hit] += 1
+        fresh = first[hit] < 0
+        first[hit[fresh]] = j[ok][fresh]
+        j = j - 1
+        more = j >= 0
+        act, j = act[more], j[more]
+    good = np.flatnonzero(count == 1)
+    done = np.argsort(r_order[good])  # back to the frames' original order
+    return order[first[good][done]], r_order[good][done], int((count > 1).sum())
 
 
 def _tuples_equal(send: np.ndarray, recv: np.ndarray) -> np.ndarray:
