@@ -14,7 +14,7 @@ setup(
     python_requires=">=3.11",
     # analysis/ and bpf/ live at the top of the repository but install inside the package.
     packages=["mbrec", "mbrec.commands", "mbrec.trace", "mbrec.lab", "mbrec.analysis",
-              "mbrec.bpf"],
+              "mbrec.bpf", "mbrec.recorder"],
     package_dir={"mbrec": "mbrec", "mbrec.analysis": "analysis", "mbrec.bpf": "bpf"},
     package_data={"mbrec.bpf": ["*.c", "*.h"], "mbrec.lab": ["*.sh", "scenarios/*"]},
     install_requires=["msgpack>=1.0", "zstandard>=0.19", "click>=8.0", "numpy>=1.24",

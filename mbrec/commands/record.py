@@ -1,12 +1,90 @@
-"""`mbrec record`: not yet implemented."""
+"""`mbrec record`: record raw TCP/IP packet events on this host into one trace file."""
+
+from __future__ import annotations
+
+import ipaddress
 
 import click
 
 from mbrec.errors import MbrecError
 
 
-@click.command(context_settings={"ignore_unknown_options": True})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def command(args):
-    """Not yet implemented."""
-    raise MbrecError("'mbrec record' is not yet implemented in this version")
+def _ports(values):
+    out = []
+    for v in values:
+        for part in str(v).split(","):
+            if not part.strip().isdigit() or not 0 < int(part) < 65536:
+                raise MbrecError(f"--port {part}: give a port number from 1 to 65535")
+            out.append(int(part))
+    return tuple(out)
+
+
+def _addrs(values):
+    out = []
+    for v in values:
+        for part in v.split(","):
+            try:
+                out.append(str(ipaddress.ip_address(part.strip())))
+            except ValueError:
+                raise MbrecError(f"--addr {part}: give an IPv4 or IPv6 address") from None
+    return tuple(out)
+
+
+@click.command(context_settings={"ignore_unknown_options": False})
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="Trace file to write (one per host).")
+@click.option("--duration", type=float, help="Stop after S seconds.")
+@click.option("--host-name", help="Host name for the trace header (default: this host's).")
+@click.option("--netns", multiple=True,
+              help="Only this network namespace: inode, /run/netns name, or pid:PID. Repeatable.")
+@click.option("--port", "ports", multiple=True, help="Only packets with this port at either "
+              "end. Repeatable or comma-separated.")
+@click.option("--addr", "addrs", multiple=True, help="Only packets with this address at either "
+              "end. Repeatable or comma-separated.")
+@click.option("--cgroup", help="Only flows of sockets in this cgroup v2 (path, absolute or "
+              "under /sys/fs/cgroup).")
+@click.option("--sample", type=int, default=0, show_default=True,
+              help="Keep 1/2^N packets, the same ones on every host and layer.")
+@click.option("--attach", type=click.Choice(["auto", "fentry", "kprobe"]), default="auto",
+              show_default=True, help="auto = fentry where the kernel supports it, else kprobe.")
+@click.option("--probes", default="packets", show_default=True,
+              help="Probe groups, comma-separated: packets, flows.")
+@click.option("--ring-mb", type=int, default=16, show_default=True,
+              help="Ring buffer size per event type, MiB (rounded up to a power of two).")
+@click.option("--flow-interval", type=float, default=1.0, show_default=True,
+              help="flows group: snapshot every live flow every S seconds (0 = never).")
+@click.option("--flow-sample", type=int, default=1, show_default=True,
+              help="flows group: snapshot a flow on every Nth ACK (0 = no per-ACK snapshots).")
+@click.option("--quiet", is_flag=True, help="No live status line or probe list.")
+@click.option("--force", is_flag=True, help="Overwrite the output file.")
+@click.option("--print-bpf", is_flag=True, help="Print the BPF program and its -D constants, "
+              "then exit.")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+def command(output, duration, host_name, netns, ports, addrs, cgroup, sample, attach, probes,
+            ring_mb, flow_interval, flow_sample, quiet, force, print_bpf, command):
+    """Record packet events at every TCP/IP layer on this host (as root).
+
+    Runs until Ctrl-C (or SIGTERM), --duration S, or COMMAND exits:
+
+    \b
+    mbrec record -o a.mbrec -- ab -k -c 10 -n 1000 http://10.0.0.2/
+    mbrec record -o b.mbrec --netns b --port 80 --duration 30
+    """
+    from mbrec.recorder.session import RecordOptions, print_bpf as show_bpf, record
+
+    groups = tuple(g.strip() for g in probes.split(",") if g.strip())
+    if duration is not None and duration <= 0:
+        raise MbrecError(f"--duration {duration}: give a positive number of seconds")
+    if ring_mb < 1:
+        raise MbrecError(f"--ring-mb {ring_mb}: give at least 1")
+    opts = RecordOptions(output=output, duration=duration, host_name=host_name,
+                         netns=tuple(netns), ports=_ports(ports), addrs=_addrs(addrs),
+                         cgroup=cgroup, sample=sample, attach=attach, groups=groups,
+                         ring_mb=ring_mb, quiet=quiet, force=force, command=tuple(command),
+                         flow_interval=flow_interval, flow_sample=flow_sample)
+    if print_bpf:
+        show_bpf(opts)
+        return
+    rc = record(opts)
+    if rc:
+        raise SystemExit(rc)

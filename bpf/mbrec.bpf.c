@@ -1,0 +1,643 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * mbrec's one BPF program (compiled by BCC; kernel headers make up most of the compile time,
+ * so everything goes into this one compilation unit).
+ *
+ * Packet probes: each hit writes one struct mbrec_pkt_event (bpf/mbrec_events.h) into the ring
+ * buffer mbrec_pkt_ring with BPF_RB_NO_WAKEUP; user space drains it in bulk. A full ring is
+ * counted per probe in mbrec_lost, never silent.
+ *
+ * Everything the recorder decides at start is a -D constant (mbrec/recorder/program.py):
+ *   MBREC_ATTACH_<PROBE>   0 = not compiled, 1 = fentry (KFUNC_PROBE), 2 = kprobe. BCC attaches
+ *                          every KFUNC_PROBE at load, so only the chosen kind is compiled.
+ *   MBREC_FN_<PROBE>       the kernel function a fentry probe attaches to (kprobes are attached
+ *                          by name from Python).
+ *   MBREC_IP_RCV_CORE      1: the IP receive probe is ip_rcv_core(skb, net), which both
+ *                          ip_rcv and ip_list_rcv call; 0: ip_rcv and ip_list_rcv themselves.
+ *   MBREC_SOCK_COOKIE      1: the send probes call bpf_get_socket_cookie() (fentry only on
+ *                          6.1: kprobe programs lack the helper), other probes read the cookie
+ *                          the kernel then holds in sk->sk_cookie; 0: the sock address is the id.
+ *   MBREC_NETNS_OK(ns), MBREC_PORT_OK(sport, dport), MBREC_ADDR_OK(e): filter expressions.
+ *   MBREC_CGROUP_ID        keep only flows of sockets in this cgroup (v2 id).
+ *   MBREC_SAMPLE_BITS      keep 1/2^N packets by mbrec_sample_hash() (bpf/mbrec_hash.h).
+ *   MBREC_RINGBUF_PAGES    ring size in pages (a power of two).
+ *   MBREC_FLOWS            compile the flow/socket probes of flows.bpf.h as well.
+ */
+#include <uapi/linux/ptrace.h>
+#include <linux/skbuff.h>
+#include <linux/netdevice.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <linux/tcp.h>
+#include <linux/if_ether.h>
+#include <net/sock.h>
+#include <net/tcp.h>
+
+#define MBREC_HAVE_KERNEL_TYPES
+#include "mbrec_events.h"
+#include "mbrec_hash.h"
+
+#ifndef MBREC_RINGBUF_PAGES
+#define MBREC_RINGBUF_PAGES 1024
+#endif
+#ifndef MBREC_NETNS_OK
+#define MBREC_NETNS_OK(ns) 1
+#endif
+#ifndef MBREC_PORT_OK
+#define MBREC_PORT_OK(sport, dport) 1
+#endif
+#ifndef MBREC_ADDR_OK
+#define MBREC_ADDR_OK(e) 1
+#endif
+#ifndef MBREC_SAMPLE_BITS
+#define MBREC_SAMPLE_BITS 0
+#endif
+#ifndef MBREC_CGROUP_ID
+#define MBREC_CGROUP_ID 0
+#endif
+#ifndef MBREC_SOCK_COOKIE
+#define MBREC_SOCK_COOKIE 0
+#endif
+#ifndef MBREC_IP_RCV_CORE
+#define MBREC_IP_RCV_CORE 1
+#endif
+
+#define RD(dst, src) bpf_probe_read_kernel((void *)&(dst), sizeof(dst), (const void *)&(src))
+
+/* Lost events per probe id, per CPU (summed by user space); shared by every probe group. */
+BPF_PERCPU_ARRAY(mbrec_lost, u64, MBREC_PROBE_MAX);
+
+/* One ring per schema, so every record in a ring has the same size (bulk drain). */
+BPF_RINGBUF_OUTPUT(mbrec_pkt_ring, MBREC_RINGBUF_PAGES);
+
+/* Flows of sockets inside the --cgroup, learned where the socket is known (send path, copy),
+ * so receive probes that run before the socket lookup can still filter by cgroup. */
+#if MBREC_CGROUP_ID
+BPF_TABLE("lru_hash", u64, u8, mbrec_cgroup_flows, 65536);
+#endif
+
+static __always_inline void mbrec_count_lost(u32 probe)
+{
+	u64 *n = mbrec_lost.lookup(&probe);
+	if (n)
+		*n += 1;
+}
+
+static __always_inline u32 mbrec_netns_of_dev(struct net_device *dev)
+{
+	struct net *net = NULL;
+	u32 inum = 0;
+	if (!dev)
+		return 0;
+	RD(net, dev->nd_net.net);
+	if (net)
+		RD(inum, net->ns.inum);
+	return inum;
+}
+
+static __always_inline u32 mbrec_netns_of_net(struct net *net)
+{
+	u32 inum = 0;
+	if (net)
+		RD(inum, net->ns.inum);
+	return inum;
+}
+
+static __always_inline u32 mbrec_netns_of_sk(struct sock *sk)
+{
+	struct net *net = NULL;
+	if (!sk)
+		return 0;
+	RD(net, sk->__sk_common.skc_net.net);
+	return mbrec_netns_of_net(net);
+}
+
+/* Full sockets only have the fields past sock_common (request and timewait socks do not). */
+static __always_inline int mbrec_sk_fullsock(struct sock *sk)
+{
+	u8 state = 0;
+	RD(state, sk->__sk_common.skc_state);
+	return state != TCP_TIME_WAIT && state != TCP_NEW_SYN_RECV;
+}
+
+/* The socket's id in events: see MBREC_SOCK_COOKIE above. */
+static __always_inline u64 mbrec_sock_id(struct sock *sk)
+{
+	if (!sk)
+		return 0;
+#if MBREC_SOCK_COOKIE
+	u64 cookie = 0;
+	RD(cookie, sk->__sk_common.skc_cookie);
+	return cookie;
+#else
+	return (u64)sk;
+#endif
+}
+
+static __always_inline u16 mbrec_gso_segs(struct sk_buff *skb)
+{
+	unsigned char *head = NULL;
+	unsigned int end = 0;
+	u16 segs = 0;
+	RD(head, skb->head);
+	RD(end, skb->end);
+	struct skb_shared_info *shinfo = (struct skb_shared_info *)(head + end);
+	RD(segs, shinfo->gso_segs);
+	return segs ? segs : 1;
+}
+
+static __always_inline void mbrec_init(struct mbrec_pkt_event *e, u8 probe, struct sk_buff *skb)
+{
+	e->ts_ns = bpf_ktime_get_ns();
+	e->probe = probe;
+	e->cpu = bpf_get_smp_processor_id();
+	e->skb = (u64)skb;
+}
+
+/* Ports, seq, ack, flags and payload length from a TCP header; payload = l4_len - doff*4. */
+static __always_inline int mbrec_parse_tcp(struct mbrec_pkt_event *e, unsigned char *th_ptr,
+					   int l4_len)
+{
+	struct tcphdr th;
+	if (bpf_probe_read_kernel(&th, sizeof(th), th_ptr))
+		return 0;
+	u8 doff_byte = ((u8 *)&th)[12];
+	int thlen = (doff_byte >> 4) * 4;
+	e->sport = ntohs(th.source);
+	e->dport = ntohs(th.dest);
+	e->seq = ntohl(th.seq);
+	e->ack = ntohl(th.ack_seq);
+	e->tcp_flags = ((u8 *)&th)[13];
+	int len = l4_len - thlen;
+	e->len = len > 0 ? len : 0;
+	e->end_seq = e->seq + e->len + !!(e->tcp_flags & MBREC_TCP_SYN) +
+		     !!(e->tcp_flags & MBREC_TCP_FIN);
+	return 1;
+}
+
+/* An IPv4 or IPv6 packet at ip (family from the caller); 0 if it is not a TCP segment. */
+static __always_inline int mbrec_parse_ip(struct mbrec_pkt_event *e, unsigned char *ip, u16 eth_proto)
+{
+	if (eth_proto == ETH_P_IP) {
+		struct iphdr iph;
+		if (bpf_probe_read_kernel(&iph, sizeof(iph), ip))
+			return 0;
+		u8 vihl = ((u8 *)&iph)[0];
+		if ((vihl >> 4) != 4 || iph.protocol != IPPROTO_TCP)
+			return 0;
+		if (ntohs(iph.frag_off) & 0x1fff) /* a non-first fragment has no TCP header */
+			return 0;
+		int ihl = (vihl & 0x0f) * 4;
+		e->family = MBREC_AF_INET;
+		__builtin_memcpy(e->saddr, &iph.saddr, 4);
+		__builtin_memcpy(e->daddr, &iph.daddr, 4);
+		e->ip_id = ntohs(iph.id);
+		return mbrec_parse_tcp(e, ip + ihl, (int)ntohs(iph.tot_len) - ihl);
+	}
+	if (eth_proto == ETH_P_IPV6) {
+		struct ipv6hdr ip6;
+		if (bpf_probe_read_kernel(&ip6, sizeof(ip6), ip))
+			return 0;
+		if (ip6.nexthdr != IPPROTO_TCP) /* extension headers: not followed */
+			return 0;
+		e->family = MBREC_AF_INET6;
+		__builtin_memcpy(e->saddr, &ip6.saddr, 16);
+		__builtin_memcpy(e->daddr, &ip6.daddr, 16);
+		return mbrec_parse_tcp(e, ip + sizeof(ip6), (int)ntohs(ip6.payload_len));
+	}
+	return 0;
+}
+
+/* Addresses and ports from a socket, oriented as a packet the socket sends (out=1) or
+ * receives (out=0). IPv4-mapped IPv6 sockets (a v6 listener accepting IPv4) count as IPv4. */
+static __always_inline int mbrec_sock_tuple(struct mbrec_pkt_event *e, struct sock *sk, int out)
+{
+	u16 family = 0, dport = 0, num = 0;
+	RD(family, sk->__sk_common.skc_family);
+	RD(dport, sk->__sk_common.skc_dport);
+	RD(num, sk->__sk_common.skc_num);
+	u8 *local = out ? e->saddr : e->daddr;
+	u8 *remote = out ? e->daddr : e->saddr;
+	if (family == AF_INET6) {
+		u32 w[4] = {};
+		RD(w, sk->__sk_common.skc_v6_daddr.in6_u.u6_addr32);
+		if (w[0] == 0 && w[1] == 0 && w[2] == htonl(0xffff))
+			family = AF_INET;
+	}
+	if (family == AF_INET) {
+		e->family = MBREC_AF_INET;
+		RD(*(u32 *)local, sk->__sk_common.skc_rcv_saddr);
+		RD(*(u32 *)remote, sk->__sk_common.skc_daddr);
+	} else if (family == AF_INET6) {
+		e->family = MBREC_AF_INET6;
+		bpf_probe_read_kernel(local, 16, &sk->__sk_common.skc_v6_rcv_saddr);
+		bpf_probe_read_kernel(remote, 16, &sk->__sk_common.skc_v6_daddr);
+	} else {
+		return 0;
+	}
+	e->sport = out ? num : ntohs(dport);
+	e->dport = out ? ntohs(dport) : num;
+	return 1;
+}
+
+static __always_inline u32 mbrec_event_flow_hash(struct mbrec_pkt_event *e)
+{
+	return mbrec_flow_hash((u32 *)e->saddr, e->sport, (u32 *)e->daddr, e->dport);
+}
+
+/* Port, address, cgroup and sampling filters, then the ring. sk: the packet's socket if known;
+ * seqkey: the sequence part of the sampling hash (bpf/mbrec_hash.h). */
+static __always_inline int mbrec_submit_key(void *ctx, struct mbrec_pkt_event *e, struct sock *sk,
+					    u32 seqkey)
+{
+	if (!(MBREC_PORT_OK(e->sport, e->dport)))
+		return 0;
+	if (!(MBREC_ADDR_OK(e)))
+		return 0;
+#if MBREC_SAMPLE_BITS || MBREC_CGROUP_ID
+	u32 flow = mbrec_event_flow_hash(e);
+#endif
+#if MBREC_SAMPLE_BITS
+	if (mbrec_sample_hash(flow, seqkey) >> (32 - MBREC_SAMPLE_BITS))
+		return 0;
+#endif
+#if MBREC_CGROUP_ID
+	{
+		u64 key = ((u64)e->netns << 32) | flow;
+		if (sk && mbrec_sk_fullsock(sk)) {
+			struct cgroup *cg = NULL;
+			struct kernfs_node *kn = NULL;
+			u64 id = 0;
+			RD(cg, sk->sk_cgrp_data.cgroup);
+			if (cg)
+				RD(kn, cg->kn);
+			if (kn)
+				RD(id, kn->id);
+			if (id != MBREC_CGROUP_ID)
+				return 0;
+			u8 one = 1;
+			mbrec_cgroup_flows.update(&key, &one);
+		} else if (!mbrec_cgroup_flows.lookup(&key)) {
+			return 0;
+		}
+	}
+#endif
+	if (mbrec_pkt_ring.ringbuf_output(e, sizeof(*e), BPF_RB_NO_WAKEUP))
+		mbrec_count_lost(e->probe);
+	return 0;
+}
+
+/* The sampling key of a packet: seq if it occupies sequence space, else ack (a pure ACK). */
+static __always_inline int mbrec_submit(void *ctx, struct mbrec_pkt_event *e, struct sock *sk)
+{
+	int occupies = e->len || (e->tcp_flags & (MBREC_TCP_SYN | MBREC_TCP_FIN));
+	return mbrec_submit_key(ctx, e, sk, occupies ? e->seq : e->ack);
+}
+
+/* ---- packet probes: one static handler each, wrapped below as fentry or kprobe ---- */
+
+/* send 1: the TCP header is not built yet: seq/end_seq/flags from the control block,
+ * ack = rcv_nxt (the argument the kernel will write), addresses from the socket. */
+static __always_inline int mbrec_on_tcp_transmit_skb(void *ctx, struct sock *sk, struct sk_buff *skb,
+						     u32 rcv_nxt, u64 cookie)
+{
+	struct mbrec_pkt_event e = {};
+	e.netns = mbrec_netns_of_sk(sk);
+	if (!(MBREC_NETNS_OK(e.netns)))
+		return 0;
+	if (!mbrec_sock_tuple(&e, sk, 1))
+		return 0;
+	mbrec_init(&e, MBREC_PROBE_TCP_TRANSMIT_SKB, skb);
+	struct tcp_skb_cb *cb = (struct tcp_skb_cb *)&skb->cb[0];
+	RD(e.seq, cb->seq);
+	RD(e.end_seq, cb->end_seq);
+	RD(e.tcp_flags, cb->tcp_flags);
+	RD(e.len, skb->len);
+	e.ack = rcv_nxt;
+	e.gso_segs = mbrec_gso_segs(skb);
+	e.sock_cookie = cookie ? cookie : mbrec_sock_id(sk);
+	return mbrec_submit(ctx, &e, sk);
+}
+
+/* send 2: TCP header at transport_header; the IP header is built inside this function. */
+static __always_inline int mbrec_on_ip_queue_xmit(void *ctx, struct sock *sk, struct sk_buff *skb,
+						  u64 cookie)
+{
+	struct mbrec_pkt_event e = {};
+	e.netns = mbrec_netns_of_sk(sk);
+	if (!(MBREC_NETNS_OK(e.netns)))
+		return 0;
+	u16 proto = 0;
+	RD(proto, sk->sk_protocol);
+	if (proto != IPPROTO_TCP)
+		return 0;
+	if (!mbrec_sock_tuple(&e, sk, 1))
+		return 0;
+	unsigned char *head = NULL;
+	u16 th_off = 0;
+	u32 skb_len = 0;
+	RD(head, skb->head);
+	RD(th_off, skb->transport_header);
+	RD(skb_len, skb->len);
+	if (!mbrec_parse_tcp(&e, head + th_off, skb_len))
+		return 0;
+	mbrec_init(&e, MBREC_PROBE_IP_QUEUE_XMIT, skb);
+	e.gso_segs = mbrec_gso_segs(skb);
+	e.sock_cookie = cookie ? cookie : mbrec_sock_id(sk);
+	return mbrec_submit(ctx, &e, sk);
+}
+
+/* An skb whose network header is set (device layers, IP receive, TCP receive). */
+static __always_inline int mbrec_on_l3_skb(void *ctx, u8 probe, struct sk_buff *skb, u32 netns,
+					   u32 ifindex)
+{
+	struct mbrec_pkt_event e = {};
+	__be16 proto = 0;
+	RD(proto, skb->protocol);
+	u16 eth_proto = ntohs(proto);
+	if (eth_proto != ETH_P_IP && eth_proto != ETH_P_IPV6)
+		return 0;
+	e.netns = netns;
+	if (!(MBREC_NETNS_OK(e.netns)))
+		return 0;
+	unsigned char *head = NULL;
+	u16 nh = 0;
+	RD(head, skb->head);
+	RD(nh, skb->network_header);
+	if (!mbrec_parse_ip(&e, head + nh, eth_proto))
+		return 0;
+	mbrec_init(&e, probe, skb);
+	e.ifindex = ifindex;
+	e.gso_segs = mbrec_gso_segs(skb);
+	struct sock *sk = NULL;
+	RD(sk, skb->sk);
+	e.sock_cookie = mbrec_sock_id(sk);
+	return mbrec_submit(ctx, &e, sk);
+}
+
+static __always_inline int mbrec_on_dev_xmit(void *ctx, u8 probe, struct sk_buff *skb,
+					     struct net_device *dev)
+{
+	int ifindex = 0;
+	if (!dev)
+		RD(dev, skb->dev);
+	if (dev)
+		RD(ifindex, dev->ifindex);
+	return mbrec_on_l3_skb(ctx, probe, skb, mbrec_netns_of_dev(dev), ifindex);
+}
+
+/* receive 1: skb->data is the MAC header here (eth_type_trans pulls it); skb->dev is not set
+ * yet, the device is the argument. Follows one 802.1Q/802.1ad tag. */
+static __always_inline int mbrec_on_eth_type_trans(void *ctx, struct sk_buff *skb,
+						   struct net_device *dev)
+{
+	struct mbrec_pkt_event e = {};
+	unsigned char *data = NULL;
+	RD(data, skb->data);
+	__be16 proto = 0;
+	bpf_probe_read_kernel(&proto, sizeof(proto), data + 12);
+	int l3 = ETH_HLEN;
+	if (proto == htons(ETH_P_8021Q) || proto == htons(ETH_P_8021AD)) {
+		bpf_probe_read_kernel(&proto, sizeof(proto), data + 16);
+		l3 += 4;
+	}
+	u16 eth_proto = ntohs(proto);
+	if (eth_proto != ETH_P_IP && eth_proto != ETH_P_IPV6)
+		return 0;
+	e.netns = mbrec_netns_of_dev(dev);
+	if (!(MBREC_NETNS_OK(e.netns)))
+		return 0;
+	if (!mbrec_parse_ip(&e, data + l3, eth_proto))
+		return 0;
+	mbrec_init(&e, MBREC_PROBE_ETH_TYPE_TRANS, skb);
+	RD(e.ifindex, dev->ifindex);
+	e.gso_segs = mbrec_gso_segs(skb);
+	return mbrec_submit(ctx, &e, NULL);
+}
+
+static __always_inline int mbrec_on_ip_rcv(void *ctx, struct sk_buff *skb, u32 netns)
+{
+	int iif = 0;
+	struct net_device *dev = NULL;
+	RD(dev, skb->dev);
+	if (dev)
+		RD(iif, dev->ifindex);
+	if (!netns)
+		netns = mbrec_netns_of_dev(dev);
+	return mbrec_on_l3_skb(ctx, MBREC_PROBE_IP_RCV, skb, netns, iif);
+}
+
+static __always_inline int mbrec_on_tcp_v4_rcv(void *ctx, struct sk_buff *skb)
+{
+	int iif = 0;
+	struct net_device *dev = NULL;
+	RD(dev, skb->dev);
+	RD(iif, skb->skb_iif);
+	return mbrec_on_l3_skb(ctx, MBREC_PROBE_TCP_V4_RCV, skb, mbrec_netns_of_dev(dev), iif);
+}
+
+/* receive 4: the copy to the application. Called for every kind of socket: TCP only.
+ * seq/end_seq are the bytes this call copies ([cb->seq + offset, + size)), a sub-range of the
+ * skb when a read takes part of it; addresses from the socket (oriented as received). */
+static __always_inline int mbrec_on_skb_copy_datagram_iter(void *ctx, struct sk_buff *skb,
+							   int offset, int size)
+{
+	struct sock *sk = NULL;
+	RD(sk, skb->sk);
+	if (!sk || !mbrec_sk_fullsock(sk))
+		return 0;
+	u16 proto = 0, type = 0;
+	RD(proto, sk->sk_protocol);
+	RD(type, sk->sk_type);
+	if (proto != IPPROTO_TCP || type != SOCK_STREAM)
+		return 0;
+	struct mbrec_pkt_event e = {};
+	e.netns = mbrec_netns_of_sk(sk);
+	if (!(MBREC_NETNS_OK(e.netns)))
+		return 0;
+	if (!mbrec_sock_tuple(&e, sk, 0))
+		return 0;
+	mbrec_init(&e, MBREC_PROBE_SKB_COPY_DATAGRAM_ITER, skb);
+	struct tcp_skb_cb *cb = (struct tcp_skb_cb *)&skb->cb[0];
+	u32 seq = 0;
+	RD(seq, cb->seq);
+	/* ack, flags, ip id from the headers the skb arrived with (still in its head) */
+	unsigned char *head = NULL;
+	u16 th_off = 0;
+	RD(head, skb->head);
+	RD(th_off, skb->transport_header);
+	struct tcphdr th;
+	if (th_off != (u16)~0U && !bpf_probe_read_kernel(&th, sizeof(th), head + th_off)) {
+		e.ack = ntohl(th.ack_seq);
+		e.tcp_flags = ((u8 *)&th)[13];
+	}
+	e.seq = seq + offset;
+	e.len = size > 0 ? size : 0;
+	e.end_seq = e.seq + e.len;
+	RD(e.ifindex, skb->skb_iif);
+	e.gso_segs = mbrec_gso_segs(skb);
+	e.sock_cookie = mbrec_sock_id(sk);
+	/* sampled on the skb's first byte, as the layers below saw it */
+	return mbrec_submit_key(ctx, &e, sk, seq);
+}
+
+/* ---- wrappers: each probe compiled as fentry (1) or kprobe (2), never both ---- */
+
+/* Expands fn (a -D name) before KFUNC_PROBE pastes it into "kfunc__<fn>". */
+#define MBREC_KFUNC(fn, args...) KFUNC_PROBE(fn, args)
+
+#if MBREC_SOCK_COOKIE
+#define MBREC_COOKIE(sk) bpf_get_socket_cookie(sk)
+#else
+#define MBREC_COOKIE(sk) 0
+#endif
+
+#if MBREC_ATTACH_TCP_TRANSMIT_SKB == 1
+MBREC_KFUNC(MBREC_FN_TCP_TRANSMIT_SKB, struct sock *sk, struct sk_buff *skb, int clone_it,
+	    gfp_t gfp_mask, u32 rcv_nxt)
+{
+	return mbrec_on_tcp_transmit_skb(ctx, sk, skb, rcv_nxt, MBREC_COOKIE(sk));
+}
+#elif MBREC_ATTACH_TCP_TRANSMIT_SKB == 2
+int mbrec_kp_tcp_transmit_skb(struct pt_regs *ctx, struct sock *sk, struct sk_buff *skb,
+			      int clone_it, gfp_t gfp_mask, u32 rcv_nxt)
+{
+	return mbrec_on_tcp_transmit_skb(ctx, sk, skb, rcv_nxt, 0);
+}
+#endif
+
+#if MBREC_ATTACH_IP_QUEUE_XMIT == 1
+MBREC_KFUNC(MBREC_FN_IP_QUEUE_XMIT, struct sock *sk, struct sk_buff *skb)
+{
+	return mbrec_on_ip_queue_xmit(ctx, sk, skb, MBREC_COOKIE(sk));
+}
+#elif MBREC_ATTACH_IP_QUEUE_XMIT == 2
+int mbrec_kp_ip_queue_xmit(struct pt_regs *ctx, struct sock *sk, struct sk_buff *skb)
+{
+	return mbrec_on_ip_queue_xmit(ctx, sk, skb, 0);
+}
+#endif
+
+#if MBREC_ATTACH_DEV_QUEUE_XMIT == 1
+MBREC_KFUNC(MBREC_FN_DEV_QUEUE_XMIT, struct sk_buff *skb)
+{
+	return mbrec_on_dev_xmit(ctx, MBREC_PROBE_DEV_QUEUE_XMIT, skb, NULL);
+}
+#elif MBREC_ATTACH_DEV_QUEUE_XMIT == 2
+int mbrec_kp_dev_queue_xmit(struct pt_regs *ctx, struct sk_buff *skb)
+{
+	return mbrec_on_dev_xmit(ctx, MBREC_PROBE_DEV_QUEUE_XMIT, skb, NULL);
+}
+#endif
+
+/* With software GSO the driver gets a list of segments; only its head is recorded (veth and
+ * virtio-net take TSO skbs whole, so the lab never sees one). */
+#if MBREC_ATTACH_DEV_HARD_START_XMIT == 1
+MBREC_KFUNC(MBREC_FN_DEV_HARD_START_XMIT, struct sk_buff *first, struct net_device *dev)
+{
+	return mbrec_on_dev_xmit(ctx, MBREC_PROBE_DEV_HARD_START_XMIT, first, dev);
+}
+#elif MBREC_ATTACH_DEV_HARD_START_XMIT == 2
+int mbrec_kp_dev_hard_start_xmit(struct pt_regs *ctx, struct sk_buff *first,
+				 struct net_device *dev)
+{
+	return mbrec_on_dev_xmit(ctx, MBREC_PROBE_DEV_HARD_START_XMIT, first, dev);
+}
+#endif
+
+#if MBREC_ATTACH_ETH_TYPE_TRANS == 1
+MBREC_KFUNC(MBREC_FN_ETH_TYPE_TRANS, struct sk_buff *skb, struct net_device *dev)
+{
+	return mbrec_on_eth_type_trans(ctx, skb, dev);
+}
+#elif MBREC_ATTACH_ETH_TYPE_TRANS == 2
+int mbrec_kp_eth_type_trans(struct pt_regs *ctx, struct sk_buff *skb, struct net_device *dev)
+{
+	return mbrec_on_eth_type_trans(ctx, skb, dev);
+}
+#endif
+
+#if MBREC_IP_RCV_CORE
+/* ip_rcv_core(skb, net): both receive paths (ip_rcv, ip_list_rcv) pass through it. */
+#if MBREC_ATTACH_IP_RCV == 1
+MBREC_KFUNC(MBREC_FN_IP_RCV, struct sk_buff *skb, struct net *net)
+{
+	return mbrec_on_ip_rcv(ctx, skb, mbrec_netns_of_net(net));
+}
+#elif MBREC_ATTACH_IP_RCV == 2
+int mbrec_kp_ip_rcv(struct pt_regs *ctx, struct sk_buff *skb, struct net *net)
+{
+	return mbrec_on_ip_rcv(ctx, skb, mbrec_netns_of_net(net));
+}
+#endif
+#else
+/* No traceable ip_rcv_core: probe ip_rcv(skb, dev, ...) and ip_list_rcv(list, ...), whose
+ * argument is a list of skbs (walked up to MBREC_LIST_MAX; more are counted as lost). */
+#define MBREC_LIST_MAX 16
+static __always_inline int mbrec_on_ip_list_rcv(void *ctx, struct list_head *head)
+{
+	struct list_head *pos = NULL;
+	RD(pos, head->next);
+	for (int i = 0; i < MBREC_LIST_MAX; i++) {
+		if (!pos || pos == head)
+			return 0;
+		mbrec_on_ip_rcv(ctx, (struct sk_buff *)((char *)pos - offsetof(struct sk_buff, list)), 0);
+		RD(pos, pos->next);
+	}
+	if (pos && pos != head)
+		mbrec_count_lost(MBREC_PROBE_IP_RCV);
+	return 0;
+}
+#if MBREC_ATTACH_IP_RCV == 1
+MBREC_KFUNC(MBREC_FN_IP_RCV, struct sk_buff *skb)
+{
+	return mbrec_on_ip_rcv(ctx, skb, 0);
+}
+MBREC_KFUNC(MBREC_FN_IP_LIST_RCV, struct list_head *head)
+{
+	return mbrec_on_ip_list_rcv(ctx, head);
+}
+#elif MBREC_ATTACH_IP_RCV == 2
+int mbrec_kp_ip_rcv(struct pt_regs *ctx, struct sk_buff *skb)
+{
+	return mbrec_on_ip_rcv(ctx, skb, 0);
+}
+int mbrec_kp_ip_list_rcv(struct pt_regs *ctx, struct list_head *head)
+{
+	return mbrec_on_ip_list_rcv(ctx, head);
+}
+#endif
+#endif
+
+#if MBREC_ATTACH_TCP_V4_RCV == 1
+MBREC_KFUNC(MBREC_FN_TCP_V4_RCV, struct sk_buff *skb)
+{
+	return mbrec_on_tcp_v4_rcv(ctx, skb);
+}
+#elif MBREC_ATTACH_TCP_V4_RCV == 2
+int mbrec_kp_tcp_v4_rcv(struct pt_regs *ctx, struct sk_buff *skb)
+{
+	return mbrec_on_tcp_v4_rcv(ctx, skb);
+}
+#endif
+
+#if MBREC_ATTACH_SKB_COPY_DATAGRAM_ITER == 1
+MBREC_KFUNC(MBREC_FN_SKB_COPY_DATAGRAM_ITER, struct sk_buff *skb, int offset, void *to, int size)
+{
+	return mbrec_on_skb_copy_datagram_iter(ctx, skb, offset, size);
+}
+#elif MBREC_ATTACH_SKB_COPY_DATAGRAM_ITER == 2
+int mbrec_kp_skb_copy_datagram_iter(struct pt_regs *ctx, struct sk_buff *skb, int offset,
+				    void *to, int size)
+{
+	return mbrec_on_skb_copy_datagram_iter(ctx, skb, offset, size);
+}
+#endif
+
+/* ---- flow and socket probes (issue 5): built with -DMBREC_FLOWS ----
+ * flows.bpf.h may use everything above: RD(), mbrec_lost/mbrec_count_lost(), the netns and
+ * socket helpers, MBREC_NETNS_OK/MBREC_PORT_OK, mbrec_sock_id()/MBREC_COOKIE(), the hash.
+ * Give each schema its own BPF_RINGBUF_OUTPUT (see RINGS in mbrec/recorder/program.py). */
+#ifdef MBREC_FLOWS
+#include "flows.bpf.h"
+#endif

@@ -1,0 +1,1 @@
+"""The recorder behind `mbrec record`: probe resolution, the BPF program, bulk ring drain."""

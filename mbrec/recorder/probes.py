@@ -1,0 +1,162 @@
+"""Which kernel function each probe attaches to, on the running kernel, and how.
+
+Pure functions over the text of /sys/kernel/tracing/available_filter_functions (what ftrace,
+kprobes and fentry can attach to) and /proc/kallsyms (to see clones and duplicates), so the
+rules are tested on sample text without a kernel.
+
+Rules: take the first candidate that is traceable by its exact name and unique in kallsyms;
+never a compiler clone (``name.isra.0``, ``.constprop.0``, ``.part.0``, ``.cold``): its
+arguments may have been rewritten, so the probe would read the wrong registers.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from mbrec.events import PROBE_IDS
+
+_CLONE_RE = re.compile(r"^([A-Za-z0-9_]+)\.(isra|constprop|part|cold|llvm|lto_priv)\b")
+
+
+@dataclass(frozen=True)
+class ProbeSpec:
+    """One probe: its name in events, and the kernel functions that can serve it, best first.
+
+    Each candidate is a tuple of functions that are all attached together (the IP receive
+    layer without ip_rcv_core needs both ip_rcv and ip_list_rcv). ``macro`` is the suffix of
+    the -D names the BPF program uses (MBREC_ATTACH_<macro>, MBREC_FN_<macro>).
+    """
+
+    name: str
+    group: str
+    candidates: tuple[tuple[str, ...], ...]
+    macro: str = ""
+
+    @property
+    def probe_id(self) -> int:
+        return PROBE_IDS[self.name]
+
+    @property
+    def c_name(self) -> str:
+        return self.macro or self.name.upper()
+
+
+PACKET_PROBES = (
+    ProbeSpec("tcp_transmit_skb", "packets", (("__tcp_transmit_skb",), ("tcp_transmit_skb",))),
+    ProbeSpec("ip_queue_xmit", "packets", (("__ip_queue_xmit",), ("ip_queue_xmit",))),
+    ProbeSpec("dev_queue_xmit", "packets", (("__dev_queue_xmit",), ("dev_queue_xmit",))),
+    ProbeSpec("dev_hard_start_xmit", "packets", (("dev_hard_start_xmit",),)),
+    ProbeSpec("eth_type_trans", "packets", (("eth_type_trans",),)),
+    # ip_rcv_core is on both the single (ip_rcv) and the list (ip_list_rcv) receive path.
+    ProbeSpec("ip_rcv", "packets", (("ip_rcv_core",), ("ip_rcv", "ip_list_rcv"))),
+    ProbeSpec("tcp_v4_rcv", "packets", (("tcp_v4_rcv",),)),
+    ProbeSpec("skb_copy_datagram_iter", "packets", (("skb_copy_datagram_iter",),)),
+)
+
+# Probe groups for --probes; the flow group (issue 5) adds its specs here.
+GROUPS: dict[str, tuple[ProbeSpec, ...]] = {"packets": PACKET_PROBES,
+                                            "flows": ()}  # resolved by recorder/flows.py
+
+
+@dataclass(frozen=True)
+class KernelFunctions:
+    """What the running kernel lets us attach to."""
+
+    traceable: frozenset[str]
+    kallsyms_count: dict[str, int] = field(default_factory=dict)  # text symbols by name
+    clones: dict[str, list[str]] = field(default_factory=dict)  # base name -> clone names
+
+
+def parse_available_filter_functions(text: str) -> frozenset[str]:
+    """Names from available_filter_functions: "name" or "name [module]" per line."""
+    names = set()
+    for line in text.splitlines():
+        parts = line.split()
+        if parts:
+            names.add(parts[0])
+    return frozenset(names)
+
+
+def parse_kallsyms(text: str) -> tuple[dict[str, int], dict[str, list[str]]]:
+    """Text-symbol counts by name, and compiler clones by the name they were cloned from."""
+    counts: dict[str, int] = {}
+    clones: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) < 3 or parts[1] not in ("T", "t"):
+            continue
+        name = parts[2]
+        counts[name] = counts.get(name, 0) + 1
+        m = _CLONE_RE.match(name)
+        if m:
+            clones.setdefault(m.group(1), []).append(name)
+    return counts, clones
+
+
+def kernel_functions(filter_text: str, kallsyms_text: str) -> KernelFunctions:
+    counts, clones = parse_kallsyms(kallsyms_text)
+    return KernelFunctions(parse_available_filter_functions(filter_text), counts, clones)
+
+
+def why_not(fn: str, kf: KernelFunctions) -> str | None:
+    """None if fn can be probed by name, else the reason it cannot."""
+    if "." in fn:
+        return f"{fn} is a compiler clone (arguments may differ)"
+    count = kf.kallsyms_count.get(fn, 0)
+    if fn not in kf.traceable:
+        clones = sorted(kf.clones.get(fn, ()))
+        clone_note = (f" ({', '.join(clones)} is a compiler clone whose arguments may differ)"
+                      if clones else "")
+        if count:
+            return f"{fn} is in kallsyms but not traceable (inlined wrapper or notrace){clone_note}"
+        if clones:
+            return (f"{fn} exists only as {', '.join(clones)} (a compiler clone whose "
+                    "arguments may differ)")
+        return f"{fn} does not exist in this kernel"
+    if count > 1:
+        return f"{fn} is defined {count} times in kallsyms (ambiguous by name)"
+    return None
+
+
+@dataclass(frozen=True)
+class Resolved:
+    spec: ProbeSpec
+    functions: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Unresolved:
+    spec: ProbeSpec
+    reasons: tuple[str, ...]
+
+
+def resolve(spec: ProbeSpec, kf: KernelFunctions) -> Resolved | Unresolved:
+    reasons = []
+    for candidate in spec.candidates:
+        problems = [r for r in (why_not(fn, kf) for fn in candidate) if r]
+        if not problems:
+            return Resolved(spec, candidate)
+        reasons.extend(problems)
+    return Unresolved(spec, tuple(dict.fromkeys(reasons)))
+
+
+def resolve_all(specs, kf: KernelFunctions) -> tuple[list[Resolved], list[Unresolved]]:
+    done, missing = [], []
+    for spec in specs:
+        r = resolve(spec, kf)
+        (done if isinstance(r, Resolved) else missing).append(r)
+    return done, missing
+
+
+def choose_attach(mode: str, fentry_supported: bool) -> str:
+    """The attach kind for --attach MODE: auto means fentry where the kernel supports it."""
+    if mode == "auto":
+        return "fentry" if fentry_supported else "kprobe"
+    return mode
+
+
+def header_probes(resolved: list[Resolved], attach: str) -> list[dict]:
+    """The trace header's "probes" list: one entry per attached kernel function."""
+    return [{"name": r.spec.name, "function": fn, "attach": attach, "probe_id": r.spec.probe_id}
+            for r in resolved for fn in r.functions]

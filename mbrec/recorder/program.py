@@ -1,0 +1,129 @@
+"""The one BPF program: its source, and the -D constants that configure it for one recording.
+
+Everything decided at start (which probes, fentry or kprobe, which kernel function, filters,
+sampling, ring size) becomes a compile-time constant, so the kernel side never looks anything
+up at run time and BCC attaches exactly what was compiled.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass, field
+from importlib import resources
+
+from mbrec.recorder.probes import Resolved
+
+# Ring buffer map -> schema name. One schema per ring keeps every record the same size, which
+# is what makes the bulk drain cheap. The flow group (issue 5) adds its rings here.
+RINGS: dict[str, str] = {"mbrec_pkt_ring": "pkt",
+                         "mbrec_flow_ring": "flow", "mbrec_tcp_ring": "tcp", "mbrec_sock_ring": "sock"}
+
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Kernel-side filters; empty tuples mean "everything"."""
+
+    netns: tuple[int, ...] = ()
+    ports: tuple[int, ...] = ()
+    addrs: tuple[str, ...] = ()
+    cgroup_id: int = 0
+    sample_bits: int = 0
+
+
+@dataclass(frozen=True)
+class ProgramConfig:
+    resolved: tuple[Resolved, ...]
+    attach: str  # "fentry" or "kprobe"
+    filters: Filters = field(default_factory=Filters)
+    ring_bytes: int = 16 << 20
+    flows: bool = False
+    flow_cflags: tuple[str, ...] = ()  # from recorder/flows.py FlowGroup.cflags
+
+
+def source_dir() -> str:
+    return str(resources.files("mbrec.bpf"))
+
+
+def source_path() -> str:
+    return os.path.join(source_dir(), "mbrec.bpf.c")
+
+
+def source_text() -> str:
+    with open(source_path()) as f:
+        return f.read()
+
+
+def addr_words(text: str) -> tuple[int, int, int, int]:
+    """An address as the four little-endian u32 words the event's 16 address bytes hold."""
+    addr = ipaddress.ip_address(text)
+    raw = addr.packed.ljust(16, b"\0")
+    return tuple(int.from_bytes(raw[i:i + 4], "little") for i in range(0, 16, 4))
+
+
+def _any_of(terms: list[str]) -> str:
+    return "(" + "||".join(terms) + ")"
+
+
+def filter_macros(f: Filters) -> list[str]:
+    """The filter expressions as function-like -D macros (see the top of bpf/mbrec.bpf.c)."""
+    out = []
+    if f.netns:
+        out.append("-DMBREC_NETNS_OK(ns)=" + _any_of([f"(ns)=={n}U" for n in f.netns]))
+    if f.ports:
+        out.append("-DMBREC_PORT_OK(sp,dp)=" + _any_of(
+            [f"(sp)=={p}||(dp)=={p}" for p in f.ports]))
+    if f.addrs:
+        terms = []
+        for a in f.addrs:
+            w = addr_words(a)
+            for side in ("saddr", "daddr"):
+                terms.append("(" + "&&".join(
+                    f"((u32*)(e)->{side})[{i}]=={w[i]}U" for i in range(4)) + ")")
+        out.append("-DMBREC_ADDR_OK(e)=" + _any_of(terms))
+    if f.cgroup_id:
+        out.append(f"-DMBREC_CGROUP_ID={f.cgroup_id}ULL")
+    if f.sample_bits:
+        out.append(f"-DMBREC_SAMPLE_BITS={f.sample_bits}")
+    return out
+
+
+def ring_pages(ring_bytes: int) -> int:
+    """Ring size in pages, rounded up to a power of two (the kernel requires it)."""
+    pages = max(1, -(-ring_bytes // PAGE_SIZE))
+    return 1 << (pages - 1).bit_length()
+
+
+def cflags(cfg: ProgramConfig) -> list[str]:
+    kind = {"fentry": 1, "kprobe": 2}[cfg.attach]
+    flags = [f"-I{source_dir()}", f"-DMBREC_RINGBUF_PAGES={ring_pages(cfg.ring_bytes)}",
+             f"-DMBREC_SOCK_COOKIE={1 if cfg.attach == 'fentry' else 0}"]
+    for r in cfg.resolved:
+        c = r.spec.c_name
+        flags.append(f"-DMBREC_ATTACH_{c}={kind}")
+        if r.spec.name == "ip_rcv":
+            flags.append(f"-DMBREC_IP_RCV_CORE={1 if r.functions == ('ip_rcv_core',) else 0}")
+            if len(r.functions) == 2:
+                flags.append(f"-DMBREC_FN_IP_LIST_RCV={r.functions[1]}")
+        flags.append(f"-DMBREC_FN_{c}={r.functions[0]}")
+    if cfg.flows:
+        flags.append("-DMBREC_FLOWS")
+        flags.extend(f for f in cfg.flow_cflags if f != "-DMBREC_FLOWS")
+    flags.extend(filter_macros(cfg.filters))
+    return flags
+
+
+def kprobe_attachments(cfg: ProgramConfig) -> list[tuple[str, str]]:
+    """(kernel function, BPF function name) pairs to attach by kprobe; fentry attaches at load."""
+    if cfg.attach != "kprobe":
+        return []
+    out = []
+    for r in cfg.resolved:
+        if r.spec.name == "ip_rcv" and len(r.functions) == 2:
+            out.append((r.functions[0], "mbrec_kp_ip_rcv"))
+            out.append((r.functions[1], "mbrec_kp_ip_list_rcv"))
+        else:
+            out.append((r.functions[0], f"mbrec_kp_{r.spec.name}"))
+    return out

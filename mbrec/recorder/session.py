@@ -1,0 +1,320 @@
+"""One recording: load the BPF program, attach, drain the rings into a trace file until told
+to stop, then close the file with a trailer. I/O lives here; decisions live in probes.py,
+program.py and ringbuf.py."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+from mbrec.errors import MbrecError
+from mbrec.events import PROBE_NAMES, SCHEMA_BY_NAME
+from mbrec.recorder import environment as env
+from mbrec.recorder.probes import GROUPS, choose_attach, header_probes, resolve_all
+from mbrec.recorder.program import (RINGS, Filters, ProgramConfig, cflags, kprobe_attachments,
+                                    source_path, source_text)
+from mbrec.recorder.ringbuf import open_bcc_ring
+
+ANCHOR_INTERVAL = 1.0  # clock anchors, loss counts and the status line
+IDLE_SLEEP = 0.01      # between drains when the rings are nearly empty
+
+
+@dataclass
+class RecordOptions:
+    output: str
+    duration: float | None = None
+    host_name: str | None = None
+    netns: tuple[str, ...] = ()
+    ports: tuple[int, ...] = ()
+    addrs: tuple[str, ...] = ()
+    cgroup: str | None = None
+    sample: int = 0
+    attach: str = "auto"
+    groups: tuple[str, ...] = ("packets",)
+    ring_mb: int = 16
+    quiet: bool = False
+    force: bool = False
+    command: tuple[str, ...] = ()
+    flow_interval: float = 1.0  # flows group: periodic snapshot of every live flow
+    flow_sample: int = 1        # flows group: per-ACK snapshot every N ACKs (0 = none)
+    options_extra: dict = field(default_factory=dict)
+
+
+def say(msg: str) -> None:
+    print(f"mbrec: {msg}", file=sys.stderr, flush=True)
+
+
+def probe_specs(groups) -> list:
+    specs = []
+    for g in groups:
+        if g not in GROUPS:
+            raise MbrecError(f"--probes {g}: this version has the probe groups "
+                             f"{', '.join(GROUPS)}")
+        specs.extend(GROUPS[g])
+    return specs
+
+
+def build_filters(opts: RecordOptions) -> Filters:
+    if not 0 <= opts.sample <= 16:
+        raise MbrecError(f"--sample {opts.sample}: give N from 0 to 16 (keeps 1/2^N of packets)")
+    return Filters(netns=tuple(env.netns_inode(n) for n in opts.netns),
+                   ports=tuple(opts.ports), addrs=tuple(opts.addrs),
+                   cgroup_id=env.cgroup_id(opts.cgroup) if opts.cgroup else 0,
+                   sample_bits=opts.sample)
+
+
+def plan(opts: RecordOptions, fentry_supported: bool):
+    """Resolve every probe on this kernel; fail naming each missing one."""
+    kf = env.read_kernel_functions()
+    specs = probe_specs(opts.groups)
+    resolved, missing = resolve_all(specs, kf)
+    if missing:
+        found = ", ".join(f"{r.spec.name}={'+'.join(r.functions)}" for r in resolved) or "none"
+        why = "; ".join(f"{m.spec.name}: {' / '.join(m.reasons)}" for m in missing)
+        raise MbrecError(f"cannot probe {why}. Nothing was attached (these would have been: "
+                         f"{found}); this kernel lacks the functions above")
+    attach = choose_attach(opts.attach, fentry_supported)
+    return resolved, attach
+
+
+def flow_group(opts: RecordOptions, attach: str):
+    """The flows group (recorder/flows.py) for this kernel and attach kind, or None."""
+    if "flows" not in opts.groups:
+        return None
+    from mbrec.recorder.flows import FlowGroup
+    return FlowGroup.for_kernel(env.read_kernel_functions(), attach, opts.flow_interval,
+                                opts.flow_sample)
+
+
+def load(bcc, cfg: ProgramConfig, flows=None):
+    """Compile and load; fentry probes attach here (BCC attaches KFUNC_PROBEs at load)."""
+    if flows is not None:  # flows.bpf.h is pasted into the main file (see flows.inline_flows)
+        b = bcc.BPF(text=flows.source(source_text()).encode(), cflags=cflags(cfg))
+    else:
+        b = bcc.BPF(src_file=source_path().encode(), cflags=cflags(cfg))
+    done = []
+    for fn, bpf_fn in kprobe_attachments(cfg):
+        try:
+            b.attach_kprobe(event=fn, fn_name=bpf_fn)
+        except Exception as e:
+            b.cleanup()
+            raise MbrecError(f"cannot attach a kprobe to {fn} ({str(e).strip()}); attached "
+                             f"before it: {', '.join(done) or 'none'} (all detached again)") from None
+        done.append(fn)
+    if flows is not None:
+        try:
+            flows.header_probes = flows.attach(b)
+        except Exception as e:
+            b.cleanup()
+            raise MbrecError(f"cannot attach the flows group ({str(e).strip()[:200]}); "
+                             "nothing stays attached") from None
+    return b
+
+
+class Recorder:
+    """Drains every ring of a loaded program into a TraceWriter."""
+
+    def __init__(self, b, writer, probe_ids):
+        self.b = b
+        self.writer = writer
+        self.probe_ids = probe_ids
+        self.rings = []
+        for name, schema in RINGS.items():
+            try:
+                table = b[name]
+            except KeyError:  # this program was built without that ring's probe group
+                continue
+            s = SCHEMA_BY_NAME[schema]
+            self.rings.append((open_bcc_ring(table, s.dtype.itemsize), s.id))
+        self.lost_table = b["mbrec_lost"]
+        self.events = 0
+
+    def drain(self) -> int:
+        n = 0
+        for ring, schema_id in self.rings:
+            for batch in ring.drain():
+                self.writer.write_events(schema_id, batch, len(batch))
+                n += len(batch)
+        self.events += n
+        return n
+
+    def drain_all(self) -> None:
+        for _ in range(8):
+            if not self.drain():
+                return
+
+    def lost(self) -> dict[str, int]:
+        out = {}
+        for pid in self.probe_ids:
+            n = int(self.lost_table.sum(self.lost_table.Key(pid)).value)
+            if n:
+                out[PROBE_NAMES[pid]] = n
+        return out
+
+    def fill(self) -> float:
+        return max((r.pending_bytes() / r.size for r, _ in self.rings), default=0.0)
+
+    def close(self) -> None:
+        for ring, _ in self.rings:
+            ring.close()
+
+
+def status_line(elapsed, rate, events, lost, nbytes) -> str:
+    return (f"\rmbrec: {elapsed:7.1f} s  {rate:>10,.0f} events/s  {events:>12,} events  "
+            f"lost {lost:,}  {nbytes / 1e6:8.1f} MB ")
+
+
+def record(opts: RecordOptions) -> int:
+    from mbrec.trace.format import make_header
+    from mbrec.trace.writer import TraceWriter
+
+    env.check_root()
+    env.check_kernel()
+    bcc = env.import_bcc()
+    env.check_headers()
+    if os.path.exists(opts.output) and not opts.force:
+        raise MbrecError(f"{opts.output} already exists: choose another name or pass --force "
+                         "to overwrite it")
+    if opts.command and not shutil.which(opts.command[0]):
+        raise MbrecError(f"command not found: {opts.command[0]}")
+    filters = build_filters(opts)
+    fentry_ok = bool(bcc.BPF.support_kfunc())
+    resolved, attach = plan(opts, fentry_ok)
+    if attach == "fentry" and not fentry_ok:
+        raise MbrecError("--attach fentry: this kernel has no BPF trampolines (fentry); use "
+                         "--attach kprobe or auto")
+    flows = flow_group(opts, attach)
+    cfg = ProgramConfig(tuple(resolved), attach, filters, ring_bytes=opts.ring_mb << 20,
+                        flows="flows" in opts.groups,
+                        flow_cflags=tuple(flows.cflags) if flows else ())
+    if not opts.quiet:
+        say(f"compiling the BPF program ({attach}, {len(resolved)} probes)...")
+    t0 = time.monotonic()
+    try:
+        b = load(bcc, cfg, flows)
+    except MbrecError:
+        raise
+    except Exception as e:
+        if opts.attach != "auto" or attach != "fentry":
+            raise MbrecError(f"loading the BPF program failed: {str(e).strip()[:300]} "
+                             "(rerun with --debug for details)") from None
+        say(f"fentry failed ({str(e).strip()[:120]}); falling back to kprobes")
+        attach = "kprobe"
+        flows = flow_group(opts, attach)
+        cfg = ProgramConfig(cfg.resolved, "kprobe", filters, cfg.ring_bytes, cfg.flows,
+                            tuple(flows.cflags) if flows else ())
+        b = load(bcc, cfg, flows)
+    compile_s = time.monotonic() - t0
+    probes = header_probes(resolved, attach) + (flows.header_probes if flows else [])
+    options = {"netns": list(filters.netns), "netns_spec": list(opts.netns),
+               "ports": list(filters.ports), "addrs": list(filters.addrs),
+               "cgroup": opts.cgroup, "cgroup_id": filters.cgroup_id,
+               "sample_bits": filters.sample_bits, "attach": attach,
+               "sock_id": "cookie" if attach == "fentry" else "pointer",
+               "probe_groups": list(opts.groups), "ring_bytes": cfg.ring_bytes,
+               "command": list(opts.command), "duration": opts.duration,
+               "compile_s": round(compile_s, 2), "cflags": cflags(cfg)}
+    if flows:
+        options.update(flow_interval_s=opts.flow_interval, flow_sample=opts.flow_sample,
+                       flow_hooks_missing=list(flows.plan.missing))
+    options.update(opts.options_extra)
+    header = make_header(options=options, probes=probes, host=opts.host_name)
+    writer = TraceWriter(opts.output, header, force=opts.force)
+    rec = Recorder(b, writer, sorted({r.spec.probe_id for r in resolved}
+                                     | set(flows.probe_ids if flows else ())))
+    return run_loop(opts, b, writer, rec, probes, header["host"], flows)
+
+
+def run_loop(opts, b, writer, rec, probes, host, flows=None) -> int:
+    from mbrec.trace.format import clock_anchor
+
+    stop = {"why": None}
+
+    def on_signal(signum, frame):
+        stop["why"] = signal.Signals(signum).name
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, on_signal)
+    if not opts.quiet:
+        for p in probes:
+            say(f"  {p['name']:<24} {p['attach']:<7} {p['function']}")
+    say(f"recording on {host}: {len(probes)} probes attached, writing {opts.output} "
+        "(Ctrl-C to stop)")
+    child = subprocess.Popen(list(opts.command)) if opts.command else None
+    live = sys.stderr.isatty() and not opts.quiet
+    start = time.monotonic()
+    next_tick = start + ANCHOR_INTERVAL
+    last_events, last_t, last_lost = 0, start, {}
+    lost = {}
+    child_rc = None
+    try:
+        while stop["why"] is None:
+            rec.drain()
+            if flows is not None:
+                flows.tick()
+            writer.tick()
+            now = time.monotonic()
+            if now >= next_tick:
+                writer.write_object(clock_anchor())
+                lost = rec.lost()
+                if lost != last_lost:
+                    writer.write_object({"t": "lost", "counts": lost})
+                    last_lost = dict(lost)
+                if live:
+                    rate = (rec.events - last_events) / (now - last_t)
+                    sys.stderr.write(status_line(now - start, rate, rec.events,
+                                                 sum(lost.values()), writer.bytes_written))
+                    sys.stderr.flush()
+                last_events, last_t = rec.events, now
+                next_tick = now + ANCHOR_INTERVAL
+            if opts.duration is not None and now - start >= opts.duration:
+                stop["why"] = "duration"
+            elif child is not None and child.poll() is not None:
+                child_rc = child.returncode
+                stop["why"] = "command exited"
+            elif rec.fill() < 0.25:
+                time.sleep(IDLE_SLEEP)
+    finally:
+        if flows is not None:
+            flows.stop()  # a final record of every flow still open
+        rec.drain_all()
+        lost = rec.lost()
+        if child is not None and child.poll() is None:
+            child.send_signal(signal.SIGINT)
+            try:
+                child_rc = child.wait(5)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child_rc = child.wait()
+        writer.close(clean=True, lost=lost,
+                     extra={"stop_reason": stop["why"] or "error",
+                            "records_skipped": sum(r.skipped for r, _ in rec.rings)})
+        rec.close()
+        b.cleanup()
+    if live:
+        sys.stderr.write("\n")
+    elapsed = time.monotonic() - start
+    total_lost = sum(lost.values())
+    say(f"recorded {rec.events:,} events in {elapsed:.1f} s, lost {total_lost:,}"
+        + (f" ({', '.join(f'{k} {v}' for k, v in lost.items())})" if total_lost else "")
+        + f"; {opts.output}: {writer.bytes_written / 1e6:.1f} MB, clean stop ({stop['why']})")
+    say(f"next: mbrec info {opts.output}; mbrec analyze {opts.output} [the other hosts' traces]")
+    return child_rc or 0
+
+
+def print_bpf(opts: RecordOptions) -> None:
+    """The program source, preceded by the -D constants this recording would use."""
+    try:
+        filters = build_filters(opts)
+        resolved, attach = plan(opts, fentry_supported=opts.attach != "kprobe")
+        cfg = ProgramConfig(tuple(resolved), attach, filters, ring_bytes=opts.ring_mb << 20,
+                            flows="flows" in opts.groups)
+        print("// cflags: " + " ".join(cflags(cfg)))
+    except MbrecError as e:
+        print(f"// cflags unknown here: {e}")
+    print(source_text())
