@@ -224,3 +224,20 @@ def test_no_common_traffic_means_no_pair(tmp_path):
     al = clock.align([read_trace(pa), read_trace(pb)])
     assert al.pairs == {} and al.unreached == ["b"]
     assert network.analyze_network([read_trace(pa), read_trace(pb)], al).pairs == []
+
+
+def test_plots_written_and_deterministic(tmp_path):
+    from mbrec.analysis import plots_network
+    a, b, _ = netsynth.exchange(80, alpha=1 + 3e-5, beta_ns=7 * 10**12, seed=12)
+    traces, al, res = _run(tmp_path, a, b)
+    files = []
+    for k in range(2):
+        out = tmp_path / f"out{k}"
+        files.append(plots_network.plot_network(res, al, str(out)))
+    names = sorted(os.path.basename(p) for p in files[0])
+    assert names == sorted(f"{s}.{e}" for s in ("clock_a_b", "lnet_a_b", "waterfall_a_b")
+                           for e in ("png", "svg"))
+    for p0, p1 in zip(sorted(files[0]), sorted(files[1])):
+        assert Path(p0).read_bytes() == Path(p1).read_bytes(), p0
+    svg = (tmp_path / "out0" / "clock_a_b.svg").read_text()
+    assert "Date" not in svg and "<dc:date>" not in svg

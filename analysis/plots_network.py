@@ -1,0 +1,191 @@
+"""Cross-host plots, as PNG and SVG, deterministic (Agg, fixed style and size, no dates).
+
+Entry point, called by `mbrec analyze`::
+
+    plot_network(result, alignment, outdir) -> list of paths
+
+clock_<a>_<b>: the alignment of one host pair: every matched frame as its distance from the
+estimated line (A->B frames above, B->A frames below), the two extreme feasible lines and the
+guaranteed band. lnet_<a>_<b>: CDFs of L_NET_1 and L_NET_2, each with the band between the CDFs
+of its guaranteed lower and upper ends. waterfall_<client>_<server>: one request (the one with
+the median RTT) across both hosts: client NIC out, wire, server, wire, client NIC in.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from mbrec.analysis.plots import COLORS, STYLE, _safe
+
+MAX_POINTS = 20_000  # frames drawn per direction (evenly spaced, plus every hull vertex)
+SIZE = (7.5, 4.2)
+
+
+def _plt():
+    import matplotlib
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+    matplotlib.rcParams.update(matplotlib.rcParamsDefault)
+    matplotlib.rcParams.update(STYLE)
+    return plt
+
+
+def _save(plt, fig, outdir, stem):
+    paths = []
+    for ext, meta in (("png", {"Software": None}), ("svg", {"Date": None, "Creator": None})):
+        p = os.path.join(outdir, f"{stem}.{ext}")
+        fig.savefig(p, format=ext, metadata=meta)
+        paths.append(p)
+    plt.close(fig)
+    return paths
+
+
+def _thin(n: int) -> np.ndarray:
+    if n <= MAX_POINTS:
+        return np.arange(n)
+    return np.unique(np.linspace(0, n - 1, MAX_POINTS).astype(np.int64))
+
+
+def plot_alignment(pair, matches, outdir) -> list[str]:
+    """Residuals of the matched frames around the estimate, extreme lines, guaranteed band."""
+    if pair.method != "packets" or matches is None:
+        return []
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=SIZE)
+    s_ab, r_ab, s_ba, r_ba = matches.constraints()
+    x0 = pair.t0_from
+    est_ab = pair.map_c(s_ab)[0]
+    est_ba = pair.map_c(r_ba)[0]
+    ya = ((r_ab - pair.t0_to) - est_ab) / 1e3
+    yb = ((s_ba - pair.t0_to) - est_ba) / 1e3
+    xa, xb = (s_ab - x0) / 1e9, (r_ba - x0) / 1e9
+    ia, ib = _thin(len(xa)), _thin(len(xb))
+    ax.scatter(xa[ia], ya[ia], s=3, color=COLORS[0], label=f"{pair.from_host}->{pair.to_host} "
+               f"frames ({len(xa)})", rasterized=False)
+    ax.scatter(xb[ib], yb[ib], s=3, color=COLORS[1], label=f"{pair.to_host}->{pair.from_host} "
+               f"frames ({len(xb)})")
+    allx = np.concatenate([s_ab, r_ba])
+    if len(allx):
+        grid = np.linspace(allx.min(), allx.max(), 400).astype(np.int64)
+        e, lo, hi = pair.map_c(grid)
+        gx = (grid - x0) / 1e9
+        if np.all(np.isfinite(lo)) and np.all(np.isfinite(hi)):
+            ax.fill_between(gx, (lo - e) / 1e3, (hi - e) / 1e3, color="0.85",
+                            label="guaranteed band (every feasible line)")
+        xc = (grid - x0).astype(np.float64)
+        for f_i, f in enumerate(pair.fits):
+            if f.quality != "accurate" or f.hulls is None:
+                continue
+            for a, style, name in ((f.alpha_min, "--", "min-slope line"),
+                                   (f.alpha_max, ":", "max-slope line")):
+                line = a * xc + float(f.hulls.upper_b(a))
+                ax.plot(gx, (line - e) / 1e3, style, color=COLORS[3 if style == "--" else 4],
+                        label=name if f_i == 0 else None)
+        ax.axhline(0, color="k", lw=1, label="estimate (bisector)")
+    ax.set_xlabel(f"{pair.from_host} time since {x0} ns (s)")
+    ax.set_ylabel(f"{pair.to_host} time minus estimate (us)")
+    s = pair.summary()
+    width = s["bound_width_ns"]
+    ax.set_title(f"clock {pair.from_host}->{pair.to_host}: {s['quality']}, drift "
+                 f"{s['drift_ppm']:.2f} ppm, bound width "
+                 f"{'unbounded' if width is None else f'{width / 1e3:.1f} us'}"
+                 if s["drift_ppm"] is not None else f"clock {pair.from_host}->{pair.to_host}: "
+                 f"{s['quality']}")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3, markerscale=3)
+    fig.tight_layout()
+    return _save(plt, fig, outdir, _safe(f"clock_{pair.from_host}_{pair.to_host}"))
+
+
+def _cdf(ax, v, color, label):
+    v = np.sort(v[np.isfinite(v)]) / 1e3
+    if len(v) == 0:
+        return
+    y = np.arange(1, len(v) + 1) / len(v)
+    ax.step(v, y, where="post", color=color, label=label)
+
+
+def plot_lnet(pn, outdir) -> list[str]:
+    """CDFs of L_NET_1 and L_NET_2 with the CDFs of their guaranteed ends as a band."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=SIZE)
+    drawn = False
+    for k, (name, client_sent) in enumerate((("L_NET_1", True), ("L_NET_2", False))):
+        parts = [(d.value[d.client_sent == client_sent], d.lo[d.client_sent == client_sent],
+                  d.hi[d.client_sent == client_sent]) for d in (pn.ab, pn.ba)]
+        v, lo, hi = (np.concatenate(x) for x in zip(*parts))
+        if not np.isfinite(v).any():
+            continue
+        drawn = True
+        _cdf(ax, v, COLORS[k], f"{name} ({'client to server' if client_sent else 'server to client'}, n={np.isfinite(v).sum()})")
+        if np.isfinite(lo).all() and np.isfinite(hi).all() and np.any(hi > lo):
+            _cdf(ax, lo, COLORS[k], None)
+            _cdf(ax, hi, COLORS[k], None)
+            ax.lines[-1].set_alpha(0.35)
+            ax.lines[-2].set_alpha(0.35)
+    if not drawn:
+        plt.close(fig)
+        return []
+    ax.set_xlabel("NIC-to-NIC latency (us); faint: CDFs of the guaranteed lower and upper ends")
+    ax.set_ylabel("CDF")
+    ax.set_ylim(0, 1.01)
+    ax.set_title(f"L_NET {pn.a} <-> {pn.b} (clock {pn.method}, {pn.quality}; "
+                 f"timebase {pn.a})")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    return _save(plt, fig, outdir, _safe(f"lnet_{pn.a}_{pn.b}"))
+
+
+def plot_waterfall(pn, outdir) -> list[str]:
+    """One request across both hosts: the one whose RTT is the median."""
+    req = pn.requests or {}
+    out = []
+    for r in req.get("per_client", []):
+        ok = np.flatnonzero(np.isfinite(r["l_net_1"]) & np.isfinite(r["l_net_2"]))
+        if len(ok) == 0:
+            continue
+        i = ok[np.argsort(r["rtt"][ok], kind="stable")[len(ok) // 2]]
+        l1, srv, l2, rtt = (float(r[k][i]) / 1e3 for k in ("l_net_1", "server_time", "l_net_2",
+                                                              "rtt"))
+        l1lo, l1hi = float(r["l_net_1_lo"][i]) / 1e3, float(r["l_net_1_hi"][i]) / 1e3
+        l2lo, l2hi = float(r["l_net_2_lo"][i]) / 1e3, float(r["l_net_2_hi"][i]) / 1e3
+        plt = _plt()
+        fig, ax = plt.subplots(figsize=SIZE)
+        lanes = [f"{r['client']} (client)", "network", f"{r['server']} (server)"]
+        bars = [(2, 0.0, rtt, COLORS[7], f"client NIC RTT {rtt:.1f} us"),
+                (1, 0.0, l1, COLORS[0], f"L_NET_1 {l1:.1f} us [{l1lo:.1f}, {l1hi:.1f}]"),
+                (0, l1, srv, COLORS[2], f"server NIC in -> out {srv:.1f} us"),
+                (1, l1 + srv, l2, COLORS[1], f"L_NET_2 {l2:.1f} us [{l2lo:.1f}, {l2hi:.1f}]")]
+        for lane, start, width, color, label in bars:
+            ax.barh(lane, width, left=start, height=0.5, color=color, label=label)
+        # the guaranteed ranges of the two one-way ends
+        ax.errorbar([l1], [1.3], xerr=[[l1 - l1lo], [l1hi - l1]], fmt="|", color=COLORS[0],
+                    capsize=3)
+        ax.errorbar([l1 + srv], [0.7], xerr=[[l1 + srv - (rtt - l2hi)], [(rtt - l2lo) - (l1 + srv)]],
+                    fmt="|", color=COLORS[1], capsize=3)
+        ax.set_yticks([2, 1, 0], lanes)
+        ax.set_xlabel(f"time since the request left {r['client']}'s NIC (us, {r['timebase']}'s "
+                      "timebase); whiskers: guaranteed ranges")
+        resid = float(r["residual"][i])
+        ax.set_title(f"request {i} of {len(r['rtt'])} (median RTT): parts add up to the RTT "
+                     f"within {abs(resid):.3f} ns")
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2)
+        fig.tight_layout()
+        out += _save(plt, fig, outdir, _safe(f"waterfall_{r['client']}_{r['server']}"))
+    return out
+
+
+def plot_network(result, alignment, outdir) -> list[str]:
+    """Every cross-host plot for one analysis; returns the files written."""
+    os.makedirs(outdir, exist_ok=True)
+    paths = []
+    if alignment is not None:
+        index = {(alignment.hosts[i], alignment.hosts[j]): m
+                 for (i, j), m in alignment.matches.items()}
+        for (a, b), pair in sorted(alignment.pairs.items()):
+            paths += plot_alignment(pair, index.get((a, b)), outdir)
+    for pn in result.pairs:
+        paths += plot_lnet(pn, outdir)
+        paths += plot_waterfall(pn, outdir)
+    return paths
