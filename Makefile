@@ -23,11 +23,11 @@ demo: setup
 	mbrec lab run ab -o $(DEMO_DIR)
 	mbrec analyze $(DEMO_DIR)/*.mbrec -o $(DEMO_DIR)/analysis
 
-# Everything, lab tests included where QEMU can run (they skip with the reason elsewhere).
+# Everything, the lab VM tests included (they skip with the reason where QEMU cannot run).
 check: setup test
 
 test:
-	$(PYTHON) -m pytest -q -ra
+	MBREC_LAB_TESTS=1 $(PYTHON) -m pytest -q -ra
 
 # Without the QEMU lab: seconds, for the edit-test loop.
 test-fast:
