@@ -39,7 +39,6 @@ class ProgramConfig:
     attach: str  # "fentry" or "kprobe"
     filters: Filters = field(default_factory=Filters)
     ring_bytes: int = 16 << 20
-    flows: bool = False
     flow_cflags: tuple[str, ...] = ()  # from recorder/flows.py FlowGroup.cflags
 
 
@@ -108,9 +107,7 @@ def cflags(cfg: ProgramConfig) -> list[str]:
             if len(r.functions) == 2:
                 flags.append(f"-DMBREC_FN_IP_LIST_RCV={r.functions[1]}")
         flags.append(f"-DMBREC_FN_{c}={r.functions[0]}")
-    if cfg.flows:
-        flags.append("-DMBREC_FLOWS")
-        flags.extend(f for f in cfg.flow_cflags if f != "-DMBREC_FLOWS")
+    flags.extend(cfg.flow_cflags)  # includes -DMBREC_FLOWS when the flows group is on
     flags.extend(filter_macros(cfg.filters))
     return flags
 

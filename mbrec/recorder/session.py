@@ -49,12 +49,25 @@ def say(msg: str) -> None:
     print(f"mbrec: {msg}", file=sys.stderr, flush=True)
 
 
+def flows_module():
+    """mbrec.recorder.flows (issue 5), or None where this version lacks it."""
+    try:
+        from mbrec.recorder import flows
+    except ImportError:
+        return None
+    return flows
+
+
 def probe_specs(groups) -> list:
+    """The function probes of the packet-style groups (the flows group plans its own)."""
     specs = []
     for g in groups:
+        if g == "flows" and flows_module() is not None:
+            continue
         if g not in GROUPS:
+            known = list(GROUPS) + (["flows"] if flows_module() is not None else [])
             raise MbrecError(f"--probes {g}: this version has the probe groups "
-                             f"{', '.join(GROUPS)}")
+                             f"{', '.join(known)}")
         specs.extend(GROUPS[g])
     return specs
 
@@ -68,9 +81,9 @@ def build_filters(opts: RecordOptions) -> Filters:
                    sample_bits=opts.sample)
 
 
-def plan(opts: RecordOptions, fentry_supported: bool):
+def plan(opts: RecordOptions, fentry_supported: bool, kf=None):
     """Resolve every probe on this kernel; fail naming each missing one."""
-    kf = env.read_kernel_functions()
+    kf = kf or env.read_kernel_functions()
     specs = probe_specs(opts.groups)
     resolved, missing = resolve_all(specs, kf)
     if missing:
@@ -119,12 +132,12 @@ def load(bcc, cfg: ProgramConfig, flows=None):
 class Recorder:
     """Drains every ring of a loaded program into a TraceWriter."""
 
-    def __init__(self, b, writer, probe_ids):
+    def __init__(self, b, writer, probe_ids, rings):
         self.b = b
         self.writer = writer
         self.probe_ids = probe_ids
         self.rings = []
-        for name, schema in RINGS.items():
+        for name, schema in rings.items():
             try:
                 table = b[name]
             except KeyError:  # this program was built without that ring's probe group
@@ -184,16 +197,22 @@ def record(opts: RecordOptions) -> int:
         raise MbrecError(f"command not found: {opts.command[0]}")
     filters = build_filters(opts)
     fentry_ok = bool(bcc.BPF.support_kfunc())
-    resolved, attach = plan(opts, fentry_ok)
+    kf = env.read_kernel_functions()
+    resolved, attach = plan(opts, fentry_ok, kf)
     if attach == "fentry" and not fentry_ok:
         raise MbrecError("--attach fentry: this kernel has no BPF trampolines (fentry); use "
                          "--attach kprobe or auto")
-    flows = flow_group(opts, attach)
-    cfg = ProgramConfig(tuple(resolved), attach, filters, ring_bytes=opts.ring_mb << 20,
-                        flows="flows" in opts.groups,
-                        flow_cflags=tuple(flows.cflags) if flows else ())
+
+    def configure(attach):
+        flows = flow_group(opts, attach)
+        cfg = ProgramConfig(tuple(resolved), attach, filters, ring_bytes=opts.ring_mb << 20,
+                            flow_cflags=tuple(flows.cflags) if flows else ())
+        return cfg, flows
+
+    cfg, flows = configure(attach)
     if not opts.quiet:
-        say(f"compiling the BPF program ({attach}, {len(resolved)} probes)...")
+        say(f"compiling the BPF program ({attach}, {len(resolved)} packet probes"
+            + (", flows" if flows else "") + ")...")
     t0 = time.monotonic()
     try:
         b = load(bcc, cfg, flows)
@@ -205,12 +224,16 @@ def record(opts: RecordOptions) -> int:
                              "(rerun with --debug for details)") from None
         say(f"fentry failed ({str(e).strip()[:120]}); falling back to kprobes")
         attach = "kprobe"
-        flows = flow_group(opts, attach)
-        cfg = ProgramConfig(cfg.resolved, "kprobe", filters, cfg.ring_bytes, cfg.flows,
-                            tuple(flows.cflags) if flows else ())
+        cfg, flows = configure(attach)
         b = load(bcc, cfg, flows)
     compile_s = time.monotonic() - t0
-    probes = header_probes(resolved, attach) + (flows.header_probes if flows else [])
+    probes = header_probes(resolved, attach)
+    rings = dict(RINGS)
+    probe_ids = {r.spec.probe_id for r in resolved}
+    if flows is not None:
+        probes += flows.header_probes
+        rings.update(flows_module().FLOW_RINGS)
+        probe_ids.update(flows.probe_ids)
     options = {"netns": list(filters.netns), "netns_spec": list(opts.netns),
                "ports": list(filters.ports), "addrs": list(filters.addrs),
                "cgroup": opts.cgroup, "cgroup_id": filters.cgroup_id,
@@ -219,14 +242,12 @@ def record(opts: RecordOptions) -> int:
                "probe_groups": list(opts.groups), "ring_bytes": cfg.ring_bytes,
                "command": list(opts.command), "duration": opts.duration,
                "compile_s": round(compile_s, 2), "cflags": cflags(cfg)}
-    if flows:
-        options.update(flow_interval_s=opts.flow_interval, flow_sample=opts.flow_sample,
-                       flow_hooks_missing=list(flows.plan.missing))
+    if flows is not None:
+        options.update({"flow_interval_s": opts.flow_interval, "flow_sample": opts.flow_sample})
     options.update(opts.options_extra)
     header = make_header(options=options, probes=probes, host=opts.host_name)
     writer = TraceWriter(opts.output, header, force=opts.force)
-    rec = Recorder(b, writer, sorted({r.spec.probe_id for r in resolved}
-                                     | set(flows.probe_ids if flows else ())))
+    rec = Recorder(b, writer, sorted(probe_ids), rings)
     return run_loop(opts, b, writer, rec, probes, header["host"], flows)
 
 
@@ -309,12 +330,14 @@ def run_loop(opts, b, writer, rec, probes, host, flows=None) -> int:
 
 def print_bpf(opts: RecordOptions) -> None:
     """The program source, preceded by the -D constants this recording would use."""
+    flows = None
     try:
         filters = build_filters(opts)
         resolved, attach = plan(opts, fentry_supported=opts.attach != "kprobe")
+        flows = flow_group(opts, attach)
         cfg = ProgramConfig(tuple(resolved), attach, filters, ring_bytes=opts.ring_mb << 20,
-                            flows="flows" in opts.groups)
+                            flow_cflags=tuple(flows.cflags) if flows else ())
         print("// cflags: " + " ".join(cflags(cfg)))
     except MbrecError as e:
         print(f"// cflags unknown here: {e}")
-    print(source_text())
+    print(flows.source(source_text()) if flows is not None else source_text())
