@@ -382,3 +382,21 @@ def test_three_hosts_through_the_graph(tmp_path):
     sb = al.transforms["b"].summary()
     assert sc["bound_width_ns"] > sb["bound_width_ns"] > 0  # bounds add up along the path
     assert al.report_section()["reference"] == "a"
+
+
+@pytest.mark.parametrize("drift_ppm", [150.0, 1900.0, 5000.0, -7000.0])
+def test_slope_limited_hulls_give_the_same_answer_as_whole_hulls(drift_ppm):
+    # 5000 and -7000 ppm lie outside the first-guess slope range: the whole hulls are used
+    rng = np.random.default_rng(int(abs(drift_ppm)))
+    alpha = 1 + drift_ppm * 1e-6
+    s_ab, r_ab, s_ba, r_ba = _constraints(3000, alpha, 3.0 * DAY, 20_000, 35_000, 10_000,
+                                          int(10e9), rng)
+    p = clock.fit_pair(s_ab, r_ab, s_ba, r_ba)
+    f = p.fits[0]
+    px, py = (s_ab - p.t0_from).astype(float), (r_ab - p.t0_to).astype(float)
+    qx, qy = (r_ba - p.t0_from).astype(float), (s_ba - p.t0_to).astype(float)
+    hp, hq = clock.lower_hull(px, py), clock.upper_hull(qx, qy)
+    full = clock._Hulls(px[hp], py[hp], qx[hq], qy[hq])
+    amin, amax, _ = full.feasible_alpha()
+    assert f.alpha_min == amin and f.alpha_max == amax
+    assert f.alpha_min <= alpha <= f.alpha_max
