@@ -1,0 +1,265 @@
+"""The kernel's own view of TCP flows (`ss -tinH`, `nstat`), and how mbrec's flow records must
+agree with it. Pure functions over text and record arrays; the lab tests use them on what
+`mbrec lab run` captured, and the unit tests on sample text.
+
+What must agree, and why it can be checked exactly although `ss` runs at an unknown instant
+after its time stamp (docs/metrics.md, "Checked against the kernel"):
+- counters (bytes sent/acked/received/retransmitted, total retransmits) only grow, so the ss
+  value lies between mbrec's last record before the stamp and its first record after the read;
+- every other field is compared exactly when the flow was quiet around the ss read: no record
+  of any kind between those two records, and both records agree on the field;
+- per namespace, the recorded episode counters sum to the nstat counter deltas over the run.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+from dataclasses import dataclass, field
+
+import numpy as np
+
+TCP_INFINITE_SSTHRESH = 0x7FFFFFFF
+_SERVICES = {"http": 80, "https": 443, "ssh": 22}
+
+# ss field -> flow record field, compared exactly in quiet windows.
+EXACT_FIELDS = {
+    "cwnd": "snd_cwnd", "mss": "mss_cache", "advmss": "advmss", "snd_wnd": "snd_wnd",
+    "unacked": "packets_out", "retrans_out": "retrans_out", "lost": "lost_out",
+    "sacked": "sacked_out", "notsent": "app_wqueue", "ssthresh": "snd_ssthresh",
+    "packets_in_flight": "packets_in_flight",
+}
+# ss field -> flow record field: counters, bracketed by the records around the read.
+COUNTER_FIELDS = {
+    "bytes_sent": "bytes_sent", "bytes_acked": "bytes_acked",
+    "bytes_received": "bytes_received", "bytes_retrans": "bytes_retrans",
+    "total_retrans": "total_retrans",
+}
+# Fields ss prints as milliseconds with %g: compared after the same rounding.
+MS_FIELDS = {"rtt": "srtt_us", "rttvar": "rttvar_us", "minrtt": "min_rtt_us"}
+# ss omits these when zero (tcp_info has them, iproute2 prints them only if non-zero).
+_ZERO_WHEN_ABSENT = ("unacked", "retrans_out", "total_retrans", "lost", "sacked", "notsent",
+                     "bytes_retrans", "bytes_sent", "bytes_acked", "bytes_received")
+
+
+def _port(text: str) -> int:
+    if text.isdigit():
+        return int(text)
+    if text in _SERVICES:
+        return _SERVICES[text]
+    return socket.getservbyname(text, "tcp")
+
+
+def split_endpoint(text: str) -> tuple[str, int]:
+    """'10.0.0.1:5201', '[::1]:http', '10.0.0.1%eth0:80' -> (address, port)."""
+    addr, _, port = text.rpartition(":")
+    addr = addr.strip("[]").split("%")[0]
+    if addr.startswith("::ffff:") and "." in addr:
+        addr = addr[len("::ffff:"):]
+    return addr, _port(port)
+
+
+def parse_ss_info(info: str) -> dict:
+    """The info line of `ss -ti` into numbers (ms fields stay in ms, as printed)."""
+    out: dict = {}
+    for tok in info.split():
+        if ":" not in tok:
+            continue
+        key, _, val = tok.partition(":")
+        if key == "rtt" and "/" in val:
+            a, b = val.split("/")
+            out["rtt"], out["rttvar"] = float(a), float(b)
+        elif key == "retrans" and "/" in val:
+            a, b = val.split("/")
+            out["retrans_out"], out["total_retrans"] = int(a), int(b)
+        elif key == "minrtt":
+            out["minrtt"] = float(val)
+        elif key in ("cwnd", "ssthresh", "mss", "advmss", "snd_wnd", "unacked", "lost", "sacked",
+                     "notsent", "bytes_sent", "bytes_acked", "bytes_received", "bytes_retrans",
+                     "pmtu", "rcv_space", "rcv_ssthresh", "segs_out", "segs_in", "delivered"):
+            if re.fullmatch(r"\d+", val):
+                out[key] = int(val)
+    for key in _ZERO_WHEN_ABSENT:
+        out.setdefault(key, 0)
+    out.setdefault("ssthresh", TCP_INFINITE_SSTHRESH)  # printed only once out of slow start
+    out["packets_in_flight"] = (out["unacked"] - out["sacked"] - out["lost"]
+                                + out["retrans_out"])
+    return out
+
+
+@dataclass
+class SsEntry:
+    stamp_ns: int
+    state: str
+    local: tuple[str, int]
+    peer: tuple[str, int]
+    info: dict = field(default_factory=dict)
+
+
+def parse_ss(text: str) -> list[SsEntry]:
+    """`ss -tinH` dumps, each preceded by '# monotonic_ns N' (as the lab writes them)."""
+    entries: list[SsEntry] = []
+    stamp = 0
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        if line.startswith("# monotonic_ns"):
+            stamp = int(line.split()[2])
+            continue
+        if line[0] in " \t":
+            if entries:
+                entries[-1].info.update(parse_ss_info(line))
+            continue
+        parts = line.split()
+        if len(parts) < 5:
+            continue
+        try:
+            entries.append(SsEntry(stamp, parts[0], split_endpoint(parts[3]),
+                                   split_endpoint(parts[4])))
+        except (OSError, ValueError):
+            continue  # an unknown service name: not one of ours
+    return [e for e in entries if e.info]
+
+
+def parse_nstat(text: str) -> list[tuple[int, dict]]:
+    """nstat JSON lines as the lab writes them: (monotonic_ns, {counter: value})."""
+    out = []
+    for line in text.splitlines():
+        if line.strip():
+            d = json.loads(line)
+            out.append((int(d["monotonic_ns"]), d["counters"]))
+    return out
+
+
+def nstat_delta(before: dict, after: dict, names) -> int:
+    return sum(int(after.get(n, 0)) - int(before.get(n, 0)) for n in names)
+
+
+# nstat counters that count exactly what mbrec counts (docs/metrics.md says why).
+NSTAT_FAST_RECOVERY = ("TcpExtTCPSackRecovery", "TcpExtTCPRenoRecovery")
+NSTAT_TIMEOUTS = ("TcpExtTCPTimeouts",)
+NSTAT_RETRANS_SEGS = ("TcpRetransSegs",)
+
+
+def addr_text(raw: np.ndarray, family: int) -> str:
+    import ipaddress
+    b = bytes(raw)
+    return str(ipaddress.ip_address(b[:4] if family == 2 else b))
+
+
+def flow_keys(recs: np.ndarray) -> list[tuple]:
+    """(local addr, local port, peer addr, peer port) of every record."""
+    return [(addr_text(r["saddr"], r["family"]), int(r["sport"]),
+             addr_text(r["daddr"], r["family"]), int(r["dport"])) for r in recs]
+
+
+def ms_matches(ss_ms: float, us: int) -> bool:
+    """ss prints tcp_info's microseconds / 1000 with %g (6 significant digits)."""
+    return float("%g" % (us / 1000.0)) == ss_ms
+
+
+@dataclass
+class Check:
+    metric: str       # ss field
+    flow: tuple
+    stamp_ns: int
+    kind: str         # "exact" or "bracket"
+    ss: float
+    ours: tuple       # the record values used
+    ok: bool
+
+
+def compare_ss(entries: list[SsEntry], recs: np.ndarray, next_stamp: dict[int, int],
+               other_ts: np.ndarray | None = None) -> list[Check]:
+    """Every check that ss and the flow records allow (see the module doc).
+
+    recs: one host's flow records (any reason); next_stamp: ss stamp -> the next stamp (the
+    read happened before it); other_ts: (cookie, ts) pairs of tcp and sock events, which also
+    mark a window as not quiet.
+    """
+    checks: list[Check] = []
+    if len(recs) == 0:
+        return checks
+    keys = flow_keys(recs)
+    by_flow: dict[tuple, list[int]] = {}
+    for i, k in enumerate(keys):
+        by_flow.setdefault(k, []).append(i)
+    for e in entries:
+        k = (e.local[0], e.local[1], e.peer[0], e.peer[1])
+        idx = by_flow.get(k)
+        if not idx:
+            continue
+        idx = np.array(idx)
+        ts = recs["ts_ns"][idx]
+        order = np.argsort(ts, kind="stable")
+        idx, ts = idx[order], ts[order]
+        end = next_stamp.get(e.stamp_ns, e.stamp_ns + 5_000_000_000)
+        b = np.searchsorted(ts, e.stamp_ns, side="right") - 1
+        a = np.searchsorted(ts, end, side="left")
+        if b < 0 or a >= len(ts):
+            continue
+        # a socket id can be reused by a later flow with the same 4-tuple: same cookie required
+        if recs["sock_cookie"][idx[b]] != recs["sock_cookie"][idx[a]]:
+            continue
+        before, after, between = recs[idx[b]], recs[idx[a]], recs[idx[b + 1:a]]
+        quiet = len(between) == 0
+        if quiet and other_ts is not None and len(other_ts):
+            mine = other_ts[other_ts["cookie"] == before["sock_cookie"]]["ts"]
+            quiet = not np.any((mine > before["ts_ns"]) & (mine < after["ts_ns"]))
+        for ssf, rf in COUNTER_FIELDS.items():
+            v = e.info[ssf]
+            checks.append(Check(ssf, k, e.stamp_ns, "bracket", v,
+                                (int(before[rf]), int(after[rf])),
+                                int(before[rf]) <= v <= int(after[rf])))
+        if not quiet:
+            continue
+        for ssf, rf in EXACT_FIELDS.items():
+            if ssf not in e.info or int(before[rf]) != int(after[rf]):
+                continue
+            v = e.info[ssf]
+            checks.append(Check(ssf, k, e.stamp_ns, "exact", v, (int(before[rf]),),
+                                v == int(before[rf])))
+        for ssf, rf in MS_FIELDS.items():
+            if ssf not in e.info or int(before[rf]) != int(after[rf]):
+                continue
+            v = e.info[ssf]
+            checks.append(Check(ssf, k, e.stamp_ns, "exact", v, (int(before[rf]),),
+                                ms_matches(v, int(before[rf]))))
+    return checks
+
+
+def final_records(recs: np.ndarray) -> np.ndarray:
+    """The last record of every flow (its CLOSE or STOP record when the recorder saw it end)."""
+    if len(recs) == 0:
+        return recs
+    order = np.lexsort((recs["ts_ns"], recs["sock_cookie"]))
+    r = recs[order]
+    last = np.r_[r["sock_cookie"][1:] != r["sock_cookie"][:-1], True]
+    return r[last]
+
+
+def episode_totals(recs: np.ndarray) -> dict[str, int]:
+    """Sums over flows of the counters nstat also keeps, from each flow's last record."""
+    f = final_records(recs)
+    return {"fast_recoveries": int(f["fast_recoveries"].sum()),
+            "timeouts": int(f["timeouts"].sum()) + int(f["timeouts_backoff"].sum()),
+            "total_retrans": int(f["total_retrans"].sum())}
+
+
+def rtt_estimator_residuals(recs: np.ndarray) -> np.ndarray:
+    """For consecutive per-ACK records of one flow that took exactly one RTT sample m between
+    them: srtt_after - (7/8 srtt_before + m/8), in us. The kernel's estimator does exactly this
+    on srtt<<3 (tcp_rtt_estimator), so with raw samples the residual is within rounding (|r| <
+    2 us); with smoothed values in place of samples it would not be."""
+    out = []
+    order = np.lexsort((recs["ts_ns"], recs["sock_cookie"]))
+    r = recs[order]
+    same = r["sock_cookie"][1:] == r["sock_cookie"][:-1]
+    dn = r["rtt_samples"][1:].astype(np.int64) - r["rtt_samples"][:-1]
+    ok = same & (dn == 1) & (r["srtt_us"][:-1] > 0)
+    m = (r["rtt_sum_us"][1:].astype(np.int64) - r["rtt_sum_us"][:-1])[ok]
+    s0 = r["srtt_us"][:-1][ok].astype(np.float64)
+    s1 = r["srtt_us"][1:][ok].astype(np.float64)
+    out = s1 - (s0 * 7 / 8 + m / 8)
+    return out

@@ -1,0 +1,264 @@
+"""The 16 flow metrics against the kernel's own view (ss -tinH, nstat), in the lab. Marked `lab`.
+
+One VM boot per scenario: lossy (fast retransmits) and rto (timeouts) always; bulk and ab too
+when MBREC_LAB_FLOWS_ALL=1 (CI keeps to two boots). Each boot records with `--probes flows`
+on hosts a and b while the lab captures ss and nstat in their namespaces. The comparison rules
+are in mbrec/recorder/kernel_view.py and docs/metrics.md. No timing assertions: counts, exact
+values, and a 5 s transfer's duration standing out.
+
+Run one scenario's checks on an existing output folder with MBREC_FLOWS_LAB_OUT=/path/to/out
+(and MBREC_FLOWS_LAB_SCENARIO=name).
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mbrec.events import CONSTANTS
+from mbrec.recorder import kernel_view as kv
+
+pytestmark = pytest.mark.lab
+
+SCENARIOS = ["lossy", "rto"] + (["bulk", "ab"] if os.environ.get("MBREC_LAB_FLOWS_ALL") else [])
+HOSTS = ("a", "b")
+CLOSE, STOP = CONSTANTS["MBREC_FLOW_CLOSE"], CONSTANTS["MBREC_FLOW_STOP"]
+SEEN_ESTABLISH = CONSTANTS["MBREC_FLOWF_SEEN_ESTABLISH"]
+READ, WRITE = CONSTANTS["MBREC_SOCK_READ"], CONSTANTS["MBREC_SOCK_WRITE"]
+
+
+def _skip_reason():
+    if os.environ.get("MBREC_FLOWS_LAB_OUT"):
+        return None
+    if os.geteuid() != 0:
+        return "the lab needs root"
+    if shutil.which("qemu-system-x86_64") is None:
+        return "qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)"
+    from mbrec.lab import image
+    if image.cached_image() is None and shutil.which("debootstrap") is None:
+        return "no cached lab image and no debootstrap to build one (apt-get install debootstrap)"
+    return None
+
+
+if _skip_reason():
+    pytestmark = [pytest.mark.lab, pytest.mark.skip(reason=_skip_reason())]
+
+
+class Run:
+    """One scenario's output folder, loaded."""
+
+    def __init__(self, name: str, out: Path):
+        from mbrec.trace.reader import read_trace
+        self.name, self.out = name, out
+        self.flow, self.tcp, self.sock, self.ss, self.nstat, self.next_stamp = {}, {}, {}, {}, {}, {}
+        for h in HOSTS:
+            t = read_trace(str(out / f"{h}.mbrec"))
+            self.flow[h] = t.events.get("flow")
+            self.tcp[h] = t.events.get("tcp")
+            self.sock[h] = t.events.get("sock")
+            text = "".join((out / f"ss-{h}-{p}.txt").read_text()
+                           for p in ("before", "during", "after") if (out / f"ss-{h}-{p}.txt").exists())
+            self.ss[h] = kv.parse_ss(text)
+            stamps = sorted({int(line.split()[2]) for line in text.splitlines()
+                             if line.startswith("# monotonic_ns")})
+            self.next_stamp[h] = dict(zip(stamps, stamps[1:]))
+            self.nstat[h] = [c for p in ("before", "after")
+                             for c in kv.parse_nstat((out / f"nstat-{h}-{p}.jsonl").read_text())]
+
+    def others(self, h):
+        """(cookie, ts) of every tcp and sock event: they mark windows as busy."""
+        parts = [e for e in (self.tcp[h], self.sock[h]) if e is not None and len(e)]
+        dt = [("cookie", "<u8"), ("ts", "<u8")]
+        if not parts:
+            return np.zeros(0, dt)
+        out = np.zeros(sum(len(p) for p in parts), dt)
+        out["cookie"] = np.concatenate([p["sock_cookie"] for p in parts])
+        out["ts"] = np.concatenate([p["ts_ns"] for p in parts])
+        return out
+
+    def checks(self, h):
+        return kv.compare_ss(self.ss[h], self.flow[h], self.next_stamp[h], self.others(h))
+
+    def data_flows(self, h):
+        """Final records of the flows that carried data (not the control connections)."""
+        f = kv.final_records(self.flow[h])
+        return f[(f["bytes_acked"] > 100_000) | (f["bytes_received"] > 100_000)]
+
+
+@pytest.fixture(scope="module", params=SCENARIOS)
+def run(request, tmp_path_factory):
+    if os.environ.get("MBREC_FLOWS_LAB_OUT"):
+        name = os.environ.get("MBREC_FLOWS_LAB_SCENARIO", request.param)
+        if name != request.param:
+            pytest.skip(f"MBREC_FLOWS_LAB_OUT holds {name}")
+        return Run(name, Path(os.environ["MBREC_FLOWS_LAB_OUT"]))
+    out = tmp_path_factory.mktemp(f"flows-{request.param}") / "out"
+    r = subprocess.run([sys.executable, "-m", "mbrec", "lab", "run", request.param, "-o", str(out),
+                        "--record-args", "--probes flows --flow-interval 0.5"],
+                       capture_output=True, text=True, timeout=1500)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return Run(request.param, out)
+
+
+def _all(run, metrics, kind=None):
+    out = []
+    for h in HOSTS:
+        out += [c for c in run.checks(h) if c.metric in metrics and (kind is None or c.kind == kind)]
+    return out
+
+
+def _assert_checks(checks, need=1):
+    bad = [c for c in checks if not c.ok]
+    assert not bad, bad[:10]
+    assert len(checks) >= need, f"only {len(checks)} comparisons"
+
+
+def test_every_flow_is_recorded_from_establishment_to_an_end_record(run):
+    for h in HOSTS:
+        f = run.flow[h]
+        assert f is not None and len(f), h
+        final = kv.final_records(f)
+        assert np.isin(final["reason"], [CLOSE, STOP]).all()
+        assert (final["flags"] & SEEN_ESTABLISH).all()  # every flow began after recording
+        seen = {(e.local, e.peer) for e in run.ss[h]}
+        keys = {((k[0], k[1]), (k[2], k[3])) for k in kv.flow_keys(f)}
+        assert seen <= keys, seen - keys
+        assert len(run.data_flows(h)) >= 1
+
+
+def test_m01_flightsize(run):
+    _assert_checks(_all(run, {"packets_in_flight", "unacked", "retrans_out", "lost", "sacked"}, "exact"))
+    for h in HOSTS:
+        f = run.flow[h]
+        assert (f["bytes_in_flight"] == (f["snd_nxt"] - f["snd_una"]).astype(np.uint32)).all()
+        assert (f["packets_in_flight"] == f["packets_out"] - f["sacked_out"] - f["lost_out"]
+                + f["retrans_out"]).all()
+
+
+def test_m02_rwnd(run):
+    _assert_checks(_all(run, {"snd_wnd"}, "exact"))
+    for h in HOSTS:
+        assert (run.data_flows(h)["rcv_wnd"] > 0).all()
+
+
+def test_m03_cwnd(run):
+    _assert_checks(_all(run, {"cwnd", "ssthresh"}, "exact"))
+
+
+def test_m04_mss(run):
+    _assert_checks(_all(run, {"mss", "advmss"}, "exact"))
+
+
+def test_m05_repackets(run):
+    _assert_checks(_all(run, {"total_retrans", "bytes_retrans"}))
+    for h in HOSTS:
+        t0, t1 = run.nstat[h][0][1], run.nstat[h][-1][1]
+        assert kv.episode_totals(run.flow[h])["total_retrans"] == \
+            kv.nstat_delta(t0, t1, kv.NSTAT_RETRANS_SEGS), h
+    assert kv.episode_totals(run.flow["a"])["total_retrans"] > 0  # both scenarios lose packets
+
+
+def test_m06_bsent(run):
+    _assert_checks(_all(run, {"bytes_sent", "bytes_acked"}), need=4)
+
+
+def test_m07_breceived(run):
+    _assert_checks(_all(run, {"bytes_received"}), need=2)
+
+
+def test_m08_fast_retrans(run):
+    for h in HOSTS:
+        t0, t1 = run.nstat[h][0][1], run.nstat[h][-1][1]
+        assert kv.episode_totals(run.flow[h])["fast_recoveries"] == \
+            kv.nstat_delta(t0, t1, kv.NSTAT_FAST_RECOVERY), h
+    if run.name == "lossy":
+        assert kv.episode_totals(run.flow["a"])["fast_recoveries"] > 0
+
+
+def test_m09_timeouts(run):
+    for h in HOSTS:
+        t0, t1 = run.nstat[h][0][1], run.nstat[h][-1][1]
+        assert kv.episode_totals(run.flow[h])["timeouts"] == \
+            kv.nstat_delta(t0, t1, kv.NSTAT_TIMEOUTS), h
+    if run.name == "rto":
+        final = kv.final_records(run.flow["a"])
+        assert final["timeouts"].sum() > 0 and final["timeouts_backoff"].sum() > 0
+        ev = run.tcp["a"]
+        timeouts = ev[ev["kind"] == CONSTANTS["MBREC_TCP_TIMEOUT"]]
+        assert (timeouts["value"] == 0).sum() == final["timeouts"].sum()
+
+
+def test_m10_cur_app_wqueue(run):
+    _assert_checks(_all(run, {"notsent"}, "exact"))
+    for h in HOSTS:
+        f = run.flow[h]
+        assert (f["app_wqueue"] == np.maximum((f["write_seq"] - f["snd_nxt"]).astype(np.int32), 0)).all()
+
+
+def test_m11_max_app_wqueue(run):
+    for h in HOSTS:
+        f = run.flow[h][np.lexsort((run.flow[h]["ts_ns"], run.flow[h]["sock_cookie"]))]
+        assert (f["max_app_wqueue"] >= f["app_wqueue"]).all()
+        same = f["sock_cookie"][1:] == f["sock_cookie"][:-1]
+        assert (f["max_app_wqueue"][1:][same] >= f["max_app_wqueue"][:-1][same]).all()
+    if run.name in ("bulk", "lossy", "rto"):  # iperf3 fills its send buffer
+        assert run.data_flows("a")["max_app_wqueue"].max() > 0
+
+
+def test_m12_m13_sample_rtt_and_sum_rtt_are_the_estimators_raw_samples(run):
+    for h in HOSTS:
+        for f in run.data_flows(h):
+            assert f["rtt_samples"] > 0 and f["rtt_sum_us"] >= f["rtt_samples"] * f["min_rtt_us"]
+    res = np.concatenate([kv.rtt_estimator_residuals(run.flow[h]) for h in HOSTS])
+    assert len(res) > 20
+    assert np.abs(res).max() < 2, np.abs(res).max()
+    _assert_checks(_all(run, {"rtt", "rttvar", "minrtt"}, "exact"))
+
+
+def _sock_checks(run, h, kind, counter):
+    s = run.sock[h]
+    s = s[s["kind"] == kind] if s is not None else s
+    final = kv.final_records(run.flow[h])
+    for f in final:
+        mine = s[s["sock_cookie"] == f["sock_cookie"]]
+        mine = mine[np.argsort(mine["ts_ns"], kind="stable")]
+        assert int(mine["bytes"].astype(np.int64).sum()) == int(f[counter])
+        assert (mine["seq_end"] - mine["seq_start"] == mine["bytes"]).all()
+        assert (mine["seq_start"][1:] == mine["seq_end"][:-1]).all()  # contiguous calls
+        assert (mine["bytes"] <= mine["requested"]).all()
+    return final
+
+
+def test_m14_read_bytes(run):
+    for h in HOSTS:
+        final = _sock_checks(run, h, READ, "read_bytes")
+        done = final[final["reason"] == CLOSE]
+        # the application read everything (a received FIN counts one in bytes_received)
+        assert np.isin(done["bytes_received"].astype(np.int64) - done["read_bytes"].astype(np.int64), [0, 1]).all()
+    assert sum(int(run.data_flows(h)["read_bytes"].sum()) for h in HOSTS) > 100_000
+
+
+def test_m15_write_bytes(run):
+    for h in HOSTS:
+        final = _sock_checks(run, h, WRITE, "write_bytes")
+        done = final[final["reason"] == CLOSE]
+        assert ((done["bytes_sent"] - done["bytes_retrans"]) == done["write_bytes"]).all()
+    assert sum(int(run.data_flows(h)["write_bytes"].sum()) for h in HOSTS) > 100_000
+
+
+def test_m16_duration(run):
+    for h in HOSTS:
+        f = run.flow[h]
+        first = {}
+        for c, t in zip(f["sock_cookie"], f["ts_ns"]):
+            first[int(c)] = min(first.get(int(c), t), t)
+        final = kv.final_records(f)
+        assert all(r["established_ns"] <= first[int(r["sock_cookie"])] for r in final)
+        assert all(r["established_ns"] >= run.nstat[h][0][0] - 120e9 for r in final)  # not boot time
+    if run.name in ("bulk", "lossy", "rto"):  # iperf3 -t 5 or more: the data flow lasts >= 4 s
+        d = run.data_flows("a")
+        assert ((d["ts_ns"] - d["established_ns"]) > 4e9).all()

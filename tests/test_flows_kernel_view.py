@@ -1,0 +1,116 @@
+"""ss/nstat parsing and the rules that compare them with flow records (no kernel needed)."""
+
+import json
+
+import numpy as np
+
+from mbrec.events import FLOW
+from mbrec.recorder import kernel_view as kv
+
+SS = """# monotonic_ns 1000
+ESTAB 0      0           10.0.0.1:41234     10.0.0.2:5201
+\t cubic wscale:7,7 rto:204 rtt:10.5/2.25 ato:40 mss:1448 pmtu:1500 rcvmss:536 advmss:1448 cwnd:10 ssthresh:7 bytes_sent:5000 bytes_retrans:1448 bytes_acked:4000 segs_out:10 segs_in:8 data_segs_out:5 send 11Mbps lastsnd:4 lastrcv:4 lastack:4 pacing_rate 22Mbps delivery_rate 10Mbps delivered:4 busy:40ms unacked:2 retrans:1/3 lost:1 sacked:1 dsack_dups:1 rcv_space:14480 rcv_ssthresh:64088 minrtt:10.1 snd_wnd:64256 notsent:100
+ESTAB 0      0           10.0.0.2:http     10.0.0.1:50000
+\t cubic wscale:7,7 rto:204 rtt:0.05/0.025 mss:32768 advmss:65483 cwnd:10 bytes_acked:1 bytes_received:73 segs_out:1 segs_in:2 snd_wnd:65536
+# monotonic_ns 3000
+"""
+
+
+def test_parse_ss():
+    e = kv.parse_ss(SS)
+    assert [x.stamp_ns for x in e] == [1000, 1000]
+    a, b = e
+    assert a.local == ("10.0.0.1", 41234) and a.peer == ("10.0.0.2", 5201)
+    assert a.info["cwnd"] == 10 and a.info["ssthresh"] == 7 and a.info["mss"] == 1448
+    assert a.info["retrans_out"] == 1 and a.info["total_retrans"] == 3
+    assert a.info["rtt"] == 10.5 and a.info["rttvar"] == 2.25 and a.info["minrtt"] == 10.1
+    assert a.info["notsent"] == 100 and a.info["snd_wnd"] == 64256
+    assert a.info["packets_in_flight"] == 2 - 1 - 1 + 1
+    assert b.local == ("10.0.0.2", 80)  # ss without -n names the port
+    # fields ss leaves out are zero, ssthresh is "infinite" during the initial slow start
+    assert b.info["bytes_sent"] == 0 and b.info["total_retrans"] == 0 and b.info["notsent"] == 0
+    assert b.info["ssthresh"] == kv.TCP_INFINITE_SSTHRESH
+
+
+def test_parse_nstat():
+    text = (json.dumps({"monotonic_ns": 5, "counters": {"TcpExtTCPTimeouts": 2}}) + "\n"
+            + json.dumps({"monotonic_ns": 9, "counters": {"TcpExtTCPTimeouts": 7}}) + "\n")
+    (t0, c0), (t1, c1) = kv.parse_nstat(text)
+    assert (t0, t1) == (5, 9)
+    assert kv.nstat_delta(c0, c1, kv.NSTAT_TIMEOUTS) == 5
+
+
+def flow_rec(ts, cookie=7, **values):
+    r = np.zeros(1, FLOW)
+    r["ts_ns"], r["sock_cookie"], r["family"] = ts, cookie, 2
+    r["saddr"][0, :4] = [10, 0, 0, 1]
+    r["daddr"][0, :4] = [10, 0, 0, 2]
+    r["sport"], r["dport"] = 41234, 5201
+    base = dict(snd_cwnd=10, snd_ssthresh=7, mss_cache=1448, advmss=1448, snd_wnd=64256,
+                packets_out=2, retrans_out=1, lost_out=1, sacked_out=1, app_wqueue=100,
+                packets_in_flight=1, bytes_sent=5000, bytes_acked=4000, bytes_received=0,
+                bytes_retrans=1448, total_retrans=3, srtt_us=10500, rttvar_us=2250,
+                min_rtt_us=10100)
+    base.update(values)
+    for k, v in base.items():
+        r[k] = v
+    return r
+
+
+def test_quiet_window_compares_every_field_exactly():
+    ss = kv.parse_ss(SS)[:1]
+    recs = np.concatenate([flow_rec(500), flow_rec(3500)])
+    checks = kv.compare_ss(ss, recs, {1000: 3000})
+    exact = {c.metric for c in checks if c.kind == "exact"}
+    assert exact == set(kv.EXACT_FIELDS) | set(kv.MS_FIELDS)
+    assert all(c.ok for c in checks), [c for c in checks if not c.ok]
+
+
+def test_a_wrong_value_fails():
+    ss = kv.parse_ss(SS)[:1]
+    recs = np.concatenate([flow_rec(500, snd_cwnd=11), flow_rec(3500, snd_cwnd=11)])
+    bad = [c for c in kv.compare_ss(ss, recs, {1000: 3000}) if not c.ok]
+    assert [c.metric for c in bad] == ["cwnd"]
+    recs = np.concatenate([flow_rec(500, srtt_us=10400), flow_rec(3500, srtt_us=10400)])
+    assert [c.metric for c in kv.compare_ss(ss, recs, {1000: 3000}) if not c.ok] == ["rtt"]
+
+
+def test_busy_window_checks_only_counter_brackets():
+    ss = kv.parse_ss(SS)[:1]
+    recs = np.concatenate([flow_rec(500, bytes_sent=4000, snd_cwnd=5),
+                           flow_rec(2000, bytes_sent=4500, snd_cwnd=8),
+                           flow_rec(3500, bytes_sent=6000, snd_cwnd=12)])
+    checks = kv.compare_ss(ss, recs, {1000: 3000})
+    assert {c.kind for c in checks} == {"bracket"}
+    assert all(c.ok for c in checks)
+    recs["bytes_sent"][2] = 4999  # ss saw more than was ever sent by the next record
+    assert [c.metric for c in kv.compare_ss(ss, recs, {1000: 3000}) if not c.ok] == ["bytes_sent"]
+
+
+def test_events_between_records_make_a_window_busy():
+    ss = kv.parse_ss(SS)[:1]
+    recs = np.concatenate([flow_rec(500), flow_rec(3500)])
+    other = np.array([(7, 2000)], dtype=[("cookie", "<u8"), ("ts", "<u8")])
+    assert {c.kind for c in kv.compare_ss(ss, recs, {1000: 3000}, other)} == {"bracket"}
+
+
+def test_episode_totals_use_each_flows_last_record():
+    recs = np.concatenate([flow_rec(1, cookie=1, fast_recoveries=1, total_retrans=2),
+                           flow_rec(2, cookie=1, fast_recoveries=3, total_retrans=9, timeouts=1,
+                                    timeouts_backoff=2),
+                           flow_rec(1, cookie=2, fast_recoveries=1, total_retrans=1)])
+    assert kv.episode_totals(recs) == {"fast_recoveries": 4, "timeouts": 3, "total_retrans": 10}
+
+
+def test_rtt_residuals_tell_raw_samples_from_smoothed_ones():
+    srtt8, recs, t, total = 80000, [], 0, 0
+    rng = np.random.default_rng(1)
+    for m in rng.integers(8000, 14000, 50):
+        recs.append(flow_rec(t, srtt_us=srtt8 >> 3, rtt_samples=len(recs), rtt_sum_us=total))
+        srtt8 += int(m) - (srtt8 >> 3)  # tcp_rtt_estimator
+        total += int(m)
+        t += 1
+    recs = np.concatenate(recs)
+    assert np.abs(kv.rtt_estimator_residuals(recs)).max() < 2
+    recs["rtt_sum_us"] = np.cumsum(recs["srtt_us"])  # MicroBPF's "sum": smoothed values
+    assert np.abs(kv.rtt_estimator_residuals(recs)).max() > 50

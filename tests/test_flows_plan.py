@@ -1,0 +1,100 @@
+"""The flows group's decisions without a kernel: which hooks, which -D flags, the source."""
+
+import re
+
+import pytest
+
+from mbrec.errors import MbrecError
+from mbrec.events import CONSTANTS, PROBE_IDS
+from mbrec.recorder import flows
+from mbrec.recorder.probes import KernelFunctions
+
+LAB_61 = ["tcp_set_state", "tcp_ack", "tcp_ack_update_rtt", "tcp_enter_recovery",
+          "tcp_retransmit_timer", "tcp_sendmsg_locked", "tcp_recvmsg", "sk_stream_wait_memory"]
+ALL_TPS = {"sock:inet_sock_set_state", "tcp:tcp_retransmit_skb"}
+
+
+def kernel(names, clones=None):
+    return KernelFunctions(frozenset(names), {n: 1 for n in names}, clones or {})
+
+
+def test_fentry_plan_on_the_lab_kernel():
+    plan = flows.plan_flows(kernel(LAB_61), "fentry", ALL_TPS)
+    kinds = {h.function: h.attach for h in plan.hooks}
+    assert kinds == {"tcp_set_state": "fentry", "tcp:tcp_retransmit_skb": "raw_tracepoint",
+                     "tcp_ack": "fexit", "tcp_ack_update_rtt": "fentry",
+                     "tcp_enter_recovery": "fentry", "tcp_retransmit_timer": "fentry",
+                     "tcp_sendmsg_locked": "fexit", "tcp_recvmsg": "fexit",
+                     "sk_stream_wait_memory": "fentry", "mbrec_flow_tick": "test_run"}
+    assert plan.missing == ()
+    for h in plan.hooks:  # every hook is listed under a probe id the header defines
+        assert h.header()["probe_id"] == PROBE_IDS[h.probe]
+
+
+def test_kprobe_plan_uses_the_state_tracepoint_and_return_probes():
+    plan = flows.plan_flows(kernel(LAB_61), "kprobe", ALL_TPS)
+    by_fn = {h.function: h for h in plan.hooks}
+    assert "tcp_set_state" not in by_fn
+    assert by_fn["sock:inet_sock_set_state"].programs == ("mbrec_flow_tp_set_state",)
+    assert by_fn["tcp_ack"].attach == "kretprobe"
+    assert by_fn["tcp_ack"].programs == ("mbrec_flow_kp_tcp_ack", "mbrec_flow_kr_tcp_ack")
+    assert by_fn["tcp_enter_recovery"].programs == ("mbrec_flow_kp_tcp_enter_recovery",)
+
+
+def test_missing_and_cloned_functions_are_reported_not_attached():
+    names = [n for n in LAB_61 if n != "tcp_enter_recovery"]
+    kf = kernel(names, {"tcp_enter_recovery": ["tcp_enter_recovery.isra.0"]})
+    plan = flows.plan_flows(kf, "fentry", {"sock:inet_sock_set_state"})
+    fns = {h.function for h in plan.hooks}
+    assert "tcp_enter_recovery" not in fns and "tcp:tcp_retransmit_skb" not in fns
+    assert any("tcp_enter_recovery" in m and "clone" in m for m in plan.missing)
+    assert any("tcp_retransmit_skb" in m for m in plan.missing)
+    assert "-DMBREC_FLOW_HOOK_TCP_ENTER_RECOVERY" not in flows.flow_cflags(plan)
+
+
+def test_the_group_refuses_to_run_without_state_or_ack_hooks(monkeypatch):
+    monkeypatch.setattr(flows, "read_tracepoints", lambda: set())
+    kf = kernel([n for n in LAB_61 if n != "tcp_ack"])
+    with pytest.raises(MbrecError, match="tcp_ack"):
+        flows.FlowGroup.for_kernel(kf, "kprobe", 1.0, 1)
+
+
+def test_cflags():
+    plan = flows.plan_flows(kernel(LAB_61), "fentry", ALL_TPS)
+    f = flows.flow_cflags(plan, sample=4, ring_pages=128)
+    assert "-DMBREC_FLOWS" in f and "-DMBREC_FLOW_FENTRY" in f
+    assert "-DMBREC_FLOW_SAMPLE=4" in f and "-DMBREC_FLOW_RING_PAGES=128" in f
+    assert {x for x in f if x.startswith("-DMBREC_FLOW_HOOK_")} == {
+        "-DMBREC_FLOW_HOOK_" + m for m in ("TCP_SET_STATE", "TCP_RETRANSMIT_SKB", "TCP_ACK",
+                                            "TCP_ACK_UPDATE_RTT", "TCP_ENTER_RECOVERY",
+                                            "TCP_RETRANSMIT_TIMER", "TCP_SENDMSG_LOCKED",
+                                            "TCP_RECVMSG", "SK_STREAM_WAIT_MEMORY")}
+    kp = flows.flow_cflags(flows.plan_flows(kernel(LAB_61), "kprobe", ALL_TPS))
+    assert "-DMBREC_FLOW_FENTRY" not in kp and "-DMBREC_FLOW_HOOK_TCP_SET_STATE" not in kp
+    with pytest.raises(MbrecError, match="--flow-sample"):
+        flows.flow_cflags(plan, sample=-1)
+
+
+def test_every_program_the_plan_names_exists_in_the_bpf_source():
+    from importlib import resources
+    text = resources.files("mbrec.bpf").joinpath("flows.bpf.h").read_text()
+    for attach in ("fentry", "kprobe"):
+        for h in flows.plan_flows(kernel(LAB_61), attach, ALL_TPS).hooks:
+            for prog in h.programs:
+                assert re.search(rf"\bint {prog}\(", text), prog
+            if h.macro:
+                assert f"MBREC_FLOW_HOOK_{h.macro}" in text, h.macro
+    assert re.search(r"\bint mbrec_flow_tick\(", text)
+
+
+def test_flows_source_is_pasted_into_the_main_file():
+    src = 'int a;\n#include "flows.bpf.h"\nint b;\n'
+    assert flows.inline_flows(src, "FLOWS") == "int a;\nFLOWS\nint b;\n"
+    with pytest.raises(ValueError):
+        flows.inline_flows("int a;\n", "FLOWS")
+
+
+def test_reasons_match_the_header():
+    assert flows.REASON_PERIODIC == CONSTANTS["MBREC_FLOW_PERIODIC"]
+    assert flows.REASON_STOP == CONSTANTS["MBREC_FLOW_STOP"]
+    assert set(flows.FLOW_RINGS.values()) == {"flow", "tcp", "sock"}
