@@ -347,11 +347,17 @@ def _role_summary(p: PairNetwork, client_sent: bool) -> dict:
             "l_net": stats(v), "lo": stats(lo), "hi": stats(hi)}
 
 
-def analyze_network(traces, alignment: Alignment) -> NetworkResult:
-    """L_NET per matched frame and RTT decomposition per request, for every aligned host pair."""
+def analyze_network(traces, alignment: Alignment, tables=None) -> NetworkResult:
+    """L_NET per matched frame and RTT decomposition per request, for every aligned host pair.
+
+    tables: optional list of analysis.packets.PacketTable, one per trace (the per-host analysis
+    already built them); without it they are built here when a trace has layer probes, for the
+    per-layer RTT breakdown.
+    """
     hosts = alignment.hosts or host_names(traces)
     matches = alignment.matches or match_traces(traces, hosts)
     res = NetworkResult()
+    built = {}  # packet tables built here, by trace index
     for (i, j), m in sorted(matches.items()):
         a, b = hosts[i], hosts[j]
         to_a = alignment.pair(b, a)
@@ -365,7 +371,8 @@ def analyze_network(traces, alignment: Alignment) -> NetworkResult:
         ba = DirLatency(b, a, a, *bwd, m.ba.s_ns, f_ba, c_ba, m.ba.nat, m.ba.n_ambiguous,
                         to_a.quality)
         pn = PairNetwork(a, b, to_a.method, to_a.quality, ab, ba, guessed)
-        pn.requests = decompose_rtt(traces[i], traces[j], m, alignment)
+        pair_tables = _tables(traces, tables, i, j, built)
+        pn.requests = decompose_rtt(traces[i], traces[j], m, alignment, pair_tables)
         res.pairs.append(pn)
         if to_a.quality == "failed":
             res.notes.append(f"{a}-{b}: clock alignment failed; L_NET left empty (NaN)")
@@ -375,46 +382,62 @@ def analyze_network(traces, alignment: Alignment) -> NetworkResult:
 # --------------------------------------------------------------------------------------------
 # RTT decomposition
 
+def _has_layers(trace) -> bool:
+    pkt = trace.events.get("pkt")
+    return pkt is not None and bool(np.isin(pkt["probe"], [XMIT, RECV], invert=True).any())
+
+
+def _tables(traces, tables, i, j, built):
+    """Packet tables of traces i and j, built on demand (None if either has no layer probes)."""
+    if tables is not None:
+        return tables[i], tables[j]
+    if not (_has_layers(traces[i]) and _has_layers(traces[j])):
+        return None
+    from . import app
+    from .packets import packet_table, prepare
+    for k in (i, j):
+        if k not in built:  # as analysis.host.analyze_host builds it, copy layer included
+            prep = prepare(traces[k].events)
+            built[k] = packet_table(traces[k], prep)
+            app.attach_copies(built[k], app.copy_pieces(traces[k].events, prep))
+    return built[i], built[j]
+
 def _runs(is_req: np.ndarray, flow: np.ndarray) -> np.ndarray:
     """Run number of each element of (flow, time)-ordered request/response flags."""
     change = np.r_[True, (is_req[1:] != is_req[:-1]) | (flow[1:] != flow[:-1])]
     return np.cumsum(change) - 1
 
 
-def decompose_rtt(ta, tb, m: PairMatches, alignment: Alignment) -> dict:
+def decompose_rtt(ta, tb, m: PairMatches, alignment: Alignment, tables=None) -> dict:
     """Per request/response: the client's NIC RTT and its parts; arrays in the client's clock.
 
     Requests are runs of client data frames, responses the following run of server data frames,
     per flow, ordered by the client's own clock (its send times and its receive times).
+    tables: the two hosts' analysis.packets.PacketTable (a, b), for the per-layer breakdown.
     """
     pa, pb = ta.events["pkt"], tb.events["pkt"]
     (f_ab, c_ab), (f_ba, c_ba), _ = _flow_roles(ta, tb, m)
     len_ab = pa["len"][m.ab.send_idx] if len(m.ab) else np.zeros(0)
     len_ba = pb["len"][m.ba.send_idx] if len(m.ba) else np.zeros(0)
     rows = []
-    # orient each frame as client->server or server->client, with the client's and server's times
+    # orient each frame as client->server or server->client, with both hosts' times and events
     for client_is_a in (True, False):
-        # frames a->b sent by a client (requests if client_is_a) ...
-        if client_is_a:
-            req = c_ab & (len_ab > 0)
-            rsp = (~c_ba) & (len_ba > 0)   # b->a frames sent by the server b... c_ba: sent by client
-            req_flow, rsp_flow = f_ab[req], f_ba[rsp]
-            req_c, req_s = m.ab.s_ns[req], m.ab.r_ns[req]      # client send, server recv
-            rsp_s, rsp_c = m.ba.s_ns[rsp], m.ba.r_ns[rsp]      # server send, client recv
-        else:
-            req = c_ba & (len_ba > 0)
-            rsp = (~c_ab) & (len_ab > 0)
-            req_flow, rsp_flow = f_ba[req], f_ab[rsp]
-            req_c, req_s = m.ba.s_ns[req], m.ba.r_ns[req]
-            rsp_s, rsp_c = m.ab.s_ns[rsp], m.ab.r_ns[rsp]
-        if len(req_c) == 0 or len(rsp_c) == 0:
+        fwd, bwd = (m.ab, m.ba) if client_is_a else (m.ba, m.ab)
+        f_fwd, f_bwd = (f_ab, f_ba) if client_is_a else (f_ba, f_ab)
+        c_fwd, c_bwd = (c_ab, c_ba) if client_is_a else (c_ba, c_ab)
+        l_fwd, l_bwd = (len_ab, len_ba) if client_is_a else (len_ba, len_ab)
+        req = c_fwd & (l_fwd > 0)     # client -> server data frames
+        rsp = (~c_bwd) & (l_bwd > 0)  # server -> client data frames
+        if not req.any() or not rsp.any():
             continue
-        flow = np.r_[req_flow, rsp_flow]
-        tc = np.r_[req_c, rsp_c]
-        ts = np.r_[req_s, rsp_s]
-        isreq = np.r_[np.ones(len(req_c), bool), np.zeros(len(rsp_c), bool)]
+        flow = np.r_[f_fwd[req], f_bwd[rsp]]
+        tc = np.r_[fwd.s_ns[req], bwd.r_ns[rsp]]      # client's clock: send / receive
+        ts = np.r_[fwd.r_ns[req], bwd.s_ns[rsp]]      # server's clock: receive / send
+        ic = np.r_[fwd.send_idx[req], bwd.recv_idx[rsp]]  # client's pkt events
+        is_ = np.r_[fwd.recv_idx[req], bwd.send_idx[rsp]]  # server's pkt events
+        isreq = np.r_[np.ones(req.sum(), bool), np.zeros(rsp.sum(), bool)]
         order = np.lexsort((tc, flow))
-        flow, tc, ts, isreq = flow[order], tc[order], ts[order], isreq[order]
+        flow, tc, ts, ic, is_, isreq = (v[order] for v in (flow, tc, ts, ic, is_, isreq))
         run = _runs(isreq, flow)
         nrun = run[-1] + 1
         # last request frame of a run (client clock), first response frame of a run
@@ -428,13 +451,18 @@ def decompose_rtt(ta, tb, m: PairMatches, alignment: Alignment) -> dict:
         if len(k) == 0:
             continue
         li, fi = last[k], firstidx[k + 1]
-        client = m.a if client_is_a else m.b
-        server = m.b if client_is_a else m.a
-        rows.append((client, server, tc[li], ts[li], ts[fi], tc[fi], run_flow[k]))
+        client, server = (m.a, m.b) if client_is_a else (m.b, m.a)
+        ev = {"req_client": ic[li], "req_server": is_[li], "rsp_server": is_[fi],
+              "rsp_client": ic[fi]}
+        ctab, stab_ = ((tables[0], tables[1]) if client_is_a else (tables[1], tables[0])) \
+            if tables is not None else (None, None)
+        cpkt, spkt = (pa, pb) if client_is_a else (pb, pa)
+        rows.append((client, server, tc[li], ts[li], ts[fi], tc[fi], run_flow[k], ev,
+                     (ctab, cpkt), (stab_, spkt)))
     if not rows:
         return {"requests": 0}
     out = {"requests": 0, "per_client": []}
-    for client, server, c_out, s_in, s_out, c_in, flow in rows:
+    for client, server, c_out, s_in, s_out, c_in, flow, ev, cside, sside in rows:
         to_c = alignment.pair(server, client)
         t0 = to_c.t0_to
         e_in, lo_in, hi_in = to_c.map_c(s_in)
@@ -447,14 +475,86 @@ def decompose_rtt(ta, tb, m: PairMatches, alignment: Alignment) -> dict:
         server_t = e_out - e_in                       # in the client's timebase
         server_raw = (s_out - s_in).astype(np.float64)  # in the server's own clock
         resid = rtt - (l1 + server_t + l2)
-        out["per_client"].append({
+        entry = {
             "client": client, "server": server, "timebase": client,
             "rtt": rtt, "l_net_1": l1, "l_net_1_lo": l1_lo, "l_net_1_hi": l1_hi,
             "server_time": server_t, "server_own_clock": server_raw,
             "l_net_2": l2, "l_net_2_lo": l2_lo, "l_net_2_hi": l2_hi,
-            "residual": resid, "flow": flow, "client_out_ns": c_out})
+            "residual": resid, "flow": flow, "client_out_ns": c_out}
+        if cside[0] is not None and sside[0] is not None:
+            entry["layers"] = _layer_parts(cside, sside, ev, to_c, l1, l2)
+        out["per_client"].append(entry)
         out["requests"] += len(rtt)
     return out
+
+
+def table_rows(table, pkt: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """The packet-table row of each wire event pkt[idx] (-1 where the table has none).
+
+    Joins on (time, seq, direction): the table's wire events are the same events."""
+    w = table.wire
+    if len(idx) == 0 or len(w["ts"]) == 0:
+        return np.full(len(idx), -1, np.int64)
+    order = np.lexsort((w["seq"], w["ts"]))
+    wt, ws = w["ts"][order].astype(np.int64), w["seq"][order].astype(np.int64)
+    wd, wr = w["direction"][order], w["row"][order]
+    qt = pkt["ts_ns"][idx].astype(np.int64)
+    qs = pkt["seq"][idx].astype(np.int64)
+    qd = (pkt["probe"][idx] == RECV).astype(wd.dtype)
+    pos = np.searchsorted(wt, qt)
+    out = np.full(len(idx), -1, np.int64)
+    for k in range(4):  # a few events may share a nanosecond
+        j = np.minimum(pos + k, len(wt) - 1)
+        hit = (out < 0) & (wt[j] == qt) & (ws[j] == qs) & (wd[j] == qd)
+        out[hit] = wr[j][hit]
+    return out
+
+
+SEND_LAYERS = ("L_TCP_{}", "L_IP_{}", "L_NIC_{}")
+RECV_LAYERS = ("L_NIC_{}", "L_IP_{}", "L_TCP_{}")
+
+
+def _layer_parts(cside, sside, ev, to_c, l1, l2) -> dict:
+    """Both hosts' layers for each request, named as the seed names them, in client time.
+
+    client: L_TCP_1, L_IP_1, L_NIC_1 (request out), L_NIC_4, L_IP_4, L_TCP_4 (response in);
+    server: L_NIC_2, L_IP_2, L_TCP_2 (request in), L_APP_2 (request read to response handed to
+    TCP), L_TCP_3, L_IP_3, L_NIC_3 (response out). Total: the request's tcp_transmit_skb to the
+    response's first copy to the application, on the client (one clock). The layer times of a
+    row are those of its first wire frame (GRO/TSO), so with multi-frame requests or responses
+    the parts may not add up exactly: the residual says by how much.
+    """
+    (ctab, cpkt), (stab_, spkt) = cside, sside
+    c_req = ctab.pkt["ts"][np.maximum(table_rows(ctab, cpkt, ev["req_client"]), 0)]
+    c_rsp = ctab.pkt["ts"][np.maximum(table_rows(ctab, cpkt, ev["rsp_client"]), 0)]
+    s_req = stab_.pkt["ts"][np.maximum(table_rows(stab_, spkt, ev["req_server"]), 0)]
+    s_rsp = stab_.pkt["ts"][np.maximum(table_rows(stab_, spkt, ev["rsp_server"]), 0)]
+    for arr, q in ((c_req, "req_client"), (c_rsp, "rsp_client"), (s_req, "req_server"),
+                   (s_rsp, "rsp_server")):
+        side = ctab if q.endswith("client") else stab_
+        pk = cpkt if q.endswith("client") else spkt
+        arr[table_rows(side, pk, ev[q]) < 0] = -1
+    alpha = to_c.alpha  # server durations into the client's timebase
+
+    def d(end, start, scale=1.0):
+        ok = (end >= 0) & (start >= 0)
+        return np.where(ok, (end - start) * scale, np.nan)
+
+    parts = {}
+    for i, name in enumerate(SEND_LAYERS):
+        parts[name.format(1)] = d(c_req[:, i + 1], c_req[:, i])
+    parts["L_NET_1"] = l1
+    for i, name in enumerate(RECV_LAYERS):
+        parts[name.format(2)] = d(s_req[:, i + 1], s_req[:, i], alpha)
+    parts["L_APP_2"] = d(s_rsp[:, 0], s_req[:, 3], alpha)
+    for i, name in enumerate(SEND_LAYERS):
+        parts[name.format(3)] = d(s_rsp[:, i + 1], s_rsp[:, i], alpha)
+    parts["L_NET_2"] = l2
+    for i, name in enumerate(RECV_LAYERS):
+        parts[name.format(4)] = d(c_rsp[:, i + 1], c_rsp[:, i])
+    total = d(c_rsp[:, 3], c_req[:, 0])
+    summed = np.sum([v for v in parts.values()], axis=0)
+    return {"parts": parts, "total": total, "residual": total - summed}
 
 
 def _requests_summary(req: dict) -> dict:
@@ -477,4 +577,15 @@ def _requests_summary(req: dict) -> dict:
                        "ok": bool(ok.any() and np.abs(r["residual"][ok]).max() < 1.0)},
             "one_way_sum_exceeds_rtt": int((r["l_net_1"] + r["l_net_2"] > r["rtt"] + 1.0).sum()),
         })
+        if "layers" in r:
+            lay = r["layers"]
+            ok = np.isfinite(lay["residual"])
+            res[-1]["layers"] = {
+                "total": "client tcp_transmit_skb (request) to skb_copy_datagram_iter (response)",
+                "complete": int(ok.sum()),
+                "parts": {k: stats(v) for k, v in lay["parts"].items()},
+                "total_stats": stats(lay["total"]),
+                "residual": stats(lay["residual"]),
+                "adds_up_within_1ns": int((np.abs(lay["residual"][ok]) < 1.0).sum()),
+            }
     return {"requests": int(req["requests"]), "per_client": res}

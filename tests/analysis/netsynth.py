@@ -127,3 +127,28 @@ def write_pair(tmp_path, a, b, *, same_boot=False, names=("a", "b")):
 
 def true_b(t, alpha, beta_ns):
     return alpha * np.asarray(t, np.float64) + beta_ns
+
+
+SEND_UP = [PROBE_IDS[p] for p in ("tcp_transmit_skb", "ip_queue_xmit", "dev_queue_xmit")]
+RECV_UP = [PROBE_IDS[p] for p in ("ip_rcv", "tcp_v4_rcv", "skb_copy_datagram_iter")]
+
+
+def add_layers(ev: np.ndarray, layer_ns: int) -> np.ndarray:
+    """Every wire event gets its upper layers, layer_ns apart: three send probes before each
+    dev_hard_start_xmit, ip_rcv and tcp_v4_rcv after each frame, and the copy to the
+    application after each frame that carries data. Returns all events in time order."""
+    out = [ev]
+    tx = ev[ev["probe"] == XMIT]
+    for k, probe in enumerate(SEND_UP):
+        e = tx.copy()
+        e["probe"] = probe
+        e["ts_ns"] = tx["ts_ns"] - (3 - k) * layer_ns
+        out.append(e)
+    rx = ev[ev["probe"] == RECV]
+    for k, probe in enumerate(RECV_UP):
+        e = rx[rx["len"] > 0].copy() if k == 2 else rx.copy()
+        e["probe"] = probe
+        e["ts_ns"] = e["ts_ns"] + (k + 1) * layer_ns
+        out.append(e)
+    allev = np.concatenate(out)
+    return allev[np.argsort(allev["ts_ns"], kind="stable")]

@@ -241,3 +241,30 @@ def test_plots_written_and_deterministic(tmp_path):
         assert Path(p0).read_bytes() == Path(p1).read_bytes(), p0
     svg = (tmp_path / "out0" / "clock_a_b.svg").read_text()
     assert "Date" not in svg and "<dc:date>" not in svg
+
+
+@pytest.mark.parametrize("same_boot", [True, False])
+def test_rtt_decomposition_into_both_hosts_layers(tmp_path, same_boot):
+    alpha, beta = (1.0, 0) if same_boot else (1 + 60e-6, int(1.1 * DAY))
+    a, b, _ = netsynth.exchange(80, alpha=alpha, beta_ns=beta, nflows=2, seed=13)
+    a = netsynth.add_layers(a, 2_000)  # client layers: 2 us each
+    b = netsynth.add_layers(b, 3_000)  # server layers: 3 us each (b's clock)
+    _, al, res = _run(tmp_path, a, b, same_boot=same_boot)
+    r = res.pairs[0].requests["per_client"][0]
+    lay = r["layers"]
+    parts = lay["parts"]
+    assert list(parts) == ["L_TCP_1", "L_IP_1", "L_NIC_1", "L_NET_1", "L_NIC_2", "L_IP_2",
+                           "L_TCP_2", "L_APP_2", "L_TCP_3", "L_IP_3", "L_NIC_3", "L_NET_2",
+                           "L_NIC_4", "L_IP_4", "L_TCP_4"]
+    for k in ("L_TCP_1", "L_IP_1", "L_NIC_1", "L_NIC_4", "L_IP_4", "L_TCP_4"):
+        assert np.all(parts[k] == 2_000), k
+    for k in ("L_NIC_2", "L_IP_2", "L_TCP_2", "L_TCP_3", "L_IP_3", "L_NIC_3"):
+        # b's durations in a's timebase: exact with one clock, within the drift's bound else
+        assert np.allclose(parts[k], 3_000 / alpha, atol=0.5 if same_boot else 10), k
+    assert np.all(parts["L_APP_2"] > 0)
+    # the client's own clock measures the total; the parts add up to it
+    assert np.all(np.isfinite(lay["total"]))
+    assert np.allclose(lay["residual"], 0, atol=1e-3)
+    assert np.allclose(lay["total"], r["rtt"] + 6 * 2_000)
+    s = res.report_section()["pairs"][0]["rtt_decomposition"]["per_client"][0]["layers"]
+    assert s["complete"] == 80 and s["adds_up_within_1ns"] == 80
