@@ -81,50 +81,68 @@ class Layout:
         return "eth0"
 
 
+def virtio_nics() -> list[str]:
+    """The guest's virtio NICs, in PCI order (no udev in the guest: names are eth0, eth1, ...)."""
+    return sorted((n for n in os.listdir("/sys/class/net") if Path(f"/sys/class/net/{n}/device").exists()),
+                  key=lambda n: os.path.realpath(f"/sys/class/net/{n}/device"))
+
+
 def nic_name() -> str:
-    nics = sorted(n for n in os.listdir("/sys/class/net") if n != "lo" and Path(f"/sys/class/net/{n}/device").exists())
+    nics = virtio_nics()
     if not nics:
         raise RuntimeError("two-VM mode: the guest has no virtio NIC")
     return nics[0]
 
 
-def build_topology(layout: Layout, hosts: list[str]) -> None:
+def topology_commands(layout: Layout, hosts: list[str]) -> tuple[list[str], dict]:
+    """The `ip` commands that build this guest's part of the topology, as (root batch, {namespace: batch}).
+
+    Batched because every process costs a few hundred ms under TCG: one `ip -batch` per namespace instead of
+    one `ip` per step. The root batch creates namespaces and links, so it runs first.
+    """
     vm2 = layout.vms == 2
-    if vm2:
-        nic = nic_name()
-        if nic != "eth0":
-            sh(["ip", "link", "set", nic, "name", "eth0"])
+    root, per_ns = [], {}
     if layout.router_ns == "r":
-        sh("ip netns add r")
-        sh("ip -n r link set lo up")
-    if layout.router_ns != "-":
-        sh(layout.run(layout.router_ns, "sysctl -qw net.ipv4.ip_forward=1"))
+        root.append("netns add r")
+        per_ns["r"] = ["link set lo up"]
+    router = per_ns.setdefault(layout.router_ns, []) if layout.router_ns not in ("-", None) else root
     for h in hosts:
         local = h in layout.local
         if vm2 and h == "a" and local:  # VM a: host a is the root namespace, eth0 faces the router in VM b
-            sh(f"ip addr add {host_ip(h)}/24 dev eth0")
-            sh("ip link set eth0 up")
-            sh(f"ip route add default via {router_ip(h)}")
+            root += [f"addr add {host_ip(h)}/24 dev eth0", "link set eth0 up",
+                     f"route add default via {router_ip(h)}"]
             continue
-        if vm2 and h == "a":  # VM b: the router's eth0 faces VM a
-            sh(f"ip addr add {router_ip(h)}/24 dev eth0")
-            sh("ip link set eth0 up")
+        if vm2 and h == "a":  # VM b: the router (root namespace) has eth0 facing VM a
+            router += [f"addr add {router_ip(h)}/24 dev eth0", "link set eth0 up"]
             continue
         if not local:
             continue
-        sh(f"ip netns add {h}")
-        sh(f"ip -n {h} link set lo up")
         rif = layout.router_if(h)
-        sh(f"ip link add {h}-eth0 type veth peer name {rif}")
-        sh(f"ip link set {h}-eth0 netns {h}")
-        sh(f"ip -n {h} link set {h}-eth0 name eth0")
+        root += [f"netns add {h}", f"link add {h}-eth0 type veth peer name {rif}", f"link set {h}-eth0 netns {h}"]
         if layout.router_ns:
-            sh(f"ip link set {rif} netns {layout.router_ns}")
-        sh(layout.run(layout.router_ns, f"ip addr add {router_ip(h)}/24 dev {rif}"))
-        sh(layout.run(layout.router_ns, f"ip link set {rif} up"))
-        sh(f"ip -n {h} addr add {host_ip(h)}/24 dev eth0")
-        sh(f"ip -n {h} link set eth0 up")
-        sh(f"ip -n {h} route add default via {router_ip(h)}")
+            root.append(f"link set {rif} netns {layout.router_ns}")
+        router += [f"addr add {router_ip(h)}/24 dev {rif}", f"link set {rif} up"]
+        per_ns[h] = ["link set lo up", f"link set {h}-eth0 name eth0", f"addr add {host_ip(h)}/24 dev eth0",
+                     "link set eth0 up", f"route add default via {router_ip(h)}"]
+    return root, per_ns
+
+
+def ip_batch(ns, lines: list[str]) -> None:
+    if lines:
+        sh(["ip", *(["-n", ns] if ns else []), "-batch", "-"], input="\n".join(lines) + "\n")
+
+
+def build_topology(layout: Layout, hosts: list[str]) -> None:
+    if layout.vms == 2:
+        nic = nic_name()
+        if nic != "eth0":
+            sh(["ip", "link", "set", nic, "name", "eth0"])
+    root, per_ns = topology_commands(layout, hosts)
+    ip_batch(None, root)  # first: it creates the namespaces and links the others configure
+    for ns, lines in per_ns.items():
+        ip_batch(ns, lines)
+    if layout.router_ns != "-":
+        sh(layout.run(layout.router_ns, "sysctl -qw net.ipv4.ip_forward=1"))
 
 
 def all_ifaces(layout: Layout, hosts: list[str]) -> list[tuple]:
@@ -227,8 +245,9 @@ class Snapshots:
 class Recorders:
     """One `mbrec record` per recorded local host, in the root namespace with --netns; SIGINT stops them."""
 
-    def __init__(self, layout: Layout, hosts: list[str], enabled: bool):
+    def __init__(self, layout: Layout, hosts: list[str], enabled: bool, extra_args=()):
         self.layout, self.hosts, self.enabled = layout, hosts, enabled
+        self.extra_args = list(extra_args)  # job["record_args"], from mbrec lab run --record-args
         self.procs = {}
         self.status = {h: "not recorded" for h in hosts}
 
@@ -241,7 +260,7 @@ class Recorders:
         REC_DIR.mkdir(parents=True, exist_ok=True)
         for h in self.hosts:
             argv = [sys.executable, "-m", "mbrec", "record", "-o", str(REC_DIR / f"{h}.mbrec"),
-                    "--host-name", h, "--quiet"]
+                    "--host-name", h, "--quiet", *self.extra_args]
             if self.layout.ns.get(h):
                 argv += ["--netns", self.layout.ns[h]]
             err = open(OUT / f"record-{h}.log", "w")
@@ -376,7 +395,7 @@ def parse_output(cmd: str, text: str) -> dict:
                   "time_per_request_ms": r"Time per request:\s+([\d.]+) \[ms\] \(mean\)",
                   "keep_alive_requests": r"Keep-Alive requests:\s+(\d+)",
                   "concurrency": r"Concurrency Level:\s+(\d+)", "document_length": r"Document Length:\s+(\d+)"}
-        out = {k: float(m.group(1)) for k, rx in fields.items() if (m := re.search(rx, text))}
+        out = {k: _number(m.group(1)) for k, rx in fields.items() if (m := re.search(rx, text))}
         out["percentiles_ms"] = {int(p): float(v) for p, v in re.findall(r"^\s+(\d+)%\s+(\d+)", text, re.M)}
         return out
     if tool == "iperf3" and " -J" in f" {cmd}":
@@ -395,6 +414,10 @@ def parse_output(cmd: str, text: str) -> dict:
         return {"rtt_min_ms": float(m.group(1)), "rtt_avg_ms": float(m.group(2)), "rtt_max_ms": float(m.group(3)),
                 "loss_pct": float(loss.group(1)) if loss else None} if m else {}
     return {}
+
+
+def _number(text: str):
+    return float(text) if "." in text else int(text)
 
 
 def guest_facts(role: str) -> dict:
@@ -449,6 +472,8 @@ def run_job(job: dict, role: str) -> int:
                                    "netem": netem, "tc": " ".join(argv)})
         for cmd in s["setup"]:
             sh(["sh", "-c", cmd])
+        say("network ready: " + ("; ".join(f"{n['direction']} {' '.join(netem_args(n['netem'])[1:]) or 'none'}"
+                                           for n in facts["netem"]) or "nothing injected"))
         if job.get("command"):
             say(f"running: {job['command']}")
             with open(OUT / "command.out", "w") as out:  # the host prints it after the run
@@ -474,8 +499,11 @@ def run_job(job: dict, role: str) -> int:
 
 
 def run_scenario(layout: Layout, s: dict, job: dict, role: str, facts: dict) -> int:
-    recorders = Recorders(layout, [h for h in s["record"] if h in layout.local], job.get("record", True))
+    recorders = Recorders(layout, [h for h in s["record"] if h in layout.local], job.get("record", True),
+                          job.get("record_args", []))
     servers = start_servers(layout, s)
+    if servers:
+        say(f"servers up: {', '.join(srv['name'] + ' on ' + srv['host'] for srv, _ in servers)}")
     status = 0
     try:
         recorders.start()
@@ -485,6 +513,9 @@ def run_scenario(layout: Layout, s: dict, job: dict, role: str, facts: dict) -> 
                 control_server(lambda conn: conn.recv(16))
             elif layout.vms == 2:
                 conn = wait_for_peer(RECORDER_READY_TIMEOUT_S + 120)
+                facts["control_connection"] = {
+                    "note": "lab coordination between the VMs, not workload: ignore it in analyses",
+                    "local": "%s:%d" % conn.getsockname(), "remote": "%s:%d" % conn.getpeername()}
                 status = run_workload(layout, s, {}, facts)
                 conn.sendall(b"done\n")
                 conn.close()

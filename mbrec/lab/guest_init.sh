@@ -32,12 +32,18 @@ status=1
 if ! mount -t 9p -o trans=virtio,version=9p2000.L,msize=1048576 out /mnt/out; then
     echo "mbrec-lab: cannot mount the output folder over 9p"
 else
-    # An importable copy of mbrec: the source tree keeps analysis/ and bpf/ beside the package.
+    # An importable copy of mbrec (the source tree keeps analysis/ and bpf/ beside the package). The host packs
+    # it as one tar: copying 70 small files over 9p takes 15 s under TCG, one sequential read well under 1 s.
     mkdir -p /tmp/pylib
-    cp -r /mnt/src/mbrec /tmp/pylib/mbrec
-    [ -d /mnt/src/analysis ] && cp -r /mnt/src/analysis /tmp/pylib/mbrec/analysis
-    [ -d /mnt/src/bpf ] && cp -r /mnt/src/bpf /tmp/pylib/mbrec/bpf
+    if [ -f /mnt/out/.pylib.tar ]; then
+        tar -xf /mnt/out/.pylib.tar -C /tmp/pylib
+    else
+        cp -r /mnt/src/mbrec /tmp/pylib/mbrec
+        [ -d /mnt/src/analysis ] && cp -r /mnt/src/analysis /tmp/pylib/mbrec/analysis
+        [ -d /mnt/src/bpf ] && cp -r /mnt/src/bpf /tmp/pylib/mbrec/bpf
+    fi
     export PYTHONPATH=/tmp/pylib PYTHONDONTWRITEBYTECODE=1
+    echo "mbrec-lab: [$(cut -d' ' -f1 /proc/uptime)] mbrec copied to /tmp/pylib; starting the job"
     cd /mnt/out
     python3 -m mbrec.lab.guest --role "$role" /mnt/out/job.json
     status=$?

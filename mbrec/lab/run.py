@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tarfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -18,11 +19,23 @@ from mbrec.lab.image import progress
 
 BOOT_TIMEOUT_S = 120  # QEMU start to guest init: about 9 s under TCG
 MEMORY_MB = {1: 2048, 2: 1536}
+PYLIB_TAR = ".pylib.tar"
 
 
 def source_root() -> Path:
     """The directory that holds the mbrec package (and, in a checkout, analysis/ and bpf/ beside it)."""
     return Path(mbrec.__file__).resolve().parent.parent
+
+
+def pack_pylib(path: Path) -> None:
+    """The guest's importable mbrec as one tar: mbrec/ with analysis/ and bpf/ inside, as when installed."""
+    src = source_root()
+    parts = [("mbrec", "mbrec")]
+    parts += [(d, f"mbrec/{d}") for d in ("analysis", "bpf") if (src / d).is_dir()]
+    skip = lambda info: None if "__pycache__" in info.name or info.name.endswith(".pyc") else info  # noqa: E731
+    with tarfile.open(path, "w") as tar:
+        for name, arcname in parts:
+            tar.add(src / name, arcname=arcname, filter=skip)
 
 
 def default_out(name: str) -> Path:
@@ -31,7 +44,7 @@ def default_out(name: str) -> Path:
 
 
 def run(scenario_name: str | None, command: str | None, *, vms: int | None, keep: bool, out: Path | None,
-        record: bool, timeout_s: float | None, quiet: bool = False) -> int:
+        record: bool, timeout_s: float | None, quiet: bool = False, record_args: list | None = None) -> int:
     if os.geteuid() != 0:
         raise MbrecError("mbrec lab run needs root (to build the image and run QEMU with 9p shares); "
                          "rerun as root")
@@ -54,7 +67,9 @@ def run(scenario_name: str | None, command: str | None, *, vms: int | None, keep
     if any(out.glob("status-*")):
         raise MbrecError(f"output folder {out} holds an earlier run; choose a new one with -o")
 
-    job = {"scenario_name": scenario_name, "scenario": s, "command": command, "record": record}
+    pack_pylib(out / PYLIB_TAR)
+    job = {"scenario_name": scenario_name, "scenario": s, "command": command, "record": record,
+           "record_args": list(record_args or [])}
     (out / "job.json").write_text(json.dumps(job, indent=1) + "\n")
     roles = ["a", "b"] if s["vms"] == 2 else ["a"]
     accel, why = vm.detect_accel()
@@ -63,12 +78,13 @@ def run(scenario_name: str | None, command: str | None, *, vms: int | None, keep
              f"accelerator {accel} ({why}), output {out}, timeout {timeout:.0f} s")
 
     started = time.monotonic()
-    result, guests = _boot(image, roles, out, accel, keep, timeout, quiet)
+    result, guests = _boot(image, roles, out, accel, keep, timeout, quiet, s.get("virtio_pair", False))
     if result == "no-boot" and accel == "kvm":
         progress("the guest did not reach its init under KVM: retrying with TCG")
         accel = "tcg"
-        result, guests = _boot(image, roles, out, accel, keep, timeout, quiet)
+        result, guests = _boot(image, roles, out, accel, keep, timeout, quiet, s.get("virtio_pair", False))
     wall = time.monotonic() - started
+    (out / PYLIB_TAR).unlink(missing_ok=True)
 
     statuses = {}
     for role in roles:
@@ -96,11 +112,15 @@ def run(scenario_name: str | None, command: str | None, *, vms: int | None, keep
     return status
 
 
-def _boot(image, roles, out, accel, keep, timeout, quiet):
+def _boot(image, roles, out, accel, keep, timeout, quiet, virtio_pair):
     port = vm.free_port()
     guests = []
     for i, role in enumerate(roles):
         netdev = None
+        if virtio_pair:  # two virtio NICs on a QEMU hub of their own: the receive path of a real NIC (GRO lists)
+            netdev = [x for n in (1, 2) for x in (
+                "-netdev", f"hubport,id=v{n},hubid=0",
+                "-device", f"virtio-net-pci,netdev=v{n},mac=52:54:00:00:09:{n:02x}")]
         if len(roles) == 2:
             side = f"listen=127.0.0.1:{port}" if i == 0 else f"connect=127.0.0.1:{port}"
             netdev = ["-netdev", f"socket,id=n0,{side}",

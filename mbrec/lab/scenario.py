@@ -17,7 +17,7 @@ SUBNET = {"a": 1, "b": 2, "c": 3}
 NETEM_KEYS = {"delay_ms", "jitter_ms", "loss_pct", "rate_mbit"}
 OFFLOADS = ("tso", "gso", "gro")
 TOP_KEYS = {"description", "vms", "hosts", "record", "offloads", "network", "host_egress", "setup", "servers",
-            "workload", "events", "kind", "timeout_s", "snapshot_every_s", "ping"}
+            "workload", "events", "kind", "timeout_s", "snapshot_every_s", "virtio_pair"}
 
 # `mbrec lab run -- COMMAND` without a scenario: two hosts through the router, nothing injected.
 DEFAULT_TOPOLOGY = {"description": "a and b through the router r, no delay", "hosts": ["a", "b"],
