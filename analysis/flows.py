@@ -78,11 +78,12 @@ def flow_summaries(series: dict, nflows: int, tcp: np.ndarray | None, tcp_flow: 
             sel = sock["kind"] == kind
             sock_bytes[name] = np.bincount(sock_flow[sel], weights=sock["bytes"][sel],
                                            minlength=nflows)
-    for i, li in zip(f[last].tolist() if len(f) else [], last.tolist()):
-        s = {c: series[c][li].item() for c in SERIES}
-        t_last = int(series["t"][li])
-        est = int(series["established_ns"][li])
-        exact = bool(series["flags"][li] & SEEN_ESTABLISH)
+    at_last = {c: series[c][last].tolist() for c in SERIES + ["t", "established_ns", "flags"]}
+    for j, i in enumerate(f[last].tolist() if len(f) else []):
+        s = {c: at_last[c][j] for c in SERIES}
+        t_last = at_last["t"][j]
+        est = at_last["established_ns"][j]
+        exact = bool(at_last["flags"][j] & SEEN_ESTABLISH)
 
         def g(name):
             return {"last": s[name], "mean": float(gauge_mean[name][i]),

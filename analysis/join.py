@@ -33,18 +33,52 @@ def group_ids(*cols: np.ndarray) -> tuple[np.ndarray, int, np.ndarray]:
     return ids, int(gid_sorted[-1]) + 1, order[change]
 
 
-def unwrap32(stream: np.ndarray, ts: np.ndarray, value: np.ndarray) -> np.ndarray:
-    """Unwrap 32-bit sequence numbers per stream into int64, following each stream in time order.
+def _small(a: np.ndarray) -> np.ndarray:
+    """The same non-negative integers in the narrowest dtype (numpy radix-sorts 8/16-bit)."""
+    top = int(a.max()) if len(a) else 0
+    for dt in (np.uint8, np.uint16, np.uint32):
+        if top <= np.iinfo(dt).max:
+            return a.astype(dt)
+    return a
 
-    Consecutive values of one stream (in time) are assumed to be within 2^31 of each other, which
-    TCP guarantees for any window. The result is congruent to the input modulo 2^32 and starts at
-    the stream's first value (0 <= first < 2^32).
+
+def unwrap32(stream: np.ndarray, ts: np.ndarray, value: np.ndarray) -> np.ndarray:
+    """Unwrap 32-bit sequence numbers per stream (small non-negative ids) into int64.
+
+    Fast path, O(n) without sorting: each value is placed within 2^31 of its stream's
+    reference (the stream's first value in input order). That is exact for every stream whose
+    values span less than 2^31 (about 2 GB of one direction of one connection); the spans are
+    checked and the streams that exceed it are unwrapped by following them in time order
+    (consecutive values within 2^31, which TCP guarantees). Results are congruent to the input
+    modulo 2^32 and equal to it at the reference.
     """
     n = len(value)
-    out = np.empty(n, np.int64)
     if n == 0:
-        return out
-    order = np.lexsort((ts, stream))
+        return np.empty(0, np.int64)
+    stream = stream.astype(np.int64)
+    ns = int(stream.max()) + 1
+    table = np.empty(ns, np.int64)
+    table[stream[::-1]] = np.arange(n - 1, -1, -1)  # first index of each stream wins
+    v = value.astype(np.int64)
+    ref = v[table[stream]]
+    out = ref + (((v - ref + (1 << 31)) & 0xFFFFFFFF) - (1 << 31))
+    hi = np.full(ns, np.iinfo(np.int64).min, np.int64)
+    lo = np.full(ns, np.iinfo(np.int64).max, np.int64)
+    np.maximum.at(hi, stream, out)
+    np.minimum.at(lo, stream, out)
+    long_streams = np.nonzero((hi - lo) >= (1 << 30))[0]  # margin: spans near 2^31 are unsafe
+    if len(long_streams):
+        sel = np.nonzero(np.isin(stream, long_streams))[0]
+        out[sel] = _unwrap_in_time(stream[sel], ts[sel], value[sel])
+    return out
+
+
+def _unwrap_in_time(stream: np.ndarray, ts: np.ndarray, value: np.ndarray) -> np.ndarray:
+    """Unwrap by following each stream in time order (for streams longer than 2^30 bytes)."""
+    n = len(value)
+    out = np.empty(n, np.int64)
+    by_time = np.argsort(ts, kind="stable")
+    order = by_time[np.argsort(_small(stream[by_time]), kind="stable")]
     v = value[order].astype(np.int64)
     s = stream[order]
     d = np.empty(n, np.int64)
@@ -59,8 +93,14 @@ def unwrap32(stream: np.ndarray, ts: np.ndarray, value: np.ndarray) -> np.ndarra
     return out
 
 
-def grouped_cummax_before(group: np.ndarray, ts: np.ndarray, value: np.ndarray,
-                          tiebreak: np.ndarray | None = None) -> np.ndarray:
+def stream_time_order(group: np.ndarray, ts: np.ndarray) -> np.ndarray:
+    """Indices ordering elements by (group, time): a stable time sort (usually a few sorted runs)
+    then a stable radix sort of the small group ids."""
+    by_time = np.argsort(ts, kind="stable")
+    return by_time[np.argsort(_small(group[by_time]), kind="stable")]
+
+
+def grouped_cummax_before(group: np.ndarray, ts: np.ndarray, value: np.ndarray) -> np.ndarray:
     """For each element, the maximum of value over earlier elements (in time) of its group.
 
     Returns int64 with np.iinfo(int64).min where there is no earlier element.
@@ -70,72 +110,97 @@ def grouped_cummax_before(group: np.ndarray, ts: np.ndarray, value: np.ndarray,
     out = np.full(n, lo, np.int64)
     if n == 0:
         return out
-    keys = (ts, group) if tiebreak is None else (tiebreak, ts, group)
-    order = np.lexsort(keys)
+    order = stream_time_order(group, ts)
     g = group[order]
     v = value[order].astype(np.int64)
     first = np.ones(n, dtype=bool)
     first[1:] = g[1:] != g[:-1]
     # offset each group so a running max never leaks across groups
     rank = np.cumsum(first) - 1
-    span = (int(v.max()) - int(v.min()) + 1) if n else 1
-    shifted = v - int(v.min()) + rank * span
+    vmin = int(v.min())
+    span = int(v.max()) - vmin + 1
+    shifted = v - vmin + rank * span
     run = np.maximum.accumulate(shifted)
     prev = np.empty(n, np.int64)
     prev[1:] = run[:-1]
     prev[0] = lo
-    res = np.where(first, lo, prev - rank * span + int(v.min()))
-    out[order] = res
+    out[order] = np.where(first, lo, prev - rank * span + vmin)
     return out
+
+
+def _sort_positions(r_key: np.ndarray, r_t: np.ndarray, q_key: np.ndarray,
+                    q_t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows sorted by (key, t), and for each query the number of rows <= (q_key, q_t)."""
+    nr = len(r_key)
+    key = np.concatenate([r_key, q_key])
+    # time doubled plus one for queries: rows sort before queries at equal (key, t)
+    t = np.concatenate([r_t, q_t]).astype(np.int64)
+    t = (t - t.min()) * 2
+    t[nr:] += 1
+    order = np.lexsort((t, key))
+    is_row = order < nr
+    rows_before = np.cumsum(is_row)
+    qpos = np.empty(len(q_key), np.int64)
+    qpos[order[~is_row] - nr] = rows_before[~is_row]
+    return order[is_row], qpos
+
+
+def _composite(stream: np.ndarray, lo: np.ndarray, base: int, span: int) -> np.ndarray:
+    return stream.astype(np.int64) * span + (lo.astype(np.int64) - base)
 
 
 def stab(row_stream: np.ndarray, row_lo: np.ndarray, row_hi: np.ndarray, row_t: np.ndarray,
          q_stream: np.ndarray, q_x: np.ndarray, q_t: np.ndarray, mode: str,
          window: int = 8) -> np.ndarray:
-    """For each query, the row of the same stream that covers q_x (row_lo <= q_x < row_hi), with
-    the latest time <= q_t (mode "before") or the earliest time >= q_t (mode "after").
+    """For each query, a row of the same stream that covers q_x (row_lo <= q_x < row_hi) at a
+    time <= q_t (mode "before") or >= q_t (mode "after"). -1 if none.
 
-    Returns row indices (-1: none). Candidates are looked for among the `window` rows nearest in
-    (stream, lo, time) order, which covers retransmitted ranges and GRO/TSO sub-ranges; a query
-    whose covering row lies further away (an unusually deep pile of overlapping rows) gets -1.
+    Rows are ordered by (stream, lo, time) and the nearest valid row before the query's place
+    in that order wins: among rows with the query's start, the latest earlier ("before") or the
+    earliest later ("after", which orders time descending); else the covering row with the
+    nearest smaller start (a TSO segment or GRO frame inside a bigger skb). Up to `window` rows
+    are examined, which covers retransmitted ranges; a query whose row lies further away gets -1.
+    Work is proportional to the queries still unresolved.
     """
     nq, nr = len(q_x), len(row_lo)
     best = np.full(nq, NONE, np.int64)
     if nq == 0 or nr == 0:
         return best
-    # Position of every query in the rows' (stream, lo, t) order: one merged sort, rows first on
-    # ties, then count the rows before each query.
-    stream = np.concatenate([row_stream, q_stream]).astype(np.int64)
-    lo = np.concatenate([row_lo, q_x]).astype(np.int64)
-    t = np.concatenate([row_t, q_t]).astype(np.int64)
-    is_q = np.concatenate([np.zeros(nr, np.int8), np.ones(nq, np.int8)])
-    order = np.lexsort((is_q, t, lo, stream))
-    is_row_sorted = is_q[order] == 0
-    rows_before = np.cumsum(is_row_sorted)  # rows at or before each sorted position
-    row_order = order[is_row_sorted]  # row indices in sorted order
-    qpos = np.empty(nq, np.int64)
-    qmask = ~is_row_sorted
-    qpos[order[qmask] - nr] = rows_before[qmask]  # p: rows strictly before the query
-    s_stream = row_stream[row_order].astype(np.int64)
-    s_lo = row_lo[row_order].astype(np.int64)
-    s_hi = row_hi[row_order].astype(np.int64)
-    s_t = row_t[row_order].astype(np.int64)
-    qs = q_stream.astype(np.int64)
-    qx = q_x.astype(np.int64)
-    qt = q_t.astype(np.int64)
-    best_t = np.full(nq, np.iinfo(np.int64).min if mode == "before" else np.iinfo(np.int64).max)
-    offsets = range(-window, 0) if mode == "before" else range(-window, window)
+    lo_all_min = min(int(row_lo.min()), int(q_x.min()))
+    span = max(int(row_lo.max()), int(q_x.max())) - lo_all_min + 1
+    n_streams = max(int(row_stream.max()), int(q_stream.max())) + 1
+    if n_streams * span < (1 << 62):
+        r_key = _composite(row_stream, row_lo, lo_all_min, span)
+        q_key = _composite(q_stream, q_x, lo_all_min, span)
+    else:  # astronomically long traces: rank the (stream, lo) pairs instead
+        ids, _, _ = group_ids(np.concatenate([row_stream, q_stream]).astype(np.int64),
+                              np.concatenate([row_lo, q_x]).astype(np.int64))
+        r_key, q_key = ids[:nr], ids[nr:]
+    # "after" sorts time descending within a start, so looking back from the query finds the
+    # earliest row at or after q_t first; "before" sorts ascending and finds the latest first.
+    sign = 1 if mode == "before" else -1
+    row_order, qpos = _sort_positions(r_key, sign * row_t.astype(np.int64), q_key,
+                                      sign * q_t.astype(np.int64))
+    s_stream = row_stream[row_order]
+    s_lo = row_lo[row_order]
+    s_hi = row_hi[row_order]
+    s_t = row_t[row_order]
+    offsets = range(-1, -window - 1, -1)
+    active = np.arange(nq)
     for off in offsets:
-        idx = qpos + off
+        if len(active) == 0:
+            break
+        idx = qpos[active] + off
         ok = (idx >= 0) & (idx < nr)
         i = np.where(ok, idx, 0)
-        ok &= (s_stream[i] == qs) & (s_lo[i] <= qx) & (s_hi[i] > qx)
+        qa = active
+        ok &= (s_stream[i] == q_stream[qa]) & (s_lo[i] <= q_x[qa]) & (s_hi[i] > q_x[qa])
         if mode == "before":
-            ok &= (s_t[i] <= qt) & (s_t[i] >= best_t)
+            ok &= s_t[i] <= q_t[qa]
         else:
-            ok &= (s_t[i] >= qt) & (s_t[i] < best_t)
-        best_t = np.where(ok, s_t[i], best_t)
-        best = np.where(ok, row_order[i], best)
+            ok &= s_t[i] >= q_t[qa]
+        best[qa[ok]] = row_order[i[ok]]
+        active = qa[~ok]
     return best
 
 

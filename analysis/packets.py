@@ -84,6 +84,15 @@ LAYER_NAMES = {0: SEND_PROBES, 1: RECV_PROBES}
 TCP_STATE_SYN_SENT, TCP_STATE_SYN_RECV, TCP_STATE_NEW_SYN_RECV = 2, 3, 12
 
 
+assert RECV_IDS == list(range(RECV_IDS[0], RECV_IDS[0] + 4))  # ids in path order
+assert SEND_IDS == list(range(SEND_IDS[0], SEND_IDS[0] + 4))
+
+
+def is_receive(probe: np.ndarray) -> np.ndarray:
+    """Receive-path packet probes (eth_type_trans .. skb_copy_datagram_iter)."""
+    return (probe >= RECV_IDS[0]) & (probe <= RECV_IDS[-1])
+
+
 @dataclass
 class FlowTable:
     ep_addr: np.ndarray      # (n, 2, 16) uint8
@@ -117,7 +126,9 @@ class PacketTable:
 
 
 def _words(addr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    w = np.ascontiguousarray(addr, dtype=np.uint8).reshape(-1, 16).view("<u8")
+    """The two little-endian 64-bit words of (n, 16) address bytes, without copying."""
+    w = addr.view("<u8") if addr.ndim == 2 and addr.strides[-1] == 1 else \
+        np.ascontiguousarray(addr, dtype=np.uint8).reshape(-1, 16).view("<u8")
     return w[:, 0], w[:, 1]
 
 
@@ -125,86 +136,139 @@ def endpoints(local_addr, local_port, remote_addr, remote_port):
     """Per event: the local endpoint's index (0/1) in the flow's fixed endpoint order."""
     l0, l1 = _words(local_addr)
     r0, r1 = _words(remote_addr)
-    lp, rp = local_port.astype(np.uint64), remote_port.astype(np.uint64)
+    return _local_index(l0, l1, local_port, r0, r1, remote_port)
+
+
+def _local_index(l0, l1, lp, r0, r1, rp):
+    lp, rp = lp.astype(np.uint64), rp.astype(np.uint64)
     gt = (l1 > r1) | ((l1 == r1) & ((l0 > r0) | ((l0 == r0) & (lp > rp))))
     return gt.astype(np.int8)
 
 
-@dataclass
-class _Side:
-    """The events of one schema reduced to what flow identification needs."""
+def _mix(v: np.ndarray) -> np.ndarray:
+    """splitmix64 finaliser: spreads bits so a sum of mixed words is a good 64-bit hash."""
+    v = v.astype(np.uint64, copy=True)
+    with np.errstate(over="ignore"):
+        v ^= v >> np.uint64(30)
+        v *= np.uint64(0xBF58476D1CE4E5B9)
+        v ^= v >> np.uint64(27)
+        v *= np.uint64(0x94D049BB133111EB)
+        v ^= v >> np.uint64(31)
+    return v
 
-    local_addr: np.ndarray
-    local_port: np.ndarray
-    remote_addr: np.ndarray
-    remote_port: np.ndarray
+
+@dataclass
+class _Ends:
+    """Per event of one schema: the local and remote endpoint as 64-bit words and ports."""
+
+    l0: np.ndarray
+    l1: np.ndarray
+    lp: np.ndarray
+    r0: np.ndarray
+    r1: np.ndarray
+    rp: np.ndarray
     family: np.ndarray
     cookie: np.ndarray
 
 
-def _pkt_sides(pkt: np.ndarray) -> _Side:
-    recv = np.isin(pkt["probe"], RECV_IDS)
-    la = np.where(recv[:, None], pkt["daddr"], pkt["saddr"])
-    ra = np.where(recv[:, None], pkt["saddr"], pkt["daddr"])
-    lp = np.where(recv, pkt["dport"], pkt["sport"])
-    rp = np.where(recv, pkt["sport"], pkt["dport"])
-    return _Side(la, lp, ra, rp, pkt["family"], pkt["sock_cookie"])
-
-
-def _sock_sides(recs: np.ndarray) -> _Side:
-    """sock/flow/tcp records are taken from the socket: saddr/sport are local."""
-    return _Side(recs["saddr"], recs["sport"], recs["daddr"], recs["dport"], recs["family"],
-                 recs["sock_cookie"])
+def _ends(recs: np.ndarray, recv: np.ndarray | None) -> _Ends:
+    """pkt records: receive probes have the local endpoint as destination. sock/flow/tcp
+    records come from the socket: saddr/sport are local."""
+    s0, s1 = _words(recs["saddr"])
+    d0, d1 = _words(recs["daddr"])
+    sp, dp = recs["sport"], recs["dport"]
+    if recv is None or not recv.any():
+        return _Ends(s0, s1, sp, d0, d1, dp, recs["family"], recs["sock_cookie"])
+    return _Ends(np.where(recv, d0, s0), np.where(recv, d1, s1), np.where(recv, dp, sp),
+                 np.where(recv, s0, d0), np.where(recv, s1, d1), np.where(recv, sp, dp),
+                 recs["family"], recs["sock_cookie"])
 
 
 def identify_flows(events: dict[str, np.ndarray]) -> tuple[FlowTable, dict[str, tuple]]:
     """Flow index and local endpoint for every event of every schema of one host.
 
-    Returns the FlowTable and, per schema, (flow index, local endpoint index) arrays.
+    Returns the FlowTable and, per schema, (flow index, local endpoint index) arrays. Flows are
+    grouped by a 64-bit hash of the endpoint pair, then checked field by field against each
+    group's first member (a collision falls back to exact grouping).
     """
     names = [n for n in ("pkt", "sock", "flow", "tcp") if n in events and len(events[n])]
-    sides = [(_pkt_sides if n == "pkt" else _sock_sides)(events[n]) for n in names]
-    if not sides:
+    if not names:
         empty = FlowTable(np.zeros((0, 2, 16), np.uint8), np.zeros((0, 2), np.uint16),
                           np.zeros(0, np.uint8), np.zeros(0, np.int8), np.zeros(0, np.int8), [])
         return empty, {}
-    la = np.concatenate([s.local_addr for s in sides]).reshape(-1, 16)
-    lp = np.concatenate([s.local_port for s in sides])
-    ra = np.concatenate([s.remote_addr for s in sides]).reshape(-1, 16)
-    rp = np.concatenate([s.remote_port for s in sides])
-    fam = np.concatenate([s.family for s in sides])
-    cookie = np.concatenate([s.cookie for s in sides])
-    local = endpoints(la, lp, ra, rp)
+    ends = [_ends(events[n], is_receive(events[n]["probe"]) if n == "pkt" else None)
+            for n in names]
+    cat = {f: np.concatenate([getattr(e, f) for e in ends])
+           for f in ("l0", "l1", "lp", "r0", "r1", "rp", "family", "cookie")}
+    local = _local_index(cat["l0"], cat["l1"], cat["lp"], cat["r0"], cat["r1"], cat["rp"])
     swap = local.astype(bool)
-    a0 = np.where(swap[:, None], ra, la)
-    a1 = np.where(swap[:, None], la, ra)
-    p0 = np.where(swap, rp, lp)
-    p1 = np.where(swap, lp, rp)
-    a0w, a1w = _words(a0), _words(a1)
-    flow, nflows, rep = group_ids(fam.astype(np.uint64), a0w[1], a0w[0], p0.astype(np.uint64),
-                                  a1w[1], a1w[0], p1.astype(np.uint64))
-    local_per_flow = local[rep].astype(np.int8)
-    cookies = _cookies_per_flow(flow, cookie, nflows)
-    ft = FlowTable(ep_addr=np.stack([a0[rep], a1[rep]], axis=1), ep_port=np.stack([p0[rep], p1[rep]], axis=1).astype(np.uint16),
-                   family=fam[rep].astype(np.uint8), local=local_per_flow,
+    a0 = np.where(swap, cat["r0"], cat["l0"]), np.where(swap, cat["r1"], cat["l1"])
+    a1 = np.where(swap, cat["l0"], cat["r0"]), np.where(swap, cat["l1"], cat["r1"])
+    p0 = np.where(swap, cat["rp"], cat["lp"]).astype(np.uint64)
+    p1 = np.where(swap, cat["lp"], cat["rp"]).astype(np.uint64)
+    fam = cat["family"].astype(np.uint64)
+    cols = (fam, a0[1], a0[0], p0, a1[1], a1[0], p1)
+    with np.errstate(over="ignore"):
+        h = _mix(a0[0]) + _mix(a0[1] ^ np.uint64(0x9E3779B97F4A7C15))
+        h = _mix(h + p0 * np.uint64(65537) + (fam << np.uint64(40)))
+        h = _mix(h + _mix(a1[0]) + _mix(a1[1] + np.uint64(0x632BE59BD9B4E019)) + p1)
+    flow, rep = hash_groups(h)
+    if any((c != c[rep][flow]).any() for c in cols):  # a hash collision: exact grouping
+        flow, _, rep = group_ids(*cols)
+    nflows = len(rep)
+    # endpoint 0/1 address bytes of each flow's representative event
+    words0 = np.stack([a0[0][rep], a0[1][rep]], axis=1).astype("<u8")
+    words1 = np.stack([a1[0][rep], a1[1][rep]], axis=1).astype("<u8")
+    ep_addr = np.stack([words0.view(np.uint8).reshape(-1, 16),
+                        words1.view(np.uint8).reshape(-1, 16)], axis=1)
+    cookies = _cookies_per_flow(flow, cat["cookie"], nflows)
+    ft = FlowTable(ep_addr=ep_addr, ep_port=np.stack([p0[rep], p1[rep]], axis=1).astype(np.uint16),
+                   family=cat["family"][rep].astype(np.uint8), local=local[rep].astype(np.int8),
                    client=np.full(nflows, -1, np.int8), client_source=["unknown"] * nflows,
                    cookies=cookies)
     out, start = {}, 0
-    for name, s in zip(names, sides):
-        n = len(s.family)
+    for name, e in zip(names, ends):
+        n = len(e.family)
         out[name] = (flow[start:start + n], local[start:start + n])
         start += n
     _find_clients(ft, events, out)
     return ft, out
 
 
+def hash_groups(h: np.ndarray, bits: int = 20) -> tuple[np.ndarray, np.ndarray]:
+    """Dense group ids for equal 64-bit hashes in O(n), with a numpy 'hash table': each element
+    writes its index into a slot chosen by the hash's top bits and reads back the winner; where
+    the winner has the same hash, that is the group. Slot collisions between different hashes
+    (rare with few groups) are resolved by sorting only those elements.
+    Returns (group id per element, one representative index per group, in first-seen order)."""
+    n = len(h)
+    if n == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    slot = (h >> np.uint64(64 - bits)).astype(np.int64)
+    table = np.full(1 << bits, -1, np.int64)
+    table[slot[::-1]] = np.arange(n - 1, -1, -1)  # the first element of each slot wins
+    winner = table[slot]
+    same = h[winner] == h
+    rep_of = np.where(same, winner, -1)
+    rest = np.nonzero(~same)[0]
+    if len(rest):
+        _, first, inv = np.unique(h[rest], return_index=True, return_inverse=True)
+        rep_of[rest] = rest[first][inv.ravel()]
+    reps = np.nonzero(rep_of == np.arange(n))[0]  # representatives, in index order
+    dense = np.full(n, -1, np.int64)
+    dense[reps] = np.arange(len(reps))
+    return dense[rep_of], reps
+
+
 def _cookies_per_flow(flow, cookie, nflows) -> list:
-    keep = cookie != 0
-    if not keep.any():
-        return [[] for _ in range(nflows)]
-    pairs = np.unique(np.stack([flow[keep].astype(np.uint64), cookie[keep].astype(np.uint64)], 1), axis=0)
+    keep = np.nonzero(cookie != 0)[0]
     result = [[] for _ in range(nflows)]
-    for f, c in pairs.tolist():  # one entry per (flow, socket): small
+    if len(keep) == 0:
+        return result
+    with np.errstate(over="ignore"):
+        h = _mix(cookie[keep].astype(np.uint64)) + _mix(flow[keep].astype(np.uint64))
+    _, rep = hash_groups(h)
+    for f, c in zip(flow[keep][rep].tolist(), cookie[keep][rep].tolist()):  # one per socket
         result[int(f)].append(int(c))
     return result
 
@@ -219,7 +283,7 @@ def _find_clients(ft: FlowTable, events: dict, ids: dict) -> None:
         flow, local = ids["pkt"]
         syn = (pkt["tcp_flags"] & (SYN | ACK)) == SYN
         if syn.any():
-            recv = np.isin(pkt["probe"], RECV_IDS)
+            recv = is_receive(pkt["probe"])
             sender = np.where(recv, 1 - local, local)[syn]
             f = flow[syn]
             order = np.argsort(pkt["ts_ns"][syn], kind="stable")[::-1]  # earliest written last
@@ -276,7 +340,7 @@ def prepare(events: dict) -> Prepared:
     streams, times, values = [], [], []
     if "pkt" in ids:
         flow, local = ids["pkt"]
-        recv = np.isin(pkt["probe"], RECV_IDS)
+        recv = is_receive(pkt["probe"])
         sender = np.where(recv, 1 - local, local).astype(np.int64)
         pst = 2 * flow + sender
         has_ack = (pkt["tcp_flags"] & ACK) != 0
@@ -335,6 +399,66 @@ _ROW_FIELDS = ("flow", "direction", "sender", "stream", "seq", "end_seq", "seq64
                "ack", "flags", "ip_id")
 
 
+def _links(ev: dict, mode: str) -> np.ndarray:
+    """Per event, the event it most likely continues, found in one sort: among events with the
+    same stream and start (data) or the same (stream, seq, ack, flags) (zero-length), in time
+    order, the nearest earlier one at a smaller layer ("before": send path) or the nearest later
+    one at a larger layer ("after": receive path). -1 where there is none, e.g. a GRO frame
+    inside a merged skb or a software-GSO segment: those go to the range search (stab)."""
+    n = len(ev["t"])
+    link = np.full(n, NONE, np.int64)
+    if n == 0:
+        return link
+    stream, seq64 = ev["stream"].astype(np.int64), ev["seq64"]
+    base = int(seq64.min())
+    span = int(seq64.max()) - base + 1
+    if (int(stream.max()) + 1) * span >= (1 << 61):
+        return link  # an implausibly long trace: let stab() do all the work
+    key = (stream * span + (seq64 - base)) << 1
+    zl = ev["end64"] <= seq64
+    if zl.any():
+        with np.errstate(over="ignore"):
+            h = _mix(stream[zl].astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+                     + seq64[zl].astype(np.uint64))
+            h = _mix(h ^ (ev["ack"][zl].astype(np.uint64) << np.uint64(8))
+                     ^ ev["flags"][zl].astype(np.uint64))
+        key[zl] = ((h >> np.uint64(2)).astype(np.int64) << 1) | 1
+    order = np.argsort(key, kind="stable")  # ev is in time order, so this is (key, time)
+    sk = key[order]
+    layer = ev["layer"][order]
+    pos = np.arange(n)
+    new_group = np.r_[True, sk[1:] != sk[:-1]]
+    gfirst = np.maximum.accumulate(np.where(new_group, pos, 0))
+    glast = np.minimum.accumulate(np.where(np.r_[new_group[1:], True], pos, n)[::-1])[::-1]
+    # a zero-length key is a hash: members that differ from their group's first are left out
+    ok = np.ones(n, bool)
+    if zl.any():
+        for f in ("stream", "seq64", "ack", "flags"):
+            v = ev[f][order]
+            ok &= v == v[gfirst]
+    found = np.full(n, NONE, np.int64)
+    for k in np.unique(layer).tolist():
+        mine = (layer == k) & ok
+        if mode == "before":
+            cand = np.maximum.accumulate(np.where((layer < k) & ok, pos, -1))
+            good = mine & (cand >= gfirst)
+        else:
+            cand = np.minimum.accumulate(np.where((layer > k) & ok, pos, n)[::-1])[::-1]
+            good = mine & (cand <= glast)
+        found[good] = cand[good]
+    link[order[found >= 0]] = order[found[found >= 0]]
+    return link
+
+
+def _first_of_each(key: np.ndarray) -> np.ndarray:
+    """Boolean mask of the first occurrence of each key value (array order)."""
+    mask = np.zeros(len(key), bool)
+    if len(key):
+        _, first = np.unique(key, return_index=True)
+        mask[first] = True
+    return mask
+
+
 def _chain(ev: dict, layers: list[int], mode: str, multi_layer: int) -> tuple[dict, np.ndarray]:
     """Follow one direction's events through its layers.
 
@@ -345,6 +469,9 @@ def _chain(ev: dict, layers: list[int], mode: str, multi_layer: int) -> tuple[di
     Returns (rows, row index per event).
     """
     n = len(ev["t"])
+    by_time = np.argsort(ev["t"], kind="stable")
+    ev = {k: v[by_time] for k, v in ev.items()}
+    link = _links(ev, mode)
     row_of_event = np.full(n, NONE, np.int64)
     first = np.nonzero(ev["layer"] == layers[0])[0]
     rows = {f: ev[f][first] for f in _ROW_FIELDS}
@@ -358,39 +485,47 @@ def _chain(ev: dict, layers: list[int], mode: str, multi_layer: int) -> tuple[di
         idx = np.nonzero(ev["layer"] == layer)[0]
         if len(idx) == 0:
             continue
-        seen = ts[:, layers[:k]]
-        present = seen >= 0
-        if mode == "before":  # the row's latest time so far
-            ref_t = np.where(present, seen, np.iinfo(np.int64).min).max(axis=1)
-        else:  # the row's earliest time so far
-            ref_t = np.where(present, seen, np.iinfo(np.int64).max).min(axis=1)
-        q = {f: ev[f][idx] for f in ("stream", "seq64", "end64", "ack", "flags")}
-        q["t"] = ev["t"][idx]
-        rows_m = dict(rows, t=ref_t)
-        hit = _match(rows_m, q, mode)
+        # the event it continues (same start, nearest in time) already has a row: take it
+        hit = np.where(link[idx] >= 0, row_of_event[np.maximum(link[idx], 0)], NONE)
+        hit[link[idx] < 0] = NONE
+        rest = np.nonzero(hit < 0)[0]
+        if len(rest):  # sub-ranges (GRO frames, GSO segments) and orphans: search by range
+            seen = ts[:, layers[:k]]
+            present = seen >= 0
+            if mode == "before":  # the row's latest time so far
+                ref_t = np.where(present, seen, np.iinfo(np.int64).min).max(axis=1)
+            else:  # the row's earliest time so far
+                ref_t = np.where(present, seen, np.iinfo(np.int64).max).min(axis=1)
+            qi = idx[rest]
+            q = {f: ev[f][qi] for f in ("stream", "seq64", "end64", "ack", "flags")}
+            q["t"] = ev["t"][qi]
+            hit[rest] = _match(dict(rows, t=ref_t), q, mode)
         # One event per row and layer, except several at the wire layer with distinct starts.
         # Later duplicates (same row, same start) become rows of their own.
         ok = hit >= 0
-        dup = np.zeros(len(idx), dtype=bool)
         if ok.any():
             cand = np.nonzero(ok)[0]
-            key_start = q["seq64"][cand] if layer == multi_layer else np.zeros(len(cand), np.int64)
-            gid, _, _ = group_ids(hit[cand], key_start)
-            keep = first_per_group(gid, q["t"][cand])
-            dup[cand[~keep]] = True
-            ok &= ~dup
+            if layer == multi_layer:
+                s64 = ev["seq64"][idx[cand]]
+                dkey = hit[cand] * (int(s64.max()) - int(s64.min()) + 1) + (s64 - s64.min())
+            else:
+                dkey = hit[cand]
+            ok[cand[~_first_of_each(dkey)]] = False
         # matched: fill the layer time (earliest), count wire events
         mi = np.nonzero(ok)[0]
         if len(mi):
             r = hit[mi]
             cur = ts[:, layer]
             tmp = np.full(len(rows["flow"]), np.iinfo(np.int64).max, np.int64)
-            np.minimum.at(tmp, r, q["t"][mi])
+            np.minimum.at(tmp, r, ev["t"][idx[mi]])
             upd = tmp < np.iinfo(np.int64).max
             ts[upd, layer] = np.where(cur[upd] >= 0, np.minimum(cur[upd], tmp[upd]), tmp[upd])
             if layer == multi_layer:
                 n_wire += np.bincount(r, minlength=len(n_wire)).astype(np.int32)
             row_of_event[idx[mi]] = r
+            # IP id: from the lowest layer that carries one (only if the row has none yet)
+            has = (rows["ip_id"][r] == 0) & (ev["ip_id"][idx[mi]] != 0)
+            rows["ip_id"][r[has]] = ev["ip_id"][idx[mi][has]]
         # unmatched: new rows anchored at this layer
         new = idx[~ok]
         if len(new):
@@ -403,13 +538,11 @@ def _chain(ev: dict, layers: list[int], mode: str, multi_layer: int) -> tuple[di
             n_wire = np.concatenate([n_wire, np.full(len(new), int(layer == multi_layer),
                                                      np.int32)])
             row_of_event[new] = base + np.arange(len(new))
-        # IP id: take it from the lowest layer that carries one (only if the row has none yet)
-        if len(mi):
-            has = (rows["ip_id"][hit[mi]] == 0) & (ev["ip_id"][idx[mi]] != 0)
-            rows["ip_id"][hit[mi][has]] = ev["ip_id"][idx[mi][has]]
     rows["ts"] = ts
     rows["n_wire"] = n_wire
-    return rows, row_of_event
+    out = np.empty(n, np.int64)
+    out[by_time] = row_of_event
+    return rows, out
 
 
 def packet_table(trace, prepared: Prepared | None = None) -> PacketTable:
@@ -427,17 +560,19 @@ def packet_table(trace, prepared: Prepared | None = None) -> PacketTable:
                            _empty_rows(), _empty_wire())
     flow, local = ids["pkt"]
     probe = pkt["probe"].astype(np.int64)
-    recv = np.isin(probe, RECV_IDS)
-    known = recv | np.isin(probe, SEND_IDS)
+    recv = is_receive(probe)
+    known = recv | ((probe >= min(SEND_IDS)) & (probe <= max(SEND_IDS)))
     ts = pkt["ts_ns"].astype(np.int64)
     sender = np.where(recv, 1 - local, local).astype(np.int8)
     stream, seq64, end64 = prep.pkt_stream, prep.pkt_seq64, prep.pkt_end64
     layer = np.where(recv, probe - RECV_IDS[0], probe - SEND_IDS[0])
+    # contiguous copies first: gathering from strided record fields is several times slower
+    col = {k: np.ascontiguousarray(pkt[k]) for k in ("seq", "end_seq", "ack", "tcp_flags",
+                                                     "ip_id", "gso_segs")}
     ev_all = {"flow": flow, "direction": recv.astype(np.int8), "sender": sender,
-              "stream": stream, "seq": pkt["seq"], "end_seq": pkt["end_seq"], "seq64": seq64,
-              "end64": end64, "ack": pkt["ack"], "flags": pkt["tcp_flags"],
-              "ip_id": pkt["ip_id"].copy(), "t": ts, "layer": layer,
-              "gso_segs": pkt["gso_segs"]}
+              "stream": stream, "seq": col["seq"], "end_seq": col["end_seq"], "seq64": seq64,
+              "end64": end64, "ack": col["ack"], "flags": col["tcp_flags"],
+              "ip_id": col["ip_id"], "t": ts, "layer": layer, "gso_segs": col["gso_segs"]}
     parts, wires = [], []
     for direction in (0, 1):
         sel = np.nonzero(known & (recv == bool(direction)) & (layer < 3 if direction else True))[0]
@@ -487,15 +622,19 @@ def _behind(rows: dict) -> np.ndarray:
 
 def _duplicate(rows: dict) -> np.ndarray:
     """Received data skbs whose first byte an earlier-arriving skb already carried: TCP drops
-    them, so they reach no application and get no copy-layer latency."""
+    them, so they reach no application and get no copy-layer latency. Only skbs that arrived
+    behind later bytes can be duplicates, so only those are searched for."""
+    out = np.zeros(len(rows["flow"]), dtype=bool)
+    cand = np.nonzero(rows["retrans"])[0]
+    if len(cand) == 0:
+        return out
     t = np.where(rows["ts"] >= 0, rows["ts"], np.iinfo(np.int64).max).min(axis=1)
-    data = np.nonzero(rows["end64"] > rows["seq64"])[0]
-    out = np.zeros(len(t), dtype=bool)
-    if len(data):
-        st, lo, hi = rows["stream"][data], rows["seq64"][data], rows["end64"][data]
-        first = stab(st, lo, hi, t[data], st, lo, np.full(len(data), np.iinfo(np.int64).min),
-                     "after")
-        out[data] = (first >= 0) & (first != np.arange(len(data)))
+    data = (rows["end64"] > rows["seq64"]) & np.isin(rows["stream"], rows["stream"][cand])
+    di = np.nonzero(data)[0]
+    st, lo, hi = rows["stream"][di], rows["seq64"][di], rows["end64"][di]
+    first = stab(st, lo, hi, t[di], rows["stream"][cand], rows["seq64"][cand],
+                 np.full(len(cand), t[di].min()), "after")
+    out[cand] = (first >= 0) & (di[np.maximum(first, 0)] != cand)
     return out
 
 

@@ -1,0 +1,188 @@
+"""Benchmark: `mbrec analyze` end to end (read, decode, match, statistics; no plots) against a
+dictionary-based matcher in the style of MicroBPF's nic/process_entries.py, on the same trace.
+
+    python bench/analyze.py [--copies 330] [--keep DIR]
+
+The trace: mbrec.synthetic_gt's client/server scenario (TSO, GRO, coalescing, partial reads,
+delayed ACKs, retransmissions, reordering, missing hooks) replicated as `copies` x 4 concurrent
+connections, one file per host. Measured in one process, one core, same run:
+  read        read_trace of both files (zstd + msgpack + numpy concatenate)
+  analyze     mbrec.analysis.run.analyze(cross_host=False): flows, packet tables, copies, L_APP,
+              waits, flow metrics, statistics, report dict
+  cross-host  clock alignment + L_NET (analysis.clock / analysis.network), reported apart
+  dict        the dictionary matcher: one Python loop over the decoded events, keyed on
+              (address, port, seq, ack) as MicroBPF did (it computes far less, and wrongly on
+              TSO/GRO/coalescing: it is a speed reference only)
+Peak memory is measured in a fresh child process (ru_maxrss after analysis minus after imports),
+against the raw bytes of the decoded events.
+"""
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+
+from mbrec.events import PROBE_IDS  # noqa: E402
+from mbrec.synthetic import write_trace  # noqa: E402
+from mbrec.synthetic_gt import exchanges, replicate  # noqa: E402
+
+
+def make_traces(copies: int, outdir: str) -> list[str]:
+    gt = exchanges(n_flows=4, n_exchanges=50, seed=11)
+    paths = []
+    for host in ("client", "server"):
+        ev = replicate(gt.events[host], copies)
+        paths.append(write_trace(os.path.join(outdir, f"{host}.mbrec"), ev, host=host,
+                                 boot_id=gt.hosts[host]["boot_id"], force=True))
+    return paths
+
+
+def dict_matcher(pkt: np.ndarray) -> int:
+    """MicroBPF's matching, done offline with Python dicts (process_entries.py style): send side
+    keyed on (daddr, dport, seq, ack) from tcp_transmit_skb to dev_hard_start_xmit, receive side
+    on (saddr, sport, daddr, dport, seq, ack) from eth_type_trans to skb_copy_datagram_iter."""
+    P = PROBE_IDS
+    saddr = pkt["saddr"][:, :4].copy().view("<u4").ravel().tolist()
+    daddr = pkt["daddr"][:, :4].copy().view("<u4").ravel().tolist()
+    cols = [pkt[c].tolist() for c in ("ts_ns", "probe", "sport", "dport", "seq", "ack")]
+    out_ts, in_ts, results = {}, {}, []
+    t_tcp, t_ipq, t_dev, t_xmit = (P[n] for n in ("tcp_transmit_skb", "ip_queue_xmit",
+                                                  "dev_queue_xmit", "dev_hard_start_xmit"))
+    t_eth, t_iprcv, t_tcprcv, t_copy = (P[n] for n in ("eth_type_trans", "ip_rcv",
+                                                       "tcp_v4_rcv", "skb_copy_datagram_iter"))
+    for ts, probe, sa, da, sp, dp, seq, ack in zip(cols[0], cols[1], saddr, daddr, cols[2],
+                                                   cols[3], cols[4], cols[5]):
+        if probe <= t_xmit:
+            key = (da, dp, seq, ack)
+            if probe == t_tcp:
+                out_ts[key] = [ts, 0, 0]
+            else:
+                e = out_ts.get(key)
+                if e is None:
+                    continue
+                if probe == t_ipq:
+                    e[1] = ts
+                elif probe == t_dev:
+                    e[2] = ts
+                else:
+                    del out_ts[key]
+                    results.append((e[1] - e[0], e[2] - e[1], ts - e[2]))
+        else:
+            key = (sa, sp, da, dp, seq, ack)
+            if probe == t_eth:
+                in_ts[key] = [ts, 0, 0]
+            else:
+                e = in_ts.get(key)
+                if e is None:
+                    continue
+                if probe == t_iprcv:
+                    e[1] = ts
+                elif probe == t_tcprcv:
+                    e[2] = ts
+                else:
+                    del in_ts[key]
+                    results.append((e[1] - e[0], e[2] - e[1], ts - e[2]))
+    return len(results)
+
+
+def peak_memory(paths: list[str]) -> dict:
+    """Peak resident memory of reading and analysing, in a fresh process: the high-water mark
+    is reset after the imports (/proc/self/clear_refs), so only the analysis counts."""
+    code = (
+        "import json, sys\n"
+        "from mbrec.analysis.run import analyze\n"
+        "from mbrec.trace.reader import read_trace\n"
+        "import mbrec.analysis.clock, mbrec.analysis.network\n"
+        "def status(key):\n"
+        "    for line in open('/proc/self/status'):\n"
+        "        if line.startswith(key):\n"
+        "            return int(line.split()[1])\n"
+        "open('/proc/self/clear_refs', 'w').write('5')\n"
+        "base = status('VmRSS:')\n"
+        "ts = [read_trace(p) for p in sys.argv[1:]]\n"
+        "raw = sum(v.nbytes for t in ts for v in t.events.values())\n"
+        "after_read = status('VmHWM:')\n"
+        "a = analyze(ts, cross_host=False)\n"
+        "print(json.dumps({'raw_bytes': raw, 'baseline_kb': base, 'after_read_peak_kb': after_read,"
+        " 'peak_kb': status('VmHWM:')}))\n")
+    r = subprocess.run([sys.executable, "-c", code, *paths], capture_output=True, text=True,
+                       check=True)
+    m = json.loads(r.stdout)
+    m["peak_over_raw"] = round((m["peak_kb"] - m["baseline_kb"]) * 1024 / m["raw_bytes"], 2)
+    m["read_peak_over_raw"] = round((m["after_read_peak_kb"] - m["baseline_kb"]) * 1024
+                                    / m["raw_bytes"], 2)
+    return m
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--copies", type=int, default=330)
+    ap.add_argument("--keep", default=None, help="write the traces here and keep them")
+    args = ap.parse_args()
+    from mbrec.analysis.run import analyze
+    from mbrec.trace.reader import read_trace
+
+    tmp = args.keep or tempfile.mkdtemp(prefix="mbrec-bench-")
+    os.makedirs(tmp, exist_ok=True)
+    t0 = time.perf_counter()
+    paths = make_traces(args.copies, tmp)
+    print(f"generated {paths} in {time.perf_counter() - t0:.1f} s (not counted)", flush=True)
+
+    def timed(fn):
+        c0, w0 = time.process_time(), time.perf_counter()
+        res = fn()
+        return res, time.process_time() - c0, time.perf_counter() - w0
+
+    traces, cpu_read, wall_read = timed(lambda: [read_trace(p) for p in paths])
+    n_events = sum(len(v) for t in traces for v in t.events.values())
+    n_pkt = sum(len(t.events["pkt"]) for t in traces)
+    raw = sum(v.nbytes for t in traces for v in t.events.values())
+    size = sum(os.path.getsize(p) for p in paths)
+    result, cpu_an, wall_an = timed(lambda: analyze(traces, cross_host=False))
+    _, cpu_x, wall_x = timed(lambda: analyze(traces, cross_host=True))
+    cpu_x -= cpu_an  # the cross-host part alone (approximately: per-host work is repeated)
+    n_dict, cpu_dict, wall_dict = timed(lambda: sum(dict_matcher(t.events["pkt"]) for t in traces))
+    samples = sum(len(r.samples["value"]) for r in result.results)
+    mem = peak_memory(paths)
+    cpu_total = cpu_read + cpu_an
+    out = {
+        "machine": platform.processor() or platform.machine(), "python": platform.python_version(),
+        "numpy": np.__version__, "copies": args.copies,
+        "events": n_events, "pkt_events": n_pkt, "raw_event_bytes": raw, "file_bytes": size,
+        "read_cpu_s": round(cpu_read, 3), "analyze_cpu_s": round(cpu_an, 3),
+        "end_to_end_cpu_s": round(cpu_total, 3),
+        "end_to_end_events_per_s": round(n_events / cpu_total),
+        "analyze_only_events_per_s": round(n_events / cpu_an),
+        "cross_host_extra_cpu_s": round(cpu_x, 3),
+        "latency_samples": samples,
+        "dict_matcher_cpu_s": round(cpu_dict, 3),
+        "dict_matcher_pkt_events_per_s": round(n_pkt / cpu_dict),
+        "dict_matcher_latencies": n_dict,
+        "speedup_vs_dict_matching_pkt_only": round((n_pkt / cpu_an) / (n_pkt / cpu_dict), 2),
+        "wall_s": {"read": round(wall_read, 3), "analyze": round(wall_an, 3),
+                   "dict": round(wall_dict, 3)},
+        "memory": mem,
+    }
+    print(f"events {n_events:,} ({raw / 1e6:.0f} MB raw, {size / 1e6:.1f} MB on disk)")
+    print(f"read        {cpu_read:7.2f} s cpu")
+    print(f"analyze     {cpu_an:7.2f} s cpu  ({n_events / cpu_an / 1e6:.2f} M events/s)")
+    print(f"end to end  {cpu_total:7.2f} s cpu  ({n_events / cpu_total / 1e6:.2f} M events/s)")
+    print(f"cross-host  +{cpu_x:6.2f} s cpu (alignment and L_NET)")
+    print(f"dict match  {cpu_dict:7.2f} s cpu  ({n_pkt / cpu_dict / 1e6:.2f} M pkt events/s, "
+          f"matching only)")
+    print(f"peak memory {(mem['peak_kb'] - mem['baseline_kb']) / 1024:.0f} MB over imports = "
+          f"{mem['peak_over_raw']:.2f}x raw event bytes")
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
