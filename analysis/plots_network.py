@@ -21,6 +21,7 @@ from mbrec.analysis.plots import COLORS, STYLE, _safe
 
 MAX_POINTS = 20_000  # frames drawn per direction (evenly spaced, plus every hull vertex)
 SIZE = (7.5, 4.2)
+TALL = (7.5, 5.2)
 
 
 def _plt():
@@ -151,26 +152,41 @@ def plot_waterfall(pn, outdir) -> list[str]:
         l1lo, l1hi = float(r["l_net_1_lo"][i]) / 1e3, float(r["l_net_1_hi"][i]) / 1e3
         l2lo, l2hi = float(r["l_net_2_lo"][i]) / 1e3, float(r["l_net_2_hi"][i]) / 1e3
         plt = _plt()
-        fig, ax = plt.subplots(figsize=SIZE)
+        fig, ax = plt.subplots(figsize=TALL)
         lanes = [f"{r['client']} (client)", "network", f"{r['server']} (server)"]
-        bars = [(2, 0.0, rtt, COLORS[7], f"client NIC RTT {rtt:.1f} us"),
-                (1, 0.0, l1, COLORS[0], f"L_NET_1 {l1:.1f} us [{l1lo:.1f}, {l1hi:.1f}]"),
-                (0, l1, srv, COLORS[2], f"server NIC in -> out {srv:.1f} us"),
-                (1, l1 + srv, l2, COLORS[1], f"L_NET_2 {l2:.1f} us [{l2lo:.1f}, {l2hi:.1f}]")]
-        for lane, start, width, color, label in bars:
-            ax.barh(lane, width, left=start, height=0.5, color=color, label=label)
+        lay = r.get("layers")
+        if lay is not None and np.isfinite(lay["residual"][i]):
+            # every layer in path order: client send, wire, server, wire, client receive
+            start = -sum(float(lay["parts"][k][i]) for k in ("L_TCP_1", "L_IP_1", "L_NIC_1")) / 1e3
+            t = start
+            palette = plt.get_cmap("tab20").colors  # 20 distinct colours for 15 parts
+            for n, (name, v) in enumerate(lay["parts"].items()):
+                w = float(v[i]) / 1e3
+                lane = 1 if name.startswith("L_NET") else (
+                    2 if name.endswith(("_1", "_4")) else 0)
+                ax.barh(lane, w, left=t, height=0.5, color=palette[n % len(palette)],
+                        label=f"{name} {w:.1f} us")
+                t += w
+        else:
+            bars = [(2, 0.0, rtt, COLORS[7], f"client NIC RTT {rtt:.1f} us"),
+                    (1, 0.0, l1, COLORS[0], f"L_NET_1 {l1:.1f} us [{l1lo:.1f}, {l1hi:.1f}]"),
+                    (0, l1, srv, COLORS[2], f"server NIC in -> out {srv:.1f} us"),
+                    (1, l1 + srv, l2, COLORS[1], f"L_NET_2 {l2:.1f} us [{l2lo:.1f}, {l2hi:.1f}]")]
+            for lane, start, width, color, label in bars:
+                ax.barh(lane, width, left=start, height=0.5, color=color, label=label)
         # the guaranteed ranges of the two one-way ends
-        ax.errorbar([l1], [1.3], xerr=[[l1 - l1lo], [l1hi - l1]], fmt="|", color=COLORS[0],
+        ax.errorbar([l1], [1.3], xerr=[[l1 - l1lo], [l1hi - l1]], fmt="|", color="k", capsize=3)
+        ax.errorbar([rtt - l2], [0.7], xerr=[[l2hi - l2], [l2 - l2lo]], fmt="|", color="k",
                     capsize=3)
-        ax.errorbar([l1 + srv], [0.7], xerr=[[l1 + srv - (rtt - l2hi)], [(rtt - l2lo) - (l1 + srv)]],
-                    fmt="|", color=COLORS[1], capsize=3)
         ax.set_yticks([2, 1, 0], lanes)
         ax.set_xlabel(f"time since the request left {r['client']}'s NIC (us, {r['timebase']}'s "
                       "timebase); whiskers: guaranteed ranges")
-        resid = float(r["residual"][i])
-        ax.set_title(f"request {i} of {len(r['rtt'])} (median RTT): parts add up to the RTT "
-                     f"within {abs(resid):.3f} ns")
-        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2)
+        layered = lay is not None and np.isfinite(lay["residual"][i])
+        resid = float(lay["residual"][i] if layered else r["residual"][i])
+        ax.set_title(f"request {i} of {len(r['rtt'])} (median RTT): parts add up to the "
+                     f"{'total' if layered else 'RTT'} within {abs(resid):.3f} ns")
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2),
+                  ncol=4 if layered else 2, fontsize=7)
         fig.tight_layout()
         out += _save(plt, fig, outdir, _safe(f"waterfall_{r['client']}_{r['server']}"))
     return out
