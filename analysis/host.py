@@ -29,8 +29,8 @@ class HostResult:
 
 def analyze_host(trace) -> HostResult:
     """Everything one host's trace tells on its own (no other host, no clock alignment)."""
-    events = trace.events
-    prep = prepare(events)
+    prep = prepare(trace.events)
+    events = prep.events  # the same records, read column by column
     table = packet_table(trace, prep)
     pieces = app_mod.copy_pieces(events, prep)
     app_mod.attach_copies(table, pieces)
@@ -43,6 +43,6 @@ def analyze_host(trace) -> HostResult:
     return HostResult(host=str(header.get("host", "?")), path=trace.path,
                       boot_id=str(header.get("boot_id", "")), table=table, samples=s,
                       negative=neg, copies_exact=exact,
-                      events={k: int(len(v)) for k, v in events.items()},
+                      events={k: int(len(v)) for k, v in trace.events.items()},
                       lost=dict(trace.lost or {}), warnings=list(trace.warnings),
                       clean=trace.clean, flow_ids=prep.ids)

@@ -472,3 +472,30 @@ def exchanges(n_flows: int = 4, n_exchanges: int = 12, *, seed: int = 0,
                         "offset": server_offset_ns}}
     flow_truth = {h.name: h.flow_truth for h in (C, S)}
     return GroundTruth(out_events, out_truth, hosts, flow_truth)
+
+
+def replicate(events: dict, copies: int, *, shift_ns: int = 7_919,
+              client_addr: str = "10.0.0.1") -> dict:
+    """The events of one host repeated `copies` times as independent connections: copy k's
+    client address becomes 10.1.(k >> 8).(k & 255), its socket cookies move by k << 20 and its
+    times by k * shift_ns, so the copies interleave like concurrent clients. Vectorised; for
+    benchmarks (the truth of copy k is the truth of the original)."""
+    base = ipv4(client_addr)[:4]
+    out = {}
+    for name, recs in events.items():
+        if len(recs) == 0:
+            out[name] = recs
+            continue
+        n = len(recs)
+        rep = np.tile(recs, copies)
+        k = np.repeat(np.arange(copies, dtype=np.int64), n)
+        rep["ts_ns"] += (k * shift_ns).astype(np.uint64)
+        rep["sock_cookie"] += (k.astype(np.uint64) << np.uint64(20))
+        new = np.zeros((len(rep), 4), np.uint8)
+        new[:, 0], new[:, 1] = 10, 1
+        new[:, 2], new[:, 3] = (k >> 8) & 255, k & 255
+        for field_ in ("saddr", "daddr"):
+            is_client = (rep[field_][:, :4] == base).all(axis=1)
+            rep[field_][is_client, :4] = new[is_client]
+        out[name] = rep[np.argsort(rep["ts_ns"], kind="stable")]
+    return out
