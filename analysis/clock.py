@@ -38,7 +38,7 @@ import numpy as np
 from mbrec.errors import MbrecError
 
 METHODS = ("auto", "shared", "realtime", "packets")
-PLAUSIBLE_DRIFT = 2e-3  # 2000 ppm: first guess at the slope range (never assumed, only tried)
+PLAUSIBLE_DRIFT = (2e-3, 5e-2)  # slope ranges tried first (+-2000 ppm, +-5%): never assumed
 ASSUMPTION = ("the estimate is the bisector of the two extreme feasible lines: it assumes equal "
               "minimum one-way delays in both directions, and is off by half their difference "
               "(the guaranteed interval holds either way)")
@@ -294,14 +294,21 @@ def fit_window(px: np.ndarray, py: np.ndarray, qx: np.ndarray, qy: np.ndarray,
     n_f, n_b = len(px), len(qx)
     span = (min(float(v.min()) for v in (px, qx) if len(v)),
             max(float(v.max()) for v in (px, qx) if len(v))) if n_f + n_b else (0.0, 0.0)
-    # First only the hull chains that support slopes within PLAUSIBLE_DRIFT of 1: exact when
-    # the feasible slopes turn out to lie strictly inside that range, else redo with whole hulls.
-    m1, m2 = 1.0 - PLAUSIBLE_DRIFT, 1.0 + PLAUSIBLE_DRIFT
-    if n_f and n_b:
+    # First only the hull chains that support slopes within PLAUSIBLE_DRIFT of 1 (then a wider
+    # range): exact when the feasible slopes turn out to lie strictly inside the range tried;
+    # otherwise the whole hulls are built.
+    amin = None
+    for drift in PLAUSIBLE_DRIFT:
+        if not (n_f and n_b):
+            break
+        m1, m2 = 1.0 - drift, 1.0 + drift
         hp, hq = lower_hull(px, py, (m1, m2)), upper_hull(qx, qy, (m1, m2))
         h = _Hulls(px[hp], py[hp], qx[hq], qy[hq])
         amin, amax, evidence = h.feasible_alpha()
-    if not (n_f and n_b and amin is not None and m1 < amin and amax < m2):
+        if amin is not None and m1 < amin and amax < m2:
+            break
+        amin = None
+    if amin is None:
         hp, hq = lower_hull(px, py), upper_hull(qx, qy)
         h = _Hulls(px[hp], py[hp], qx[hq], qy[hq])
         amin, amax, evidence = h.feasible_alpha()

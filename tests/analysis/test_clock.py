@@ -384,9 +384,9 @@ def test_three_hosts_through_the_graph(tmp_path):
     assert al.report_section()["reference"] == "a"
 
 
-@pytest.mark.parametrize("drift_ppm", [150.0, 1900.0, 5000.0, -7000.0])
+@pytest.mark.parametrize("drift_ppm", [150.0, 1900.0, 5000.0, -7000.0, 80000.0])
 def test_slope_limited_hulls_give_the_same_answer_as_whole_hulls(drift_ppm):
-    # 5000 and -7000 ppm lie outside the first-guess slope range: the whole hulls are used
+    # 5000 and -7000 ppm need the second slope range, 80000 ppm the whole hulls
     rng = np.random.default_rng(int(abs(drift_ppm)))
     alpha = 1 + drift_ppm * 1e-6
     s_ab, r_ab, s_ba, r_ba = _constraints(3000, alpha, 3.0 * DAY, 20_000, 35_000, 10_000,
