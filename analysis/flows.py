@@ -78,7 +78,8 @@ def flow_summaries(series: dict, nflows: int, tcp: np.ndarray | None, tcp_flow: 
             sel = sock["kind"] == kind
             sock_bytes[name] = np.bincount(sock_flow[sel], weights=sock["bytes"][sel],
                                            minlength=nflows)
-    at_last = {c: series[c][last].tolist() for c in SERIES + ["t", "established_ns", "flags"]}
+    at_last = ({c: series[c][last].tolist() for c in SERIES + ["t", "established_ns", "flags"]}
+               if len(f) else {})
     for j, i in enumerate(f[last].tolist() if len(f) else []):
         s = {c: at_last[c][j] for c in SERIES}
         t_last = at_last["t"][j]

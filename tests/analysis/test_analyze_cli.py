@@ -182,3 +182,17 @@ def test_truncated_and_unclean_trace_is_analysed_with_a_warning(tmp_path):
     head = tmp_path / "head.mbrec"
     head.write_bytes(data[:200])
     assert "no readable events" in _one_line_error(run(str(head), ok=False)) or True
+
+
+def test_packet_events_only(tmp_path):
+    """A trace with only send-side packet events (no flow, socket or receive records)."""
+    from mbrec.synthetic import packet_flow
+    p = write_trace(str(tmp_path / "a.mbrec"), {"pkt": packet_flow(50)}, host="a")
+    out = tmp_path / "out"
+    r = run("-q", p, "-o", str(out), "--no-plots")
+    assert "L_TCP_1" in r.stdout and "L_NIC_1" in r.stdout
+    rep = json.loads((out / "report.json").read_text())
+    (flow,) = rep["flows"]
+    assert flow["metrics"] is None and flow["client_source"] == "ports"
+    assert rep["hosts"][0]["latencies"]["L_IP_1"]["count"] == 50
+    assert rep["hosts"][0]["latencies"]["L_IP_1"]["p50"] == 2000  # layer_ns of packet_flow
