@@ -89,7 +89,8 @@ class Flow:
 
 
 class Sim:
-    def __init__(self, seed: int, server_offset_ns: int):
+    def __init__(self, seed: int, server_offset_ns: int, copy_ranges: str = "skb"):
+        self.copy_ranges = copy_ranges
         self.rng = np.random.default_rng(seed)
         self.client = Host("client", "10.0.0.1")
         self.server = Host("server", "10.0.0.2", clock_offset=server_offset_ns)
@@ -222,7 +223,10 @@ class Sim:
                 if e <= a or s >= b:
                     continue
                 tc += self.gap(300, 900)
-                host.add_pkt(tc, "skb_copy_datagram_iter", fl, False, s, e, ack, ACK | PSH)
+                # "skb": the copy reports the whole (coalesced) skb's range; "bytes": the bytes
+                # this call copied (what mbrec's recorder writes)
+                c0, c1 = (s, e) if self.copy_ranges == "skb" else (max(s, a), min(e, b))
+                host.add_pkt(tc, "skb_copy_datagram_iter", fl, False, c0, c1, ack, ACK | PSH)
                 pieces.append((max(s, a), min(e, b), tc))
                 last_copy = tc
             t_end = tc + self.gap(200, 600)
@@ -328,9 +332,10 @@ class GroundTruth:
 
 
 def exchanges(n_flows: int = 4, n_exchanges: int = 12, *, seed: int = 0,
-              server_offset_ns: int = 0) -> GroundTruth:
-    """The scenario described in the module docstring, with its truth."""
-    sim = Sim(seed, server_offset_ns)
+              server_offset_ns: int = 0, copy_ranges: str = "skb") -> GroundTruth:
+    """The scenario described in the module docstring, with its truth. copy_ranges: what a
+    copy event's seq/end_seq cover ("skb": the skb, "bytes": the bytes copied)."""
+    sim = Sim(seed, server_offset_ns, copy_ranges)
     C, S = sim.client, sim.server
     for f in range(n_flows):
         cport, sport = 40000 + f, 80

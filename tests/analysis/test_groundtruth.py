@@ -30,11 +30,13 @@ def by_name(result):
     return {NAMES[i]: np.sort(s["value"][s["name"] == i]) for i in np.unique(s["name"])}
 
 
-@pytest.fixture(scope="module", params=[(0, 0), (1, 3 * 86_400 * 10**9), (2, -500_000_000)],
-                ids=["seed0", "seed1-offset3d", "seed2-offset-0.5s"])
+@pytest.fixture(scope="module", params=[(0, 0, "skb"), (1, 3 * 86_400 * 10**9, "skb"),
+                                        (2, -500_000_000, "skb"), (3, 0, "bytes")],
+                ids=["seed0", "seed1-offset3d", "seed2-offset-0.5s", "seed3-copied-bytes"])
 def scenario(request, tmp_path_factory):
-    seed, offset = request.param
-    gt = exchanges(n_flows=4, n_exchanges=14, seed=seed, server_offset_ns=offset)
+    seed, offset, copy_ranges = request.param
+    gt = exchanges(n_flows=4, n_exchanges=14, seed=seed, server_offset_ns=offset,
+                   copy_ranges=copy_ranges)
     tmp = tmp_path_factory.mktemp(f"gt{seed}")
     return gt, {h: analyse(tmp, gt, h) for h in ("client", "server")}
 
@@ -118,3 +120,13 @@ def test_without_read_records_copy_layer_still_recovered(tmp_path):
     assert len(got["L_TCP_2"]) == len(gt.truth["server"]["L_TCP_2"])
     assert (got["L_TCP_2"] <= gt.truth["server"]["L_TCP_2"]).all()
     assert r.copies_exact == 0.0
+
+
+def test_copied_byte_ranges_make_the_copy_layer_exact_without_read_records(tmp_path):
+    """mbrec's recorder writes the bytes each copy delivered: then even without socket records
+    the receive TCP layer is exact."""
+    gt = exchanges(n_flows=2, n_exchanges=10, seed=6, copy_ranges="bytes")
+    r = analyse(tmp_path, gt, "server", drop_sock=True)
+    got = by_name(r)
+    np.testing.assert_array_equal(got["L_TCP_2"], gt.truth["server"]["L_TCP_2"])
+    np.testing.assert_array_equal(got["L_APP_2"], gt.truth["server"]["L_APP_2"])
