@@ -104,7 +104,12 @@ def grouped_stats(group: np.ndarray, value: np.ndarray, ngroups: int) -> dict:
     total = np.bincount(group, weights=value.astype(np.float64), minlength=ngroups)
     res = {"count": count, "mean": np.divide(total, count, out=np.full(ngroups, np.nan),
                                              where=count > 0)}
-    order = np.lexsort((value, group))
+    vmin = int(value.min()) if len(value) else 0
+    span = (int(value.max()) - vmin + 1) if len(value) else 1
+    if ngroups * span < (1 << 62):  # one sort of a composite key instead of two
+        order = np.argsort(group.astype(np.int64) * span + (value.astype(np.int64) - vmin))
+    else:
+        order = np.lexsort((value, group))
     v = value[order].astype(np.float64)
     start = np.concatenate([[0], np.cumsum(count)[:-1]])
     for q in QUANTILES:

@@ -465,13 +465,25 @@ def _links(ev: dict, mode: str) -> np.ndarray:
     glast = np.minimum.accumulate(np.where(np.r_[new_group[1:], True], pos, n)[::-1])[::-1]
     # a zero-length key is a hash: members that differ from their group's first are left out
     ok = np.ones(n, bool)
-    if zl.any():
+    szl = np.nonzero(zl[order])[0]
+    if len(szl):
         for f in ("stream", "seq64", "ack", "flags"):
             v = ev[f][order]
-            ok &= v == v[gfirst]
+            ok[szl] &= v[szl] == v[gfirst[szl]]
     found = np.full(n, NONE, np.int64)
-    for k in np.unique(layer).tolist():
-        mine = (layer == k) & ok
+    # Usually the linked event is the neighbour in the group (the layers of one packet follow
+    # each other in time); only the others need the running search below.
+    if mode == "before":
+        nb = np.r_[NONE, pos[:-1]]
+        near = ~new_group & (np.r_[0, layer[:-1]] < layer)
+    else:
+        nb = np.r_[pos[1:], NONE]
+        near = np.r_[~new_group[1:], False] & (np.r_[layer[1:], 0] > layer)
+    near &= ok & ok[np.maximum(nb, 0)]
+    found[near] = nb[near]
+    todo = ok & ~near
+    for k in np.unique(layer[todo]).tolist():
+        mine = todo & (layer == k)
         if mode == "before":
             cand = np.maximum.accumulate(np.where((layer < k) & ok, pos, -1))
             good = mine & (cand >= gfirst)
