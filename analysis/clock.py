@@ -786,6 +786,9 @@ def align(traces, method: str = "auto", reference: str | None = None,
                                  "clocks are not one clock: use --clock packets or auto")
             if same and method in ("auto", "shared"):
                 al.pairs[(a, b)] = shared_pair(a, b)
+                if m is not None:  # nothing to estimate, but say how many frames were matched
+                    al.pairs[(a, b)].fits[0].n_fwd = len(m.ab)
+                    al.pairs[(a, b)].fits[0].n_bwd = len(m.ba)
                 continue
             if m is None or m.n_usable == 0:
                 continue

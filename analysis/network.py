@@ -96,35 +96,41 @@ class DirMatches:
         return len(self.s_ns)
 
 
-def match_direction(send: np.ndarray, recv: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
-    """(index into send, index into recv, n_ambiguous) for frames `recv` that came from `send`.
+def _tuple_hash(rec: np.ndarray) -> np.ndarray:
+    """One uint64 per record for its (saddr, sport, daddr, dport) as on the wire."""
+    with np.errstate(over="ignore"):
+        return _mix(endpoint_hash(rec["saddr"], rec["sport"])
+                    ^ _mix(endpoint_hash(rec["daddr"], rec["dport"]) + np.uint64(1)))
 
-    send: pkt records at the sender's dev_hard_start_xmit; recv: pkt records at the receiver's
-    eth_type_trans. Vectorised: one sort of the sends, one searchsorted, LOOKBACK masked passes.
-    """
-    empty = np.zeros(0, dtype=np.int64)
-    if len(send) == 0 or len(recv) == 0:
-        return empty, empty, 0
+
+def _match_keyed(s_grp, send, r_grp, recv, s_tup=None, r_tup=None):
+    """The lookback matcher over one grouping: s_grp/r_grp (int64 < 2^31) name the group each
+    send/frame belongs to (the ack, or a hash of ack and 4-tuple); frames match sends of their
+    group. Returns (count, first) per frame: the number of candidate sends and the first one."""
     s_seq = send["seq"].astype(np.int64)
     s_span = (send["end_seq"].astype(np.int64) - s_seq) & M32
-    key = (send["ack"].astype(np.int64) << 32) | s_seq
+    key = (s_grp << 32) | s_seq
     order = np.argsort(key, kind="stable")
     key, s_span = key[order], s_span[order]
-    # reach[j]: the furthest (ack, end) any transmission up to j covers; a frame whose key lies
-    # beyond reach[j] cannot be covered by j or anything before it, so the lookback stops there
+    # reach[j]: the furthest (group, end) any transmission up to j covers; a frame whose key
+    # lies beyond reach[j] cannot be covered by j or anything before it: the lookback stops
     reach = np.maximum.accumulate(key + s_span)
+    s_ack = send["ack"][order].astype(np.int64)
     s_flags = send["tcp_flags"][order] & (SYN | RST | ACK)
     s_id = send["ip_id"][order].astype(np.int64)
     s_v6 = send["family"][order] == AF_INET6
     s_segs = np.maximum(send["gso_segs"][order].astype(np.int64), 1)
+    s_tup = None if s_tup is None else s_tup[order]
     # frames in key order too: the lookback then reads the sends' arrays almost sequentially
     r_seq = recv["seq"].astype(np.int64)
-    r_key = (recv["ack"].astype(np.int64) << 32) | r_seq
+    r_key = (r_grp << 32) | r_seq
     r_order = np.argsort(r_key)
     r_key = r_key[r_order]
+    r_ack = recv["ack"][r_order].astype(np.int64)
     r_span = ((recv["end_seq"].astype(np.int64) - r_seq) & M32)[r_order]
     r_flags = (recv["tcp_flags"] & (SYN | RST | ACK))[r_order]
     r_id = recv["ip_id"].astype(np.int64)[r_order]
+    r_tup = None if r_tup is None else r_tup[r_order]
     pos = np.searchsorted(key, r_key, side="right") - 1
     count = np.zeros(len(recv), dtype=np.int64)
     first = np.full(len(recv), -1, dtype=np.int64)
@@ -135,14 +141,16 @@ def match_direction(send: np.ndarray, recv: np.ndarray) -> tuple[np.ndarray, np.
         act, j = act[live], j[live]
         if len(act) == 0:
             break
-        off = r_key[act] - key[j]  # same ack: the sequence offset; other acks: >= 2^32
+        off = r_key[act] - key[j]  # same group: the sequence offset; other groups: >= 2^32
         span = s_span[j]
         rs = r_span[act]
         covers = np.where(span == 0, (off == 0) & (rs == 0), (off < span) & (off + rs <= span))
         # the frame's index in the skb: IP ids of a super-segment's frames are consecutive
         nseg = np.maximum(s_segs[j], -(-span // np.maximum(rs, 1)))
-        ok = covers & (s_flags[j] == r_flags[act]) & (
+        ok = covers & (s_ack[j] == r_ack[act]) & (s_flags[j] == r_flags[act]) & (
             s_v6[j] | (((r_id[act] - s_id[j]) & 0xFFFF) < nseg))
+        if s_tup is not None:
+            ok &= s_tup[j] == r_tup[act]
         hit = act[ok]
         count[hit] += 1
         fresh = first[hit] < 0
@@ -150,9 +158,38 @@ def match_direction(send: np.ndarray, recv: np.ndarray) -> tuple[np.ndarray, np.
         j = j - 1
         more = j >= 0
         act, j = act[more], j[more]
+    # back to the callers' orders
+    out_count = np.empty_like(count)
+    out_first = np.full(len(recv), -1, dtype=np.int64)
+    out_count[r_order] = count
+    found = first >= 0
+    out_first[r_order[found]] = order[first[found]]
+    return out_count, out_first
+
+
+def match_direction(send: np.ndarray, recv: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """(index into send, index into recv, n_ambiguous) for frames `recv` that came from `send`.
+
+    send: pkt records at the sender's dev_hard_start_xmit; recv: pkt records at the receiver's
+    eth_type_trans. Two vectorised passes: first within the same 4-tuple (the usual case, and
+    immune to two flows that happen to share sequence numbers), then, for frames still
+    unmatched, on (ack, seq range, IP id) alone, which tolerates NAT between the hosts.
+    """
+    empty = np.zeros(0, dtype=np.int64)
+    if len(send) == 0 or len(recv) == 0:
+        return empty, empty, 0
+    s_tup, r_tup = _tuple_hash(send), _tuple_hash(recv)
+    with np.errstate(over="ignore"):
+        s_grp = (_mix(s_tup ^ send["ack"].astype(np.uint64)) >> np.uint64(33)).astype(np.int64)
+        r_grp = (_mix(r_tup ^ recv["ack"].astype(np.uint64)) >> np.uint64(33)).astype(np.int64)
+    count, first = _match_keyed(s_grp, send, r_grp, recv, s_tup, r_tup)
+    rest = np.flatnonzero(count == 0)
+    if len(rest):
+        c2, f2 = _match_keyed(send["ack"].astype(np.int64) >> 1, send,
+                              recv["ack"][rest].astype(np.int64) >> 1, recv[rest])
+        count[rest], first[rest] = c2, f2
     good = np.flatnonzero(count == 1)
-    done = np.argsort(r_order[good])  # back to the frames' original order
-    return order[first[good][done]], r_order[good][done], int((count > 1).sum())
+    return first[good], good, int((count > 1).sum())
 
 
 def _tuples_equal(send: np.ndarray, recv: np.ndarray) -> np.ndarray:

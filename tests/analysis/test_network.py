@@ -268,3 +268,26 @@ def test_rtt_decomposition_into_both_hosts_layers(tmp_path, same_boot):
     assert np.allclose(lay["total"], r["rtt"] + 6 * 2_000)
     s = res.report_section()["pairs"][0]["rtt_decomposition"]["per_client"][0]["layers"]
     assert s["complete"] == 80 and s["adds_up_within_1ns"] == 80
+
+
+def test_flows_sharing_sequence_numbers_are_told_apart_by_their_tuples(tmp_path):
+    # a second flow, identical in sequence numbers, acks and IP ids, 300 ns later, other port
+    a, b, truth = netsynth.exchange(50, nflows=1, seed=14)
+    a2, b2 = a.copy(), b.copy()
+    for arr in (a2, b2):
+        arr["ts_ns"] += 300
+        c2s = arr["dport"] == 80
+        arr["sport"][c2s] += 1
+        arr["dport"][~c2s] += 1
+    a = np.concatenate([a, a2])
+    b = np.concatenate([b, b2])
+    a, b = a[np.argsort(a["ts_ns"], kind="stable")], b[np.argsort(b["ts_ns"], kind="stable")]
+    _, al, res = _run(tmp_path, a, b, same_boot=True)
+    m = al.matches[(0, 1)]
+    assert m.ab.n_ambiguous == 0 and m.ba.n_ambiguous == 0
+    assert len(m.ab) == 2 * len(truth["ab"]) and len(m.ba) == 2 * len(truth["ba"])
+    # each frame with its own flow's send: the delays are the generated ones, twice
+    d_ab, d_ba = _implied_true_delays(m, 1.0, 0)
+    assert np.allclose(np.sort(d_ab), np.sort(np.repeat(truth["ab"][:, 1], 2)), atol=2.0)
+    assert np.allclose(np.sort(d_ba), np.sort(np.repeat(truth["ba"][:, 1], 2)), atol=2.0)
+    assert not m.ab.nat.any()
