@@ -24,18 +24,118 @@
  *   MBREC_FLOWS            compile the flow/socket probes of flows.bpf.h as well.
  */
 #include <uapi/linux/ptrace.h>
+
+/*
+ * Kernel struct fields are read at byte offsets: MBREC_OFF_* constants that the recorder
+ * takes from the running kernel's BTF (mbrec/recorder/btf.py), so no kernel header has to be
+ * compiled (they are most of BCC's compile time). Without BTF, or when the flow probes (which
+ * use kernel types) are built, MBREC_KERNEL_HEADERS includes the headers and derives the same
+ * constants with offsetof.
+ */
+#ifdef MBREC_KERNEL_HEADERS
 #include <linux/skbuff.h>
 #include <linux/netdevice.h>
 #include <linux/ip.h>
 #include <linux/ipv6.h>
 #include <linux/tcp.h>
-#include <linux/if_ether.h>
 #include <net/sock.h>
 #include <net/tcp.h>
+#define MBREC_OFF_SKB_HEAD __builtin_offsetof(struct sk_buff, head)
+#define MBREC_OFF_SKB_DATA __builtin_offsetof(struct sk_buff, data)
+#define MBREC_OFF_SKB_LEN __builtin_offsetof(struct sk_buff, len)
+#define MBREC_OFF_SKB_END __builtin_offsetof(struct sk_buff, end)
+#define MBREC_OFF_SKB_NETWORK_HEADER __builtin_offsetof(struct sk_buff, network_header)
+#define MBREC_OFF_SKB_TRANSPORT_HEADER __builtin_offsetof(struct sk_buff, transport_header)
+#define MBREC_OFF_SKB_PROTOCOL __builtin_offsetof(struct sk_buff, protocol)
+#define MBREC_OFF_SKB_SK __builtin_offsetof(struct sk_buff, sk)
+#define MBREC_OFF_SKB_DEV __builtin_offsetof(struct sk_buff, dev)
+#define MBREC_OFF_SKB_IIF __builtin_offsetof(struct sk_buff, skb_iif)
+#define MBREC_OFF_SKB_CB __builtin_offsetof(struct sk_buff, cb)
+#define MBREC_OFF_SKB_LIST __builtin_offsetof(struct sk_buff, list)
+#define MBREC_OFF_SK_NET __builtin_offsetof(struct sock, __sk_common.skc_net)
+#define MBREC_OFF_SK_STATE __builtin_offsetof(struct sock, __sk_common.skc_state)
+#define MBREC_OFF_SK_FAMILY __builtin_offsetof(struct sock, __sk_common.skc_family)
+#define MBREC_OFF_SK_DPORT __builtin_offsetof(struct sock, __sk_common.skc_dport)
+#define MBREC_OFF_SK_NUM __builtin_offsetof(struct sock, __sk_common.skc_num)
+#define MBREC_OFF_SK_DADDR __builtin_offsetof(struct sock, __sk_common.skc_daddr)
+#define MBREC_OFF_SK_RCV_SADDR __builtin_offsetof(struct sock, __sk_common.skc_rcv_saddr)
+#define MBREC_OFF_SK_V6_DADDR __builtin_offsetof(struct sock, __sk_common.skc_v6_daddr)
+#define MBREC_OFF_SK_V6_RCV_SADDR __builtin_offsetof(struct sock, __sk_common.skc_v6_rcv_saddr)
+#define MBREC_OFF_SK_COOKIE __builtin_offsetof(struct sock, __sk_common.skc_cookie)
+#define MBREC_OFF_SK_PROTOCOL __builtin_offsetof(struct sock, sk_protocol)
+#define MBREC_OFF_SK_TYPE __builtin_offsetof(struct sock, sk_type)
+#define MBREC_OFF_SK_CGRP __builtin_offsetof(struct sock, sk_cgrp_data)
+#define MBREC_OFF_DEV_NET __builtin_offsetof(struct net_device, nd_net)
+#define MBREC_OFF_DEV_IFINDEX __builtin_offsetof(struct net_device, ifindex)
+#define MBREC_OFF_NET_INUM __builtin_offsetof(struct net, ns.inum)
+#define MBREC_OFF_SHINFO_GSO_SEGS __builtin_offsetof(struct skb_shared_info, gso_segs)
+#define MBREC_OFF_CGROUP_KN __builtin_offsetof(struct cgroup, kn)
+#define MBREC_OFF_KN_ID __builtin_offsetof(struct kernfs_node, id)
+#define MBREC_OFF_TCB_SEQ __builtin_offsetof(struct tcp_skb_cb, seq)
+#define MBREC_OFF_TCB_END_SEQ __builtin_offsetof(struct tcp_skb_cb, end_seq)
+#define MBREC_OFF_TCB_TCP_FLAGS __builtin_offsetof(struct tcp_skb_cb, tcp_flags)
+/* struct member reads, for code that has the kernel types (flows.bpf.h) */
+#define RD(dst, src) bpf_probe_read_kernel((void *)&(dst), sizeof(dst), (const void *)&(src))
+#else
+struct sk_buff;
+struct sock;
+struct net_device;
+struct net;
+struct list_head;
+#endif
 
 #define MBREC_HAVE_KERNEL_TYPES
 #include "mbrec_events.h"
 #include "mbrec_hash.h"
+
+/* A field of a kernel object at a byte offset. */
+#define RDO(dst, base, off) \
+	bpf_probe_read_kernel((void *)&(dst), sizeof(dst), (const char *)(base) + (off))
+
+#define MBREC_NTOHS(x) __builtin_bswap16(x)
+#define MBREC_NTOHL(x) __builtin_bswap32(x)
+#define MBREC_ETH_HLEN 14
+#define MBREC_ETH_P_IP 0x0800
+#define MBREC_ETH_P_IPV6 0x86DD
+#define MBREC_ETH_P_8021Q 0x8100
+#define MBREC_ETH_P_8021AD 0x88A8
+#define MBREC_IPPROTO_TCP 6
+#define MBREC_SOCK_STREAM 1
+#define MBREC_TCP_TIME_WAIT 6
+#define MBREC_TCP_NEW_SYN_RECV 12
+
+/* Wire headers, read whole and decoded here (network byte order). */
+struct mbrec_iph {
+	u8 vihl;
+	u8 tos;
+	u16 tot_len;
+	u16 id;
+	u16 frag_off;
+	u8 ttl;
+	u8 protocol;
+	u16 check;
+	u32 saddr;
+	u32 daddr;
+};
+struct mbrec_ip6h {
+	u32 vtc_flow;
+	u16 payload_len;
+	u8 nexthdr;
+	u8 hop_limit;
+	u8 saddr[16];
+	u8 daddr[16];
+};
+struct mbrec_tcph {
+	u16 source;
+	u16 dest;
+	u32 seq;
+	u32 ack_seq;
+	u8 doff_res;
+	u8 flags;
+	u16 window;
+	u16 check;
+	u16 urg_ptr;
+};
 
 #ifndef MBREC_RINGBUF_PAGES
 #define MBREC_RINGBUF_PAGES 1024
@@ -62,8 +162,6 @@
 #define MBREC_IP_RCV_CORE 1
 #endif
 
-#define RD(dst, src) bpf_probe_read_kernel((void *)&(dst), sizeof(dst), (const void *)&(src))
-
 /* Lost events per probe id, per CPU (summed by user space); shared by every probe group. */
 BPF_PERCPU_ARRAY(mbrec_lost, u64, MBREC_PROBE_MAX);
 
@@ -83,24 +181,21 @@ static __always_inline void mbrec_count_lost(u32 probe)
 		*n += 1;
 }
 
-static __always_inline u32 mbrec_netns_of_dev(struct net_device *dev)
-{
-	struct net *net = NULL;
-	u32 inum = 0;
-	if (!dev)
-		return 0;
-	RD(net, dev->nd_net.net);
-	if (net)
-		RD(inum, net->ns.inum);
-	return inum;
-}
-
 static __always_inline u32 mbrec_netns_of_net(struct net *net)
 {
 	u32 inum = 0;
 	if (net)
-		RD(inum, net->ns.inum);
+		RDO(inum, net, MBREC_OFF_NET_INUM);
 	return inum;
+}
+
+static __always_inline u32 mbrec_netns_of_dev(struct net_device *dev)
+{
+	struct net *net = NULL;
+	if (!dev)
+		return 0;
+	RDO(net, dev, MBREC_OFF_DEV_NET);
+	return mbrec_netns_of_net(net);
 }
 
 static __always_inline u32 mbrec_netns_of_sk(struct sock *sk)
@@ -108,7 +203,7 @@ static __always_inline u32 mbrec_netns_of_sk(struct sock *sk)
 	struct net *net = NULL;
 	if (!sk)
 		return 0;
-	RD(net, sk->__sk_common.skc_net.net);
+	RDO(net, sk, MBREC_OFF_SK_NET);
 	return mbrec_netns_of_net(net);
 }
 
@@ -116,8 +211,8 @@ static __always_inline u32 mbrec_netns_of_sk(struct sock *sk)
 static __always_inline int mbrec_sk_fullsock(struct sock *sk)
 {
 	u8 state = 0;
-	RD(state, sk->__sk_common.skc_state);
-	return state != TCP_TIME_WAIT && state != TCP_NEW_SYN_RECV;
+	RDO(state, sk, MBREC_OFF_SK_STATE);
+	return state != MBREC_TCP_TIME_WAIT && state != MBREC_TCP_NEW_SYN_RECV;
 }
 
 /* The socket's id in events: see MBREC_SOCK_COOKIE above. */
@@ -127,22 +222,40 @@ static __always_inline u64 mbrec_sock_id(struct sock *sk)
 		return 0;
 #if MBREC_SOCK_COOKIE
 	u64 cookie = 0;
-	RD(cookie, sk->__sk_common.skc_cookie);
+	RDO(cookie, sk, MBREC_OFF_SK_COOKIE);
 	return cookie;
 #else
 	return (u64)sk;
 #endif
 }
 
-static __always_inline u16 mbrec_gso_segs(struct sk_buff *skb)
+static __always_inline struct sock *mbrec_skb_sk(struct sk_buff *skb)
+{
+	struct sock *sk = NULL;
+	RDO(sk, skb, MBREC_OFF_SKB_SK);
+	return sk;
+}
+
+static __always_inline struct net_device *mbrec_skb_dev(struct sk_buff *skb)
+{
+	struct net_device *dev = NULL;
+	RDO(dev, skb, MBREC_OFF_SKB_DEV);
+	return dev;
+}
+
+static __always_inline unsigned char *mbrec_skb_head(struct sk_buff *skb)
 {
 	unsigned char *head = NULL;
-	unsigned int end = 0;
+	RDO(head, skb, MBREC_OFF_SKB_HEAD);
+	return head;
+}
+
+static __always_inline u16 mbrec_gso_segs(struct sk_buff *skb, unsigned char *head)
+{
+	u32 end = 0; /* an offset from head on 64-bit kernels (NET_SKBUFF_DATA_USES_OFFSET) */
 	u16 segs = 0;
-	RD(head, skb->head);
-	RD(end, skb->end);
-	struct skb_shared_info *shinfo = (struct skb_shared_info *)(head + end);
-	RD(segs, shinfo->gso_segs);
+	RDO(end, skb, MBREC_OFF_SKB_END);
+	RDO(segs, head + end, MBREC_OFF_SHINFO_GSO_SEGS);
 	return segs ? segs : 1;
 }
 
@@ -158,16 +271,15 @@ static __always_inline void mbrec_init(struct mbrec_pkt_event *e, u8 probe, stru
 static __always_inline int mbrec_parse_tcp(struct mbrec_pkt_event *e, unsigned char *th_ptr,
 					   int l4_len)
 {
-	struct tcphdr th;
+	struct mbrec_tcph th;
 	if (bpf_probe_read_kernel(&th, sizeof(th), th_ptr))
 		return 0;
-	u8 doff_byte = ((u8 *)&th)[12];
-	int thlen = (doff_byte >> 4) * 4;
-	e->sport = ntohs(th.source);
-	e->dport = ntohs(th.dest);
-	e->seq = ntohl(th.seq);
-	e->ack = ntohl(th.ack_seq);
-	e->tcp_flags = ((u8 *)&th)[13];
+	int thlen = (th.doff_res >> 4) * 4;
+	e->sport = MBREC_NTOHS(th.source);
+	e->dport = MBREC_NTOHS(th.dest);
+	e->seq = MBREC_NTOHL(th.seq);
+	e->ack = MBREC_NTOHL(th.ack_seq);
+	e->tcp_flags = th.flags;
 	int len = l4_len - thlen;
 	e->len = len > 0 ? len : 0;
 	e->end_seq = e->seq + e->len + !!(e->tcp_flags & MBREC_TCP_SYN) +
@@ -175,35 +287,35 @@ static __always_inline int mbrec_parse_tcp(struct mbrec_pkt_event *e, unsigned c
 	return 1;
 }
 
-/* An IPv4 or IPv6 packet at ip (family from the caller); 0 if it is not a TCP segment. */
-static __always_inline int mbrec_parse_ip(struct mbrec_pkt_event *e, unsigned char *ip, u16 eth_proto)
+/* An IPv4 or IPv6 packet at ip (ethertype from the caller); 0 if it is not a TCP segment. */
+static __always_inline int mbrec_parse_ip(struct mbrec_pkt_event *e, unsigned char *ip,
+					  u16 eth_proto)
 {
-	if (eth_proto == ETH_P_IP) {
-		struct iphdr iph;
+	if (eth_proto == MBREC_ETH_P_IP) {
+		struct mbrec_iph iph;
 		if (bpf_probe_read_kernel(&iph, sizeof(iph), ip))
 			return 0;
-		u8 vihl = ((u8 *)&iph)[0];
-		if ((vihl >> 4) != 4 || iph.protocol != IPPROTO_TCP)
+		if ((iph.vihl >> 4) != 4 || iph.protocol != MBREC_IPPROTO_TCP)
 			return 0;
-		if (ntohs(iph.frag_off) & 0x1fff) /* a non-first fragment has no TCP header */
+		if (MBREC_NTOHS(iph.frag_off) & 0x1fff) /* a non-first fragment has no TCP header */
 			return 0;
-		int ihl = (vihl & 0x0f) * 4;
+		int ihl = (iph.vihl & 0x0f) * 4;
 		e->family = MBREC_AF_INET;
 		__builtin_memcpy(e->saddr, &iph.saddr, 4);
 		__builtin_memcpy(e->daddr, &iph.daddr, 4);
-		e->ip_id = ntohs(iph.id);
-		return mbrec_parse_tcp(e, ip + ihl, (int)ntohs(iph.tot_len) - ihl);
+		e->ip_id = MBREC_NTOHS(iph.id);
+		return mbrec_parse_tcp(e, ip + ihl, (int)MBREC_NTOHS(iph.tot_len) - ihl);
 	}
-	if (eth_proto == ETH_P_IPV6) {
-		struct ipv6hdr ip6;
+	if (eth_proto == MBREC_ETH_P_IPV6) {
+		struct mbrec_ip6h ip6;
 		if (bpf_probe_read_kernel(&ip6, sizeof(ip6), ip))
 			return 0;
-		if (ip6.nexthdr != IPPROTO_TCP) /* extension headers: not followed */
+		if (ip6.nexthdr != MBREC_IPPROTO_TCP) /* extension headers: not followed */
 			return 0;
 		e->family = MBREC_AF_INET6;
-		__builtin_memcpy(e->saddr, &ip6.saddr, 16);
-		__builtin_memcpy(e->daddr, &ip6.daddr, 16);
-		return mbrec_parse_tcp(e, ip + sizeof(ip6), (int)ntohs(ip6.payload_len));
+		__builtin_memcpy(e->saddr, ip6.saddr, 16);
+		__builtin_memcpy(e->daddr, ip6.daddr, 16);
+		return mbrec_parse_tcp(e, ip + sizeof(ip6), (int)MBREC_NTOHS(ip6.payload_len));
 	}
 	return 0;
 }
@@ -213,30 +325,30 @@ static __always_inline int mbrec_parse_ip(struct mbrec_pkt_event *e, unsigned ch
 static __always_inline int mbrec_sock_tuple(struct mbrec_pkt_event *e, struct sock *sk, int out)
 {
 	u16 family = 0, dport = 0, num = 0;
-	RD(family, sk->__sk_common.skc_family);
-	RD(dport, sk->__sk_common.skc_dport);
-	RD(num, sk->__sk_common.skc_num);
+	RDO(family, sk, MBREC_OFF_SK_FAMILY);
+	RDO(dport, sk, MBREC_OFF_SK_DPORT);
+	RDO(num, sk, MBREC_OFF_SK_NUM);
 	u8 *local = out ? e->saddr : e->daddr;
 	u8 *remote = out ? e->daddr : e->saddr;
-	if (family == AF_INET6) {
+	if (family == MBREC_AF_INET6) {
 		u32 w[4] = {};
-		RD(w, sk->__sk_common.skc_v6_daddr.in6_u.u6_addr32);
-		if (w[0] == 0 && w[1] == 0 && w[2] == htonl(0xffff))
-			family = AF_INET;
+		RDO(w, sk, MBREC_OFF_SK_V6_DADDR);
+		if (w[0] == 0 && w[1] == 0 && w[2] == 0xffff0000U) /* ::ffff:a.b.c.d */
+			family = MBREC_AF_INET;
 	}
-	if (family == AF_INET) {
+	if (family == MBREC_AF_INET) {
 		e->family = MBREC_AF_INET;
-		RD(*(u32 *)local, sk->__sk_common.skc_rcv_saddr);
-		RD(*(u32 *)remote, sk->__sk_common.skc_daddr);
-	} else if (family == AF_INET6) {
+		bpf_probe_read_kernel(local, 4, (char *)sk + MBREC_OFF_SK_RCV_SADDR);
+		bpf_probe_read_kernel(remote, 4, (char *)sk + MBREC_OFF_SK_DADDR);
+	} else if (family == MBREC_AF_INET6) {
 		e->family = MBREC_AF_INET6;
-		bpf_probe_read_kernel(local, 16, &sk->__sk_common.skc_v6_rcv_saddr);
-		bpf_probe_read_kernel(remote, 16, &sk->__sk_common.skc_v6_daddr);
+		bpf_probe_read_kernel(local, 16, (char *)sk + MBREC_OFF_SK_V6_RCV_SADDR);
+		bpf_probe_read_kernel(remote, 16, (char *)sk + MBREC_OFF_SK_V6_DADDR);
 	} else {
 		return 0;
 	}
-	e->sport = out ? num : ntohs(dport);
-	e->dport = out ? ntohs(dport) : num;
+	e->sport = out ? num : MBREC_NTOHS(dport);
+	e->dport = out ? MBREC_NTOHS(dport) : num;
 	return 1;
 }
 
@@ -265,14 +377,13 @@ static __always_inline int mbrec_submit_key(void *ctx, struct mbrec_pkt_event *e
 	{
 		u64 key = ((u64)e->netns << 32) | flow;
 		if (sk && mbrec_sk_fullsock(sk)) {
-			struct cgroup *cg = NULL;
-			struct kernfs_node *kn = NULL;
+			void *cg = NULL, *kn = NULL;
 			u64 id = 0;
-			RD(cg, sk->sk_cgrp_data.cgroup);
+			RDO(cg, sk, MBREC_OFF_SK_CGRP); /* sock_cgroup_data.cgroup is its first field */
 			if (cg)
-				RD(kn, cg->kn);
+				RDO(kn, cg, MBREC_OFF_CGROUP_KN);
 			if (kn)
-				RD(id, kn->id);
+				RDO(id, kn, MBREC_OFF_KN_ID);
 			if (id != MBREC_CGROUP_ID)
 				return 0;
 			u8 one = 1;
@@ -298,8 +409,8 @@ static __always_inline int mbrec_submit(void *ctx, struct mbrec_pkt_event *e, st
 
 /* send 1: the TCP header is not built yet: seq/end_seq/flags from the control block,
  * ack = rcv_nxt (the argument the kernel will write), addresses from the socket. */
-static __always_inline int mbrec_on_tcp_transmit_skb(void *ctx, struct sock *sk, struct sk_buff *skb,
-						     u32 rcv_nxt, u64 cookie)
+static __always_inline int mbrec_on_tcp_transmit_skb(void *ctx, struct sock *sk,
+						     struct sk_buff *skb, u32 rcv_nxt, u64 cookie)
 {
 	struct mbrec_pkt_event e = {};
 	e.netns = mbrec_netns_of_sk(sk);
@@ -308,13 +419,13 @@ static __always_inline int mbrec_on_tcp_transmit_skb(void *ctx, struct sock *sk,
 	if (!mbrec_sock_tuple(&e, sk, 1))
 		return 0;
 	mbrec_init(&e, MBREC_PROBE_TCP_TRANSMIT_SKB, skb);
-	struct tcp_skb_cb *cb = (struct tcp_skb_cb *)&skb->cb[0];
-	RD(e.seq, cb->seq);
-	RD(e.end_seq, cb->end_seq);
-	RD(e.tcp_flags, cb->tcp_flags);
-	RD(e.len, skb->len);
+	char *cb = (char *)skb + MBREC_OFF_SKB_CB;
+	RDO(e.seq, cb, MBREC_OFF_TCB_SEQ);
+	RDO(e.end_seq, cb, MBREC_OFF_TCB_END_SEQ);
+	RDO(e.tcp_flags, cb, MBREC_OFF_TCB_TCP_FLAGS);
+	RDO(e.len, skb, MBREC_OFF_SKB_LEN);
 	e.ack = rcv_nxt;
-	e.gso_segs = mbrec_gso_segs(skb);
+	e.gso_segs = mbrec_gso_segs(skb, mbrec_skb_head(skb));
 	e.sock_cookie = cookie ? cookie : mbrec_sock_id(sk);
 	return mbrec_submit(ctx, &e, sk);
 }
@@ -328,21 +439,20 @@ static __always_inline int mbrec_on_ip_queue_xmit(void *ctx, struct sock *sk, st
 	if (!(MBREC_NETNS_OK(e.netns)))
 		return 0;
 	u16 proto = 0;
-	RD(proto, sk->sk_protocol);
-	if (proto != IPPROTO_TCP)
+	RDO(proto, sk, MBREC_OFF_SK_PROTOCOL);
+	if (proto != MBREC_IPPROTO_TCP)
 		return 0;
 	if (!mbrec_sock_tuple(&e, sk, 1))
 		return 0;
-	unsigned char *head = NULL;
+	unsigned char *head = mbrec_skb_head(skb);
 	u16 th_off = 0;
 	u32 skb_len = 0;
-	RD(head, skb->head);
-	RD(th_off, skb->transport_header);
-	RD(skb_len, skb->len);
+	RDO(th_off, skb, MBREC_OFF_SKB_TRANSPORT_HEADER);
+	RDO(skb_len, skb, MBREC_OFF_SKB_LEN);
 	if (!mbrec_parse_tcp(&e, head + th_off, skb_len))
 		return 0;
 	mbrec_init(&e, MBREC_PROBE_IP_QUEUE_XMIT, skb);
-	e.gso_segs = mbrec_gso_segs(skb);
+	e.gso_segs = mbrec_gso_segs(skb, head);
 	e.sock_cookie = cookie ? cookie : mbrec_sock_id(sk);
 	return mbrec_submit(ctx, &e, sk);
 }
@@ -352,25 +462,23 @@ static __always_inline int mbrec_on_l3_skb(void *ctx, u8 probe, struct sk_buff *
 					   u32 ifindex)
 {
 	struct mbrec_pkt_event e = {};
-	__be16 proto = 0;
-	RD(proto, skb->protocol);
-	u16 eth_proto = ntohs(proto);
-	if (eth_proto != ETH_P_IP && eth_proto != ETH_P_IPV6)
+	u16 proto = 0;
+	RDO(proto, skb, MBREC_OFF_SKB_PROTOCOL);
+	u16 eth_proto = MBREC_NTOHS(proto);
+	if (eth_proto != MBREC_ETH_P_IP && eth_proto != MBREC_ETH_P_IPV6)
 		return 0;
 	e.netns = netns;
 	if (!(MBREC_NETNS_OK(e.netns)))
 		return 0;
-	unsigned char *head = NULL;
+	unsigned char *head = mbrec_skb_head(skb);
 	u16 nh = 0;
-	RD(head, skb->head);
-	RD(nh, skb->network_header);
+	RDO(nh, skb, MBREC_OFF_SKB_NETWORK_HEADER);
 	if (!mbrec_parse_ip(&e, head + nh, eth_proto))
 		return 0;
 	mbrec_init(&e, probe, skb);
 	e.ifindex = ifindex;
-	e.gso_segs = mbrec_gso_segs(skb);
-	struct sock *sk = NULL;
-	RD(sk, skb->sk);
+	e.gso_segs = mbrec_gso_segs(skb, head);
+	struct sock *sk = mbrec_skb_sk(skb);
 	e.sock_cookie = mbrec_sock_id(sk);
 	return mbrec_submit(ctx, &e, sk);
 }
@@ -380,9 +488,9 @@ static __always_inline int mbrec_on_dev_xmit(void *ctx, u8 probe, struct sk_buff
 {
 	int ifindex = 0;
 	if (!dev)
-		RD(dev, skb->dev);
+		dev = mbrec_skb_dev(skb);
 	if (dev)
-		RD(ifindex, dev->ifindex);
+		RDO(ifindex, dev, MBREC_OFF_DEV_IFINDEX);
 	return mbrec_on_l3_skb(ctx, probe, skb, mbrec_netns_of_dev(dev), ifindex);
 }
 
@@ -393,16 +501,17 @@ static __always_inline int mbrec_on_eth_type_trans(void *ctx, struct sk_buff *sk
 {
 	struct mbrec_pkt_event e = {};
 	unsigned char *data = NULL;
-	RD(data, skb->data);
-	__be16 proto = 0;
+	RDO(data, skb, MBREC_OFF_SKB_DATA);
+	u16 proto = 0;
 	bpf_probe_read_kernel(&proto, sizeof(proto), data + 12);
-	int l3 = ETH_HLEN;
-	if (proto == htons(ETH_P_8021Q) || proto == htons(ETH_P_8021AD)) {
+	int l3 = MBREC_ETH_HLEN;
+	u16 eth_proto = MBREC_NTOHS(proto);
+	if (eth_proto == MBREC_ETH_P_8021Q || eth_proto == MBREC_ETH_P_8021AD) {
 		bpf_probe_read_kernel(&proto, sizeof(proto), data + 16);
+		eth_proto = MBREC_NTOHS(proto);
 		l3 += 4;
 	}
-	u16 eth_proto = ntohs(proto);
-	if (eth_proto != ETH_P_IP && eth_proto != ETH_P_IPV6)
+	if (eth_proto != MBREC_ETH_P_IP && eth_proto != MBREC_ETH_P_IPV6)
 		return 0;
 	e.netns = mbrec_netns_of_dev(dev);
 	if (!(MBREC_NETNS_OK(e.netns)))
@@ -410,18 +519,17 @@ static __always_inline int mbrec_on_eth_type_trans(void *ctx, struct sk_buff *sk
 	if (!mbrec_parse_ip(&e, data + l3, eth_proto))
 		return 0;
 	mbrec_init(&e, MBREC_PROBE_ETH_TYPE_TRANS, skb);
-	RD(e.ifindex, dev->ifindex);
-	e.gso_segs = mbrec_gso_segs(skb);
+	RDO(e.ifindex, dev, MBREC_OFF_DEV_IFINDEX);
+	e.gso_segs = mbrec_gso_segs(skb, mbrec_skb_head(skb));
 	return mbrec_submit(ctx, &e, NULL);
 }
 
 static __always_inline int mbrec_on_ip_rcv(void *ctx, struct sk_buff *skb, u32 netns)
 {
 	int iif = 0;
-	struct net_device *dev = NULL;
-	RD(dev, skb->dev);
+	struct net_device *dev = mbrec_skb_dev(skb);
 	if (dev)
-		RD(iif, dev->ifindex);
+		RDO(iif, dev, MBREC_OFF_DEV_IFINDEX);
 	if (!netns)
 		netns = mbrec_netns_of_dev(dev);
 	return mbrec_on_l3_skb(ctx, MBREC_PROBE_IP_RCV, skb, netns, iif);
@@ -430,10 +538,9 @@ static __always_inline int mbrec_on_ip_rcv(void *ctx, struct sk_buff *skb, u32 n
 static __always_inline int mbrec_on_tcp_v4_rcv(void *ctx, struct sk_buff *skb)
 {
 	int iif = 0;
-	struct net_device *dev = NULL;
-	RD(dev, skb->dev);
-	RD(iif, skb->skb_iif);
-	return mbrec_on_l3_skb(ctx, MBREC_PROBE_TCP_V4_RCV, skb, mbrec_netns_of_dev(dev), iif);
+	RDO(iif, skb, MBREC_OFF_SKB_IIF);
+	return mbrec_on_l3_skb(ctx, MBREC_PROBE_TCP_V4_RCV, skb,
+			       mbrec_netns_of_dev(mbrec_skb_dev(skb)), iif);
 }
 
 /* receive 4: the copy to the application. Called for every kind of socket: TCP only.
@@ -442,14 +549,13 @@ static __always_inline int mbrec_on_tcp_v4_rcv(void *ctx, struct sk_buff *skb)
 static __always_inline int mbrec_on_skb_copy_datagram_iter(void *ctx, struct sk_buff *skb,
 							   int offset, int size)
 {
-	struct sock *sk = NULL;
-	RD(sk, skb->sk);
+	struct sock *sk = mbrec_skb_sk(skb);
 	if (!sk || !mbrec_sk_fullsock(sk))
 		return 0;
 	u16 proto = 0, type = 0;
-	RD(proto, sk->sk_protocol);
-	RD(type, sk->sk_type);
-	if (proto != IPPROTO_TCP || type != SOCK_STREAM)
+	RDO(proto, sk, MBREC_OFF_SK_PROTOCOL);
+	RDO(type, sk, MBREC_OFF_SK_TYPE);
+	if (proto != MBREC_IPPROTO_TCP || type != MBREC_SOCK_STREAM)
 		return 0;
 	struct mbrec_pkt_event e = {};
 	e.netns = mbrec_netns_of_sk(sk);
@@ -458,24 +564,22 @@ static __always_inline int mbrec_on_skb_copy_datagram_iter(void *ctx, struct sk_
 	if (!mbrec_sock_tuple(&e, sk, 0))
 		return 0;
 	mbrec_init(&e, MBREC_PROBE_SKB_COPY_DATAGRAM_ITER, skb);
-	struct tcp_skb_cb *cb = (struct tcp_skb_cb *)&skb->cb[0];
 	u32 seq = 0;
-	RD(seq, cb->seq);
-	/* ack, flags, ip id from the headers the skb arrived with (still in its head) */
-	unsigned char *head = NULL;
+	RDO(seq, (char *)skb + MBREC_OFF_SKB_CB, MBREC_OFF_TCB_SEQ);
+	/* ack, flags from the TCP header the skb arrived with (still in its head) */
+	unsigned char *head = mbrec_skb_head(skb);
 	u16 th_off = 0;
-	RD(head, skb->head);
-	RD(th_off, skb->transport_header);
-	struct tcphdr th;
-	if (th_off != (u16)~0U && !bpf_probe_read_kernel(&th, sizeof(th), head + th_off)) {
-		e.ack = ntohl(th.ack_seq);
-		e.tcp_flags = ((u8 *)&th)[13];
+	RDO(th_off, skb, MBREC_OFF_SKB_TRANSPORT_HEADER);
+	struct mbrec_tcph th;
+	if (th_off != 0xffff && !bpf_probe_read_kernel(&th, sizeof(th), head + th_off)) {
+		e.ack = MBREC_NTOHL(th.ack_seq);
+		e.tcp_flags = th.flags;
 	}
 	e.seq = seq + offset;
 	e.len = size > 0 ? size : 0;
 	e.end_seq = e.seq + e.len;
-	RD(e.ifindex, skb->skb_iif);
-	e.gso_segs = mbrec_gso_segs(skb);
+	RDO(e.ifindex, skb, MBREC_OFF_SKB_IIF);
+	e.gso_segs = mbrec_gso_segs(skb, head);
 	e.sock_cookie = mbrec_sock_id(sk);
 	/* sampled on the skb's first byte, as the layers below saw it */
 	return mbrec_submit_key(ctx, &e, sk, seq);
@@ -494,13 +598,13 @@ static __always_inline int mbrec_on_skb_copy_datagram_iter(void *ctx, struct sk_
 
 #if MBREC_ATTACH_TCP_TRANSMIT_SKB == 1
 MBREC_KFUNC(MBREC_FN_TCP_TRANSMIT_SKB, struct sock *sk, struct sk_buff *skb, int clone_it,
-	    gfp_t gfp_mask, u32 rcv_nxt)
+	    unsigned int gfp_mask, u32 rcv_nxt)
 {
 	return mbrec_on_tcp_transmit_skb(ctx, sk, skb, rcv_nxt, MBREC_COOKIE(sk));
 }
 #elif MBREC_ATTACH_TCP_TRANSMIT_SKB == 2
 int mbrec_kp_tcp_transmit_skb(struct pt_regs *ctx, struct sock *sk, struct sk_buff *skb,
-			      int clone_it, gfp_t gfp_mask, u32 rcv_nxt)
+			      int clone_it, unsigned int gfp_mask, u32 rcv_nxt)
 {
 	return mbrec_on_tcp_transmit_skb(ctx, sk, skb, rcv_nxt, 0);
 }
@@ -576,15 +680,15 @@ int mbrec_kp_ip_rcv(struct pt_regs *ctx, struct sk_buff *skb, struct net *net)
 #define MBREC_LIST_MAX 16
 static __always_inline int mbrec_on_ip_list_rcv(void *ctx, struct list_head *head)
 {
-	struct list_head *pos = NULL;
-	RD(pos, head->next);
+	void *pos = NULL; /* list_head.next is its first field */
+	RDO(pos, head, 0);
 	for (int i = 0; i < MBREC_LIST_MAX; i++) {
-		if (!pos || pos == head)
+		if (!pos || pos == (void *)head)
 			return 0;
-		mbrec_on_ip_rcv(ctx, (struct sk_buff *)((char *)pos - offsetof(struct sk_buff, list)), 0);
-		RD(pos, pos->next);
+		mbrec_on_ip_rcv(ctx, (struct sk_buff *)((char *)pos - MBREC_OFF_SKB_LIST), 0);
+		RDO(pos, pos, 0);
 	}
-	if (pos && pos != head)
+	if (pos && pos != (void *)head)
 		mbrec_count_lost(MBREC_PROBE_IP_RCV);
 	return 0;
 }

@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass, field
 from importlib import resources
 
+from mbrec.recorder.btf import offset_cflags
 from mbrec.recorder.probes import Resolved
 
 # Ring buffer map -> schema name. One schema per ring keeps every record the same size, which
@@ -39,6 +40,8 @@ class ProgramConfig:
     attach: str  # "fentry" or "kprobe"
     filters: Filters = field(default_factory=Filters)
     ring_bytes: int = 16 << 20
+    # kernel struct offsets from BTF (recorder/btf.py); None: compile the kernel headers
+    offsets: dict | None = None
     flow_cflags: tuple[str, ...] = ()  # from recorder/flows.py FlowGroup.cflags
 
 
@@ -107,6 +110,8 @@ def cflags(cfg: ProgramConfig) -> list[str]:
             if len(r.functions) == 2:
                 flags.append(f"-DMBREC_FN_IP_LIST_RCV={r.functions[1]}")
         flags.append(f"-DMBREC_FN_{c}={r.functions[0]}")
+    # The flow probes use kernel types, so with them the headers are compiled anyway.
+    flags.extend(offset_cflags(None if cfg.flow_cflags else cfg.offsets))
     flags.extend(cfg.flow_cflags)  # includes -DMBREC_FLOWS when the flows group is on
     flags.extend(filter_macros(cfg.filters))
     return flags

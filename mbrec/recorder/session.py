@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from mbrec.errors import MbrecError
 from mbrec.events import PROBE_NAMES, SCHEMA_BY_NAME
 from mbrec.recorder import environment as env
+from mbrec.recorder.btf import read_offsets
 from mbrec.recorder.probes import GROUPS, choose_attach, header_probes, resolve_all
 from mbrec.recorder.program import (RINGS, Filters, ProgramConfig, cflags, kprobe_attachments,
                                     source_path, source_text)
@@ -206,8 +207,10 @@ def record(opts: RecordOptions) -> int:
     def configure(attach):
         flows = flow_group(opts, attach)
         cfg = ProgramConfig(tuple(resolved), attach, filters, ring_bytes=opts.ring_mb << 20,
-                            flow_cflags=tuple(flows.cflags) if flows else ())
+                            offsets=offsets, flow_cflags=tuple(flows.cflags) if flows else ())
         return cfg, flows
+
+    offsets = read_offsets()
 
     cfg, flows = configure(attach)
     if not opts.quiet:
@@ -336,6 +339,7 @@ def print_bpf(opts: RecordOptions) -> None:
         resolved, attach = plan(opts, fentry_supported=opts.attach != "kprobe")
         flows = flow_group(opts, attach)
         cfg = ProgramConfig(tuple(resolved), attach, filters, ring_bytes=opts.ring_mb << 20,
+                            offsets=read_offsets(),
                             flow_cflags=tuple(flows.cflags) if flows else ())
         print("// cflags: " + " ".join(cflags(cfg)))
     except MbrecError as e:

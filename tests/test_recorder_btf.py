@@ -1,0 +1,77 @@
+"""Kernel struct offsets from BTF: a hand-made BTF blob (anonymous unions, typedefs, nested
+paths, bitfields) and, where this machine has one, the running kernel's own BTF."""
+
+import os
+import struct
+
+import pytest
+
+from mbrec.recorder import btf
+
+
+def make_btf(types: list[bytes], strings: list[str]) -> tuple[bytes, dict]:
+    """A BTF blob from encoded type records; returns it and the string offsets."""
+    strtab, offs = b"\0", {}
+    for s in strings:
+        offs[s] = len(strtab)
+        strtab += s.encode() + b"\0"
+    type_sec = b"".join(types)
+    hdr = struct.pack("<HBBIIIII", btf.BTF_MAGIC, 1, 0, 24, 0, len(type_sec), len(type_sec),
+                      len(strtab))
+    return hdr + type_sec + strtab, offs
+
+
+def t(name_off, kind, vlen, size_type, kflag=0):
+    return struct.pack("<III", name_off, (kflag << 31) | (kind << 24) | vlen, size_type)
+
+
+def member(name_off, type_id, bit_offset):
+    return struct.pack("<III", name_off, type_id, bit_offset)
+
+
+def sample():
+    names = ["int", "inner", "a", "b", "outer", "x", "nest", "y", "pnet", "net", "bits", "flag"]
+    _, o = make_btf([], names)
+    types = [
+        t(o["int"], btf.KIND_INT, 0, 4) + struct.pack("<I", 32),                 # 1 int
+        t(o["inner"], btf.KIND_STRUCT, 2, 8) + member(o["a"], 1, 0) + member(o["b"], 1, 32),
+        t(0, btf.KIND_UNION, 2, 8) + member(o["x"], 1, 0) + member(0, 2, 0),      # 3 anon union
+        t(o["pnet"], btf.KIND_TYPEDEF, 0, 2),                                     # 4 typedef
+        t(o["outer"], btf.KIND_STRUCT, 3, 40) + member(o["y"], 1, 0) + member(0, 3, 64)
+        + member(o["nest"], 4, 128),                                              # 5 outer
+        t(o["bits"], btf.KIND_STRUCT, 1, 4, kflag=1) + member(o["flag"], 1, (3 << 24) | 5),
+    ]
+    blob, _ = make_btf(types, names)
+    return btf.Btf(blob)
+
+
+def test_members_through_anonymous_unions_and_typedefs():
+    b = sample()
+    assert b.offset("outer", "y") == 0
+    assert b.offset("outer", "x") == 8          # in the anonymous union at byte 8
+    assert b.offset("outer", "b") == 12         # anonymous union -> anonymous struct inner.b
+    assert b.offset("outer", "nest.b") == 16 + 4  # typedef resolved, then a dotted path
+
+
+def test_missing_members_and_bitfields_are_errors():
+    b = sample()
+    with pytest.raises(btf.BtfError):
+        b.offset("outer", "nope")
+    with pytest.raises(btf.BtfError):
+        b.offset("nostruct", "a")
+    with pytest.raises(btf.BtfError):
+        b.offset("bits", "flag")
+
+
+def test_offset_cflags():
+    assert btf.offset_cflags(None) == ["-DMBREC_KERNEL_HEADERS"]
+    assert btf.offset_cflags({"SKB_LEN": 112}) == ["-DMBREC_OFF_SKB_LEN=112"]
+
+
+@pytest.mark.skipif(not os.access(btf.BTF_PATH, os.R_OK), reason="no readable kernel BTF here")
+def test_every_field_resolves_on_this_kernel():
+    offs = btf.read_offsets()
+    assert set(offs) == set(btf.FIELDS)
+    assert offs["SKB_LIST"] == 0 and offs["TCB_SEQ"] == 0 and offs["TCB_END_SEQ"] == 4
+    assert offs["SK_DADDR"] + 4 == offs["SK_RCV_SADDR"]  # skc_addrpair
+    assert offs["SK_DPORT"] + 2 == offs["SK_NUM"]        # skc_portpair
