@@ -61,12 +61,11 @@ def unwrap32(stream: np.ndarray, ts: np.ndarray, value: np.ndarray) -> np.ndarra
     table[stream[::-1]] = np.arange(n - 1, -1, -1)  # first index of each stream wins
     v = value.astype(np.int64)
     ref = v[table[stream]]
-    out = ref + (((v - ref + (1 << 31)) & 0xFFFFFFFF) - (1 << 31))
-    hi = np.full(ns, np.iinfo(np.int64).min, np.int64)
-    lo = np.full(ns, np.iinfo(np.int64).max, np.int64)
-    np.maximum.at(hi, stream, out)
-    np.minimum.at(lo, stream, out)
-    long_streams = np.nonzero((hi - lo) >= (1 << 30))[0]  # margin: spans near 2^31 are unsafe
+    d = ((v - ref + (1 << 31)) & 0xFFFFFFFF) - (1 << 31)
+    out = ref + d
+    # exact where every value of the stream is within 2^30 of its reference (span < 2^31)
+    far = np.abs(d) >= (1 << 30)
+    long_streams = np.unique(stream[far]) if far.any() else ()
     if len(long_streams):
         sel = np.nonzero(np.isin(stream, long_streams))[0]
         out[sel] = _unwrap_in_time(stream[sel], ts[sel], value[sel])

@@ -236,10 +236,11 @@ def identify_flows(events: dict[str, np.ndarray]) -> tuple[FlowTable, dict[str, 
     p1 = np.where(swap, cat["lp"], cat["rp"]).astype(np.uint64)
     fam = cat["family"].astype(np.uint64)
     cols = (fam, a0[1], a0[0], p0, a1[1], a1[0], p1)
-    with np.errstate(over="ignore"):
-        h = _mix(a0[0]) + _mix(a0[1] ^ np.uint64(0x9E3779B97F4A7C15))
-        h = _mix(h + p0 * np.uint64(65537) + (fam << np.uint64(40)))
-        h = _mix(h + _mix(a1[0]) + _mix(a1[1] + np.uint64(0x632BE59BD9B4E019)) + p1)
+    with np.errstate(over="ignore"):  # multiply-add with odd constants, one final mix
+        h = a0[0] * np.uint64(0x9E3779B97F4A7C15) + a0[1] * np.uint64(0xC2B2AE3D27D4EB4F)
+        h += a1[0] * np.uint64(0x165667B19E3779F9) + a1[1] * np.uint64(0xD6E8FEB86659FD93)
+        h += (p0 << np.uint64(16) | p1) * np.uint64(0xFF51AFD7ED558CCD) + fam
+        h = _mix(h)
     flow, rep = hash_groups(h)
     if any((c != c[rep][flow]).any() for c in cols):  # a hash collision: exact grouping
         flow, _, rep = group_ids(*cols)
