@@ -439,6 +439,8 @@ class PairAlignment:
         good = [f for f in self.fits if f.quality not in ("failed",)]
         if not good:
             return float("nan")
+        if self.method == "realtime":  # the anchors' read uncertainty: not a guarantee
+            return max(float(f.hi(np.zeros(1))[0] - f.lo(np.zeros(1))[0]) for f in good)
         if any(f.quality == "approximate" for f in good):
             return float("inf")
         return max(0.0 if f.quality == "exact" else f.width_ns() for f in good)

@@ -330,6 +330,8 @@ def test_realtime_causality_check(tmp_path, realtime_error_ns, expect_ok):
         worst = c["from_to"]["worst_violation_ns"]
         assert 150_000 - 1_000 <= worst <= 150_000
         assert "CAUSALITY VIOLATED" in p.note
+    # each anchor read is good to +-half its uncertainty: +-(1 us + 1 us) / 2, so 2 us wide
+    assert p.summary()["bound_width_ns"] == pytest.approx(2000)
 
 
 def test_approximate_falls_back_to_realtime(tmp_path):
