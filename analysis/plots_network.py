@@ -108,9 +108,13 @@ def _cdf(ax, v, color, label):
 
 
 def plot_lnet(pn, outdir) -> list[str]:
-    """CDFs of L_NET_1 and L_NET_2 with the CDFs of their guaranteed ends as a band."""
+    """CDFs of L_NET_1 and L_NET_2 with the CDFs of their guaranteed ends as a band; beside
+    them, per request, the RTT and its parts (the layers' CDFs when the traces have them)."""
     plt = _plt()
-    fig, ax = plt.subplots(figsize=SIZE)
+    reqs = [r for r in (pn.requests or {}).get("per_client", []) if len(r["rtt"])]
+    fig, axes = plt.subplots(1, 2 if reqs else 1, figsize=(11, 4.2) if reqs else SIZE,
+                             squeeze=False)
+    ax = axes[0, 0]
     drawn = False
     for k, (name, client_sent) in enumerate((("L_NET_1", True), ("L_NET_2", False))):
         parts = [(d.value[d.client_sent == client_sent], d.lo[d.client_sent == client_sent],
@@ -128,12 +132,27 @@ def plot_lnet(pn, outdir) -> list[str]:
     if not drawn:
         plt.close(fig)
         return []
-    ax.set_xlabel("NIC-to-NIC latency (us); faint: CDFs of the guaranteed lower and upper ends")
+    ax.set_xlabel("NIC-to-NIC latency (us); faint: CDFs of the guaranteed ends")
     ax.set_ylabel("CDF")
     ax.set_ylim(0, 1.01)
-    ax.set_title(f"L_NET {pn.a} <-> {pn.b} (clock {pn.method}, {pn.quality}; "
-                 f"timebase {pn.a})")
+    ax.set_title(f"L_NET {pn.a} <-> {pn.b} (clock {pn.method}, {pn.quality}; timebase {pn.a})")
     ax.legend(loc="lower right")
+    if reqs:
+        ax2 = axes[0, 1]
+        r = reqs[0]
+        series = {"client NIC RTT": r["rtt"], "L_NET_1": r["l_net_1"],
+                  "server NIC in -> out": r["server_time"], "L_NET_2": r["l_net_2"]}
+        if "layers" in r:
+            series.update({k: v for k, v in r["layers"]["parts"].items()
+                           if not k.startswith("L_NET")})
+        palette = plt.get_cmap("tab20").colors
+        for n, (name, v) in enumerate(series.items()):
+            _cdf(ax2, np.asarray(v, dtype=np.float64), palette[n % len(palette)], name)
+        ax2.set_xscale("symlog", linthresh=1.0)
+        ax2.set_xlabel(f"per request, {r['client']} -> {r['server']} (us, {r['timebase']}'s timebase)")
+        ax2.set_ylim(0, 1.01)
+        ax2.set_title(f"{len(r['rtt'])} requests: RTT and its parts")
+        ax2.legend(loc="lower right", fontsize=6, ncol=2)
     fig.tight_layout()
     return _save(plt, fig, outdir, _safe(f"lnet_{pn.a}_{pn.b}"))
 
