@@ -58,7 +58,9 @@ class _RunCommand(click.Command):
               help="Output folder (default ./lab-out/<scenario>-<time>).")
 @click.option("--no-record", is_flag=True, help="Run the scenario without mbrec record.")
 @click.option("--timeout", type=float, help="Hard timeout in seconds (default: the scenario's).")
-def run(scenario, vms, keep, out, no_record, timeout):
+@click.option("--record-args", default="", help="Extra options for every mbrec record, e.g. "
+              "'--probes packets,flows'.")
+def run(scenario, vms, keep, out, no_record, timeout, record_args):
     """Run SCENARIO or `-- COMMAND` (run by sh in the guest) in the lab; exits with the guest's status.
 
     With a COMMAND, SCENARIO (default: a and b through the router, nothing injected) only sets up the network.
@@ -75,5 +77,5 @@ def run(scenario, vms, keep, out, no_record, timeout):
     if keep and timeout is None:
         timeout = 24 * 3600.0
     status = lab_run.run(scenario, command_text, vms=vms, keep=keep, out=out, record=not no_record,
-                         timeout_s=timeout)
+                         timeout_s=timeout, record_args=shlex.split(record_args))
     sys.exit(status)

@@ -30,7 +30,8 @@ from mbrec.lab.scenario import expand, host_ip, router_ip
 OUT = Path("/mnt/out")
 REC_DIR = Path("/tmp/rec")
 CONTROL_PORT = 7777
-RECORDER_READY_TIMEOUT_S = 300  # BCC compiles for 20-35 s per recorder under TCG, in parallel on 2 vCPUs
+# One recorder's BCC compile took 82 s under TCG on a loaded 2-core machine (20-35 s idle); two run in parallel.
+RECORDER_READY_TIMEOUT_S = 600
 
 
 def say(msg: str) -> None:
@@ -266,11 +267,17 @@ class Recorders:
             err = open(OUT / f"record-{h}.log", "w")
             self.procs[h] = subprocess.Popen(argv, stdout=err, stderr=subprocess.STDOUT)
             self.status[h] = "starting"
-        say(f"recording on {', '.join(self.hosts)}: waiting for the recorders (BCC compiles under TCG: 20-60 s)")
+        say(f"recording on {', '.join(self.hosts)}: waiting for the recorders (BCC compiles under TCG: "
+            "20-35 s each when the machine is idle, minutes when it is loaded)")
         deadline = time.monotonic() + RECORDER_READY_TIMEOUT_S
         waiting = set(self.procs)
         started = time.monotonic()
+        next_note = started + 60
         while waiting and time.monotonic() < deadline:
+            if time.monotonic() > next_note:
+                say(f"still waiting for the recorders on {', '.join(sorted(waiting))} "
+                    f"({time.monotonic() - started:.0f} s)")
+                next_note += 60
             for h in sorted(waiting):
                 path, proc = REC_DIR / f"{h}.mbrec", self.procs[h]
                 if proc.poll() is not None:

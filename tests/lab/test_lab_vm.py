@@ -31,7 +31,7 @@ if _skip_reason():
     pytestmark = [pytest.mark.lab, pytest.mark.skip(reason=_skip_reason())]
 
 
-def lab(*args, timeout=1500):
+def lab(*args, timeout=1800):
     return subprocess.run([sys.executable, "-m", "mbrec", "lab", *args], capture_output=True, text=True,
                           timeout=timeout)
 
