@@ -17,7 +17,7 @@ from mbrec.lab import scenario as lab_scenario
 from mbrec.lab import vm
 from mbrec.lab.image import progress
 
-BOOT_TIMEOUT_S = 120  # QEMU start to guest init: about 9 s under TCG
+BOOT_TIMEOUT_S = 180  # QEMU start to guest init: 20-25 s under TCG here, 60 s when the machine is loaded
 MEMORY_MB = {1: 2048, 2: 1536}
 PYLIB_TAR = ".pylib.tar"
 
@@ -78,13 +78,15 @@ def run(scenario_name: str | None, command: str | None, *, vms: int | None, keep
              f"accelerator {accel} ({why}), output {out}, timeout {timeout:.0f} s")
 
     started = time.monotonic()
-    result, guests = _boot(image, roles, out, accel, keep, timeout, quiet, s.get("virtio_pair", False))
-    if result == "no-boot" and accel == "kvm":
-        progress("the guest did not reach its init under KVM: retrying with TCG")
-        accel = "tcg"
+    try:
         result, guests = _boot(image, roles, out, accel, keep, timeout, quiet, s.get("virtio_pair", False))
+        if result == "no-boot" and accel == "kvm":
+            progress("the guest did not reach its init under KVM: retrying with TCG")
+            accel = "tcg"
+            result, guests = _boot(image, roles, out, accel, keep, timeout, quiet, s.get("virtio_pair", False))
+    finally:
+        (out / PYLIB_TAR).unlink(missing_ok=True)
     wall = time.monotonic() - started
-    (out / PYLIB_TAR).unlink(missing_ok=True)
 
     statuses = {}
     for role in roles:

@@ -152,12 +152,17 @@ class Runner:
         atexit.register(self.kill_all)
         old_term = signal.signal(signal.SIGTERM, _raise_interrupt)
         old_hup = signal.signal(signal.SIGHUP, _raise_interrupt)
+        # --keep: Ctrl-C belongs to the guest's shell (QEMU passes it on), not to us
+        interactive = any(a.startswith("stdio,") for g in self.guests for a in g.argv)
+        old_int = signal.signal(signal.SIGINT, signal.SIG_IGN) if interactive else None
         try:
             return self._run()
         finally:
             self.kill_all()
             signal.signal(signal.SIGTERM, old_term)
             signal.signal(signal.SIGHUP, old_hup)
+            if old_int is not None:
+                signal.signal(signal.SIGINT, old_int)
             atexit.unregister(self.kill_all)
 
     def _run(self) -> str:

@@ -102,3 +102,36 @@ def test_qemu_never_gets_user_networking(tmp_path):
                         netdev=None, keep=False)
     text = " ".join(argv)
     assert "-nic none" in text and not any(a.startswith("user") for a in argv) and "snapshot=on" in text and "readonly=on" in text
+
+
+def test_one_vm_topology_puts_every_host_behind_the_router():
+    layout = guest.Layout(["a", "b", "c"], 1, "a")
+    root, per_ns = guest.topology_commands(layout, ["a", "b", "c"])
+    assert root[0] == "netns add r"
+    for h, n in (("a", 1), ("b", 2), ("c", 3)):
+        assert f"netns add {h}" in root and f"link set r-{h} netns r" in root
+        assert f"addr add 10.0.{n}.254/24 dev r-{h}" in per_ns["r"]
+        assert per_ns[h][-1] == f"route add default via 10.0.{n}.254"
+    # netem for x->y sits on the router's interface toward y
+    s = scenario.load("asym")
+    targets = {d: (ns, i) for d, ns, i, _ in guest.network_targets(guest.Layout(s["hosts"], 1, "a"), s)}
+    assert targets == {"a->b": ("r", "r-b"), "b->a": ("r", "r-a")}
+
+
+def test_two_vm_topology_routes_through_vm_b():
+    a_root, a_ns = guest.topology_commands(guest.Layout(["a", "b"], 2, "a"), ["a", "b"])
+    assert a_ns == {} and "addr add 10.0.1.1/24 dev eth0" in a_root
+    layout_b = guest.Layout(["a", "b"], 2, "b")
+    b_root, b_ns = guest.topology_commands(layout_b, ["a", "b"])
+    assert "addr add 10.0.1.254/24 dev eth0" in b_root and "addr add 10.0.2.254/24 dev r-b" in b_root
+    assert list(b_ns) == ["b"]
+    s = scenario.load("two-vm")
+    targets = {d: (ns, i) for d, ns, i, _ in guest.network_targets(layout_b, s)}
+    assert targets == {"a->b": (None, "r-b"), "b->a": (None, "eth0")}
+    assert guest.network_targets(guest.Layout(["a", "b"], 2, "a"), s) == []
+
+
+def test_qdisc_scenario_delays_a_own_egress_only():
+    s = scenario.load("qdisc")
+    targets = guest.network_targets(guest.Layout(s["hosts"], 1, "a"), s)
+    assert [(d, ns, i) for d, ns, i, _ in targets] == [("a egress", "a", "eth0")]
