@@ -30,7 +30,24 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+
+def importable_checkout() -> str:
+    """Debian's python (the one with BCC) does not see the pip-installed mbrec: lay out the
+    checkout as the installed package is (bpf/ inside mbrec/), with symlinks, and use that."""
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = tempfile.mkdtemp(prefix="mbrec-pylib-")
+    pkg = os.path.join(root, "mbrec")
+    os.mkdir(pkg)
+    for name in os.listdir(os.path.join(repo, "mbrec")):
+        os.symlink(os.path.join(repo, "mbrec", name), os.path.join(pkg, name))
+    for name in ("bpf", "analysis"):
+        if os.path.isdir(os.path.join(repo, name)):
+            os.symlink(os.path.join(repo, name), os.path.join(pkg, name))
+    return root
+
+
+sys.path.insert(0, importable_checkout())
 
 RECORD_SIZE = 96
 RING_PAGES = 4096  # 16 MiB, mbrec record's default

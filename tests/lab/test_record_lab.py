@@ -96,6 +96,11 @@ def uncovered(need, have) -> list:
 
 @pytest.fixture(scope="module")
 def ab(tmp_path_factory):
+    reuse = os.environ.get("MBREC_RECORD_AB_OUT")  # an earlier `mbrec lab run ab -o DIR`
+    if reuse:
+        from pathlib import Path
+        out = Path(reuse)
+        return None, {h: read_trace(str(out / f"{h}.mbrec")) for h in "ab"}, out
     out = tmp_path_factory.mktemp("rec-ab") / "out"
     r = lab("run", "ab", "-o", str(out))
     assert (out / "a.mbrec").exists() and (out / "b.mbrec").exists(), r.stderr[-3000:]
