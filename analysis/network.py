@@ -144,7 +144,9 @@ def _match_keyed(s_grp, send, r_grp, recv, s_tup=None, r_tup=None):
         off = r_key[act] - key[j]  # same group: the sequence offset; other groups: >= 2^32
         span = s_span[j]
         rs = r_span[act]
-        covers = np.where(span == 0, (off == 0) & (rs == 0), (off < span) & (off + rs <= span))
+        # an empty frame (pure ACK) comes only from an empty send, at the same seq
+        covers = np.where(span == 0, (off == 0) & (rs == 0),
+                          (off < span) & (off + rs <= span) & (rs > 0))
         # the frame's index in the skb: IP ids of a super-segment's frames are consecutive
         nseg = np.maximum(s_segs[j], -(-span // np.maximum(rs, 1)))
         ok = covers & (s_ack[j] == r_ack[act]) & (s_flags[j] == r_flags[act]) & (

@@ -402,3 +402,17 @@ def test_slope_limited_hulls_give_the_same_answer_as_whole_hulls(drift_ppm):
     amin, amax, _ = full.feasible_alpha()
     assert f.alpha_min == amin and f.alpha_max == amax
     assert f.alpha_min <= alpha <= f.alpha_max
+
+
+def test_windowed_pair_inverts_with_its_bounds():
+    rng = np.random.default_rng(19)
+    alpha, beta = 1 - 120e-6, 4.0 * DAY
+    s_ab, r_ab, s_ba, r_ba = _constraints(3000, alpha, beta, 20_000, 20_000, 5_000, int(12e9), rng)
+    p = clock.fit_pair(s_ab, r_ab, s_ba, r_ba, window_s=3.0)
+    assert len(p.fits) == 4 and p.quality == "accurate"
+    assert len(p.summary()["per_window"]) == 4
+    inv = p.inverse()
+    tb = np.round(alpha * s_ab.astype(np.float64) + beta).astype(np.int64)
+    est, lo, hi = inv.map(tb)
+    true_a = (tb - beta) / alpha
+    assert np.all(lo <= true_a + 1) and np.all(true_a <= hi + 1)

@@ -291,3 +291,31 @@ def test_flows_sharing_sequence_numbers_are_told_apart_by_their_tuples(tmp_path)
     assert np.allclose(np.sort(d_ab), np.sort(np.repeat(truth["ab"][:, 1], 2)), atol=2.0)
     assert np.allclose(np.sort(d_ba), np.sort(np.repeat(truth["ba"][:, 1], 2)), atol=2.0)
     assert not m.ab.nat.any()
+
+
+def test_ipv6_frames_match_without_ip_ids(tmp_path):
+    a, b, truth = netsynth.exchange(60, frames=3, seed=15)
+    for arr in (a, b):
+        arr["family"] = 10
+        arr["ip_id"] = 0
+        for fld in ("saddr", "daddr"):
+            arr[fld][:, 4:15] = 0x11  # a 16-byte address
+    _, al, res = _run(tmp_path, a, b, same_boot=True)
+    m = al.matches[(0, 1)]
+    assert len(m.ab) == len(truth["ab"]) and len(m.ba) == len(truth["ba"])
+    d_ab, d_ba = _implied_true_delays(m, 1.0, 0)
+    assert np.allclose(np.sort(d_ba), np.sort(truth["ba"][:, 1]), atol=2.0)
+
+
+def test_traces_without_packet_events_align_to_nothing(tmp_path):
+    from mbrec.synthetic import random_records, write_trace
+    pa = write_trace(str(tmp_path / "a.mbrec"), {"sock": random_records("sock", 10)}, host="a",
+                     boot_id="1")
+    pb = write_trace(str(tmp_path / "b.mbrec"), {"sock": random_records("sock", 10, seed=1)},
+                     host="b", boot_id="2")
+    traces = [read_trace(pa), read_trace(pb)]
+    al = clock.align(traces)
+    assert al.pairs == {} and al.unreached == ["b"]
+    res = network.analyze_network(traces, al)
+    assert res.pairs == []
+    json.dumps({"a": al.report_section(), "n": res.report_section()}, allow_nan=False)
