@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 from mbrec.events import PROBE_IDS
-from mbrec.analysis.join import NONE, grouped_cummax_before, stab
+from mbrec.analysis.join import NONE, grouped_cummax_before, stab, stream_time_order
 from mbrec.analysis.packets import SOCK_READ, SOCK_WRITE, PacketTable, Prepared
 
 COPY = PROBE_IDS["skb_copy_datagram_iter"]
@@ -116,13 +116,13 @@ def send_buffer_wait(table: PacketTable, events: dict, prep: Prepared) -> dict:
     ri = np.nonzero((rows["direction"] == 0) & (rows["end64"] > rows["seq64"])
                     & (rows["ts"][:, 0] >= 0))[0]
     if len(wi) == 0 or len(ri) == 0:
-        return {"flow": np.zeros(0, np.int64), "t": np.zeros(0, np.int64),
-                "value": np.zeros(0, np.int64)}
+        return {"flow": np.zeros(0, np.int64), "actor": np.zeros(0, np.int64),
+                "t": np.zeros(0, np.int64), "value": np.zeros(0, np.int64)}
     hit = stab(rows["stream"][ri], rows["seq64"][ri], rows["end64"][ri], rows["ts"][ri, 0],
                writes["stream"][wi], writes["b"][wi] - 1, writes["t"][wi], "after")
     ok = hit >= 0
     t_w = writes["t"][wi][ok]
-    return {"flow": writes["flow"][wi][ok], "t": t_w,
+    return {"flow": writes["flow"][wi][ok], "actor": writes["stream"][wi][ok] % 2, "t": t_w,
             "value": rows["ts"][ri[hit[ok]], 0] - t_w}
 
 
@@ -136,17 +136,22 @@ def app_latency(table: PacketTable, pieces: dict) -> dict:
     n_s, n_r = len(si), len(pieces["t"])
     if n_s == 0 or n_r == 0:
         z = np.zeros(0, np.int64)
-        return {"flow": z, "t": z, "value": z}
-    flow = np.concatenate([rows["flow"][si], pieces["flow"]])
+        return {"flow": z, "actor": z, "t": z, "value": z}
+    # the endpoint acting: the sender of a transmission, the reader of a copy. Turns are
+    # followed per (flow, endpoint), so a host holding both ends of a flow is handled too.
+    actor = np.concatenate([2 * rows["flow"][si] + rows["sender"][si],
+                            pieces["stream"] ^ 1])
     t = np.concatenate([first_t, pieces["t"]])
     is_send = np.concatenate([np.ones(n_s, bool), np.zeros(n_r, bool)])
     t_tcp = np.concatenate([ts[:, 0], np.full(n_r, NONE, np.int64)])
-    order = np.lexsort((~is_send, t, flow))  # at equal times the read comes first
-    f, tt, snd, ttcp = flow[order], t[order], is_send[order], t_tcp[order]
-    turn = np.zeros(len(f), bool)
-    turn[1:] = snd[1:] & ~snd[:-1] & (f[1:] == f[:-1])
+    # by (endpoint, time), a read before a send at equal times
+    order = stream_time_order(actor, 2 * t + is_send)
+    a, tt, snd, ttcp = actor[order], t[order], is_send[order], t_tcp[order]
+    turn = np.zeros(len(a), bool)
+    turn[1:] = snd[1:] & ~snd[:-1] & (a[1:] == a[:-1])
     turn &= ttcp >= 0
     prev_t = np.empty_like(tt)
     prev_t[1:] = tt[:-1]
     idx = np.nonzero(turn)[0]
-    return {"flow": f[idx], "t": prev_t[idx], "value": ttcp[idx] - prev_t[idx]}
+    return {"flow": a[idx] // 2, "actor": a[idx] % 2, "t": prev_t[idx],
+            "value": ttcp[idx] - prev_t[idx]}

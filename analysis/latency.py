@@ -39,8 +39,10 @@ PROBES_OF["W_RCV_2"] = PROBES_OF["W_RCV_4"] = ["tcp_v4_rcv", "tcp_recvmsg"]
 QUANTILES = (0.5, 0.9, 0.99, 0.999)
 
 
-def _role_client(flows, flow: np.ndarray) -> np.ndarray:
-    return flows.client[flow] == flows.local[flow]
+def _acts_as_client(flows, flow: np.ndarray, actor: np.ndarray) -> np.ndarray:
+    """Whether the endpoint that handled a sample (its sender, reader or writer) is the flow's
+    client. Per sample, not per host, so loopback flows (both ends here) are named right."""
+    return flows.client[flow] == actor
 
 
 def samples(table, app: dict, sndbuf: dict, rcvq: dict) -> tuple[dict, int]:
@@ -51,7 +53,10 @@ def samples(table, app: dict, sndbuf: dict, rcvq: dict) -> tuple[dict, int]:
     """
     rows, flows = table.pkt, table.flows
     parts = []
-    client = _role_client(flows, rows["flow"]) if len(rows["flow"]) else np.zeros(0, bool)
+    # the endpoint acting on this host: the sender of a sent packet, the receiver otherwise
+    row_actor = np.where(rows["direction"] == 0, rows["sender"], 1 - rows["sender"])
+    client = (_acts_as_client(flows, rows["flow"], row_actor) if len(rows["flow"])
+              else np.zeros(0, bool))
     ts = rows["ts"]
     for direction, layers in ((0, (("TCP", 0, 1), ("IP", 1, 2), ("NIC", 2, 3))),
                               (1, (("IP", 1, 2), ("TCP", 2, 3)))):
@@ -74,11 +79,11 @@ def samples(table, app: dict, sndbuf: dict, rcvq: dict) -> tuple[dict, int]:
         name = np.where(num == 4, NAME_ID["L_NIC_4"], NAME_ID["L_NIC_2"])
         parts.append((name, rows["flow"][r], w["ts"][fr], t_ip - w["ts"][fr], r))
     if len(app["flow"]):
-        c = _role_client(flows, app["flow"])
+        c = _acts_as_client(flows, app["flow"], app["actor"])
         name = np.where(c, NAME_ID["L_APP_1"], NAME_ID["L_APP_2"])
         parts.append((name, app["flow"], app["t"], app["value"], np.full(len(c), -1)))
     if len(sndbuf["flow"]):
-        c = _role_client(flows, sndbuf["flow"])
+        c = _acts_as_client(flows, sndbuf["flow"], sndbuf["actor"])
         name = np.where(c, NAME_ID["W_SND_1"], NAME_ID["W_SND_3"])
         parts.append((name, sndbuf["flow"], sndbuf["t"], sndbuf["value"], np.full(len(c), -1)))
     if len(rcvq["row"]):

@@ -10,7 +10,7 @@ Flows
 A flow is named the same way on every host: its two endpoints (address, port) in a fixed order,
 endpoint 0 being the smaller by (address bytes, port). ``FlowTable`` has one row per flow seen on
 the host: ``ep_addr`` (n, 2, 16) uint8, ``ep_port`` (n, 2), ``family``, ``local`` (which endpoint
-is this host: 0 or 1), ``client`` (0/1: the endpoint that opened the connection, -1 unknown) and
+is this host: 0 or 1; -1 when both are, e.g. loopback traffic), ``client`` (0/1: the endpoint that opened the connection, -1 unknown) and
 ``client_source`` ("syn": a SYN without ACK was seen; "state": a SYN_SENT/SYN_RECV state change;
 "ports": inferred from the well-known/ephemeral port; "guess": lower port taken as server).
 ``FlowTable.key(i)`` gives a hashable name for joining across hosts. A stream is one direction of
@@ -245,6 +245,10 @@ def identify_flows(events: dict[str, np.ndarray]) -> tuple[FlowTable, dict[str, 
     if any((c != c[rep][flow]).any() for c in cols):  # a hash collision: exact grouping
         flow, _, rep = group_ids(*cols)
     nflows = len(rep)
+    # both endpoints on this host (loopback, or one file for several namespaces): local = -1
+    n_ep1 = np.bincount(flow, weights=local, minlength=nflows)
+    n_all = np.bincount(flow, minlength=nflows)
+    flow_local = np.where(n_ep1 == 0, 0, np.where(n_ep1 == n_all, 1, -1)).astype(np.int8)
     # endpoint 0/1 address bytes of each flow's representative event
     words0 = np.stack([a0[0][rep], a0[1][rep]], axis=1).astype("<u8")
     words1 = np.stack([a1[0][rep], a1[1][rep]], axis=1).astype("<u8")
@@ -255,7 +259,7 @@ def identify_flows(events: dict[str, np.ndarray]) -> tuple[FlowTable, dict[str, 
     pick = np.nonzero(sock_level)[0] if sock_level.any() else np.arange(len(flow))
     cookies = _cookies_per_flow(flow[pick], cat["cookie"][pick], nflows)
     ft = FlowTable(ep_addr=ep_addr, ep_port=np.stack([p0[rep], p1[rep]], axis=1).astype(np.uint16),
-                   family=cat["family"][rep].astype(np.uint8), local=local[rep].astype(np.int8),
+                   family=cat["family"][rep].astype(np.uint8), local=flow_local,
                    client=np.full(nflows, -1, np.int8), client_source=["unknown"] * nflows,
                    cookies=cookies)
     out, start = {}, 0

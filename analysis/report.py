@@ -78,8 +78,9 @@ def flow_names(flows) -> list[dict]:
         ep = [f"{addrs[2 * i + k]}:{int(flows.ep_port[i, k])}" for k in (0, 1)]
         c = int(flows.client[i])
         c = 0 if c < 0 else c
+        local = int(flows.local[i])
         out.append({"client": ep[c], "server": ep[1 - c],
-                    "role": "client" if int(flows.local[i]) == c else "server",
+                    "role": "both" if local < 0 else ("client" if local == c else "server"),
                     "client_source": flows.client_source[i]})
     return out
 

@@ -130,3 +130,22 @@ def test_copied_byte_ranges_make_the_copy_layer_exact_without_read_records(tmp_p
     got = by_name(r)
     np.testing.assert_array_equal(got["L_TCP_2"], gt.truth["server"]["L_TCP_2"])
     np.testing.assert_array_equal(got["L_APP_2"], gt.truth["server"]["L_APP_2"])
+
+
+def test_both_ends_in_one_file(tmp_path):
+    """Loopback traffic, or one recording of several namespaces: both endpoints of every flow
+    are in one trace. Each sample is named by the endpoint that handled it, so the one file
+    gives exactly the union of the client's and the server's truth."""
+    gt = exchanges(n_flows=3, n_exchanges=10, seed=7)
+    merged = {}
+    for schema in ("pkt", "sock", "flow"):
+        recs = np.concatenate([gt.events["client"][schema], gt.events["server"][schema]])
+        merged[schema] = recs[np.argsort(recs["ts_ns"], kind="stable")]
+    p = write_trace(str(tmp_path / "both.mbrec"), merged, host="both")
+    r = analyze_host(read_trace(p))
+    assert (r.table.flows.local == -1).all()
+    got = by_name(r)
+    truth = {**gt.truth["client"], **gt.truth["server"]}
+    assert sorted(got) == sorted(truth)
+    for name, values in truth.items():
+        np.testing.assert_array_equal(got[name], values, err_msg=name)
