@@ -84,6 +84,18 @@ def plot_alignment(pair, matches, outdir) -> list[str]:
                 line = a * xc + float(f.hulls.upper_b(a))
                 ax.plot(gx, (line - e) / 1e3, style, color=COLORS[3 if style == "--" else 4],
                         label=name if f_i == 0 else None)
+        for f_i, f in enumerate(pair.fits):
+            h = f.hulls
+            if h is None or f.quality == "failed":
+                continue
+            # the hull chains: the only frames that constrain the line
+            for hx, hy, color, name in ((h.px, h.py, COLORS[0], "lower hull of a->b"),
+                                        (h.qx, h.qy, COLORS[1], "upper hull of b->a")):
+                if len(hx):
+                    ax.plot(hx / 1e9, (hy - f.est(hx)) / 1e3, "-o", ms=3, lw=0.8,
+                            color=color, mec="k", mew=0.4,
+                            label=name.replace("a", pair.from_host, 1).replace(
+                                "b", pair.to_host, 1) if f_i == 0 else None)
         ax.axhline(0, color="k", lw=1, label="estimate (bisector)")
     ax.set_xlabel(f"{pair.from_host} time since {x0} ns (s)")
     ax.set_ylabel(f"{pair.to_host} time minus estimate (us)")
