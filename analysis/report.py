@@ -177,9 +177,12 @@ def table_text(report: dict, per_flow: bool) -> str:
         lines.append(f"host {h['host']} ({h['path']}): server in {h['server_flows']} flows, "
                      f"client in {h['client_flows']}; roles from {'/'.join(h['roles_from']) or '-'}"
                      f"; lost events: {lost}" + ("" if h["clean"] else "; UNCLEAN STOP"))
-        if not h["latencies"]:
-            lines.append("  no layer latency could be computed (no packet events, or no event "
-                         "seen at two layers of one packet)")
+        if not h["latencies"] and not h["events"].get("pkt"):
+            lines.append("  no packet events (a flows-only recording?): layer latencies need "
+                         "the packet probes")
+        elif not h["latencies"]:
+            lines.append("  no layer latency could be computed: no packet was seen at two "
+                         "layers (are some probes missing?)")
         else:
             lines.append(head)
             for k, v in h["latencies"].items():
@@ -194,6 +197,7 @@ def table_text(report: dict, per_flow: bool) -> str:
                 h["copies_placed_by_read_records"] < 1 and "L_TCP_4" in h["latencies"]:
             lines.append("  note: no read records for some copies: receive TCP-layer times use "
                          "the first copy of each skb (approximate for partial reads)")
+        lines += _flow_metric_lines(report["flows"], h["host"])
         if per_flow:
             for f in report["flows"]:
                 if f["host"] != h["host"] or not f.get("latencies"):
@@ -221,6 +225,33 @@ def table_text(report: dict, per_flow: bool) -> str:
         lines.append(f"warning: {w}")
     lines.append(report["where_the_time_went"])
     return "\n".join(lines)
+
+
+MAX_FLOW_LINES = 10
+
+
+def _flow_metric_lines(flows: list[dict], host: str) -> list[str]:
+    """The flows of one host that have flow records, busiest first: a few of the 16 metrics."""
+    mine = [f for f in flows if f["host"] == host and f.get("metrics")
+            and "CWND" in f["metrics"]]
+    if not mine:
+        return []
+    mine.sort(key=lambda f: -(f["metrics"]["BSent"]["bytes_sent"] + f["metrics"]["BReceived"]))
+    out = [f"  {'flow (this host is)':44s}{'cwnd':>6s}{'srtt us':>9s}{'retrans':>8s}"
+           f"{'fastRe':>7s}{'RTOs':>6s}{'maxWQ':>8s}{'sent':>11s}{'received':>11s}"
+           f"{'duration s':>12s}"]
+    for f in mine[:MAX_FLOW_LINES]:
+        m = f["metrics"]
+        dur = m["Duration_ns"]
+        dur_s = "-" if dur is None else f"{'>=' if not m['Duration_exact'] else ''}{dur / 1e9:.3f}"
+        name = f"{f['client']} -> {f['server']} ({f['role']})"
+        out.append(f"  {name[:43]:44s}{m['CWND']['snd_cwnd']['last']:6d}"
+                   f"{m['srtt_us']['last']:9d}{m['RePackets']:8d}{m['fastRetrans']:7d}"
+                   f"{m['Timeout']['first'] + m['Timeout']['backoff']:6d}{m['MaxAppWQueue']:8d}"
+                   f"{m['BSent']['bytes_sent']:11d}{m['BReceived']:11d}{dur_s:>12s}")
+    if len(mine) > MAX_FLOW_LINES:
+        out.append(f"  ... {len(mine) - MAX_FLOW_LINES} more flows in flows.csv / report.json")
+    return out
 
 
 def write_json(report: dict, path: str) -> None:
