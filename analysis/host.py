@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from mbrec.analysis import app as app_mod
 from mbrec.analysis.latency import samples
 from mbrec.analysis.packets import PacketTable, packet_table, prepare

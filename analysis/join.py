@@ -201,17 +201,3 @@ def stab(row_stream: np.ndarray, row_lo: np.ndarray, row_hi: np.ndarray, row_t: 
         best[qa[ok]] = row_order[i[ok]]
         active = qa[~ok]
     return best
-
-
-def first_per_group(group: np.ndarray, ts: np.ndarray) -> np.ndarray:
-    """Boolean mask: the earliest element of each group (ties: the lowest index)."""
-    n = len(group)
-    mask = np.zeros(n, dtype=bool)
-    if n == 0:
-        return mask
-    order = np.lexsort((np.arange(n), ts, group))
-    g = group[order]
-    first = np.ones(n, dtype=bool)
-    first[1:] = g[1:] != g[:-1]
-    mask[order[first]] = True
-    return mask

@@ -70,7 +70,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from mbrec.events import CONSTANTS, PROBE_IDS, RECV_PROBES, SEND_PROBES
-from mbrec.analysis.join import NONE, first_per_group, group_ids, grouped_cummax_before, stab, unwrap32
+from mbrec.analysis.join import NONE, group_ids, grouped_cummax_before, stab, unwrap32
 
 PACKET_TABLE_VERSION = 1
 SYN = CONSTANTS["MBREC_TCP_SYN"]
@@ -158,13 +158,6 @@ def _words(addr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     w = addr.view("<u8") if addr.ndim == 2 and addr.strides[-1] == 1 else \
         np.ascontiguousarray(addr, dtype=np.uint8).reshape(-1, 16).view("<u8")
     return w[:, 0], w[:, 1]
-
-
-def endpoints(local_addr, local_port, remote_addr, remote_port):
-    """Per event: the local endpoint's index (0/1) in the flow's fixed endpoint order."""
-    l0, l1 = _words(local_addr)
-    r0, r1 = _words(remote_addr)
-    return _local_index(l0, l1, local_port, r0, r1, remote_port)
 
 
 def _local_index(l0, l1, lp, r0, r1, rp):

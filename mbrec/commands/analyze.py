@@ -4,7 +4,6 @@ two or more hosts, clock alignment and network latency."""
 from __future__ import annotations
 
 import os
-import sys
 import time
 
 import click
