@@ -61,10 +61,16 @@ def tracing_file(name: str) -> str:
 
 def read_kernel_functions():
     from mbrec.recorder.probes import kernel_functions
-    with open(tracing_file("available_filter_functions")) as f:
-        filters = f.read()
-    with open("/proc/kallsyms") as f:
-        kallsyms = f.read()
+    path = tracing_file("available_filter_functions")
+    try:
+        with open(path) as f:
+            filters = f.read()
+        with open("/proc/kallsyms") as f:
+            kallsyms = f.read()
+    except OSError as e:
+        raise MbrecError(f"cannot read {e.filename} ({e.strerror}): this kernel cannot trace "
+                         "functions (no ftrace/kprobes); record on a kernel built with them, "
+                         "e.g. a stock distribution kernel or `mbrec lab`") from None
     return kernel_functions(filters, kallsyms)
 
 

@@ -188,15 +188,15 @@ def record(opts: RecordOptions) -> int:
     from mbrec.trace.writer import TraceWriter
 
     env.check_root()
-    env.check_kernel()
-    bcc = env.import_bcc()
-    env.check_headers()
     if os.path.exists(opts.output) and not opts.force:
         raise MbrecError(f"{opts.output} already exists: choose another name or pass --force "
                          "to overwrite it")
     if opts.command and not shutil.which(opts.command[0]):
         raise MbrecError(f"command not found: {opts.command[0]}")
     filters = build_filters(opts)
+    env.check_kernel()
+    bcc = env.import_bcc()
+    env.check_headers()
     fentry_ok = bool(bcc.BPF.support_kfunc())
     kf = env.read_kernel_functions()
     resolved, attach = plan(opts, fentry_ok, kf)
