@@ -73,6 +73,7 @@ from mbrec.events import CONSTANTS, PROBE_IDS, RECV_PROBES, SEND_PROBES
 from mbrec.analysis.join import NONE, group_ids, grouped_cummax_before, stab, unwrap32
 
 PACKET_TABLE_VERSION = 1
+AF_INET = CONSTANTS["MBREC_AF_INET"]
 SYN = CONSTANTS["MBREC_TCP_SYN"]
 ACK = CONSTANTS["MBREC_TCP_ACK"]
 FIN = CONSTANTS["MBREC_TCP_FIN"]
@@ -210,13 +211,77 @@ def identify_flows(events: dict[str, np.ndarray]) -> tuple[FlowTable, dict[str, 
 
     Returns the FlowTable and, per schema, (flow index, local endpoint index) arrays. Flows are
     grouped by a 64-bit hash of the endpoint pair, then checked field by field against each
-    group's first member (a collision falls back to exact grouping).
+    group's first member (a collision falls back to exact grouping). IPv4-only traces take a
+    shorter path: an endpoint is one 48-bit integer (address << 16 | port).
     """
     names = [n for n in ("pkt", "sock", "flow", "tcp") if n in events and len(events[n])]
     if not names:
         empty = FlowTable(np.zeros((0, 2, 16), np.uint8), np.zeros((0, 2), np.uint16),
                           np.zeros(0, np.uint8), np.zeros(0, np.int8), np.zeros(0, np.int8), [])
         return empty, {}
+    found = _flows_v4(events, names)
+    if found is None:
+        found = _flows_general(events, names)
+    flow, local, rep, ep_addr, ep_port, family, cookie, sizes = found
+    nflows = len(rep)
+    # both endpoints on this host (loopback, or one file for several namespaces): local = -1
+    n_ep1 = np.bincount(flow, weights=local, minlength=nflows)
+    n_all = np.bincount(flow, minlength=nflows)
+    flow_local = np.where(n_ep1 == 0, 0, np.where(n_ep1 == n_all, 1, -1)).astype(np.int8)
+    # sockets per flow: from socket-level records when there are any (few), else packets
+    sock_level = np.concatenate([np.full(k, n != "pkt") for n, k in zip(names, sizes)])
+    pick = np.nonzero(sock_level)[0] if sock_level.any() else np.arange(len(flow))
+    cookies = _cookies_per_flow(flow[pick], cookie[pick], nflows)
+    ft = FlowTable(ep_addr=ep_addr, ep_port=ep_port, family=family[rep].astype(np.uint8),
+                   local=flow_local, client=np.full(nflows, -1, np.int8),
+                   client_source=["unknown"] * nflows, cookies=cookies)
+    out, start = {}, 0
+    for name, k in zip(names, sizes):
+        out[name] = (flow[start:start + k], local[start:start + k])
+        start += k
+    _find_clients(ft, events, out)
+    return ft, out
+
+
+def _flows_v4(events, names):
+    """The IPv4 path, or None if any event is not IPv4."""
+    src, dst, fam, cookie, recv_parts, sizes = [], [], [], [], [], []
+    for n in names:
+        recs = events[n]
+        f = recs["family"]
+        if not (f == AF_INET).all():
+            return None
+        s0, s1 = _words(recs["saddr"])
+        d0, d1 = _words(recs["daddr"])
+        if (s1 != 0).any() or (d1 != 0).any():
+            return None
+        src.append(((s0 & np.uint64(0xFFFFFFFF)) << np.uint64(16)) | recs["sport"].astype(np.uint64))
+        dst.append(((d0 & np.uint64(0xFFFFFFFF)) << np.uint64(16)) | recs["dport"].astype(np.uint64))
+        recv_parts.append(is_receive(recs["probe"]) if n == "pkt" else np.zeros(len(f), bool))
+        fam.append(f)
+        cookie.append(recs["sock_cookie"])
+        sizes.append(len(f))
+    e_s, e_d = np.concatenate(src), np.concatenate(dst)
+    recv = np.concatenate(recv_parts)
+    lo, hi = np.minimum(e_s, e_d), np.maximum(e_s, e_d)
+    e_local = np.where(recv, e_d, e_s)
+    local = ((e_local == hi) & (lo != hi)).astype(np.int8)
+    with np.errstate(over="ignore"):
+        h = _mix(lo * np.uint64(0x9E3779B97F4A7C15) + hi)
+    flow, rep = hash_groups(h)
+    if (lo != lo[rep][flow]).any() or (hi != hi[rep][flow]).any():
+        flow, _, rep = group_ids(lo, hi)
+    ep_addr = np.zeros((len(rep), 2, 16), np.uint8)
+    ep_port = np.zeros((len(rep), 2), np.uint16)
+    for k, e in enumerate((lo[rep], hi[rep])):
+        ep_addr[:, k, :4] = (e >> np.uint64(16)).astype("<u4").view(np.uint8).reshape(-1, 4)
+        ep_port[:, k] = (e & np.uint64(0xFFFF)).astype(np.uint16)
+    return (flow, local, rep, ep_addr, ep_port, np.concatenate(fam), np.concatenate(cookie),
+            sizes)
+
+
+def _flows_general(events, names):
+    """Any address family: endpoints ordered by (address words, port), hashed, verified."""
     ends = [_ends(events[n], is_receive(events[n]["probe"]) if n == "pkt" else None)
             for n in names]
     cat = {f: np.concatenate([getattr(e, f) for e in ends])
@@ -237,31 +302,13 @@ def identify_flows(events: dict[str, np.ndarray]) -> tuple[FlowTable, dict[str, 
     flow, rep = hash_groups(h)
     if any((c != c[rep][flow]).any() for c in cols):  # a hash collision: exact grouping
         flow, _, rep = group_ids(*cols)
-    nflows = len(rep)
-    # both endpoints on this host (loopback, or one file for several namespaces): local = -1
-    n_ep1 = np.bincount(flow, weights=local, minlength=nflows)
-    n_all = np.bincount(flow, minlength=nflows)
-    flow_local = np.where(n_ep1 == 0, 0, np.where(n_ep1 == n_all, 1, -1)).astype(np.int8)
-    # endpoint 0/1 address bytes of each flow's representative event
     words0 = np.stack([a0[0][rep], a0[1][rep]], axis=1).astype("<u8")
     words1 = np.stack([a1[0][rep], a1[1][rep]], axis=1).astype("<u8")
     ep_addr = np.stack([words0.view(np.uint8).reshape(-1, 16),
                         words1.view(np.uint8).reshape(-1, 16)], axis=1)
-    # sockets per flow: from socket-level records when there are any (few), else packets
-    sock_level = np.concatenate([np.full(len(e.family), n != "pkt") for n, e in zip(names, ends)])
-    pick = np.nonzero(sock_level)[0] if sock_level.any() else np.arange(len(flow))
-    cookies = _cookies_per_flow(flow[pick], cat["cookie"][pick], nflows)
-    ft = FlowTable(ep_addr=ep_addr, ep_port=np.stack([p0[rep], p1[rep]], axis=1).astype(np.uint16),
-                   family=cat["family"][rep].astype(np.uint8), local=flow_local,
-                   client=np.full(nflows, -1, np.int8), client_source=["unknown"] * nflows,
-                   cookies=cookies)
-    out, start = {}, 0
-    for name, e in zip(names, ends):
-        n = len(e.family)
-        out[name] = (flow[start:start + n], local[start:start + n])
-        start += n
-    _find_clients(ft, events, out)
-    return ft, out
+    ep_port = np.stack([p0[rep], p1[rep]], axis=1).astype(np.uint16)
+    return (flow, local, rep, ep_addr, ep_port, cat["family"], cat["cookie"],
+            [len(e.family) for e in ends])
 
 
 def hash_groups(h: np.ndarray, bits: int = 16) -> tuple[np.ndarray, np.ndarray]:

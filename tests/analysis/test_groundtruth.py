@@ -149,3 +149,23 @@ def test_both_ends_in_one_file(tmp_path):
     assert sorted(got) == sorted(truth)
     for name, values in truth.items():
         np.testing.assert_array_equal(got[name], values, err_msg=name)
+
+
+def test_ipv6_addresses_take_the_general_path(tmp_path):
+    """The same scenario over IPv6 (16-byte addresses): the same truth, exactly."""
+    from mbrec.events import CONSTANTS
+    gt = exchanges(n_flows=3, n_exchanges=8, seed=8)
+    events = {}
+    for schema, recs in gt.events["server"].items():
+        recs = recs.copy()
+        recs["family"] = CONSTANTS["MBREC_AF_INET6"]
+        for field in ("saddr", "daddr"):
+            recs[field][:, 4:] = recs[field][:, :4].repeat(3, axis=1)  # fill all 16 bytes
+            recs[field][:, 0] = 0xFD
+        events[schema] = recs
+    p = write_trace(str(tmp_path / "v6.mbrec"), events, host="server")
+    r = analyze_host(read_trace(p))
+    assert len(r.table.flows) == 3 and (r.table.flows.family == CONSTANTS["MBREC_AF_INET6"]).all()
+    got = by_name(r)
+    for name, values in gt.truth["server"].items():
+        np.testing.assert_array_equal(got[name], values, err_msg=name)
