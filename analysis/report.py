@@ -237,15 +237,16 @@ def _flow_metric_lines(flows: list[dict], host: str) -> list[str]:
     if not mine:
         return []
     mine.sort(key=lambda f: -(f["metrics"]["BSent"]["bytes_sent"] + f["metrics"]["BReceived"]))
-    out = [f"  {'flow (this host is)':44s}{'cwnd':>6s}{'srtt us':>9s}{'retrans':>8s}"
+    width = max(len(f"{f['client']} -> {f['server']}") for f in mine[:MAX_FLOW_LINES]) + 2
+    out = [f"  {'role':7s}{'flow':{width}s}{'cwnd':>6s}{'srtt us':>9s}{'retrans':>8s}"
            f"{'fastRe':>7s}{'RTOs':>6s}{'maxWQ':>8s}{'sent':>11s}{'received':>11s}"
            f"{'duration s':>12s}"]
     for f in mine[:MAX_FLOW_LINES]:
         m = f["metrics"]
         dur = m["Duration_ns"]
         dur_s = "-" if dur is None else f"{'>=' if not m['Duration_exact'] else ''}{dur / 1e9:.3f}"
-        name = f"{f['client']} -> {f['server']} ({f['role']})"
-        out.append(f"  {name[:43]:44s}{m['CWND']['snd_cwnd']['last']:6d}"
+        name = f"{f['client']} -> {f['server']}"
+        out.append(f"  {f['role']:7s}{name:{width}s}{m['CWND']['snd_cwnd']['last']:6d}"
                    f"{m['srtt_us']['last']:9d}{m['RePackets']:8d}{m['fastRetrans']:7d}"
                    f"{m['Timeout']['first'] + m['Timeout']['backoff']:6d}{m['MaxAppWQueue']:8d}"
                    f"{m['BSent']['bytes_sent']:11d}{m['BReceived']:11d}{dur_s:>12s}")
