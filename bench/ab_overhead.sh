@@ -37,6 +37,7 @@ while [ $r -lt $ROUNDS ]; do
         sleep 1; i=$((i + 1))
     done
     run_ab record
+    grep VmHWM /proc/$Pa/status | sed 's/^/recorder a peak RSS: /' >>/mnt/out/overhead-recorders.txt
     kill -INT $Pa $Pb; wait $Pa; wait $Pb
     tail -n 2 /tmp/ovh-a.log | head -n 1 >>/mnt/out/overhead-recorders.txt
     tail -n 2 /tmp/ovh-b.log | head -n 1 >>/mnt/out/overhead-recorders.txt

@@ -203,7 +203,10 @@ def main():
             "bulk": zero_loss_rate(bench, "bulk", args.seconds, bulk_steps),
             "bulk+file": zero_loss_rate(bench, "bulk+file", args.seconds, bulk_steps)}
     cb, bulk = side[0]["consumer_ns_per_event"], side[1]["consumer_ns_per_event"]
-    summary = {"side_by_side": side, "zero_loss": best,
+    import resource
+    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"peak_rss_mb": round(peak_rss_mb, 1)}))
+    summary = {"side_by_side": side, "zero_loss": best, "peak_rss_mb": round(peak_rss_mb, 1),
                "speedup_ns_per_event": round(cb / bulk, 1) if cb and bulk else None}
     print(json.dumps({"speedup_ns_per_event": summary["speedup_ns_per_event"]}))
     if args.json:
