@@ -89,14 +89,22 @@ def _parse_time(spec: str) -> tuple[float, float]:
 
 @click.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=True))
-@click.option("--format", "fmt", type=click.Choice(["text", "jsonl"]), default="text",
-              show_default=True, help="text: one line per event; jsonl: one JSON object each.")
+@click.option("--format", "fmt", type=click.Choice(["text", "jsonl", "microbpf"]),
+              default="text", show_default=True,
+              help="text: one line per event; jsonl: one JSON object each; microbpf: MicroBPF's "
+                   "labelled lines (1 tcpout, 2 tcpin, 3 tcpack, 5 app) from matched packets.")
 @click.option("--type", "types", multiple=True,
               help="Event types (pkt, sock, flow, tcp) or packet probe names to keep; repeatable.")
 @click.option("--flow", help="Keep events with an endpoint ADDR, :PORT or ADDR:PORT.")
 @click.option("--time", "time_spec", help="START:END seconds after the first event.")
 def command(files, fmt, types, flow, time_spec):
     """Print every event of trace FILES in timestamp order, like `perf script`."""
+    if fmt == "microbpf":
+        if types or flow or time_spec:
+            raise MbrecError("--format microbpf prints whole traces: drop --type, --flow and "
+                             "--time")
+        _microbpf(files)
+        return
     readers = [TraceReader(f) for f in files]
     schemas = {t for t in types if t in ("pkt", "sock", "flow", "tcp")}
     probes = {PROBE_IDS[t] for t in types if t in PROBE_IDS}
@@ -139,4 +147,17 @@ def command(files, fmt, types, flow, time_spec):
             click.echo("\n".join(lines))
     for r in readers:
         for w in r.warnings:
+            click.echo(f"mbrec: warning: {w}", err=True)
+
+
+def _microbpf(files) -> None:
+    """MicroBPF's lines per file (each file is one host's view; see mbrec/microbpf.py)."""
+    from mbrec.microbpf import trace_lines
+    from mbrec.trace.reader import read_trace
+    for path in files:
+        trace = read_trace(path)
+        lines = trace_lines(trace)
+        if lines:
+            click.echo("\n".join(lines))
+        for w in trace.warnings:
             click.echo(f"mbrec: warning: {w}", err=True)
