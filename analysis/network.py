@@ -132,8 +132,8 @@ def _match_keyed(s_grp, send, r_grp, recv, s_tup=None, r_tup=None):
     r_id = recv["ip_id"].astype(np.int64)[r_order]
     r_tup = None if r_tup is None else r_tup[r_order]
     pos = np.searchsorted(key, r_key, side="right") - 1
-    count = np.zeros(len(recv), dtype=np.int64)
-    first = np.full(len(recv), -1, dtype=np.int64)
+    count = np.zeros(_n(recv), dtype=np.int64)
+    first = np.full(_n(recv), -1, dtype=np.int64)
     act = np.flatnonzero(pos >= 0)   # frames still looking back
     j = pos[act]
     for _ in range(LOOKBACK):
@@ -162,7 +162,7 @@ def _match_keyed(s_grp, send, r_grp, recv, s_tup=None, r_tup=None):
         act, j = act[more], j[more]
     # back to the callers' orders
     out_count = np.empty_like(count)
-    out_first = np.full(len(recv), -1, dtype=np.int64)
+    out_first = np.full(_n(recv), -1, dtype=np.int64)
     out_count[r_order] = count
     found = first >= 0
     out_first[r_order[found]] = order[first[found]]
@@ -172,13 +172,13 @@ def _match_keyed(s_grp, send, r_grp, recv, s_tup=None, r_tup=None):
 def match_direction(send: np.ndarray, recv: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
     """(index into send, index into recv, n_ambiguous) for frames `recv` that came from `send`.
 
-    send: pkt records at the sender's dev_hard_start_xmit; recv: pkt records at the receiver's
-    eth_type_trans. Two vectorised passes: first within the same 4-tuple (the usual case, and
+    send: pkt records (a structured array or a dict of its columns) at the sender's
+    dev_hard_start_xmit; recv: the same at the receiver's eth_type_trans. Two vectorised passes: first within the same 4-tuple (the usual case, and
     immune to two flows that happen to share sequence numbers), then, for frames still
     unmatched, on (ack, seq range, IP id) alone, which tolerates NAT between the hosts.
     """
     empty = np.zeros(0, dtype=np.int64)
-    if len(send) == 0 or len(recv) == 0:
+    if _n(send) == 0 or _n(recv) == 0:
         return empty, empty, 0
     s_tup, r_tup = _tuple_hash(send), _tuple_hash(recv)
     with np.errstate(over="ignore"):
@@ -188,15 +188,32 @@ def match_direction(send: np.ndarray, recv: np.ndarray) -> tuple[np.ndarray, np.
     rest = np.flatnonzero(count == 0)
     if len(rest):
         c2, f2 = _match_keyed(send["ack"].astype(np.int64) >> 1, send,
-                              recv["ack"][rest].astype(np.int64) >> 1, recv[rest])
+                              recv["ack"][rest].astype(np.int64) >> 1, _take(recv, rest))
         count[rest], first[rest] = c2, f2
     good = np.flatnonzero(count == 1)
     return first[good], good, int((count > 1).sum())
 
 
-def _tuples_equal(send: np.ndarray, recv: np.ndarray) -> np.ndarray:
-    return ((send["saddr"] == recv["saddr"]).all(axis=1) & (send["daddr"] == recv["daddr"]).all(axis=1)
-            & (send["sport"] == recv["sport"]) & (send["dport"] == recv["dport"]))
+def _tuples_equal(send, a, recv, b) -> np.ndarray:
+    """Whether send[a] and recv[b] have the same 4-tuple, compared field by field."""
+    return ((send["saddr"][a] == recv["saddr"][b]).all(axis=1)
+            & (send["daddr"][a] == recv["daddr"][b]).all(axis=1)
+            & (send["sport"][a] == recv["sport"][b]) & (send["dport"][a] == recv["dport"][b]))
+
+
+WIRE_FIELDS = ("ts_ns", "seq", "end_seq", "ack", "tcp_flags", "ip_id", "family", "gso_segs",
+               "saddr", "daddr", "sport", "dport")
+
+
+def _n(records) -> int:
+    return len(records["seq"])
+
+
+def _take(records, idx):
+    """records[idx] for a structured array or a dict of columns."""
+    if isinstance(records, dict):
+        return {k: v[idx] for k, v in records.items()}
+    return records[idx]
 
 
 @dataclass
@@ -217,12 +234,14 @@ class PairMatches:
         return self.ab.s_ns, self.ab.r_ns, self.ba.s_ns, self.ba.r_ns
 
 
-def _wire(trace, probe: int) -> tuple[np.ndarray, np.ndarray]:
+def _wire(trace, probe: int) -> tuple[np.ndarray, dict | None]:
+    """Indices of one probe's events and their columns (gathered per field: copying whole
+    records of a padded structured dtype is many times slower)."""
     pkt = trace.events.get("pkt")
     if pkt is None or len(pkt) == 0:
         return np.zeros(0, dtype=np.int64), None
     idx = np.flatnonzero(pkt["probe"] == probe)
-    return idx, pkt[idx]
+    return idx, {f: pkt[f][idx] for f in WIRE_FIELDS}
 
 
 def match_traces(traces, hosts: list[str] | None = None) -> dict:
@@ -240,7 +259,7 @@ def match_traces(traces, hosts: list[str] | None = None) -> dict:
                               n_sent=len(si), n_frames=len(ri))
         a, b, amb = match_direction(s, r)
         return DirMatches(si[a], ri[b], s["ts_ns"][a].astype(np.int64),
-                          r["ts_ns"][b].astype(np.int64), ~_tuples_equal(s[a], r[b]),
+                          r["ts_ns"][b].astype(np.int64), ~_tuples_equal(s, a, r, b),
                           n_ambiguous=amb, n_frames=len(ri), n_sent=len(si))
 
     for i in range(len(traces)):
@@ -293,9 +312,10 @@ def _flow_roles(ta, tb, m: PairMatches):
     The client is the endpoint that sent a SYN without ACK; without a SYN in the trace, the
     endpoint with the higher port is taken as the client (the ephemeral side).
     """
-    pa, pb = ta.events["pkt"], tb.events["pkt"]
-    s_ab = pa[m.ab.send_idx]           # a's view: src = a
-    r_ba = pa[m.ba.recv_idx]           # a's view: dst = a
+    pa = ta.events["pkt"]
+    cols = ("saddr", "daddr", "sport", "dport", "tcp_flags")  # gathered per column: fast
+    s_ab = {f: pa[f][m.ab.send_idx] for f in cols}   # a's view: src = a
+    r_ba = {f: pa[f][m.ba.recv_idx] for f in cols}   # a's view: dst = a
     ea_ab = endpoint_hash(s_ab["saddr"], s_ab["sport"])
     eb_ab = endpoint_hash(s_ab["daddr"], s_ab["dport"])
     ea_ba = endpoint_hash(r_ba["daddr"], r_ba["dport"])
@@ -303,16 +323,17 @@ def _flow_roles(ta, tb, m: PairMatches):
     f_ab, f_ba = flow_hash(ea_ab, eb_ab), flow_hash(ea_ba, eb_ba)
     syn_ab = (s_ab["tcp_flags"] & (SYN | ACK)) == SYN
     syn_ba = (r_ba["tcp_flags"] & (SYN | ACK)) == SYN
-    a_client_syn = set(f_ab[syn_ab].tolist())
-    b_client_syn = set(f_ba[syn_ba].tolist())
+    a_client_syn = np.unique(f_ab[syn_ab])
+    b_client_syn = np.unique(f_ba[syn_ba])
     # port guess, per frame, from a's view
     guess_ab = s_ab["sport"] > s_ab["dport"]
     guess_ba = r_ba["dport"] > r_ba["sport"]
-    a_is_client_ab = np.where(np.isin(f_ab, list(a_client_syn)), True,
-                              np.where(np.isin(f_ab, list(b_client_syn)), False, guess_ab))
-    a_is_client_ba = np.where(np.isin(f_ba, list(a_client_syn)), True,
-                              np.where(np.isin(f_ba, list(b_client_syn)), False, guess_ba))
-    guessed = len(set(np.concatenate([f_ab, f_ba]).tolist()) - a_client_syn - b_client_syn)
+    a_is_client_ab = np.where(np.isin(f_ab, a_client_syn), True,
+                              np.where(np.isin(f_ab, b_client_syn), False, guess_ab))
+    a_is_client_ba = np.where(np.isin(f_ba, a_client_syn), True,
+                              np.where(np.isin(f_ba, b_client_syn), False, guess_ba))
+    flows = np.unique(np.concatenate([f_ab, f_ba]))
+    guessed = int((~np.isin(flows, np.concatenate([a_client_syn, b_client_syn]))).sum())
     return (f_ab, a_is_client_ab), (f_ba, ~a_is_client_ba), guessed
 
 
@@ -404,14 +425,15 @@ def analyze_network(traces, alignment: Alignment, tables=None) -> NetworkResult:
             res.notes.append(f"{a} and {b}: frames matched but no clock alignment between them")
             continue
         fwd, bwd = one_way_delays(to_a, *m.constraints())
-        (f_ab, c_ab), (f_ba, c_ba), guessed = _flow_roles(traces[i], traces[j], m)
+        roles = _flow_roles(traces[i], traces[j], m)
+        (f_ab, c_ab), (f_ba, c_ba), guessed = roles
         ab = DirLatency(a, b, a, *fwd, m.ab.s_ns, f_ab, c_ab, m.ab.nat, m.ab.n_ambiguous,
                         to_a.quality)
         ba = DirLatency(b, a, a, *bwd, m.ba.s_ns, f_ba, c_ba, m.ba.nat, m.ba.n_ambiguous,
                         to_a.quality)
         pn = PairNetwork(a, b, to_a.method, to_a.quality, ab, ba, guessed)
         pair_tables = _tables(traces, tables, i, j, built)
-        pn.requests = decompose_rtt(traces[i], traces[j], m, alignment, pair_tables)
+        pn.requests = decompose_rtt(traces[i], traces[j], m, alignment, pair_tables, roles)
         res.pairs.append(pn)
         if to_a.quality == "failed":
             res.notes.append(f"{a}-{b}: clock alignment failed; L_NET left empty (NaN)")
@@ -447,7 +469,8 @@ def _runs(is_req: np.ndarray, flow: np.ndarray) -> np.ndarray:
     return np.cumsum(change) - 1
 
 
-def decompose_rtt(ta, tb, m: PairMatches, alignment: Alignment, tables=None) -> dict:
+def decompose_rtt(ta, tb, m: PairMatches, alignment: Alignment, tables=None,
+                  roles=None) -> dict:
     """Per request/response: the client's NIC RTT and its parts; arrays in the client's clock.
 
     Requests are runs of client data frames, responses the following run of server data frames,
@@ -455,7 +478,7 @@ def decompose_rtt(ta, tb, m: PairMatches, alignment: Alignment, tables=None) -> 
     tables: the two hosts' analysis.packets.PacketTable (a, b), for the per-layer breakdown.
     """
     pa, pb = ta.events["pkt"], tb.events["pkt"]
-    (f_ab, c_ab), (f_ba, c_ba), _ = _flow_roles(ta, tb, m)
+    (f_ab, c_ab), (f_ba, c_ba), _ = roles or _flow_roles(ta, tb, m)
     len_ab = pa["len"][m.ab.send_idx] if len(m.ab) else np.zeros(0)
     len_ba = pb["len"][m.ba.send_idx] if len(m.ba) else np.zeros(0)
     rows = []
