@@ -124,7 +124,7 @@ class Runner:
         with open(g.stderr_path, "wb") as err:
             g.proc = subprocess.Popen(g.argv, stdin=None if interactive else subprocess.DEVNULL,
                                       stdout=None if interactive else subprocess.DEVNULL, stderr=err,
-                                      start_new_session=not interactive)
+                                      start_new_session=not interactive, preexec_fn=_die_with_parent)
         g.started = time.monotonic()
 
     def follow(self, g: Guest) -> None:
@@ -209,6 +209,13 @@ def _listen_port(argv: list[str]) -> int | None:
         if a.startswith("socket,") and "listen=" in a:
             return int(a.split("listen=")[1].split(",")[0].rsplit(":", 1)[1])
     return None
+
+
+def _die_with_parent() -> None:
+    """In the QEMU child before exec: SIGKILL it if mbrec dies, even by SIGKILL (no finally runs then)."""
+    import ctypes
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def _raise_interrupt(signum, frame):

@@ -135,3 +135,34 @@ def test_qdisc_scenario_delays_a_own_egress_only():
     s = scenario.load("qdisc")
     targets = guest.network_targets(guest.Layout(s["hosts"], 1, "a"), s)
     assert [(d, ns, i) for d, ns, i, _ in targets] == [("a egress", "a", "eth0")]
+
+
+def test_lab_run_needs_root(monkeypatch):
+    from mbrec.lab import run
+    monkeypatch.setattr("os.geteuid", lambda: 1000)
+    with pytest.raises(MbrecError, match="needs root"):
+        run.run("ab", None, vms=None, keep=False, out=None, record=True, timeout_s=None)
+
+
+def test_missing_tools_name_their_apt_package(monkeypatch):
+    monkeypatch.setattr("shutil.which", lambda name: None)
+    with pytest.raises(MbrecError, match="apt-get install qemu-system-x86"):
+        vm.require_qemu()
+    with pytest.raises(MbrecError, match="apt-get install debootstrap"):
+        image.require_tools(("debootstrap", "debootstrap"))
+
+
+def test_unreachable_mirror_is_one_line():
+    with pytest.raises(MbrecError, match="Debian mirror unreachable: http://127.0.0.1:9/dists/bookworm"):
+        image.check_mirror("http://127.0.0.1:9")
+
+
+def test_build_refuses_without_disk_space(monkeypatch, tmp_path):
+    import collections
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr("os.geteuid", lambda: 0)
+    monkeypatch.setattr("shutil.which", lambda name: "/usr/bin/" + name)
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr("shutil.disk_usage", lambda path: usage(10 << 30, 9 << 30, 1 << 30))
+    with pytest.raises(MbrecError, match="not enough disk space"):
+        image.build()
