@@ -131,7 +131,7 @@ def _boot(image, roles, out, accel, keep, timeout, quiet, virtio_pair):
         argv = vm.qemu_argv(image, role, source_root(), out, console, accel,
                             memory_mb=MEMORY_MB[len(roles)], cpus=2, netdev=netdev, keep=keep and i == 0)
         guests.append(vm.Guest(role, argv, console, stderr_path=out / f"qemu-{role}.err"))
-    runner = vm.Runner(guests, timeout, BOOT_TIMEOUT_S if not keep else BOOT_TIMEOUT_S, quiet=quiet)
+    runner = vm.Runner(guests, timeout, BOOT_TIMEOUT_S, quiet=quiet or keep)  # --keep: the console is on stdout
     return runner.run(), guests
 
 
