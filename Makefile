@@ -38,3 +38,25 @@ bench:
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache
+
+# Lab recordings for CI regression (fixtures/README.md): each scenario recorded on every host,
+# then the golden reports. Needs root and QEMU; takes about 3 minutes a scenario under TCG.
+FIXTURES = ab asym baseline bulk lossy multi qdisc rto two-vm
+FIXTURE_RECORD_ARGS = --probes packets,flows
+FIXTURE_RECORD_ARGS_bulk = --sample 2
+FIXTURE_RECORD_ARGS_lossy = --sample 2
+FIXTURE_RECORD_ARGS_rto = --sample 1
+
+fixtures: $(FIXTURES:%=fixture-%) goldens
+
+fixture-%:
+	rm -rf fixtures/$*
+	mbrec lab run $* -o fixtures/$* --record-args "$(FIXTURE_RECORD_ARGS) $(FIXTURE_RECORD_ARGS_$*)"
+
+# The analysis of every fixture as the regression tests run it; review `git diff fixtures/`.
+goldens:
+	@for d in fixtures/*/; do \
+		[ -f $$d/ground_truth.json ] || continue; \
+		echo "golden $$d"; \
+		(cd $$d && mbrec analyze $$(ls *.mbrec) --json --no-plots --quiet > golden-report.json) || exit 1; \
+	done
