@@ -128,6 +128,14 @@ static __always_inline void mbrec_flow_read_id(struct sock *sk, u64 cookie, stru
 	__builtin_memset(id->saddr, 0, sizeof(id->saddr));
 	__builtin_memset(id->daddr, 0, sizeof(id->daddr));
 	if (id->family == MBREC_AF_INET6) {
+		u32 w[4] = {};
+		MBREC_RD(w, sk->__sk_common.skc_v6_daddr.in6_u.u6_addr32);
+		/* an IPv4-mapped IPv6 socket (a v6 listener accepting IPv4) is an IPv4 flow, as in
+		 * the packet probes (mbrec_sock_tuple) */
+		if (w[0] == 0 && w[1] == 0 && w[2] == htonl(0xffff))
+			id->family = MBREC_AF_INET;
+	}
+	if (id->family == MBREC_AF_INET6) {
 		bpf_probe_read_kernel(id->saddr, 16, &sk->__sk_common.skc_v6_rcv_saddr);
 		bpf_probe_read_kernel(id->daddr, 16, &sk->__sk_common.skc_v6_daddr);
 	} else {

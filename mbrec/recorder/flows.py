@@ -259,11 +259,10 @@ class FlowTicker:
 # ---- wiring into a recording (mbrec/recorder/session.py calls these) ----
 
 def read_tracepoints() -> set[str]:
+    """The flow group's tracepoints that exist on the running kernel."""
     from mbrec.recorder import environment as env
-    events = os.path.join(os.path.dirname(env.tracing_file("available_filter_functions")),
-                          "events")
-    return {tp for _, tp, _, _ in FLOW_TRACEPOINTS
-            if tracepoint_exists(tp, os.path.dirname(events))}
+    tracing_dir = os.path.dirname(env.tracing_file("available_filter_functions"))
+    return {tp for _, tp, _, _ in FLOW_TRACEPOINTS if tracepoint_exists(tp, tracing_dir)}
 
 
 class FlowGroup:
