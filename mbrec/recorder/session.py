@@ -22,7 +22,14 @@ from mbrec.recorder.program import (RINGS, Filters, ProgramConfig, cflags, kprob
 from mbrec.recorder.ringbuf import open_bcc_ring
 
 ANCHOR_INTERVAL = 1.0  # clock anchors, loss counts and the status line
-IDLE_SLEEP = 0.01      # between drains when the rings are nearly empty
+MAX_SLEEP = 0.05       # between drains: each wake-up costs the traced host a little CPU
+MIN_SLEEP = 0.002
+
+
+def poll_interval(ring_records: int, rate: float) -> float:
+    """Sleep long enough to be cheap, short enough that the ring is at most a quarter full by
+    the next drain at the current event rate."""
+    return min(MAX_SLEEP, max(MIN_SLEEP, 0.25 * ring_records / max(rate, 1.0)))
 
 
 @dataclass
@@ -170,6 +177,11 @@ class Recorder:
                 out[PROBE_NAMES[pid]] = n
         return out
 
+    @property
+    def capacity(self) -> int:
+        """Records the smallest ring holds."""
+        return min((r.size // (r.record_size + 8) for r, _ in self.rings), default=1)
+
     def fill(self) -> float:
         return max((r.pending_bytes() / r.size for r, _ in self.rings), default=0.0)
 
@@ -276,6 +288,7 @@ def run_loop(opts, b, writer, rec, probes, host, flows=None) -> int:
     last_events, last_t, last_lost = 0, start, {}
     lost = {}
     child_rc = None
+    rate_now = 0.0
     try:
         while stop["why"] is None:
             rec.drain()
@@ -289,8 +302,9 @@ def run_loop(opts, b, writer, rec, probes, host, flows=None) -> int:
                 if lost != last_lost:
                     writer.write_object({"t": "lost", "counts": lost})
                     last_lost = dict(lost)
+                rate_now = (rec.events - last_events) / (now - last_t)
                 if live:
-                    rate = (rec.events - last_events) / (now - last_t)
+                    rate = rate_now
                     sys.stderr.write(status_line(now - start, rate, rec.events,
                                                  sum(lost.values()), writer.bytes_written))
                     sys.stderr.flush()
@@ -302,7 +316,7 @@ def run_loop(opts, b, writer, rec, probes, host, flows=None) -> int:
                 child_rc = child.returncode
                 stop["why"] = "command exited"
             elif rec.fill() < 0.25:
-                time.sleep(IDLE_SLEEP)
+                time.sleep(poll_interval(rec.capacity, rate_now))
     finally:
         if flows is not None:
             flows.stop()  # a final record of every flow still open

@@ -4,8 +4,9 @@
    every packet probe fires, nothing is lost, each data segment is seen at all four send layers
    on its sender and all four receive layers on its receiver, the netns filter keeps a and b
    apart.
-2. tests/lab/record_signals.sh: a recorder stopped by SIGINT (clean file, exit 0, summary)
-   and one killed by SIGKILL (readable file without a trailer).
+2. tests/lab/record_signals.sh: a recorder attached by kprobes stopped by SIGINT (clean file,
+   exit 0, summary), one killed by SIGKILL (readable file without a trailer), and a sampled,
+   port-filtered one whose every event passes the numpy reference of the kernel's sampling.
 
 Under TCG nothing here asserts a timing. GRO/TSO: a segment is "seen" at a layer when its byte
 range is covered by the ranges recorded there (a TSO skb is one range at the send layers, and
@@ -194,6 +195,34 @@ def test_sigint_stops_cleanly_with_a_summary(signals):
     t = read_trace(str(out / "a.mbrec"))
     assert t.clean and t.trailer["stop_reason"] == "SIGINT"
     assert len(t.events["pkt"]) > 0 and t.lost == {}
+
+
+def test_kprobe_attach_fires_every_probe_and_ids_sockets_by_address(signals):
+    r, out = signals
+    t = read_trace(str(out / "a.mbrec"))
+    assert {p["attach"] for p in t.header["probes"]} == {"kprobe"}
+    assert t.header["options"]["sock_id"] == "pointer"
+    pkt = t.events["pkt"]
+    for probe in PACKET_PROBES:
+        assert (pkt["probe"] == PROBE_IDS[probe]).any(), probe
+    sent = pkt[pkt["probe"] == PROBE_IDS["tcp_transmit_skb"]]
+    assert (sent["sock_cookie"] >> np.uint64(48) == 0xFFFF).all()  # kernel addresses
+
+
+def test_sampling_and_port_filter_in_the_kernel_match_the_reference(signals):
+    from mbrec.recorder.sampling import kept
+    r, out = signals
+    assert "s rc 0" in (out / "signals.txt").read_text()
+    s = read_trace(str(out / "s.mbrec"))
+    full = read_trace(str(out / "b.mbrec")).events["pkt"]
+    pkt = s.events["pkt"]
+    assert s.header["options"]["sample_bits"] == 2 and s.header["options"]["ports"] == [8080]
+    assert len(pkt) > 0 and ((pkt["sport"] == 8080) | (pkt["dport"] == 8080)).all()
+    not_copy = pkt[pkt["probe"] != PROBE_IDS["skb_copy_datagram_iter"]]
+    assert kept(not_copy, 2).all()
+    # the unsampled recording of the same namespace holds about 4x as many port-8080 events
+    full = full[(full["sport"] == 8080) | (full["dport"] == 8080)]
+    assert len(pkt) < len(full) / 2
 
 
 def test_sigkill_leaves_a_readable_file(signals):

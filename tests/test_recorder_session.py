@@ -1,0 +1,16 @@
+"""The recorder's polling rule and status line (pure parts of mbrec/recorder/session.py)."""
+
+from mbrec.recorder.session import MAX_SLEEP, MIN_SLEEP, poll_interval, status_line
+
+
+def test_idle_recorder_wakes_rarely_and_busy_one_often_enough():
+    assert poll_interval(160_000, 0) == MAX_SLEEP
+    # at 1 M events/s a 160k-record ring must be drained before it is a quarter full
+    assert poll_interval(160_000, 1e6) * 1e6 <= 160_000 / 4
+    assert poll_interval(1_000, 1e9) == MIN_SLEEP
+
+
+def test_status_line_shows_rate_losses_and_size():
+    line = status_line(12.0, 250000.0, 3_000_000, 7, 12_500_000)
+    assert line.startswith("\r") and "250,000 events/s" in line and "lost 7" in line
+    assert "12.5 MB" in line
