@@ -130,6 +130,7 @@ def _match_keyed(s_grp, send, r_grp, recv, s_tup=None, r_tup=None):
     r_span = ((recv["end_seq"].astype(np.int64) - r_seq) & M32)[r_order]
     r_flags = (recv["tcp_flags"] & (SYN | RST | ACK))[r_order]
     r_id = recv["ip_id"].astype(np.int64)[r_order]
+    r_segs = np.maximum(recv["gso_segs"].astype(np.int64), 1)[r_order]
     r_tup = None if r_tup is None else r_tup[r_order]
     pos = np.searchsorted(key, r_key, side="right") - 1
     count = np.zeros(_n(recv), dtype=np.int64)
@@ -147,10 +148,18 @@ def _match_keyed(s_grp, send, r_grp, recv, s_tup=None, r_tup=None):
         # an empty frame (pure ACK) comes only from an empty send, at the same seq
         covers = np.where(span == 0, (off == 0) & (rs == 0),
                           (off < span) & (off + rs <= span) & (rs > 0))
-        # the frame's index in the skb: IP ids of a super-segment's frames are consecutive
-        nseg = np.maximum(s_segs[j], -(-span // np.maximum(rs, 1)))
-        ok = covers & (s_ack[j] == r_ack[act]) & (s_flags[j] == r_flags[act]) & (
-            s_v6[j] | (((r_id[act] - s_id[j]) & 0xFFFF) < nseg))
+        # IP ids of a super-segment's frames are consecutive from the skb's: the frame's id
+        # minus the skb's is its index, which is known exactly when gso_segs was recorded
+        # (full-size frames before it; the last frame is number gso_segs - 1)
+        # (a "frame" may itself be a GSO chunk: veth hands whole super-segments to the peer)
+        delta = (r_id[act] - s_id[j]) & 0xFFFF
+        segs, rsegs = s_segs[j], r_segs[act]
+        mss = np.maximum(rs // rsegs, 1)
+        index = np.where(off == 0, 0, np.where(off + rs >= span, segs - rsegs, off // mss))
+        exact = (segs >= 2) | (off + rs >= span) & (off == 0)
+        loose = delta < np.maximum(segs, -(-span // np.maximum(rs, 1)))
+        id_ok = s_v6[j] | np.where(exact, delta == index, loose)
+        ok = covers & (s_ack[j] == r_ack[act]) & (s_flags[j] == r_flags[act]) & id_ok
         if s_tup is not None:
             ok &= s_tup[j] == r_tup[act]
         hit = act[ok]
@@ -463,6 +472,23 @@ def _tables(traces, tables, i, j, built):
             app.attach_copies(built[k], app.copy_pieces(traces[k].events, prep))
     return built[i], built[j]
 
+def _fresh(flow, t, seq, end) -> np.ndarray:
+    """Mask of frames whose bytes reach beyond every earlier frame of their flow (by time):
+    retransmissions and duplicates are False. Sequence numbers relative to each flow's first."""
+    order = np.lexsort((t, flow))
+    f, sq, en = flow[order], seq[order].astype(np.int64), end[order].astype(np.int64)
+    start = np.r_[True, f[1:] != f[:-1]]
+    base = np.maximum.accumulate(np.where(start, np.arange(len(f)), 0))
+    rel = (en - sq[base]) & M32
+    # running maximum within each flow: offset each flow by a large step so one accumulate works
+    gid = np.cumsum(start) - 1
+    big = rel + gid * (1 << 33)
+    prev = np.r_[-1, np.maximum.accumulate(big)[:-1]]
+    out = np.empty(len(f), bool)
+    out[order] = start | (big > prev)
+    return out
+
+
 def _runs(is_req: np.ndarray, flow: np.ndarray) -> np.ndarray:
     """Run number of each element of (flow, time)-ordered request/response flags."""
     change = np.r_[True, (is_req[1:] != is_req[:-1]) | (flow[1:] != flow[:-1])]
@@ -488,8 +514,15 @@ def decompose_rtt(ta, tb, m: PairMatches, alignment: Alignment, tables=None,
         f_fwd, f_bwd = (f_ab, f_ba) if client_is_a else (f_ba, f_ab)
         c_fwd, c_bwd = (c_ab, c_ba) if client_is_a else (c_ba, c_ab)
         l_fwd, l_bwd = (len_ab, len_ba) if client_is_a else (len_ba, len_ab)
-        req = c_fwd & (l_fwd > 0)     # client -> server data frames
-        rsp = (~c_bwd) & (l_bwd > 0)  # server -> client data frames
+        cpk, spk = (pa, pb) if client_is_a else (pb, pa)
+        # client -> server and server -> client data frames that carry new bytes: a
+        # retransmission (often spurious, of an earlier response) must not start a "response"
+        req = c_fwd & (l_fwd > 0)
+        req[req] = _fresh(f_fwd[req], fwd.s_ns[req], cpk["seq"][fwd.send_idx[req]],
+                          cpk["end_seq"][fwd.send_idx[req]])
+        rsp = (~c_bwd) & (l_bwd > 0)
+        rsp[rsp] = _fresh(f_bwd[rsp], bwd.r_ns[rsp], cpk["seq"][bwd.recv_idx[rsp]],
+                          cpk["end_seq"][bwd.recv_idx[rsp]])
         if not req.any() or not rsp.any():
             continue
         flow = np.r_[f_fwd[req], f_bwd[rsp]]

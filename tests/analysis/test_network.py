@@ -319,3 +319,54 @@ def test_traces_without_packet_events_align_to_nothing(tmp_path):
     res = network.analyze_network(traces, al)
     assert res.pairs == []
     json.dumps({"a": al.report_section(), "n": res.report_section()}, allow_nan=False)
+
+
+def _one(probe, t, seq, end, ack, ip_id, segs=1, src="10.0.0.2", dst="10.0.0.1", sport=80,
+         dport=40000, flags=0x18):
+    return netsynth._recs(1, probe, t, src, dst, sport, dport, seq, end, ack, flags, ip_id, segs)
+
+
+def test_retransmitted_tail_of_a_super_segment_and_veth_super_frames():
+    from mbrec.analysis.network import match_direction
+    X, R = netsynth.XMIT, netsynth.RECV
+    # b sends a 2-segment skb [1000, 2501) ids 50, 51; its tail [2448, 2501) is lost and
+    # retransmitted with id 52. Then a 2-segment skb [2501, 5397) that a veth peer receives
+    # whole (one "frame" of gso_segs 2, id 53).
+    send = np.concatenate([_one(X, 100, 1000, 2501, 7, 50, segs=2),
+                           _one(X, 900, 2448, 2501, 7, 52),
+                           _one(X, 1000, 2501, 5397, 7, 53, segs=2)])
+    recv = np.concatenate([_one(R, 150, 1000, 2448, 7, 50),
+                           _one(R, 950, 2448, 2501, 7, 52),
+                           _one(R, 1050, 2501, 5397, 7, 53, segs=2)])
+    si, ri, amb = match_direction(send, recv)
+    assert amb == 0
+    assert dict(zip(ri.tolist(), si.tolist())) == {0: 0, 1: 1, 2: 2}
+    # had the original tail arrived (id 51), it belongs to the first skb
+    recv2 = np.concatenate([recv, _one(R, 160, 2448, 2501, 7, 51)])
+    si, ri, amb = match_direction(send, recv2)
+    assert amb == 0 and dict(zip(ri.tolist(), si.tolist()))[3] == 0
+
+
+def test_spurious_retransmission_does_not_start_a_response(tmp_path):
+    a, b, _ = netsynth.exchange(40, nflows=1, frames=2, seed=16)
+    # b retransmits the last frame of response 10 after a has already sent request 11
+    rsp = np.flatnonzero((b["probe"] == netsynth.XMIT) & (b["len"] == 2000))
+    req = np.flatnonzero((a["probe"] == netsynth.XMIT) & (a["len"] == 100))
+    k = rsp[10]
+    t_after = int(a["ts_ns"][req[11]]) + 1_000
+    rt = b[k:k + 1].copy()
+    rt["seq"] = rt["seq"] + 1000
+    rt["len"] = 1000
+    rt["gso_segs"] = 1
+    rt["ip_id"] += 40000
+    rt["ts_ns"] = t_after
+    arr = _one(netsynth.RECV, t_after + 25_000, int(rt["seq"][0]), int(rt["end_seq"][0]),
+               int(rt["ack"][0]), int(rt["ip_id"][0]), flags=int(rt["tcp_flags"][0]))
+    b2 = np.concatenate([b, rt])
+    a2 = np.concatenate([a, arr])
+    a2, b2 = a2[np.argsort(a2["ts_ns"], kind="stable")], b2[np.argsort(b2["ts_ns"], kind="stable")]
+    _, al, res = _run(tmp_path, a2, b2, same_boot=True)
+    assert len(al.matches[(0, 1)].ba) == (a2["probe"] == netsynth.RECV).sum()
+    s = res.report_section()["pairs"][0]["rtt_decomposition"]["per_client"][0]
+    assert s["requests"] == 40
+    assert s["server_time_negative"] == 0 and s["one_way_sum_exceeds_rtt"] == 0

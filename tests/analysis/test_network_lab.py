@@ -5,11 +5,11 @@ Recorded runs are looked for in fixtures/<scenario>/ and in the folders listed i
 tests skip. test_lab_run_* boot the lab themselves (minutes under TCG): they run with
 `pytest -m lab` or MBREC_LAB_TESTS=1.
 
-Checks (issue 7): on one VM (namespaces, one clock) the alignment is shared and exact, L_NET's
-median sits at the netem delay of its direction (plus the emulated forwarding cost, measured by a
-`baseline` run when one is present); aligned from packets alone the interval contains the truth
-(offset 0, drift 0) and the estimate is off by half the difference of the minimum one-way delays,
-as theory says. On two VMs: quality accurate, a finite bound width, L_NET never below its interval
+Checks (issue 7): on one VM (namespaces, one clock) the alignment is shared and exact; no L_NET
+is below the netem delay of its direction and the fastest frame is close to it; the median sits
+at the netem delay plus the emulated forwarding cost when a `baseline` run is there to measure
+that cost; aligned from packets alone the interval contains the truth (offset 0, drift 0) and the
+estimate is off by about half the difference of the minimum one-way delays, as theory says. On two VMs: quality accurate, a finite bound width, L_NET never below its interval
 and no interval below zero.
 """
 
@@ -26,7 +26,10 @@ from mbrec.analysis import clock, network
 from mbrec.trace.reader import read_trace
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-FWD_TOL_NS = int(os.environ.get("MBREC_LAB_FWD_TOL_US", "3000")) * 1000  # TCG forwarding, no baseline
+# TCG's emulated forwarding through r: the least it adds to a frame, and how much a median may
+# move between a run and its baseline (both grow when the machine is loaded)
+FWD_MIN_NS = int(os.environ.get("MBREC_LAB_FWD_MIN_US", "1000")) * 1000
+FWD_JITTER_NS = int(os.environ.get("MBREC_LAB_FWD_JITTER_US", "2000")) * 1000
 
 
 def _run_dirs():
@@ -76,16 +79,18 @@ def check_shared_clock_run(gt, traces):
             if key not in net or len(d.value) == 0:
                 continue
             cfg = net[key].get("delay_ms", 0) * 1e6
-            med = float(np.median(d.value))
             assert np.array_equal(d.lo, d.hi)  # one clock: exact
-            extra = 0.0
+            # netem never releases a frame early: no L_NET below the configured delay (a clock
+            # error or abs() would show here), and the fastest frame is close to it
+            assert d.value.min() >= 0.99 * cfg, (key, d.value.min(), cfg)
+            assert d.value.min() <= 1.05 * cfg + 10_000 + FWD_MIN_NS, (key, d.value.min(), cfg)
+            # the median carries TCG's forwarding cost through r, which grows with the
+            # machine's load: compare it only against a baseline run (nothing injected)
             if base and (p.a, p.b) in base:
+                med = float(np.median(d.value))
                 extra = base[(p.a, p.b)][0 if d is p.ab else 1]
-                tol = 0.05 * cfg + 10_000
-            else:
-                tol = 0.05 * cfg + 10_000 + FWD_TOL_NS
-            assert med >= 0.95 * cfg, (key, med, cfg)  # netem never releases a packet early
-            assert abs(med - extra - cfg) <= tol, (key, med, extra, cfg)
+                assert abs(med - extra - cfg) <= 0.05 * cfg + 10_000 + FWD_JITTER_NS, \
+                    (key, med, extra, cfg)
     # the same traces aligned from packets alone: the truth (offset 0, drift 0) is inside the
     # interval everywhere, and the estimate is off by half the difference of the minimum delays
     alp = clock.align(traces, method="packets")
@@ -99,7 +104,11 @@ def check_shared_clock_run(gt, traces):
         d_ba = (m.ba.r_ns - m.ba.s_ns).min()
         expected = (d_ab - d_ba) / 2           # B's clock estimated late by this much
         err = float(np.median(est - t))
-        assert abs(err - expected) <= 0.1 * abs(expected) + 50_000, (err, expected)
+        # exact in the limit of many frames near both minimum delays; with TCG's spread of
+        # delays the bisector also moves within the bound, so allow a share of its width
+        width = pair.width_ns()
+        assert abs(err - expected) <= 0.1 * abs(expected) + 0.05 * width + 50_000, \
+            (err, expected, width)
     return al, res
 
 
