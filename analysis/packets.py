@@ -478,11 +478,16 @@ _ROW_FIELDS = ("flow", "direction", "sender", "stream", "seq", "end_seq", "seq64
 
 
 def _links(ev: dict, mode: str) -> np.ndarray:
-    """Per event, the event it most likely continues, found in one sort: among events with the
-    same stream and start (data) or the same (stream, seq, ack, flags) (zero-length), in time
-    order, the nearest earlier one at a smaller layer ("before": send path) or the nearest later
-    one at a larger layer ("after": receive path). -1 where there is none, e.g. a GRO frame
-    inside a merged skb or a software-GSO segment: those go to the range search (stab)."""
+    """Per event, the event it most likely continues: among events with the same stream and
+    start (data) or the same (stream, seq, ack, flags) (zero-length), in time order, the nearest
+    earlier one at a smaller layer ("before": send path) or the nearest later one at a larger
+    layer ("after": receive path). -1 where there is none, e.g. a GRO frame inside a merged skb
+    or a software-GSO segment: those go to the range search (stab).
+
+    Two passes: first the same key plus the IP id (which the layers that see an IP header share,
+    so packets queued together, like duplicate ACKs waiting in a qdisc or a receive backlog,
+    pair one to one), then the key alone for the events still unlinked (the send path's upper
+    layers run before the IP header exists)."""
     n = len(ev["t"])
     link = np.full(n, NONE, np.int64)
     if n == 0:
@@ -503,18 +508,42 @@ def _links(ev: dict, mode: str) -> np.ndarray:
         key[zl] = ((h >> np.uint64(2)).astype(np.int64) << 1) | 1
     order = np.argsort(key, kind="stable")  # ev is in time order, so this is (key, time)
     sk = key[order]
-    layer = ev["layer"][order]
-    pos = np.arange(n)
     new_group = np.r_[True, sk[1:] != sk[:-1]]
-    gfirst = np.maximum.accumulate(np.where(new_group, pos, 0))
-    glast = np.minimum.accumulate(np.where(np.r_[new_group[1:], True], pos, n)[::-1])[::-1]
     # a zero-length key is a hash: members that differ from their group's first are left out
     ok = np.ones(n, bool)
     szl = np.nonzero(zl[order])[0]
     if len(szl):
+        gfirst = np.maximum.accumulate(np.where(new_group, np.arange(n), 0))
         for f in ("stream", "seq64", "ack", "flags"):
             v = ev[f][order]
             ok[szl] &= v[szl] == v[gfirst[szl]]
+    ok_ev = np.empty(n, bool)
+    ok_ev[order] = ok
+    # pass 1: (key, IP id); the group rank keeps the key's order, the IP id splits groups
+    ip_id = ev["ip_id"].astype(np.int64)
+    if (ip_id != 0).any():
+        rank = np.empty(n, np.int64)
+        rank[order] = np.cumsum(new_group) - 1
+        order1 = np.argsort(rank * 65536 + ip_id, kind="stable")
+        k1 = (rank * 65536 + ip_id)[order1]
+        ng1 = np.r_[True, k1[1:] != k1[:-1]]
+        found = _link_groups(ev["layer"][order1], ng1, ok_ev[order1], mode)
+        hit = found >= 0
+        link[order1[hit]] = order1[found[hit]]
+    # pass 2: the key alone, for what pass 1 left unlinked
+    found = _link_groups(ev["layer"][order], new_group, ok, mode)
+    hit = (found >= 0) & (link[order] < 0)
+    link[order[hit]] = order[found[hit]]
+    return link
+
+
+def _link_groups(layer: np.ndarray, new_group: np.ndarray, ok: np.ndarray,
+                 mode: str) -> np.ndarray:
+    """Within groups of a sorted array (time order inside a group): per position, the nearest
+    earlier position at a smaller layer ("before") or nearest later at a larger layer
+    ("after"), -1 if none."""
+    n = len(layer)
+    pos = np.arange(n)
     found = np.full(n, NONE, np.int64)
     # Usually the linked event is the neighbour in the group (the layers of one packet follow
     # each other in time); only the others need the running search below.
@@ -527,17 +556,19 @@ def _links(ev: dict, mode: str) -> np.ndarray:
     near &= ok & ok[np.maximum(nb, 0)]
     found[near] = nb[near]
     todo = ok & ~near
-    for k in np.unique(layer[todo]).tolist():
-        mine = todo & (layer == k)
-        if mode == "before":
-            cand = np.maximum.accumulate(np.where((layer < k) & ok, pos, -1))
-            good = mine & (cand >= gfirst)
-        else:
-            cand = np.minimum.accumulate(np.where((layer > k) & ok, pos, n)[::-1])[::-1]
-            good = mine & (cand <= glast)
-        found[good] = cand[good]
-    link[order[found >= 0]] = order[found[found >= 0]]
-    return link
+    if todo.any():
+        gfirst = np.maximum.accumulate(np.where(new_group, pos, 0))
+        glast = np.minimum.accumulate(np.where(np.r_[new_group[1:], True], pos, n)[::-1])[::-1]
+        for k in np.unique(layer[todo]).tolist():
+            mine = todo & (layer == k)
+            if mode == "before":
+                cand = np.maximum.accumulate(np.where((layer < k) & ok, pos, -1))
+                good = mine & (cand >= gfirst)
+            else:
+                cand = np.minimum.accumulate(np.where((layer > k) & ok, pos, n)[::-1])[::-1]
+                good = mine & (cand <= glast)
+            found[good] = cand[good]
+    return found
 
 
 def _first_of_each(key: np.ndarray) -> np.ndarray:

@@ -285,15 +285,16 @@ PACKET_COLUMNS = ["host", "flow", "direction", "seq", "end_seq", "ack", "flags",
 def write_csvs(outdir: str, host_names: list[str], results: list, series: list[dict]) -> list:
     """packets.csv, latencies.csv, flow_series.csv (flows.csv is written by write_flows_csv)."""
     paths = []
-    p = os.path.join(outdir, "packets.csv")
-    with open(p, "w") as f:
-        f.write(",".join(PACKET_COLUMNS) + "\n")
-        for name, hr in zip(host_names, results):
-            r = hr.table.pkt
-            _savetxt(f, f"{name},", [r["flow"], r["direction"], r["seq"], r["end_seq"], r["ack"],
-                                     r["flags"], r["ip_id"], r["n_wire"], r["retrans"],
-                                     r["duplicate"], *r["ts"].T])
-    paths.append(p)
+    if all("seq" in hr.table.pkt for hr in results):  # not kept when analysed in partitions
+        p = os.path.join(outdir, "packets.csv")
+        with open(p, "w") as f:
+            f.write(",".join(PACKET_COLUMNS) + "\n")
+            for name, hr in zip(host_names, results):
+                r = hr.table.pkt
+                _savetxt(f, f"{name},", [r["flow"], r["direction"], r["seq"], r["end_seq"],
+                                         r["ack"], r["flags"], r["ip_id"], r["n_wire"],
+                                         r["retrans"], r["duplicate"], *r["ts"].T])
+        paths.append(p)
     p = os.path.join(outdir, "latencies.csv")
     with open(p, "w") as f:
         f.write("host,name,flow,t_ns,value_ns,packet_row\n")

@@ -142,3 +142,120 @@ def _cross_host(traces, clock, reference, window, say):
     net = net_mod.analyze_network(traces, al)
     return ({"status": "ok", "alignment": al.report_section(),
              "network": net.report_section()}, net, al)
+
+
+def analyze_partitioned(paths: list[str], parts: int, workdir: str, *, per_flow: bool = False,
+                        progress=None) -> Analysis:
+    """The per-host analysis of traces larger than memory: events split by flow into `parts`
+    partitions on disk (analysis.partition), analysed one partition at a time, results merged.
+    Peak memory: one partition's events (about 3x their raw size while analysed) plus the
+    results (packet rows and latency samples). The cross-host part needs whole traces and is
+    left out, with the reason in the report."""
+    from mbrec.analysis.partition import load_partition, split_traces, whole_trace_view
+
+    say = progress or (lambda msg: None)
+    metas = split_traces(paths, parts, workdir, say)
+    views = [whole_trace_view(m) for m in metas]
+    warnings = check_inputs(views)
+    names = unique_names(views)
+    pieces = [[] for _ in metas]
+    for p in range(parts):
+        say(f"analysing partition {p + 1}/{parts}")
+        for i, t in enumerate(load_partition(metas, p)):
+            if sum(len(v) for v in t.events.values()) == 0:
+                continue
+            hr = analyze_host(t)
+            series_h = _series(t, hr)
+            summ = flows_mod.flow_summaries(series_h, len(hr.table.flows), t.events.get("tcp"),
+                                            _ids(hr, "tcp"), t.events.get("sock"),
+                                            _ids(hr, "sock"))
+            # keep only what the report needs of the packet rows: memory stays bounded by one
+            # partition's events plus small per-row columns and the latency samples
+            hr.table.pkt = {k: hr.table.pkt[k] for k in ("flow", "direction", "retrans",
+                                                         "duplicate")}
+            hr.table.wire = {k: v[:0] for k, v in hr.table.wire.items()}
+            hr.samples = {k: v.astype(np.int32) if k in ("name", "flow") else v
+                          for k, v in hr.samples.items()}
+            pieces[i].append((hr, series_h, summ))
+    hosts, flows, results, series, fnames = [], [], [], [], []
+    for name, view, parts_i in zip(names, views, pieces):
+        hr, series_h, summ = _merge_host(view, parts_i)
+        section, fl = rep.host_section(name, hr, summ, per_flow)
+        hosts.append(section)
+        flows += fl
+        results.append(hr)
+        series.append(series_h)
+        fnames.append(rep.flow_names(hr.table.flows))
+    cross = {"status": "not available",
+             "reason": f"analysed in {parts} flow partitions (--partitions): clock alignment "
+                       "and L_NET need whole traces; run without --partitions for them"}
+    if len(views) == 1:
+        cross = {"status": "single host",
+                 "reason": "one trace: network latency (L_NET) needs the traces of both ends"}
+    report = rep.build_report(_inputs(views, names), hosts, flows, cross, warnings)
+    report["partitions"] = parts
+    return Analysis(report, names, results, series, fnames)
+
+
+def _merge_host(view, parts_i):
+    """One HostResult from a host's per-partition results: flows, rows and samples renumbered."""
+    from mbrec.analysis.host import HostResult
+    from mbrec.analysis.packets import FlowTable, PacketTable
+
+    header = view.header or {}
+    flow_off, row_off = 0, 0
+    pkts, wires, samples, series_l, summ = [], [], [], [], []
+    ft_parts = []
+    for hr, s, sm in parts_i:
+        t = hr.table
+        pk = dict(t.pkt)
+        pk["flow"] = pk["flow"] + flow_off
+        w = dict(t.wire)
+        w["flow"] = w["flow"] + flow_off
+        w["row"] = np.where(w["row"] >= 0, w["row"] + row_off, -1)
+        sa = dict(hr.samples)
+        sa["flow"] = sa["flow"] + flow_off
+        sa["row"] = np.where(sa["row"] >= 0, sa["row"] + row_off, -1)
+        s2 = dict(s)
+        s2["flow"] = s2["flow"] + flow_off
+        pkts.append(pk)
+        wires.append(w)
+        samples.append(sa)
+        series_l.append(s2)
+        summ += sm
+        ft_parts.append(t.flows)
+        flow_off += len(t.flows)
+        row_off += len(t.pkt["flow"])
+
+    def cat(dicts, empty_like=None):
+        keys = dicts[0].keys() if dicts else (empty_like or {}).keys()
+        return {k: np.concatenate([d[k] for d in dicts if k in d]) for k in keys} if dicts \
+            else dict(empty_like or {})
+
+    if ft_parts:
+        flows = FlowTable(ep_addr=np.concatenate([f.ep_addr for f in ft_parts]),
+                          ep_port=np.concatenate([f.ep_port for f in ft_parts]),
+                          family=np.concatenate([f.family for f in ft_parts]),
+                          local=np.concatenate([f.local for f in ft_parts]),
+                          client=np.concatenate([f.client for f in ft_parts]),
+                          client_source=sum((list(f.client_source) for f in ft_parts), []),
+                          cookies=sum((list(f.cookies) for f in ft_parts), []))
+    else:
+        from mbrec.analysis.packets import identify_flows
+        flows, _ = identify_flows({})
+    from mbrec.analysis.packets import _empty_rows, _empty_wire
+    table = PacketTable(str(header.get("host", "?")), str(header.get("boot_id", "")), flows,
+                        cat(pkts, {k: v for k, v in _empty_rows().items() if k in
+                                   ("flow", "direction", "retrans", "duplicate")}),
+                        cat(wires, _empty_wire()))
+    merged_samples = cat(samples, {k: np.zeros(0, np.int64)
+                                   for k in ("name", "flow", "t", "value", "row")})
+    merged_series = cat([s for s in series_l if len(s.get("flow", ()))],
+                        {"flow": np.zeros(0, np.int64), "t": np.zeros(0, np.int64)})
+    exact = min([hr.copies_exact for hr, _, _ in parts_i], default=1.0)
+    hr = HostResult(host=str(header.get("host", "?")), path=view.path,
+                    boot_id=str(header.get("boot_id", "")), table=table, samples=merged_samples,
+                    negative=sum(hr.negative for hr, _, _ in parts_i), copies_exact=exact,
+                    events={k: int(len(v)) for k, v in view.events.items()},
+                    lost=dict(view.lost or {}), warnings=list(view.warnings), clean=view.clean)
+    return hr, merged_series, summ

@@ -75,6 +75,7 @@ class Side:
     ofo: list = field(default_factory=list)      # (start, end, t_tcp, ack, skb id)
     rx: list = field(default_factory=list)       # received skbs: [start, end, t_tcp, copy_first, read_last]
     pieces: list = field(default_factory=list)   # (c0, c1, t_copy, t_read_end)
+    tx_busy_until: int = 0                       # the send path is busy until then
 
 
 @dataclass
@@ -108,16 +109,22 @@ class Sim:
 
     # --- sending -------------------------------------------------------------------------
     def transmit(self, fl, sender, t_tcp, seq, end, flags, *, lost=False, drop=(),
-                 reorder=False, drop_rx=None):
+                 reorder=False, drop_rx=None, qdisc_ns=0, backlog_ns=0):
         """One transmission: 4 send layers on the sender, frames on the wire, receive layers on
         the peer. Returns the time its last frame was processed at tcp_v4_rcv (or None)."""
         host = sender
         peer = self.server if host is self.client else self.client
         me, other = (fl.c, fl.s) if host is self.client else (fl.s, fl.c)
         ack = me.rcv_nxt
+        # tcp_transmit_skb .. dev_queue_xmit of one socket run one packet at a time (the
+        # socket lock); only the qdisc and the receive backlog let packets overtake
+        t_tcp = max(t_tcp, me.tx_busy_until)
+        self.last_tcp = t_tcp
         t = [t_tcp]
         for _ in range(3):
             t.append(t[-1] + self.gap())
+        me.tx_busy_until = t[2] + 1
+        t[3] += qdisc_ns  # held in the sender's qdisc (e.g. netem on its own egress)
         k = self.names(host, 0)
         for name, a, b in (("L_TCP", 0, 1), ("L_IP", 1, 2), ("L_NIC", 2, 3)):
             if a not in drop and b not in drop:
@@ -142,10 +149,10 @@ class Sim:
         if reorder and len(frames) >= 2:  # the second-to-last frame arrives last
             frames[-2][2] = frames[-1][2] + 700
             frames.sort(key=lambda f: f[2])
-        return self.receive(fl, peer, frames, ack, flags, drop_rx or {})
+        return self.receive(fl, peer, frames, ack, flags, drop_rx or {}, backlog_ns)
 
     # --- receiving -----------------------------------------------------------------------
-    def receive(self, fl, host, frames, ack, flags, drop_rx):
+    def receive(self, fl, host, frames, ack, flags, drop_rx, backlog_ns=0):
         """GRO-merge frames (in arrival order, contiguous, at most GRO_FRAMES) into skbs and run
         them through the receive layers and TCP's queues."""
         me = fl.c if host is self.client else fl.s
@@ -162,7 +169,7 @@ class Sim:
         for gi, g in enumerate(groups):
             drop = drop_rx.get(gi, ())
             s, e = g[0][0], g[-1][1]
-            t_ip = g[-1][2] + self.gap()
+            t_ip = g[-1][2] + self.gap() + backlog_ns  # backlog_ns: waiting in a backlog
             t_tcp = t_ip + self.gap()
             for fi, (fs, fe, ta, ipid) in enumerate(g):
                 if ("eth", fi) not in drop:
@@ -264,13 +271,13 @@ class Sim:
             r = self.transmit(fl, host, t, s, e, ACK | PSH, lost=lost and first,
                               drop=drop if first else (), reorder=reorder and first,
                               drop_rx=drop_rx if first else None)
-            out.append((s, e, t))
+            out.append((s, e, self.last_tcp))
             if r is not None:
                 t_rx = max(t_rx or 0, r)
             if lost and first:  # retransmitted after an RTO, as a separate transmission
                 t_re = t + 400_000
                 r = self.transmit(fl, host, t_re, s, e, ACK | PSH)
-                out.append((s, e, t_re))
+                out.append((s, e, self.last_tcp))
                 t_rx = max(t_rx or 0, r)
             t += self.gap(3_000, 8_000)
         me = fl.c if host is self.client else fl.s
@@ -386,7 +393,7 @@ def exchanges(n_flows: int = 4, n_exchanges: int = 12, *, seed: int = 0,
                 s0, e0, _ = sends[-1]
                 t_dup = t_rx + 30_000
                 sim.transmit(fl, C, t_dup, s0, e0, ACK | PSH)
-                c_sends.append((s0, e0, t_dup))
+                c_sends.append((s0, e0, sim.last_tcp))
                 t_rx = t_dup + 100_000
             t = t_rx + sim.gap(2_000, 5_000)
             if i % 4 == 1:  # quick ACK before the application reads
@@ -418,6 +425,14 @@ def exchanges(n_flows: int = 4, n_exchanges: int = 12, *, seed: int = 0,
             sim.pure_ack(fl, C, t + 5_000)  # delayed ACK for the response
             t += 30_000
             c_last_read, t = sim.app_read(fl, C, t, (4000, 600, 1500)[i % 3])
+            if i % 5 == 2:  # two identical ACKs queued together in a qdisc and a backlog:
+                me = fl.c   # they must pair one to one (by IP id), not both with the first.
+                # (tcp_transmit_skb..dev_queue_xmit of one socket run one packet at a time;
+                # only the qdisc and the receive backlog let packets overtake layers)
+                for k in range(2):
+                    sim.transmit(fl, C, t + 1_000 + 70_000 * k, me.snd_nxt, me.snd_nxt, ACK,
+                                 qdisc_ns=150_000, backlog_ns=150_000)
+                t += 450_000
             t += sim.gap(50_000, 250_000)
         _sndbuf_truth(C, "W_SND_1", c_writes, c_sends)
         _sndbuf_truth(S, "W_SND_3", s_writes, s_sends)

@@ -33,8 +33,12 @@ def _progress(quiet: bool):
 @click.option("--reference", default=None, help="Host whose clock the others are mapped to.")
 @click.option("--clock-window", type=float, default=None,
               help="Fit clocks piecewise over windows of this many seconds.")
+@click.option("--partitions", type=click.IntRange(1, 4096), default=1, show_default=True,
+              help="Split the events by flow into this many partitions on disk and analyse "
+                   "one at a time (traces larger than memory; no cross-host part).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress lines on stderr.")
-def command(traces, outdir, per_flow, no_plots, as_json, clock, reference, clock_window, quiet):
+def command(traces, outdir, per_flow, no_plots, as_json, clock, reference, clock_window,
+            partitions, quiet):
     """Analyse traces: one file per host, as written by `mbrec record`.
 
     \b
@@ -46,13 +50,23 @@ def command(traces, outdir, per_flow, no_plots, as_json, clock, reference, clock
     from mbrec.trace.reader import read_trace
 
     say = _progress(quiet or as_json)
-    loaded = []
-    for path in traces:
-        size = os.path.getsize(path) if os.path.isfile(path) else 0
-        say(f"reading {path} ({size / 1e6:.1f} MB)")
-        loaded.append(read_trace(path))
-    result = analyze(loaded, per_flow=per_flow, clock=clock, reference=reference,
-                     clock_window=clock_window, progress=say)
+    if partitions > 1:
+        import tempfile
+
+        from mbrec.analysis.run import analyze_partitioned
+        with tempfile.TemporaryDirectory(prefix="mbrec-partitions-",
+                                         dir=outdir if outdir and os.path.isdir(outdir)
+                                         else None) as work:
+            result = analyze_partitioned(list(traces), partitions, work, per_flow=per_flow,
+                                         progress=say)
+    else:
+        loaded = []
+        for path in traces:
+            size = os.path.getsize(path) if os.path.isfile(path) else 0
+            say(f"reading {path} ({size / 1e6:.1f} MB)")
+            loaded.append(read_trace(path))
+        result = analyze(loaded, per_flow=per_flow, clock=clock, reference=reference,
+                         clock_window=clock_window, progress=say)
     from mbrec.analysis import report as rep
     if outdir:
         _write_outputs(outdir, result, no_plots, say)
