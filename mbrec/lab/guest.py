@@ -180,7 +180,7 @@ def netem_args(n: dict) -> list[str]:
         args += ["delay", f"{n.get('delay_ms', 0)}ms"]
         if n.get("jitter_ms"):
             args += [f"{n['jitter_ms']}ms"]
-    if n.get("loss_pct"):
+    if "loss_pct" in n:  # even 0: an event that ends a blackhole says so explicitly
         args += ["loss", f"{n['loss_pct']}%"]
     if n.get("rate_mbit"):
         args += ["rate", f"{n['rate_mbit']}mbit"]
