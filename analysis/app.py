@@ -26,7 +26,7 @@ import numpy as np
 
 from mbrec.events import PROBE_IDS
 from mbrec.analysis.join import NONE, grouped_cummax_before, stab, stream_time_order
-from mbrec.analysis.packets import SOCK_READ, SOCK_WRITE, PacketTable, Prepared
+from mbrec.analysis.packets import FIN, SOCK_READ, SOCK_WRITE, SYN, PacketTable, Prepared
 
 COPY = PROBE_IDS["skb_copy_datagram_iter"]
 BIG = np.iinfo(np.int64).max
@@ -47,6 +47,8 @@ def copy_pieces(events: dict, prep: Prepared) -> dict:
     t = pkt["ts_ns"][sel].astype(np.int64)
     c0, c1 = S.copy(), E.copy()
     exact = np.zeros(len(sel), bool)
+    if not _ranges_overlap(stream, S, E):
+        exact[:] = True  # each copy event carries the bytes it copied (mbrec's recorder)
     reads = _sock(events, prep, SOCK_READ)
     if len(reads["t"]):
         zero = np.zeros(len(sel), np.int64)
@@ -65,6 +67,20 @@ def copy_pieces(events: dict, prep: Prepared) -> dict:
     # they still mark a moment the application read.
     return {"stream": stream, "c0": c0, "c1": np.maximum(c1, c0), "t": t,
             "flow": stream // 2, "exact": exact}
+
+
+def _ranges_overlap(stream: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> bool:
+    """Whether any two non-empty ranges of one stream overlap (whole-skb copy ranges repeat
+    over partial reads; ranges of the copied bytes never overlap)."""
+    keep = hi > lo
+    if keep.sum() < 2:
+        return False
+    st, lo, hi = stream[keep], lo[keep], hi[keep]
+    span = int(hi.max()) - int(lo.min()) + 1
+    order = np.argsort(st * span + (lo - lo.min()), kind="stable")
+    st, lo, hi = st[order], lo[order], hi[order]
+    same = st[1:] == st[:-1]
+    return bool((same & (lo[1:] < hi[:-1])).any())
 
 
 def _sock(events: dict, prep: Prepared, kind: int) -> dict:
@@ -129,7 +145,11 @@ def send_buffer_wait(table: PacketTable, events: dict, prep: Prepared) -> dict:
 def app_latency(table: PacketTable, pieces: dict) -> dict:
     """L_APP per read-to-send turn (see the module docstring). Returns flow, t_read, value."""
     rows = table.pkt
-    send = ((rows["direction"] == 0) & (rows["end64"] > rows["seq64"]) & ~rows["retrans"])
+    # new data only: not a retransmission, and carrying payload (a SYN or a bare FIN occupies
+    # sequence space but is not a request or a response)
+    ctl = ((rows["flags"] & SYN) != 0).astype(np.int64) + ((rows["flags"] & FIN) != 0)
+    send = ((rows["direction"] == 0) & (rows["end64"] - rows["seq64"] - ctl > 0)
+            & ~rows["retrans"])
     si = np.nonzero(send)[0]
     ts = rows["ts"][si]
     first_t = np.where(ts >= 0, ts, BIG).min(axis=1)

@@ -27,6 +27,7 @@ from mbrec.events import CONSTANTS, FLOW, PKT, PROBE_IDS, SOCK
 from mbrec.synthetic import ipv4
 
 ACK = CONSTANTS["MBREC_TCP_ACK"]
+FIN = CONSTANTS["MBREC_TCP_FIN"]
 PSH = CONSTANTS["MBREC_TCP_PSH"]
 SYN = CONSTANTS["MBREC_TCP_SYN"]
 AF_INET = CONSTANTS["MBREC_AF_INET"]
@@ -434,6 +435,10 @@ def exchanges(n_flows: int = 4, n_exchanges: int = 12, *, seed: int = 0,
                                  qdisc_ns=150_000, backlog_ns=150_000)
                 t += 450_000
             t += sim.gap(50_000, 250_000)
+        # the client closes: a bare FIN occupies sequence space but is no request (no L_APP_1)
+        sim.transmit(fl, C, t, fl.c.snd_nxt, fl.c.snd_nxt + 1, FIN | ACK)
+        fl.c.snd_nxt += 1
+        t += 200_000
         _sndbuf_truth(C, "W_SND_1", c_writes, c_sends)
         _sndbuf_truth(S, "W_SND_3", s_writes, s_sends)
         for host, side, k in ((S, fl.s, 2), (C, fl.c, 4)):
