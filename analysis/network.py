@@ -105,8 +105,9 @@ def _tuple_hash(rec: np.ndarray) -> np.ndarray:
 
 def _match_keyed(s_grp, send, r_grp, recv, s_tup=None, r_tup=None):
     """The lookback matcher over one grouping: s_grp/r_grp (int64 < 2^31) name the group each
-    send/frame belongs to (the ack, or a hash of ack and 4-tuple); frames match sends of their
-    group. Returns (count, first) per frame: the number of candidate sends and the first one."""
+    send/frame belongs to (half the ack); frames match sends of their group with the same ack
+    and, when s_tup/r_tup are given, the same 4-tuple. Returns (count, first) per frame: the
+    number of candidate sends and the first one (an index into send)."""
     s_seq = send["seq"].astype(np.int64)
     s_span = (send["end_seq"].astype(np.int64) - s_seq) & M32
     key = (s_grp << 32) | s_seq
@@ -189,15 +190,14 @@ def match_direction(send: np.ndarray, recv: np.ndarray) -> tuple[np.ndarray, np.
     empty = np.zeros(0, dtype=np.int64)
     if _n(send) == 0 or _n(recv) == 0:
         return empty, empty, 0
-    s_tup, r_tup = _tuple_hash(send), _tuple_hash(recv)
-    with np.errstate(over="ignore"):
-        s_grp = (_mix(s_tup ^ send["ack"].astype(np.uint64)) >> np.uint64(33)).astype(np.int64)
-        r_grp = (_mix(r_tup ^ recv["ack"].astype(np.uint64)) >> np.uint64(33)).astype(np.int64)
-    count, first = _match_keyed(s_grp, send, r_grp, recv, s_tup, r_tup)
+    # group by ack (halved so that (group << 32) + seq stays inside int64): sends of one flow
+    # stay nearly in order, which keeps the sort and the lookback cheap
+    s_grp = send["ack"].astype(np.int64) >> 1
+    r_grp = recv["ack"].astype(np.int64) >> 1
+    count, first = _match_keyed(s_grp, send, r_grp, recv, _tuple_hash(send), _tuple_hash(recv))
     rest = np.flatnonzero(count == 0)
     if len(rest):
-        c2, f2 = _match_keyed(send["ack"].astype(np.int64) >> 1, send,
-                              recv["ack"][rest].astype(np.int64) >> 1, _take(recv, rest))
+        c2, f2 = _match_keyed(s_grp, send, r_grp[rest], _take(recv, rest))
         count[rest], first[rest] = c2, f2
     good = np.flatnonzero(count == 1)
     return first[good], good, int((count > 1).sum())
