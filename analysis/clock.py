@@ -3,6 +3,9 @@
 Entry point, called by `mbrec analyze`::
 
     align(traces, method="auto", reference=None, window_s=None) -> Alignment
+    Alignment.report_section() -> dict (JSON-ready), Alignment.text_lines() -> terminal lines
+    Alignment.pair(a, b).map(t_a) -> (estimate, lo, hi) of b's clock;
+    Alignment.transforms[host].to_reference(t) -> (estimate, lo, hi) of the reference's clock
 
 and the command-line options that feed it (the analyze command adds them and passes them through):
 
@@ -707,6 +710,27 @@ class Alignment:
         if (b, a) in self.pairs:
             return self.pairs[(b, a)].inverse()
         return None
+
+    def text_lines(self) -> list[str]:
+        """One line per aligned pair for a terminal summary (says the estimate's assumption)."""
+        out = []
+        for p in self.pairs.values():
+            s = p.summary()
+            c = s["constraints"]
+            w = s["bound_width_ns"]
+            line = (f"clock {p.from_host}->{p.to_host}: {p.method}, {s['quality']}")
+            if s["offset_ns"] is not None and p.method != "shared":
+                line += (f", offset {s['offset_ns'] / 1e3:.1f} us, drift {s['drift_ppm']:.2f} "
+                         f"ppm, bound {'unbounded' if w is None else f'{w / 1e3:.1f} us'}"
+                         f"{'' if s['bound_guaranteed'] else ' (not guaranteed)'}")
+            line += f"; frames {c['from_to']} / {c['to_from']}"
+            if p.method == "packets" and s["quality"] in ("accurate", "approximate"):
+                line += "; estimate assumes equal minimum one-way delays"
+            if s["quality"] in ("failed", "approximate") or "CAUSALITY" in (s["note"] or ""):
+                line += f" ({s['note']})"
+            out.append(line)
+        out += [f"clock: {n}" for n in self.notes]
+        return out
 
     def report_section(self) -> dict:
         return {"method": self.method, "reference": self.reference,

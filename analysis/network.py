@@ -2,8 +2,10 @@
 
 Entry point, called by `mbrec analyze` after analysis.clock.align()::
 
-    analyze_network(traces, alignment) -> NetworkResult
+    analyze_network(traces, alignment, tables=None) -> NetworkResult
     NetworkResult.report_section() -> dict   (JSON-ready)
+    (tables: optional, the per-host analysis.packets.PacketTable of each trace, reused for the
+    per-layer RTT breakdown; without it they are built here when the traces have layer probes)
     analysis.plots_network.plot_network(result, alignment, outdir) -> list of paths
 
 Matching. A wire frame leaves host A at ``dev_hard_start_xmit`` and arrives at host B at

@@ -416,3 +416,12 @@ def test_windowed_pair_inverts_with_its_bounds():
     est, lo, hi = inv.map(tb)
     true_a = (tb - beta) / alpha
     assert np.all(lo <= true_a + 1) and np.all(true_a <= hi + 1)
+
+
+def test_text_lines_state_method_quality_and_assumption(tmp_path):
+    a, b, _ = netsynth.exchange(50, alpha=1 + 2e-5, beta_ns=DAY, seed=23)
+    pa, pb = netsynth.write_pair(tmp_path, a, b)
+    (line,) = clock.align([read_trace(pa), read_trace(pb)]).text_lines()
+    assert line.startswith("clock a->b: packets, accurate, offset ")
+    # a->b: 3 SYNs, 3 handshake ACKs, 50 requests, 50 ACKs; b->a: 3 SYN-ACKs, 50 x 3 frames
+    assert "equal minimum one-way delays" in line and "frames 106 / 153" in line
