@@ -26,7 +26,7 @@
  *   writes         tcp_sendmsg_locked exit (before release_sock runs the backlog, so the send
  *                  queue is seen at its peak); sk_stream_wait_memory entry for the peak while a
  *                  writer blocks on a full buffer.
- *   reads          tcp_recvmsg exit (not tcp_cleanup_rbuf: a blocking read calls it once per
+ *   reads          tcp_recvmsg entry (copied_seq) and exit (not tcp_cleanup_rbuf: a blocking read calls it once per
  *                  wait with the running total, which double-counts).
  *   periodic/stop  a raw_tp program run on demand by BPF_PROG_TEST_RUN with the cookie of the
  *                  flow to snapshot (BCC cannot iterate a map in BPF).
@@ -162,7 +162,12 @@ mbrec_flow_state_get(struct sock *sk, struct mbrec_flow_id *id, int create)
 		return NULL;
 	struct mbrec_flow_state fresh = {};
 	fresh.sk = (u64)sk;
-	fresh.established_ns = bpf_ktime_get_ns();
+	/* 0 until the flow is established (a flow seen first in SYN_SENT/SYN_RECV, e.g. by the
+	 * ACK of its SYN-ACK, gets the exact time at its ESTABLISHED transition) */
+	u8 state = 0;
+	MBREC_RD(state, sk->__sk_common.skc_state);
+	if (state != TCP_SYN_SENT && state != TCP_SYN_RECV)
+		fresh.established_ns = bpf_ktime_get_ns();
 	fresh.netns = id->netns;
 	mbrec_flows.update(&id->cookie, &fresh);
 	return mbrec_flows.lookup(&id->cookie);
@@ -467,8 +472,12 @@ static __always_inline int mbrec_flow_on_wait_memory(struct sock *sk, u64 cookie
 	return 0;
 }
 
-/* tcp_recvmsg() returned ret bytes copied (MSG_PEEK reads consume nothing: skipped). */
-static __always_inline int mbrec_flow_on_read(struct sock *sk, u64 cookie, u64 requested, int flags, int ret)
+/*
+ * tcp_recvmsg() returned ret bytes copied (MSG_PEEK reads consume nothing: skipped). The range
+ * is [copied_seq at entry, copied_seq now): it can exceed ret by the FIN a read consumed.
+ */
+static __always_inline int mbrec_flow_on_read(struct sock *sk, u64 cookie, u64 requested,
+					      int flags, int ret, u32 seq_start)
 {
 	struct tcp_sock *tp = (struct tcp_sock *)sk;
 	struct mbrec_flow_id id;
@@ -481,7 +490,7 @@ static __always_inline int mbrec_flow_on_read(struct sock *sk, u64 cookie, u64 r
 	u32 copied_seq = 0;
 	MBREC_RD(copied_seq, tp->copied_seq);
 	st->read_bytes += (u64)ret;
-	mbrec_flow_sock_event(&id, MBREC_SOCK_READ, copied_seq - (u32)ret, copied_seq, (u32)ret,
+	mbrec_flow_sock_event(&id, MBREC_SOCK_READ, seq_start, copied_seq, (u32)ret,
 			      (u32)requested, MBREC_PROBE_TCP_RECVMSG);
 	return 0;
 }
@@ -587,6 +596,26 @@ int mbrec_flow_tick(struct bpf_raw_tracepoint_args *ctx)
 
 /* ---- function hooks: fentry/fexit or kprobe/kretprobe wrappers ---- */
 
+#if defined(MBREC_FLOW_HOOK_TCP_SENDMSG_LOCKED) || defined(MBREC_FLOW_HOOK_TCP_RECVMSG)
+/* Entry arguments for the return probe. Socket calls run in process context and never nest
+ * within one thread. */
+struct mbrec_call_args {
+	u64 sk;
+	u64 size;
+	int flags;
+	u32 seq;        /* copied_seq at tcp_recvmsg entry */
+};
+BPF_HASH(mbrec_flow_calls, u64, struct mbrec_call_args, 10240);
+
+static __always_inline void mbrec_flow_read_entry(struct sock *sk, u64 len, int flags)
+{
+	u64 tid = bpf_get_current_pid_tgid();
+	struct mbrec_call_args a = {.sk = (u64)sk, .size = len, .flags = flags};
+	MBREC_RD(a.seq, ((struct tcp_sock *)sk)->copied_seq);
+	mbrec_flow_calls.update(&tid, &a);
+}
+#endif
+
 #ifdef MBREC_FLOW_FENTRY
 /* With a BTF socket pointer the kernel hands out the cookie, creating it if needed. */
 #if MBREC_SOCK_COOKIE
@@ -643,10 +672,23 @@ KFUNC_PROBE(sk_stream_wait_memory, struct sock *sk, long *timeo_p)
 }
 #endif
 #ifdef MBREC_FLOW_HOOK_TCP_RECVMSG
+KFUNC_PROBE(tcp_recvmsg, struct sock *sk, struct msghdr *msg, size_t len, int flags,
+	    int *addr_len)
+{
+	mbrec_flow_read_entry(sk, len, flags);
+	return 0;
+}
+
 KRETFUNC_PROBE(tcp_recvmsg, struct sock *sk, struct msghdr *msg, size_t len, int flags,
 	       int *addr_len, int ret)
 {
-	return mbrec_flow_on_read(sk, MBREC_FLOW_COOKIE(sk), len, flags, ret);
+	u64 tid = bpf_get_current_pid_tgid();
+	struct mbrec_call_args *a = mbrec_flow_calls.lookup(&tid);
+	if (!a)
+		return 0;
+	u32 seq = a->seq;
+	mbrec_flow_calls.delete(&tid);
+	return mbrec_flow_on_read(sk, MBREC_FLOW_COOKIE(sk), len, flags, ret, seq);
 }
 #endif
 
@@ -722,16 +764,6 @@ int mbrec_flow_kp_sk_stream_wait_memory(struct pt_regs *ctx, struct sock *sk)
 }
 #endif
 
-#if defined(MBREC_FLOW_HOOK_TCP_SENDMSG_LOCKED) || defined(MBREC_FLOW_HOOK_TCP_RECVMSG)
-/* Socket calls run in process context and never nest within one thread. */
-struct mbrec_call_args {
-	u64 sk;
-	u64 size;
-	int flags;
-	u32 pad;
-};
-BPF_HASH(mbrec_flow_calls, u64, struct mbrec_call_args, 10240);
-#endif
 #ifdef MBREC_FLOW_HOOK_TCP_SENDMSG_LOCKED
 int mbrec_flow_kp_tcp_sendmsg_locked(struct pt_regs *ctx, struct sock *sk, struct msghdr *msg,
 				     size_t size)
@@ -758,9 +790,7 @@ int mbrec_flow_kr_tcp_sendmsg_locked(struct pt_regs *ctx)
 int mbrec_flow_kp_tcp_recvmsg(struct pt_regs *ctx, struct sock *sk, struct msghdr *msg, size_t len,
 			      int flags)
 {
-	u64 tid = bpf_get_current_pid_tgid();
-	struct mbrec_call_args a = {.sk = (u64)sk, .size = len, .flags = flags};
-	mbrec_flow_calls.update(&tid, &a);
+	mbrec_flow_read_entry(sk, len, flags);
 	return 0;
 }
 
@@ -773,8 +803,9 @@ int mbrec_flow_kr_tcp_recvmsg(struct pt_regs *ctx)
 	struct sock *sk = (struct sock *)a->sk;
 	u64 len = a->size;
 	int flags = a->flags;
+	u32 seq = a->seq;
 	mbrec_flow_calls.delete(&tid);
-	return mbrec_flow_on_read(sk, MBREC_FLOW_COOKIE(sk), len, flags, (int)PT_REGS_RC(ctx));
+	return mbrec_flow_on_read(sk, MBREC_FLOW_COOKIE(sk), len, flags, (int)PT_REGS_RC(ctx), seq);
 }
 #endif
 

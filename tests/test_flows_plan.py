@@ -24,7 +24,7 @@ def test_fentry_plan_on_the_lab_kernel():
     assert kinds == {"tcp_set_state": "fentry", "tcp:tcp_retransmit_skb": "raw_tracepoint",
                      "tcp_ack": "fexit", "tcp_ack_update_rtt": "fentry",
                      "tcp_enter_recovery": "fentry", "tcp_retransmit_timer": "fentry",
-                     "tcp_sendmsg_locked": "fexit", "tcp_recvmsg": "fexit",
+                     "tcp_sendmsg_locked": "fexit", "tcp_recvmsg": "fentry+fexit",
                      "sk_stream_wait_memory": "fentry", "mbrec_flow_tick": "test_run"}
     assert plan.missing == ()
     for h in plan.hooks:  # every hook is listed under a probe id the header defines

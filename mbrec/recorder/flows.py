@@ -14,7 +14,7 @@ Hooks, by probe name (the ids in bpf/mbrec_events.h):
   tcp_enter_recovery  tcp_enter_recovery entry
   tcp_timeout         tcp_retransmit_timer entry
   tcp_sendmsg         tcp_sendmsg_locked exit (+ sk_stream_wait_memory entry for the queue peak)
-  tcp_recvmsg         tcp_recvmsg exit
+  tcp_recvmsg         tcp_recvmsg entry (copied_seq) and exit (bytes copied)
   flow_periodic       mbrec_flow_tick, run on demand with BPF_PROG_TEST_RUN
 """
 
@@ -126,6 +126,8 @@ def plan_flows(kf: KernelFunctions, attach: str, tracepoints: set[str]) -> FlowP
         fn = r.functions[0]
         if attach == "fentry":
             kind = "fexit" if spec.macro in _RETURN_HOOKS else "fentry"
+            if spec.macro == "TCP_RECVMSG":
+                kind = "fentry+fexit"  # copied_seq at entry, bytes at exit
             hooks.append(FlowHook(spec.name, fn, kind, spec.macro))
         else:
             entry, ret = KPROBE_PROGRAMS[spec.macro]

@@ -1,10 +1,13 @@
 """The 16 flow metrics against the kernel's own view (ss -tinH, nstat), in the lab. Marked `lab`.
 
-One VM boot per scenario: lossy (fast retransmits) and rto (timeouts) always; bulk and ab too
-when MBREC_LAB_FLOWS_ALL=1 (CI keeps to two boots). Each boot records with `--probes flows`
-on hosts a and b while the lab captures ss and nstat in their namespaces. The comparison rules
-are in mbrec/recorder/kernel_view.py and docs/metrics.md. No timing assertions: counts, exact
-values, and a 5 s transfer's duration standing out.
+One VM boot per scenario: `flows` (transfers with 2% loss, then every connection idle for 8 s
+while ss runs every second: the exact comparisons) and `rto` (timeouts) always; lossy, bulk and
+ab too when MBREC_LAB_FLOWS_ALL=1 (CI keeps to two boots). Each boot records with
+`--probes flows` on hosts a and b while the lab captures ss and nstat in their namespaces.
+The comparison rules are in mbrec/recorder/kernel_view.py and docs/metrics.md. In the iperf3
+and ab scenarios ss rarely runs while a flow is quiet, so there the ss checks must pass but
+need not exist; in `flows` each must have happened. No timing assertions: counts, exact
+values, and a transfer's duration standing out.
 
 Run one scenario's checks on an existing output folder with MBREC_FLOWS_LAB_OUT=/path/to/out
 (and MBREC_FLOWS_LAB_SCENARIO=name).
@@ -24,7 +27,7 @@ from mbrec.recorder import kernel_view as kv
 
 pytestmark = pytest.mark.lab
 
-SCENARIOS = ["lossy", "rto"] + (["bulk", "ab"] if os.environ.get("MBREC_LAB_FLOWS_ALL") else [])
+SCENARIOS = ["flows", "rto"] + (["lossy", "bulk", "ab"] if os.environ.get("MBREC_LAB_FLOWS_ALL") else [])
 HOSTS = ("a", "b")
 CLOSE, STOP = CONSTANTS["MBREC_FLOW_CLOSE"], CONSTANTS["MBREC_FLOW_STOP"]
 SEEN_ESTABLISH = CONSTANTS["MBREC_FLOWF_SEEN_ESTABLISH"]
@@ -88,6 +91,11 @@ class Run:
         f = kv.final_records(self.flow[h])
         return f[(f["bytes_acked"] > 100_000) | (f["bytes_received"] > 100_000)]
 
+    @property
+    def need(self) -> int:
+        """Comparisons with ss each metric must have had: only `flows` guarantees quiet reads."""
+        return 1 if self.name == "flows" else 0
+
 
 @pytest.fixture(scope="module", params=SCENARIOS)
 def run(request, tmp_path_factory):
@@ -111,7 +119,7 @@ def _all(run, metrics, kind=None):
     return out
 
 
-def _assert_checks(checks, need=1):
+def _assert_checks(checks, need):
     bad = [c for c in checks if not c.ok]
     assert not bad, bad[:10]
     assert len(checks) >= need, f"only {len(checks)} comparisons"
@@ -131,7 +139,7 @@ def test_every_flow_is_recorded_from_establishment_to_an_end_record(run):
 
 
 def test_m01_flightsize(run):
-    _assert_checks(_all(run, {"packets_in_flight", "unacked", "retrans_out", "lost", "sacked"}, "exact"))
+    _assert_checks(_all(run, {"packets_in_flight", "unacked", "retrans_out", "lost", "sacked"}, "exact"), run.need)
     for h in HOSTS:
         f = run.flow[h]
         assert (f["bytes_in_flight"] == (f["snd_nxt"] - f["snd_una"]).astype(np.uint32)).all()
@@ -140,34 +148,34 @@ def test_m01_flightsize(run):
 
 
 def test_m02_rwnd(run):
-    _assert_checks(_all(run, {"snd_wnd"}, "exact"))
+    _assert_checks(_all(run, {"snd_wnd"}, "exact"), run.need)
     for h in HOSTS:
         assert (run.data_flows(h)["rcv_wnd"] > 0).all()
 
 
 def test_m03_cwnd(run):
-    _assert_checks(_all(run, {"cwnd", "ssthresh"}, "exact"))
+    _assert_checks(_all(run, {"cwnd", "ssthresh"}, "exact"), run.need)
 
 
 def test_m04_mss(run):
-    _assert_checks(_all(run, {"mss", "advmss"}, "exact"))
+    _assert_checks(_all(run, {"mss", "advmss"}, "exact"), run.need)
 
 
 def test_m05_repackets(run):
-    _assert_checks(_all(run, {"total_retrans", "bytes_retrans"}))
+    _assert_checks(_all(run, {"total_retrans", "bytes_retrans"}), run.need)
     for h in HOSTS:
         t0, t1 = run.nstat[h][0][1], run.nstat[h][-1][1]
         assert kv.episode_totals(run.flow[h])["total_retrans"] == \
             kv.nstat_delta(t0, t1, kv.NSTAT_RETRANS_SEGS), h
-    assert kv.episode_totals(run.flow["a"])["total_retrans"] > 0  # both scenarios lose packets
+    assert kv.episode_totals(run.flow["a"])["total_retrans"] > 0  # every scenario here loses packets
 
 
 def test_m06_bsent(run):
-    _assert_checks(_all(run, {"bytes_sent", "bytes_acked"}), need=4)
+    _assert_checks(_all(run, {"bytes_sent", "bytes_acked"}), 4 * run.need)
 
 
 def test_m07_breceived(run):
-    _assert_checks(_all(run, {"bytes_received"}), need=2)
+    _assert_checks(_all(run, {"bytes_received"}), 2 * run.need)
 
 
 def test_m08_fast_retrans(run):
@@ -175,7 +183,7 @@ def test_m08_fast_retrans(run):
         t0, t1 = run.nstat[h][0][1], run.nstat[h][-1][1]
         assert kv.episode_totals(run.flow[h])["fast_recoveries"] == \
             kv.nstat_delta(t0, t1, kv.NSTAT_FAST_RECOVERY), h
-    if run.name == "lossy":
+    if run.name in ("lossy", "flows"):
         assert kv.episode_totals(run.flow["a"])["fast_recoveries"] > 0
 
 
@@ -193,7 +201,7 @@ def test_m09_timeouts(run):
 
 
 def test_m10_cur_app_wqueue(run):
-    _assert_checks(_all(run, {"notsent"}, "exact"))
+    _assert_checks(_all(run, {"notsent"}, "exact"), run.need)
     for h in HOSTS:
         f = run.flow[h]
         assert (f["app_wqueue"] == np.maximum((f["write_seq"] - f["snd_nxt"]).astype(np.int32), 0)).all()
@@ -205,7 +213,7 @@ def test_m11_max_app_wqueue(run):
         assert (f["max_app_wqueue"] >= f["app_wqueue"]).all()
         same = f["sock_cookie"][1:] == f["sock_cookie"][:-1]
         assert (f["max_app_wqueue"][1:][same] >= f["max_app_wqueue"][:-1][same]).all()
-    if run.name in ("bulk", "lossy", "rto"):  # iperf3 fills its send buffer
+    if run.name in ("bulk", "lossy", "rto", "flows"):  # the sender fills its send buffer
         assert run.data_flows("a")["max_app_wqueue"].max() > 0
 
 
@@ -216,7 +224,10 @@ def test_m12_m13_sample_rtt_and_sum_rtt_are_the_estimators_raw_samples(run):
     res = np.concatenate([kv.rtt_estimator_residuals(run.flow[h]) for h in HOSTS])
     assert len(res) > 20
     assert np.abs(res).max() < 2, np.abs(res).max()
-    _assert_checks(_all(run, {"rtt", "rttvar", "minrtt"}, "exact"))
+
+
+def test_srtt_rttvar_minrtt_as_ss_prints_them(run):
+    _assert_checks(_all(run, {"rtt", "rttvar", "minrtt"}, "exact"), run.need)
 
 
 def _sock_checks(run, h, kind, counter):
@@ -227,7 +238,8 @@ def _sock_checks(run, h, kind, counter):
         mine = s[s["sock_cookie"] == f["sock_cookie"]]
         mine = mine[np.argsort(mine["ts_ns"], kind="stable")]
         assert int(mine["bytes"].astype(np.int64).sum()) == int(f[counter])
-        assert (mine["seq_end"] - mine["seq_start"] == mine["bytes"]).all()
+        span = (mine["seq_end"] - mine["seq_start"]).astype(np.int64) - mine["bytes"]
+        assert np.isin(span, [0, 1]).all()  # a read may also consume the FIN
         assert (mine["seq_start"][1:] == mine["seq_end"][:-1]).all()  # contiguous calls
         assert (mine["bytes"] <= mine["requested"]).all()
     return final
@@ -253,12 +265,12 @@ def test_m15_write_bytes(run):
 def test_m16_duration(run):
     for h in HOSTS:
         f = run.flow[h]
-        first = {}
-        for c, t in zip(f["sock_cookie"], f["ts_ns"]):
-            first[int(c)] = min(first.get(int(c), t), t)
+        est = f[f["established_ns"] > 0]  # 0: a record taken before the handshake completed
+        assert (est["established_ns"] <= est["ts_ns"]).all()
+        assert (f["established_ns"][(f["flags"] & SEEN_ESTABLISH) == 0] == 0).all()  # all seen opening
         final = kv.final_records(f)
-        assert all(r["established_ns"] <= first[int(r["sock_cookie"])] for r in final)
-        assert all(r["established_ns"] >= run.nstat[h][0][0] - 120e9 for r in final)  # not boot time
-    if run.name in ("bulk", "lossy", "rto"):  # iperf3 -t 5 or more: the data flow lasts >= 4 s
+        assert (final["established_ns"] > 0).all()
+        assert (final["established_ns"] >= run.nstat[h][0][0] - 600e9).all()  # not boot time
+    if run.name in ("bulk", "lossy", "rto", "flows"):  # iperf3 -t 5+, or 8 s idle: >= 4 s
         d = run.data_flows("a")
         assert ((d["ts_ns"] - d["established_ns"]) > 4e9).all()
