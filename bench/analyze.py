@@ -94,32 +94,37 @@ def dict_matcher(pkt: np.ndarray) -> int:
     return len(results)
 
 
-def peak_memory(paths: list[str]) -> dict:
+def peak_memory(paths: list[str], partitions: int = 1) -> dict:
     """Peak resident memory of reading and analysing, in a fresh process: the high-water mark
-    is reset after the imports (/proc/self/clear_refs), so only the analysis counts."""
+    is reset after the imports (/proc/self/clear_refs), so only the analysis counts. With
+    partitions > 1, the flow-partitioned analysis (analysis/partition.py)."""
     code = (
-        "import json, sys\n"
-        "from mbrec.analysis.run import analyze\n"
+        "import json, sys, tempfile\n"
+        "from mbrec.analysis.run import analyze, analyze_partitioned\n"
+        "from mbrec.events import SCHEMA_BY_NAME\n"
         "from mbrec.trace.reader import read_trace\n"
         "import mbrec.analysis.clock, mbrec.analysis.network\n"
         "def status(key):\n"
         "    for line in open('/proc/self/status'):\n"
         "        if line.startswith(key):\n"
         "            return int(line.split()[1])\n"
+        "parts, paths = int(sys.argv[1]), sys.argv[2:]\n"
         "open('/proc/self/clear_refs', 'w').write('5')\n"
         "base = status('VmRSS:')\n"
-        "ts = [read_trace(p) for p in sys.argv[1:]]\n"
-        "raw = sum(v.nbytes for t in ts for v in t.events.values())\n"
-        "after_read = status('VmHWM:')\n"
-        "a = analyze(ts, cross_host=False)\n"
-        "print(json.dumps({'raw_bytes': raw, 'baseline_kb': base, 'after_read_peak_kb': after_read,"
-        " 'peak_kb': status('VmHWM:')}))\n")
-    r = subprocess.run([sys.executable, "-c", code, *paths], capture_output=True, text=True,
-                       check=True)
+        "if parts > 1:\n"
+        "    with tempfile.TemporaryDirectory() as w:\n"
+        "        a = analyze_partitioned(paths, parts, w)\n"
+        "else:\n"
+        "    a = analyze([read_trace(p) for p in paths], cross_host=False)\n"
+        "peak = status('VmHWM:')\n"
+        "raw = sum(n * SCHEMA_BY_NAME[k].dtype.itemsize for i in a.report['inputs']"
+        " for k, n in i['events'].items())\n"
+        "print(json.dumps({'raw_bytes': raw, 'baseline_kb': base, 'peak_kb': peak}))\n")
+    r = subprocess.run([sys.executable, "-c", code, str(partitions), *paths],
+                       capture_output=True, text=True, check=True)
     m = json.loads(r.stdout)
+    m["partitions"] = partitions
     m["peak_over_raw"] = round((m["peak_kb"] - m["baseline_kb"]) * 1024 / m["raw_bytes"], 2)
-    m["read_peak_over_raw"] = round((m["after_read_peak_kb"] - m["baseline_kb"]) * 1024
-                                    / m["raw_bytes"], 2)
     return m
 
 
@@ -128,6 +133,8 @@ def main():
     ap.add_argument("--copies", type=int, default=150)
     ap.add_argument("--keep", default=None, help="write the traces here and keep them")
     ap.add_argument("--repeat", type=int, default=3, help="best of this many runs per step")
+    ap.add_argument("--partitions", type=int, default=8,
+                    help="also measure peak memory of --partitions N (0: skip)")
     args = ap.parse_args()
     from mbrec.analysis.run import analyze
     from mbrec.trace.reader import read_trace
@@ -161,6 +168,7 @@ def main():
     n_dict, cpu_dict, wall_dict = timed(lambda: sum(dict_matcher(t.events["pkt"]) for t in traces))
     samples = sum(len(r.samples["value"]) for r in result.results)
     mem = peak_memory(paths)
+    mem_parts = peak_memory(paths, args.partitions) if args.partitions > 1 else None
     cpu_total = cpu_read + cpu_an
     out = {
         "machine": platform.processor() or platform.machine(), "python": platform.python_version(),
@@ -179,7 +187,7 @@ def main():
         "speedup_vs_dict_matching_pkt_only": round((n_pkt / cpu_an) / (n_pkt / cpu_dict), 2),
         "wall_s": {"read": round(wall_read, 3), "analyze": round(wall_an, 3),
                    "dict": round(wall_dict, 3)},
-        "memory": mem,
+        "memory": mem, "memory_partitioned": mem_parts,
     }
     print(f"events {n_events:,} ({raw / 1e6:.0f} MB raw, {size / 1e6:.1f} MB on disk)")
     print(f"read        {cpu_read:7.2f} s cpu")
@@ -190,6 +198,9 @@ def main():
           f"matching only)")
     print(f"peak memory {(mem['peak_kb'] - mem['baseline_kb']) / 1024:.0f} MB over imports = "
           f"{mem['peak_over_raw']:.2f}x raw event bytes")
+    if mem_parts:
+        print(f"partitioned  {(mem_parts['peak_kb'] - mem_parts['baseline_kb']) / 1024:.0f} MB "
+              f"= {mem_parts['peak_over_raw']:.2f}x raw with --partitions {args.partitions}")
     print(json.dumps(out))
 
 
