@@ -27,9 +27,9 @@ MIN_SLEEP = 0.002
 
 
 def poll_interval(ring_records: int, rate: float) -> float:
-    """Sleep long enough to be cheap, short enough that the ring is at most a quarter full by
+    """Sleep long enough to be cheap, short enough that the ring is at most an eighth full by
     the next drain at the current event rate."""
-    return min(MAX_SLEEP, max(MIN_SLEEP, 0.25 * ring_records / max(rate, 1.0)))
+    return min(MAX_SLEEP, max(MIN_SLEEP, 0.125 * ring_records / max(rate, 1.0)))
 
 
 @dataclass
