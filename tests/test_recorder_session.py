@@ -14,3 +14,15 @@ def test_status_line_shows_rate_losses_and_size():
     line = status_line(12.0, 250000.0, 3_000_000, 7, 12_500_000)
     assert line.startswith("\r") and "250,000 events/s" in line and "lost 7" in line
     assert "12.5 MB" in line
+
+
+def test_record_never_imports_plotting_or_the_analyzer():
+    # the guest runs record with Debian's python: no matplotlib there, and no need for it
+    import subprocess
+    import sys
+    code = ("import sys, mbrec.commands.record, mbrec.recorder.session, mbrec.recorder.ringbuf;"
+            "bad = [m for m in sys.modules if m.startswith(('matplotlib', 'mbrec.analysis'))];"
+            "print(bad)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == "[]"
