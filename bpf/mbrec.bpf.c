@@ -167,6 +167,11 @@ BPF_PERCPU_ARRAY(mbrec_lost, u64, MBREC_PROBE_MAX);
 
 /* One ring per schema, so every record in a ring has the same size (bulk drain). */
 BPF_RINGBUF_OUTPUT(mbrec_pkt_ring, MBREC_RINGBUF_PAGES);
+#ifdef MBREC_PERF_BASELINE
+/* bench/microbpf_baseline.py only: the same records through a perf buffer, one wake-up and one
+ * Python callback per event, as MicroBPF did. Never used by mbrec record. */
+BPF_PERF_OUTPUT(mbrec_pkt_perf);
+#endif
 
 /* Flows of sockets inside the --cgroup, learned where the socket is known (send path, copy),
  * so receive probes that run before the socket lookup can still filter by cgroup. */
@@ -393,8 +398,12 @@ static __always_inline int mbrec_submit_key(void *ctx, struct mbrec_pkt_event *e
 		}
 	}
 #endif
+#ifdef MBREC_PERF_BASELINE
+	mbrec_pkt_perf.perf_submit(ctx, e, sizeof(*e));
+#else
 	if (mbrec_pkt_ring.ringbuf_output(e, sizeof(*e), BPF_RB_NO_WAKEUP))
 		mbrec_count_lost(e->probe);
+#endif
 	return 0;
 }
 

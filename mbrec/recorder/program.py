@@ -43,6 +43,7 @@ class ProgramConfig:
     # kernel struct offsets from BTF (recorder/btf.py); None: compile the kernel headers
     offsets: dict | None = None
     flow_cflags: tuple[str, ...] = ()  # from recorder/flows.py FlowGroup.cflags
+    extra_cflags: tuple[str, ...] = ()  # e.g. -DMBREC_PERF_BASELINE (bench/ only)
 
 
 def source_dir() -> str:
@@ -114,6 +115,7 @@ def cflags(cfg: ProgramConfig) -> list[str]:
     flags.extend(offset_cflags(None if cfg.flow_cflags else cfg.offsets))
     flags.extend(cfg.flow_cflags)  # includes -DMBREC_FLOWS when the flows group is on
     flags.extend(filter_macros(cfg.filters))
+    flags.extend(cfg.extra_cflags)
     return flags
 
 
