@@ -1,0 +1,78 @@
+"""Summarise bench/overhead.sh's results as the tables in docs/performance.md.
+
+    python3 bench/overhead_report.py OUT/overhead.jsonl
+
+Each mode is compared with the no-recording run of the same round (a ratio measured in the same
+VM boot, minutes apart), then the ratios' median and range over the rounds are reported.
+"""
+
+import json
+import statistics
+import sys
+from collections import defaultdict
+
+MODES = ("none", "mbrec", "flows", "baseline")
+
+
+def load(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def spread(values):
+    values = [v for v in values if v is not None]
+    if not values:
+        return "n/a"
+    return f"{statistics.median(values):.3g} [{min(values):.3g}, {max(values):.3g}]"
+
+
+def relative(runs, workload, key):
+    """Per mode: value / the same round's no-recording value."""
+    base = {r["round"]: r[key] for r in runs if r["workload"] == workload and r["mode"] == "none"}
+    out = defaultdict(list)
+    for r in runs:
+        if r["workload"] == workload and r.get(key) and base.get(r["round"]):
+            out[r["mode"]].append(r[key] / base[r["round"]])
+    return out
+
+
+def main(path):
+    runs = load(path)
+    rounds = len({r["round"] for r in runs})
+    print(f"{rounds} rounds; median [min, max] over rounds; ratios against no recording in the "
+          "same round\n")
+    print("| mode | ab req/s | req/s vs none | ab p50 ms | ab p99 ms | iperf3 Gbit/s | "
+          "Gbit/s vs none |")
+    print("|---|---|---|---|---|---|---|")
+    rps_rel = relative(runs, "ab", "rps")
+    bps_rel = relative(runs, "iperf3", "bits_per_second")
+    for mode in MODES:
+        ab = [r for r in runs if r["workload"] == "ab" and r["mode"] == mode]
+        ip = [r for r in runs if r["workload"] == "iperf3" and r["mode"] == mode]
+        if not ab:
+            continue
+        print(f"| {mode} | {spread([r['rps'] for r in ab])} | {spread(rps_rel[mode])} | "
+              f"{spread([r['p50_ms'] for r in ab])} | {spread([r['p99_ms'] for r in ab])} | "
+              f"{spread([r['bits_per_second'] / 1e9 for r in ip if r['bits_per_second']])} | "
+              f"{spread(bps_rel[mode])} |")
+    print("\n| mode | events recorded (a+b) | lost | loss fraction | recorder CPU us/event | "
+          "recorder peak RSS MB | bytes/event on disk |")
+    print("|---|---|---|---|---|---|---|")
+    for mode in MODES[1:]:
+        recs = [r for r in runs if r["workload"] == "ab" and r["mode"] == mode]
+        if not recs:
+            continue
+        ev = [r["recorder_a"]["events"] + r["recorder_b"]["events"] for r in recs]
+        lost = [r["recorder_a"]["lost"] + r["recorder_b"]["lost"] for r in recs]
+        frac = [lo / (e + lo) if e + lo else 0.0 for e, lo in zip(ev, lost)]
+        cpu = [(r["recorder_a"]["cpu_s"] + r["recorder_b"]["cpu_s"]) / e * 1e6
+               for r, e in zip(recs, ev) if e]
+        rss = [max(r["recorder_a"]["rss_kb"], r["recorder_b"]["rss_kb"]) / 1024 for r in recs]
+        bpe = [(r["recorder_a"]["file_bytes"] + r["recorder_b"]["file_bytes"]) / e
+               for r, e in zip(recs, ev) if e and "file_bytes" in r["recorder_a"]]
+        print(f"| {mode} | {spread(ev)} | {spread(lost)} | {spread(frac)} | {spread(cpu)} | "
+              f"{spread(rss)} | {spread(bpe)} |")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
