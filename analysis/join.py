@@ -154,12 +154,11 @@ def stab(row_stream: np.ndarray, row_lo: np.ndarray, row_hi: np.ndarray, row_t: 
     """For each query, a row of the same stream that covers q_x (row_lo <= q_x < row_hi) at a
     time <= q_t (mode "before") or >= q_t (mode "after"). -1 if none.
 
-    Rows are ordered by (stream, lo, time) and the nearest valid row before the query's place
-    in that order wins: among rows with the query's start, the latest earlier ("before") or the
-    earliest later ("after", which orders time descending); else the covering row with the
-    nearest smaller start (a TSO segment or GRO frame inside a bigger skb). Up to `window` rows
-    are examined, which covers retransmitted ranges; a query whose row lies further away gets -1.
-    Work is proportional to the queries still unresolved.
+    Rows are ordered by (stream, lo, time); the `window` rows before the query's place in that
+    order are examined (rows with the query's start, then covering rows with smaller starts:
+    a GRO frame or TSO segment inside a bigger skb, a partial retransmission) and the best in
+    time wins: the latest at or before q_t ("before") or the earliest at or after q_t ("after").
+    A query whose covering row lies further away than `window` rows gets -1.
     """
     nq, nr = len(q_x), len(row_lo)
     best = np.full(nq, NONE, np.int64)
@@ -184,20 +183,25 @@ def stab(row_stream: np.ndarray, row_lo: np.ndarray, row_hi: np.ndarray, row_t: 
     s_lo = row_lo[row_order]
     s_hi = row_hi[row_order]
     s_t = row_t[row_order]
-    offsets = range(-1, -window - 1, -1)
+    best_t = np.full(nq, np.iinfo(np.int64).min if mode == "before" else np.iinfo(np.int64).max)
     active = np.arange(nq)
-    for off in offsets:
+    for off in range(-1, -window - 1, -1):
         if len(active) == 0:
             break
         idx = qpos[active] + off
-        ok = (idx >= 0) & (idx < nr)
-        i = np.where(ok, idx, 0)
         qa = active
-        ok &= (s_stream[i] == q_stream[qa]) & (s_lo[i] <= q_x[qa]) & (s_hi[i] > q_x[qa])
+        live = idx >= 0
+        i = np.where(live, idx, 0)
+        same = live & (s_stream[i] == q_stream[qa])
+        # rows of the query's stream end here (the order is by stream first)
+        active = qa[same]
+        i, qa = i[same], qa[same]
+        ok = (s_lo[i] <= q_x[qa]) & (s_hi[i] > q_x[qa])
+        ti = s_t[i]
         if mode == "before":
-            ok &= s_t[i] <= q_t[qa]
+            ok &= (ti <= q_t[qa]) & (ti > best_t[qa])
         else:
-            ok &= s_t[i] >= q_t[qa]
+            ok &= (ti >= q_t[qa]) & (ti < best_t[qa])
+        best_t[qa[ok]] = ti[ok]
         best[qa[ok]] = row_order[i[ok]]
-        active = qa[~ok]
     return best

@@ -751,9 +751,11 @@ def _duplicate(rows: dict) -> np.ndarray:
     data = (rows["end64"] > rows["seq64"]) & np.isin(rows["stream"], rows["stream"][cand])
     di = np.nonzero(data)[0]
     st, lo, hi = rows["stream"][di], rows["seq64"][di], rows["end64"][di]
-    first = stab(st, lo, hi, t[di], rows["stream"][cand], rows["seq64"][cand],
-                 np.full(len(cand), t[di].min()), "after")
-    out[cand] = (first >= 0) & (di[np.maximum(first, 0)] != cand)
+    # any skb that arrived strictly earlier and covers the first byte (e.g. a tail-loss probe
+    # resending the last bytes of a GRO-merged skb, or a spurious retransmission)
+    first = stab(st, lo, hi, t[di], rows["stream"][cand], rows["seq64"][cand], t[cand] - 1,
+                 "before")
+    out[cand] = first >= 0
     return out
 
 

@@ -390,8 +390,10 @@ def exchanges(n_flows: int = 4, n_exchanges: int = 12, *, seed: int = 0,
             c_sends += sends
             if c_last_read is not None:
                 C.truth["L_APP_1"].append(sends[0][2] - c_last_read)
-            if i % 9 == 8:  # the client retransmits spuriously: a duplicate arrival on the server
-                s0, e0, _ = sends[-1]
+            if i % 9 == 8 or i % 7 == 3:  # a spurious retransmission: a duplicate arrival
+                s0, e0, _ = sends[-1]       # (i % 7 == 3: only the tail, as a loss probe does)
+                if i % 9 != 8:
+                    s0 = max(s0, e0 - 300)
                 t_dup = t_rx + 30_000
                 sim.transmit(fl, C, t_dup, s0, e0, ACK | PSH)
                 c_sends.append((s0, e0, sim.last_tcp))
