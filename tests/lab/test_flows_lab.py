@@ -13,6 +13,7 @@ Run one scenario's checks on an existing output folder with MBREC_FLOWS_LAB_OUT=
 (and MBREC_FLOWS_LAB_SCENARIO=name).
 """
 
+import json
 import os
 import shutil
 import subprocess
@@ -58,11 +59,13 @@ class Run:
         from mbrec.trace.reader import read_trace
         self.name, self.out = name, out
         self.flow, self.tcp, self.sock, self.ss, self.nstat, self.next_stamp = {}, {}, {}, {}, {}, {}
+        one = out / "all.mbrec"  # bench/flows_check.py: one recorder for both namespaces
+        netns = json.loads((out / "netns.json").read_text()) if one.exists() else {}
         for h in HOSTS:
-            t = read_trace(str(out / f"{h}.mbrec"))
-            self.flow[h] = t.events.get("flow")
-            self.tcp[h] = t.events.get("tcp")
-            self.sock[h] = t.events.get("sock")
+            t = read_trace(str(one if one.exists() else out / f"{h}.mbrec"))
+            for name, store in (("flow", self.flow), ("tcp", self.tcp), ("sock", self.sock)):
+                ev = t.events.get(name)
+                store[h] = ev[ev["netns"] == netns[h]] if netns and ev is not None else ev
             text = "".join((out / f"ss-{h}-{p}.txt").read_text()
                            for p in ("before", "during", "after") if (out / f"ss-{h}-{p}.txt").exists())
             self.ss[h] = kv.parse_ss(text)
