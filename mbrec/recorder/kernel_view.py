@@ -6,8 +6,9 @@ What must agree, and why it can be checked exactly although `ss` runs at an unkn
 after its time stamp (docs/metrics.md, "Checked against the kernel"):
 - counters (bytes sent/acked/received/retransmitted, total retransmits) only grow, so the ss
   value lies between mbrec's last record before the stamp and its first record after the read;
-- every other field is compared exactly when the flow was quiet around the ss read: no record
-  of any kind between those two records, and both records agree on the field;
+- every other field is compared exactly when the flow was quiet around the ss read: between
+  those two records no ACK, state or close record and no tcp or sock event (periodic records
+  only), and every record from the one to the other agrees on the field;
 - per namespace, the recorded episode counters sum to the nstat counter deltas over the run.
 """
 
@@ -20,6 +21,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from mbrec.events import CONSTANTS
+
+PERIODIC = CONSTANTS["MBREC_FLOW_PERIODIC"]
 TCP_INFINITE_SSTHRESH = 0x7FFFFFFF
 _SERVICES = {"http": 80, "https": 443, "ssh": 22}
 
@@ -176,7 +180,7 @@ def compare_ss(entries: list[SsEntry], recs: np.ndarray, next_stamp: dict[int, i
 
     recs: one host's flow records (any reason); next_stamp: ss stamp -> the next stamp (the
     read happened before it); other_ts: (cookie, ts) pairs of tcp and sock events, which also
-    mark a window as not quiet.
+    mark a window as busy, as do ACK, state and close records (periodic ones do not).
     """
     checks: list[Check] = []
     if len(recs) == 0:
@@ -203,7 +207,8 @@ def compare_ss(entries: list[SsEntry], recs: np.ndarray, next_stamp: dict[int, i
         if recs["sock_cookie"][idx[b]] != recs["sock_cookie"][idx[a]]:
             continue
         before, after, between = recs[idx[b]], recs[idx[a]], recs[idx[b + 1:a]]
-        quiet = len(between) == 0
+        window = recs[idx[b:a + 1]]
+        quiet = bool(np.all(between["reason"] == PERIODIC))
         if quiet and other_ts is not None and len(other_ts):
             mine = other_ts[other_ts["cookie"] == before["sock_cookie"]]["ts"]
             quiet = not np.any((mine > before["ts_ns"]) & (mine < after["ts_ns"]))
@@ -215,13 +220,13 @@ def compare_ss(entries: list[SsEntry], recs: np.ndarray, next_stamp: dict[int, i
         if not quiet:
             continue
         for ssf, rf in EXACT_FIELDS.items():
-            if ssf not in e.info or int(before[rf]) != int(after[rf]):
+            if ssf not in e.info or np.any(window[rf] != before[rf]):
                 continue
             v = e.info[ssf]
             checks.append(Check(ssf, k, e.stamp_ns, "exact", v, (int(before[rf]),),
                                 v == int(before[rf])))
         for ssf, rf in MS_FIELDS.items():
-            if ssf not in e.info or int(before[rf]) != int(after[rf]):
+            if ssf not in e.info or np.any(window[rf] != before[rf]):
                 continue
             v = e.info[ssf]
             checks.append(Check(ssf, k, e.stamp_ns, "exact", v, (int(before[rf]),),
