@@ -91,7 +91,8 @@ def analyze(traces, *, per_flow: bool = False, cross_host: bool = True, clock: s
         timings[name] = time.perf_counter() - t0
     cross, net, al = None, None, None
     if len(traces) >= 2 and cross_host:
-        cross, net, al = _cross_host(traces, clock, reference, clock_window, say)
+        cross, net, al = _cross_host(traces, clock, reference, clock_window, say,
+                                     [r.table for r in results])
     elif len(traces) == 1:
         cross = {"status": "single host",
                  "reason": "one trace: network latency (L_NET) needs the traces of both ends"}
@@ -126,7 +127,7 @@ def _inputs(traces, names):
     return out
 
 
-def _cross_host(traces, clock, reference, window, say):
+def _cross_host(traces, clock, reference, window, say, tables=None):
     """Clock alignment and L_NET from analysis.clock / analysis.network (the cross-host part)."""
     try:
         from mbrec.analysis import clock as clock_mod
@@ -139,7 +140,12 @@ def _cross_host(traces, clock, reference, window, say):
                  "reason": "cross-host analysis is not part of this build"}, None, None)
     say("aligning clocks and matching frames across hosts")
     al = clock_mod.align(traces, method=clock, reference=reference, window_s=window)
-    net = net_mod.analyze_network(traces, al)
+    import inspect
+    # the per-host packet tables are reused for the RTT decomposition where supported
+    if "tables" in inspect.signature(net_mod.analyze_network).parameters:
+        net = net_mod.analyze_network(traces, al, tables=tables)
+    else:
+        net = net_mod.analyze_network(traces, al)
     return ({"status": "ok", "alignment": al.report_section(),
              "network": net.report_section()}, net, al)
 
