@@ -167,8 +167,9 @@ def _us(v):
     return "-" if v is None else (f"{v / 1e3:.1f}" if v < 1e9 else f"{v / 1e3:.3g}")
 
 
-def table_text(report: dict, per_flow: bool) -> str:
-    """The terminal summary: per host, one line per latency, lost events next to the numbers."""
+def table_text(report: dict, per_flow: bool, clock_lines: list[str] = ()) -> str:
+    """The terminal summary: per host, one line per latency, lost events next to the numbers;
+    then how the clocks were aligned (clock_lines) and, last, where the time went."""
     lines = []
     head = f"  {'latency':9s}{'count':>9s}" + "".join(f"{k:>10s}" for k in STAT_KEYS[1:]) + \
            "   (us)  lost events"
@@ -223,6 +224,7 @@ def table_text(report: dict, per_flow: bool) -> str:
         lines.append(f"cross-host: {cross.get('reason', cross.get('status'))}")
     for w in report["warnings"]:
         lines.append(f"warning: {w}")
+    lines.extend(clock_lines)
     lines.append(report["where_the_time_went"])
     return "\n".join(lines)
 

@@ -74,9 +74,8 @@ def command(traces, outdir, per_flow, no_plots, as_json, clock, reference, clock
         import json
         click.echo(json.dumps(result.report, indent=1, default=str, allow_nan=False))
     else:
-        click.echo(rep.table_text(result.report, per_flow))
-        if result.alignment is not None:  # how the clocks were aligned, and on what assumption
-            click.echo("\n".join(result.alignment.text_lines()))
+        clock = result.alignment.text_lines() if result.alignment is not None else []
+        click.echo(rep.table_text(result.report, per_flow, clock))
     say("done")
 
 
