@@ -41,17 +41,19 @@ clean:
 
 # Lab recordings for CI regression (fixtures/README.md): each scenario recorded on every host,
 # then the golden reports. Needs root and QEMU; takes about 3 minutes a scenario under TCG.
-FIXTURES = ab asym baseline bulk lossy multi qdisc rto two-vm
-FIXTURE_RECORD_ARGS = --probes packets,flows
-FIXTURE_RECORD_ARGS_bulk = --sample 2
-FIXTURE_RECORD_ARGS_lossy = --sample 2
-FIXTURE_RECORD_ARGS_rto = --sample 1
+FIXTURES = ab asym two-vm qdisc lossy rto bulk multi baseline
+# The flows group where flow metrics are checked; packet sampling where transfers are bulky.
+FIXTURE_RECORD_ARGS = --probes packets
+FIXTURE_RECORD_ARGS_ab = --probes packets,flows
+FIXTURE_RECORD_ARGS_lossy = --probes packets,flows --sample 2
+FIXTURE_RECORD_ARGS_rto = --probes packets,flows --sample 1
+FIXTURE_RECORD_ARGS_bulk = --probes packets,flows --sample 2
 
 fixtures: $(FIXTURES:%=fixture-%) goldens
 
 fixture-%:
 	rm -rf fixtures/$*
-	mbrec lab run $* -o fixtures/$* --record-args "$(FIXTURE_RECORD_ARGS) $(FIXTURE_RECORD_ARGS_$*)"
+	mbrec lab run $* -o fixtures/$* --record-args "$(or $(FIXTURE_RECORD_ARGS_$*),$(FIXTURE_RECORD_ARGS))"
 
 # The analysis of every fixture as the regression tests run it; review `git diff fixtures/`.
 goldens:
