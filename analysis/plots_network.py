@@ -17,31 +17,12 @@ import os
 
 import numpy as np
 
-from mbrec.analysis.plots import COLORS, STYLE, _safe
+from mbrec.analysis.plots import COLORS, _plt, _safe, _save
 
 MAX_POINTS = 5_000  # frames drawn per direction (evenly spaced; the hull chains are drawn apart)
 CDF_POINTS = 2_000  # quantiles drawn per CDF
 SIZE = (7.5, 4.2)
 TALL = (7.5, 5.2)
-
-
-def _plt():
-    import matplotlib
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-    matplotlib.rcParams.update(matplotlib.rcParamsDefault)
-    matplotlib.rcParams.update(STYLE)
-    return plt
-
-
-def _save(plt, fig, outdir, stem):
-    paths = []
-    for ext, meta in (("png", {"Software": None}), ("svg", {"Date": None, "Creator": None})):
-        p = os.path.join(outdir, f"{stem}.{ext}")
-        fig.savefig(p, format=ext, metadata=meta)
-        paths.append(p)
-    plt.close(fig)
-    return paths
 
 
 def _thin(n: int) -> np.ndarray:
