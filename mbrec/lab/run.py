@@ -7,7 +7,7 @@ import os
 import sys
 import tarfile
 import time
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 
 import mbrec

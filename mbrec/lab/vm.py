@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mbrec.errors import MbrecError
-from mbrec.lab.image import Image, progress
+from mbrec.lab.image import Image
 
 INIT_MARK = "mbrec-lab: init"      # printed by guest_init.sh once it runs: boot is over
 GUEST_MARK = "mbrec-lab:"          # guest progress lines echoed to the user
