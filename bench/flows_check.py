@@ -4,7 +4,8 @@ finish in its ready timeout). Run in the guest with the `flows` network:
 
     mbrec lab run flows -o OUT -- python3 /mnt/src/bench/flows_check.py
 
-Phase 1: the `flows` workload (2 connections, 2 MB with 2% loss, 300 kB back, 8 s idle).
+Phase 1: the `flows` workload (2 connections, 2 MB with 2% loss, 300 kB back, 30 s idle:
+ss runs every few seconds under a loaded TCG, so the idle time must cover several).
 Phase 2: one 3 MB transfer with a 3 s blackhole both ways (retransmission timeouts).
 Writes OUT/all.mbrec, OUT/netns.json and the ss/nstat files in the lab's format, so
 tests/lab/test_flows_lab.py can check them: MBREC_FLOWS_LAB_OUT=OUT MBREC_FLOWS_LAB_SCENARIO=flows.
@@ -66,7 +67,7 @@ def main():
     th = threading.Thread(target=loop, daemon=True)
     th.start()
     rc1 = subprocess.call(["ip", "netns", "exec", "a", sys.executable, "-m", "mbrec.lab.flowpeer", "client",
-                           B, "9000", "--conns", "2", "--send", "2000000", "--recv", "300000", "--idle", "8"])
+                           B, "9000", "--conns", "2", "--send", "2000000", "--recv", "300000", "--idle", "30"])
     say(f"phase 1 done ({rc1})")
     cl = subprocess.Popen(["ip", "netns", "exec", "a", sys.executable, "-m", "mbrec.lab.flowpeer", "client",
                            B, "9000", "--conns", "1", "--send", "3000000", "--recv", "1000", "--idle", "3"])

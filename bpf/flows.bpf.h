@@ -443,6 +443,26 @@ static __always_inline int mbrec_flow_on_rto(struct sock *sk, u64 cookie)
 	return 0;
 }
 
+/*
+ * tcp_syn_ack_timeout(req): a request socket's SYN-ACK timer expired. The kernel counts it in
+ * TCPTimeouts but there is no flow yet: one tcp TIMEOUT event, id 0, old_state
+ * TCP_NEW_SYN_RECV, value = SYN-ACKs retransmitted so far (the child socket inherits them in
+ * total_retrans).
+ */
+static __always_inline int mbrec_flow_on_synack_timeout(struct sock *req_sk)
+{
+	struct mbrec_flow_id id;
+	mbrec_flow_read_id(req_sk, 0, &id); /* sock_common fields only: a request sock has them */
+	if (!(MBREC_NETNS_OK(id.netns)) || !(MBREC_PORT_OK(id.lport, id.rport)) ||
+	    !(MBREC_ADDR_OK(&id)))
+		return 0;
+	u8 n = 0;
+	MBREC_RD(n, ((struct request_sock *)req_sk)->num_retrans);
+	mbrec_flow_tcp_event(&id, MBREC_TCP_TIMEOUT, n, 0, 0, TCP_NEW_SYN_RECV, TCP_NEW_SYN_RECV,
+			     MBREC_PROBE_TCP_TIMEOUT);
+	return 0;
+}
+
 /* tcp_sendmsg_locked() returned ret bytes appended to the send queue. */
 static __always_inline int mbrec_flow_on_write(struct sock *sk, u64 cookie, u64 requested, int ret)
 {
@@ -659,6 +679,12 @@ KFUNC_PROBE(tcp_retransmit_timer, struct sock *sk)
 	return mbrec_flow_on_rto(sk, MBREC_FLOW_COOKIE(sk));
 }
 #endif
+#ifdef MBREC_FLOW_HOOK_TCP_SYN_ACK_TIMEOUT
+KFUNC_PROBE(tcp_syn_ack_timeout, const struct request_sock *req)
+{
+	return mbrec_flow_on_synack_timeout((struct sock *)req);
+}
+#endif
 #ifdef MBREC_FLOW_HOOK_TCP_SENDMSG_LOCKED
 KRETFUNC_PROBE(tcp_sendmsg_locked, struct sock *sk, struct msghdr *msg, size_t size, int ret)
 {
@@ -755,6 +781,12 @@ int mbrec_flow_kp_tcp_enter_recovery(struct pt_regs *ctx, struct sock *sk)
 int mbrec_flow_kp_tcp_retransmit_timer(struct pt_regs *ctx, struct sock *sk)
 {
 	return mbrec_flow_on_rto(sk, MBREC_FLOW_COOKIE(sk));
+}
+#endif
+#ifdef MBREC_FLOW_HOOK_TCP_SYN_ACK_TIMEOUT
+int mbrec_flow_kp_tcp_syn_ack_timeout(struct pt_regs *ctx, struct request_sock *req)
+{
+	return mbrec_flow_on_synack_timeout((struct sock *)req);
 }
 #endif
 #ifdef MBREC_FLOW_HOOK_SK_STREAM_WAIT_MEMORY

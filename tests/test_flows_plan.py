@@ -9,7 +9,7 @@ from mbrec.events import CONSTANTS, PROBE_IDS
 from mbrec.recorder import flows
 from mbrec.recorder.probes import KernelFunctions
 
-LAB_61 = ["tcp_set_state", "tcp_ack", "tcp_ack_update_rtt", "tcp_enter_recovery",
+LAB_61 = ["tcp_set_state", "tcp_ack", "tcp_ack_update_rtt", "tcp_enter_recovery", "tcp_syn_ack_timeout",
           "tcp_retransmit_timer", "tcp_sendmsg_locked", "tcp_recvmsg", "sk_stream_wait_memory"]
 ALL_TPS = {"sock:inet_sock_set_state", "tcp:tcp_retransmit_skb"}
 
@@ -25,7 +25,8 @@ def test_fentry_plan_on_the_lab_kernel():
                      "tcp_ack": "fexit", "tcp_ack_update_rtt": "fentry",
                      "tcp_enter_recovery": "fentry", "tcp_retransmit_timer": "fentry",
                      "tcp_sendmsg_locked": "fexit", "tcp_recvmsg": "fentry+fexit",
-                     "sk_stream_wait_memory": "fentry", "mbrec_flow_tick": "test_run"}
+                     "sk_stream_wait_memory": "fentry", "tcp_syn_ack_timeout": "fentry",
+                     "mbrec_flow_tick": "test_run"}
     assert plan.missing == ()
     for h in plan.hooks:  # every hook is listed under a probe id the header defines
         assert h.header()["probe_id"] == PROBE_IDS[h.probe]
@@ -68,7 +69,8 @@ def test_cflags():
         "-DMBREC_FLOW_HOOK_" + m for m in ("TCP_SET_STATE", "TCP_RETRANSMIT_SKB", "TCP_ACK",
                                             "TCP_ACK_UPDATE_RTT", "TCP_ENTER_RECOVERY",
                                             "TCP_RETRANSMIT_TIMER", "TCP_SENDMSG_LOCKED",
-                                            "TCP_RECVMSG", "SK_STREAM_WAIT_MEMORY")}
+                                            "TCP_RECVMSG", "SK_STREAM_WAIT_MEMORY",
+                                            "TCP_SYN_ACK_TIMEOUT")}
     kp = flows.flow_cflags(flows.plan_flows(kernel(LAB_61), "kprobe", ALL_TPS))
     assert "-DMBREC_FLOW_FENTRY" not in kp and "-DMBREC_FLOW_HOOK_TCP_SET_STATE" not in kp
     with pytest.raises(MbrecError, match="--flow-sample"):

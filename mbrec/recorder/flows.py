@@ -44,6 +44,8 @@ FLOW_FUNCTIONS = (
 # Optional helpers of a probe above (no probe id of their own): missing = slightly less.
 WAIT_MEMORY = ProbeSpec("tcp_sendmsg", "flows", (("sk_stream_wait_memory",),),
                         "SK_STREAM_WAIT_MEMORY")
+SYN_ACK_TIMEOUT = ProbeSpec("tcp_timeout", "flows", (("tcp_syn_ack_timeout",),),
+                            "TCP_SYN_ACK_TIMEOUT")  # request sockets' timeouts (TCPTimeouts)
 SET_STATE_FENTRY = ProbeSpec("tcp_state", "flows", (("tcp_set_state",),), "TCP_SET_STATE")
 
 # BPF program names per -D suffix, kprobe mode: (entry program, return program or None).
@@ -55,6 +57,7 @@ KPROBE_PROGRAMS = {
     "TCP_SENDMSG_LOCKED": ("mbrec_flow_kp_tcp_sendmsg_locked", "mbrec_flow_kr_tcp_sendmsg_locked"),
     "TCP_RECVMSG": ("mbrec_flow_kp_tcp_recvmsg", "mbrec_flow_kr_tcp_recvmsg"),
     "SK_STREAM_WAIT_MEMORY": ("mbrec_flow_kp_sk_stream_wait_memory", None),
+    "TCP_SYN_ACK_TIMEOUT": ("mbrec_flow_kp_tcp_syn_ack_timeout", None),
 }
 
 # Raw tracepoints: (probe name, "category:event", BPF program, -D suffix or "" if always built).
@@ -118,7 +121,7 @@ def plan_flows(kf: KernelFunctions, attach: str, tracepoints: set[str]) -> FlowP
             hooks.append(FlowHook(probe, tp, "raw_tracepoint", macro, (prog,)))
         else:
             missing.append(f"{probe}: tracepoint {tp} does not exist in this kernel")
-    for spec in FLOW_FUNCTIONS + (WAIT_MEMORY,):
+    for spec in FLOW_FUNCTIONS + (WAIT_MEMORY, SYN_ACK_TIMEOUT):
         r = resolve(spec, kf)
         if not isinstance(r, Resolved):
             missing.append(f"{spec.name}: {'; '.join(r.reasons)}")
