@@ -36,7 +36,14 @@ while [ $r -lt $ROUNDS ]; do
         grep -q "recording on" /tmp/ovh-a.log && grep -q "recording on" /tmp/ovh-b.log && break
         sleep 1; i=$((i + 1))
     done
+    ca0=$(awk '{print $14 + $15}' /proc/$Pa/stat); cb0=$(awk '{print $14 + $15}' /proc/$Pb/stat)
+    t0=$(cut -d' ' -f1 /proc/uptime)
     run_ab record
+    ca1=$(awk '{print $14 + $15}' /proc/$Pa/stat); cb1=$(awk '{print $14 + $15}' /proc/$Pb/stat)
+    t1=$(cut -d' ' -f1 /proc/uptime)
+    # user+system CPU of each recorder process during the ab run, in clock ticks (1/100 s)
+    echo "recorders' CPU during ab: a $((ca1 - ca0)) ticks, b $((cb1 - cb0)) ticks, over $t0 -> $t1 s" \
+        >>/mnt/out/overhead-recorders.txt
     grep VmHWM /proc/$Pa/status | sed 's/^/recorder a peak RSS: /' >>/mnt/out/overhead-recorders.txt
     kill -INT $Pa $Pb; wait $Pa; wait $Pb
     tail -n 2 /tmp/ovh-a.log | head -n 1 >>/mnt/out/overhead-recorders.txt

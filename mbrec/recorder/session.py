@@ -22,7 +22,7 @@ from mbrec.recorder.program import (RINGS, Filters, ProgramConfig, cflags, kprob
 from mbrec.recorder.ringbuf import open_bcc_ring
 
 ANCHOR_INTERVAL = 1.0  # clock anchors, loss counts and the status line
-MAX_SLEEP = 0.05       # between drains: each wake-up costs the traced host a little CPU
+MAX_SLEEP = 0.2        # between drains: each wake-up costs the traced host a little CPU
 MIN_SLEEP = 0.002
 
 
