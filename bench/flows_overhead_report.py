@@ -17,7 +17,9 @@ def flow_seconds(recs) -> float:
     total = 0.0
     for c in np.unique(recs["sock_cookie"]):
         r = recs[recs["sock_cookie"] == c]
-        total += (int(r["ts_ns"].max()) - int(r["established_ns"].min())) / 1e9
+        est = r["established_ns"][r["established_ns"] > 0]  # 0 in records before the handshake
+        start = int(est.min()) if len(est) else int(r["ts_ns"].min())
+        total += (int(r["ts_ns"].max()) - start) / 1e9
     return total
 
 
