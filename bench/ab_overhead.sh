@@ -1,12 +1,15 @@
 #!/bin/sh
 # Recorder overhead on the ab workload, in ONE lab VM boot (run from the host):
-#   mbrec lab run -o OUT -- sh /mnt/src/bench/ab_overhead.sh [REQUESTS] [ROUNDS]
+#   mbrec lab run -o OUT -- sh /mnt/src/bench/ab_overhead.sh [REQUESTS] [ROUNDS] [ATTACH...]
 # apache2 on b, `ab -k -c 10 -n REQUESTS` from a, no injected delay (so the stack, not the
 # network, limits the rate). Rounds alternate: without recording, then with `mbrec record` on
-# a and b (all packet probes). Writes OUT/overhead.jsonl: one line per ab run.
+# a and b (all packet probes), once per ATTACH kind given (default: auto). Writes
+# OUT/overhead.jsonl: one line per ab run.
 set -u
 N=${1:-3000}
 ROUNDS=${2:-3}
+if [ $# -ge 2 ]; then shift 2; else shift $#; fi
+ATTACH=${*:-auto}
 OUT=/mnt/out/overhead.jsonl
 : >$OUT
 head -c 4096 /dev/urandom >/var/www/html/4k.bin
@@ -25,10 +28,11 @@ run_ab() {  # $1 = label
 
 r=0
 while [ $r -lt $ROUNDS ]; do
+  for kind in $ATTACH; do
     run_ab none
     for h in a b; do
         python3 -m mbrec record -o /tmp/ovh-$h.mbrec --force --netns $h --host-name $h --quiet \
-            >/tmp/ovh-$h.log 2>&1 &
+            --attach $kind >/tmp/ovh-$h.log 2>&1 &
         eval "P$h=\$!"
     done
     i=0
@@ -38,17 +42,18 @@ while [ $r -lt $ROUNDS ]; do
     done
     ca0=$(awk '{print $14 + $15}' /proc/$Pa/stat); cb0=$(awk '{print $14 + $15}' /proc/$Pb/stat)
     t0=$(cut -d' ' -f1 /proc/uptime)
-    run_ab record
+    run_ab "record-$kind"
     ca1=$(awk '{print $14 + $15}' /proc/$Pa/stat); cb1=$(awk '{print $14 + $15}' /proc/$Pb/stat)
     t1=$(cut -d' ' -f1 /proc/uptime)
     # user+system CPU of each recorder process during the ab run, in clock ticks (1/100 s)
-    echo "recorders' CPU during ab: a $((ca1 - ca0)) ticks, b $((cb1 - cb0)) ticks, over $t0 -> $t1 s" \
+    echo "$kind: recorders' CPU during ab: a $((ca1 - ca0)) ticks, b $((cb1 - cb0)) ticks, over $t0 -> $t1 s" \
         >>/mnt/out/overhead-recorders.txt
     grep VmHWM /proc/$Pa/status | sed 's/^/recorder a peak RSS: /' >>/mnt/out/overhead-recorders.txt
     kill -INT $Pa $Pb; wait $Pa; wait $Pb
     tail -n 2 /tmp/ovh-a.log | head -n 1 >>/mnt/out/overhead-recorders.txt
     tail -n 2 /tmp/ovh-b.log | head -n 1 >>/mnt/out/overhead-recorders.txt
-    r=$((r + 1))
+  done
+  r=$((r + 1))
 done
 run_ab none
 exit 0
