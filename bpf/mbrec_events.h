@@ -64,6 +64,8 @@
  * TSO/GSO super-segment or a GRO-merged skb is described by its byte range; end_seq - seq is
  * the payload length in sequence space (SYN and FIN count one). At tcp_transmit_skb the TCP
  * header does not exist yet: seq comes from the skb's control block and ack from rcv_nxt.
+ * At skb_copy_datagram_iter seq/end_seq/len are the bytes that one call copied to the
+ * application (a read may take part of an skb, or an skb coalesced from several segments).
  */
 struct mbrec_pkt_event {
 	__u64 ts_ns;       /* bpf_ktime_get_ns(): CLOCK_MONOTONIC */
