@@ -34,6 +34,17 @@ def probe_count(trace, probe):
     return int((trace.events["pkt"]["probe"] == PROBE_IDS[probe]).sum())
 
 
+def skipped_hook(trace, before, after):
+    """Transmissions whose own skb went from `before` straight to `after` in the raw events,
+    skipping the hook between them: the kernel did not run that probe (a BPF program does not run nested in
+    itself on one CPU, e.g. when a softirq sends an ACK during the same probe in process
+    context). Counted from the raw records by skb address, independently of the analyzer."""
+    pkt = np.sort(trace.events["pkt"], order=["skb", "ts_ns"])
+    same = pkt["skb"][1:] == pkt["skb"][:-1]
+    return int((same & (pkt["probe"][:-1] == PROBE_IDS[before])
+                & (pkt["probe"][1:] == PROBE_IDS[after])).sum())
+
+
 def test_every_request_and_response_is_one_turn(hosts):
     completed = int(re.search(r"Complete requests:\s+(\d+)", (AB / "ab.out").read_text())[1])
     a, b = counts(hosts["a"][1]), counts(hosts["b"][1])
@@ -53,8 +64,10 @@ def test_no_frame_or_transmission_left_unpaired(hosts):
         recv_k, send_k = (4, 1) if h == "a" else (2, 3)
         assert c[f"L_NIC_{recv_k}"] == probe_count(trace, "eth_type_trans")
         assert c[f"L_IP_{recv_k}"] == probe_count(trace, "tcp_v4_rcv")
-        assert c[f"L_NIC_{send_k}"] == probe_count(trace, "dev_hard_start_xmit")
-        assert c[f"L_TCP_{send_k}"] == probe_count(trace, "tcp_transmit_skb")
+        assert c[f"L_NIC_{send_k}"] == probe_count(trace, "dev_hard_start_xmit") - skipped_hook(
+            trace, "ip_queue_xmit", "dev_hard_start_xmit")  # skipped dev_queue_xmit
+        assert c[f"L_TCP_{send_k}"] == probe_count(trace, "tcp_transmit_skb") - skipped_hook(
+            trace, "tcp_transmit_skb", "dev_queue_xmit")  # skipped ip_queue_xmit
 
 
 def test_copy_layer_is_exact_and_covers_every_read_skb(hosts):
