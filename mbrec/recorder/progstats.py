@@ -1,0 +1,53 @@
+"""Per-program counters the kernel keeps: missed runs, and run time when BPF stats are on.
+
+A BPF program never runs nested in itself on one CPU: when a softirq sends a packet while the
+same probe runs in process context (fentry), or any BPF program is already running on that CPU
+(kprobe), the kernel skips the program and counts a "recursion miss" in the program's stats.
+Those events never reach the ring buffer, so the ring's drop counter does not see them; reading
+these counters is what keeps such losses from being silent. Seen in the lab: a pure ACK whose
+__ip_queue_xmit probe did not run, in a recording whose rings lost nothing.
+
+The counters come from BPF_OBJ_GET_INFO_BY_FD (struct bpf_prog_info, Linux >= 5.12 for
+recursion_misses). run_time_ns and run_cnt count only while kernel.bpf_stats_enabled is 1.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import struct
+
+SYS_BPF = {"x86_64": 321, "aarch64": 280}.get(os.uname().machine)
+BPF_OBJ_GET_INFO_BY_FD = 15
+# offsets in struct bpf_prog_info (include/uapi/linux/bpf.h; tests/test_recorder_progstats.py
+# checks them against the header): run_time_ns, run_cnt, recursion_misses
+PROG_INFO_SIZE = 232
+RUN_TIME_OFF, RUN_CNT_OFF, MISSES_OFF = 192, 200, 208
+
+
+def prog_counters(fd: int) -> dict[str, int] | None:
+    """{"run_time_ns", "run_cnt", "recursion_misses"} of the program behind fd, or None where
+    the kernel cannot say (no bpf syscall here, or an older kernel's shorter info)."""
+    if SYS_BPF is None:
+        return None
+    libc = ctypes.CDLL(None, use_errno=True)
+    info = ctypes.create_string_buffer(PROG_INFO_SIZE)
+    attr = ctypes.create_string_buffer(struct.pack("<IIQ", fd, PROG_INFO_SIZE,
+                                                   ctypes.addressof(info)))
+    if libc.syscall(SYS_BPF, BPF_OBJ_GET_INFO_BY_FD, attr, len(attr)) != 0:
+        return None
+    _, info_len = struct.unpack_from("<II", attr.raw, 0)
+    if info_len < MISSES_OFF + 8:
+        return None
+    run_time, run_cnt, misses = struct.unpack_from("<QQQ", info.raw, RUN_TIME_OFF)
+    return {"run_time_ns": run_time, "run_cnt": run_cnt, "recursion_misses": misses}
+
+
+def missed_by_probe(prog_fds: dict[str, int]) -> dict[str, int]:
+    """Recursion misses per probe name, summed over that probe's programs."""
+    out: dict[str, int] = {}
+    for probe, fd in prog_fds.items():
+        c = prog_counters(fd)
+        if c is not None:
+            out[probe] = out.get(probe, 0) + c["recursion_misses"]
+    return out
