@@ -147,6 +147,37 @@ def test_two_kernels_are_aligned_from_packets(fixture):
         assert d["interval_width"]["max"] > 0
 
 
+def recorded_flows(fixture: pathlib.Path) -> bool:
+    return "flows" in read_trace(str(fixture / "a.mbrec")).header["options"]["probe_groups"]
+
+
+FLOW_FIXTURES = [f for f in FIXTURES if recorded_flows(f)]
+
+
+@pytest.mark.parametrize("fixture", FLOW_FIXTURES, ids=ids(FLOW_FIXTURES))
+def test_flow_episodes_equal_the_namespaces_own_counters(fixture):
+    """Per host, over the run: fast-recovery entries, retransmission timeouts and retransmitted
+    segments summed over mbrec's flows equal the kernel's nstat counters for the namespace
+    (docs/metrics.md says why these counters count exactly these events)."""
+    from mbrec.recorder import kernel_view as kv
+    for name in traces_of(fixture):
+        host = name.removesuffix(".mbrec")
+        totals = kv.episode_totals(read_trace(str(fixture / name)).events["flow"])
+        before = kv.parse_nstat((fixture / f"nstat-{host}-before.jsonl").read_text())[-1][1]
+        after = kv.parse_nstat((fixture / f"nstat-{host}-after.jsonl").read_text())[-1][1]
+        assert totals == {
+            "fast_recoveries": kv.nstat_delta(before, after, kv.NSTAT_FAST_RECOVERY),
+            "timeouts": kv.nstat_delta(before, after, kv.NSTAT_TIMEOUTS),
+            "total_retrans": kv.nstat_delta(before, after, kv.NSTAT_RETRANS_SEGS)}, host
+
+
+@pytest.mark.parametrize("fixture", with_scenario("lossy"), ids=ids(with_scenario("lossy")))
+def test_random_loss_gives_fast_retransmits(fixture):
+    a = read_trace(str(fixture / "a.mbrec")).events["flow"]
+    from mbrec.recorder import kernel_view as kv
+    assert kv.episode_totals(a)["fast_recoveries"] > 0
+
+
 def saturated_pixels(png: pathlib.Path) -> int:
     """Pixels in colour: data series, never axes, text or grid (black, grey, white)."""
     import matplotlib.image
