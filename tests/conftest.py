@@ -1,5 +1,25 @@
+import os
 import pathlib
 import sys
 
+import pytest
+
 # tests/ helpers (golden.py, ...) import as top-level modules
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
+
+
+def lab_requested(config) -> bool:
+    """Lab VM tests boot QEMU for minutes on a 2-core machine: they run when asked for
+    (`pytest -m lab`, or MBREC_LAB_TESTS=1, which `make test` and CI set)."""
+    expr = (config.option.markexpr or "").replace(" ", "")
+    return os.environ.get("MBREC_LAB_TESTS") == "1" or ("lab" in expr and "notlab" not in expr)
+
+
+def pytest_collection_modifyitems(config, items):
+    if lab_requested(config):
+        return
+    skip = pytest.mark.skip(reason="lab VM test: run with `pytest -m lab` or MBREC_LAB_TESTS=1 "
+                                   "(boots QEMU; minutes under TCG)")
+    for item in items:
+        if item.get_closest_marker("lab"):
+            item.add_marker(skip)
