@@ -23,3 +23,11 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.get_closest_marker("lab"):
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def lab_ab_run(tmp_path_factory):
+    """`mbrec lab run ab` (recording on a and b), booted once for every test that needs it."""
+    from labutil import lab
+    out = tmp_path_factory.mktemp("lab-ab") / "out"
+    return lab("run", "ab", "-o", str(out)), out

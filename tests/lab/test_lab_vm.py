@@ -5,35 +5,13 @@ the reason elsewhere. Under TCG nothing here asserts a timing: counts, structure
 """
 
 import json
-import os
-import shutil
-import subprocess
-import sys
 
 import pytest
-
-from mbrec.lab import image
+from labutil import lab, vm_skip_reason
 
 pytestmark = pytest.mark.lab
-
-
-def _skip_reason():
-    if os.geteuid() != 0:
-        return "the lab needs root"
-    if shutil.which("qemu-system-x86_64") is None:
-        return "qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)"
-    if image.cached_image() is None and shutil.which("debootstrap") is None:
-        return "no cached lab image and no debootstrap to build one (apt-get install debootstrap)"
-    return None
-
-
-if _skip_reason():
-    pytestmark = [pytest.mark.lab, pytest.mark.skip(reason=_skip_reason())]
-
-
-def lab(*args, timeout=1800):
-    return subprocess.run([sys.executable, "-m", "mbrec", "lab", *args], capture_output=True, text=True,
-                          timeout=timeout)
+if vm_skip_reason():
+    pytestmark = [pytest.mark.lab, pytest.mark.skip(reason=vm_skip_reason())]
 
 
 @pytest.fixture(scope="module")
@@ -71,10 +49,8 @@ def test_netem_delay_shows_in_ping_rtt(smoke):
 
 
 @pytest.fixture(scope="module")
-def ab_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("ab") / "out"
-    r = lab("run", "ab", "-o", str(out))
-    return r, out
+def ab_run(lab_ab_run):
+    return lab_ab_run  # one boot shared with tests/lab/test_record_lab.py
 
 
 def test_ab_scenario_writes_its_ground_truth(ab_run):
