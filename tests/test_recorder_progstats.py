@@ -33,7 +33,7 @@ def test_counters_of_a_real_program():
     try:
         c = progstats.prog_counters(fd)
         assert c == {"run_time_ns": 0, "run_cnt": 0, "recursion_misses": 0}
-        assert progstats.missed_by_probe({"x": fd, "y": fd}) == {"x": 0, "y": 0}
+        assert progstats.missed_by_probe({"x": fd, "y": fd}, {}) == {}  # no misses, no entries
     finally:
         os.close(fd)
 
@@ -58,3 +58,19 @@ def test_offsets_match_the_kernel_header(tmp_path):
     assert (run_time, run_cnt, misses) == (progstats.RUN_TIME_OFF, progstats.RUN_CNT_OFF,
                                            progstats.MISSES_OFF)
     assert size >= progstats.PROG_INFO_SIZE
+
+
+def test_programs_are_attributed_to_their_probes():
+    probes = [{"name": "ip_queue_xmit", "function": "__ip_queue_xmit"},
+              {"name": "ip_rcv", "function": "ip_rcv+ip_list_rcv"},
+              {"name": "tcp_retransmit", "function": "tcp:tcp_retransmit_skb"},
+              {"name": "tcp_transmit_skb", "function": "__tcp_transmit_skb"}]
+    got = progstats.program_probes([b"kfunc____ip_queue_xmit", b"mbrec_kp_ip_queue_xmit",
+                                    b"mbrec_kp_ip_list_rcv", b"mbrec_kp_ip_rcv",
+                                    b"mbrec_flow_tp_tcp_retransmit_skb",
+                                    b"kfunc____tcp_transmit_skb", b"unrelated"], probes)
+    assert got == {"kfunc____ip_queue_xmit": "ip_queue_xmit",
+                   "mbrec_kp_ip_queue_xmit": "ip_queue_xmit",
+                   "mbrec_kp_ip_list_rcv": "ip_rcv", "mbrec_kp_ip_rcv": "ip_rcv",
+                   "mbrec_flow_tp_tcp_retransmit_skb": "tcp_retransmit",
+                   "kfunc____tcp_transmit_skb": "tcp_transmit_skb"}

@@ -43,11 +43,32 @@ def prog_counters(fd: int) -> dict[str, int] | None:
     return {"run_time_ns": run_time, "run_cnt": run_cnt, "recursion_misses": misses}
 
 
-def missed_by_probe(prog_fds: dict[str, int]) -> dict[str, int]:
-    """Recursion misses per probe name, summed over that probe's programs."""
+def program_probes(program_names, probes: list[dict]) -> dict[str, str]:
+    """Each loaded BPF program's probe, from the trace header's probe list: a program belongs to
+    the probe whose kernel function (or tracepoint event, or probe name) ends its name, e.g.
+    kfunc____ip_queue_xmit and mbrec_kp_ip_queue_xmit both to ip_queue_xmit."""
+    keys = []
+    for p in probes:
+        for fn in str(p.get("function", "")).split("+"):
+            keys.append((fn.rsplit(":", 1)[-1], p["name"]))
+        keys.append((p["name"], p["name"]))
+    keys.sort(key=lambda k: -len(k[0]))  # the most specific name first
+    out = {}
+    for prog in program_names:
+        name = prog.decode() if isinstance(prog, bytes) else str(prog)
+        for key, probe in keys:
+            if key and name.endswith(key):
+                out[name] = probe
+                break
+    return out
+
+
+def missed_by_probe(prog_fds: dict[str, int], prog_probe: dict[str, str]) -> dict[str, int]:
+    """Recursion misses per probe name, summed over that probe's programs (by program name)."""
     out: dict[str, int] = {}
-    for probe, fd in prog_fds.items():
+    for prog, fd in prog_fds.items():
         c = prog_counters(fd)
-        if c is not None:
+        if c is not None and c["recursion_misses"]:
+            probe = prog_probe.get(prog, prog)
             out[probe] = out.get(probe, 0) + c["recursion_misses"]
     return out

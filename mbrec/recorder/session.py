@@ -19,6 +19,7 @@ from mbrec.recorder.btf import read_offsets
 from mbrec.recorder.probes import GROUPS, choose_attach, header_probes, resolve_all
 from mbrec.recorder.program import (RINGS, Filters, ProgramConfig, cflags, kprobe_attachments,
                                     source_path, source_text)
+from mbrec.recorder.progstats import missed_by_probe, program_probes
 from mbrec.recorder.ringbuf import open_bcc_ring
 
 ANCHOR_INTERVAL = 1.0  # clock anchors, loss counts and the status line
@@ -154,6 +155,8 @@ class Recorder:
             self.rings.append((open_bcc_ring(table, s.dtype.itemsize), s.id))
         self.lost_table = b["mbrec_lost"]
         self.events = 0
+        self.prog_fds: dict[str, int] = {}    # set by watch_programs
+        self.prog_probe: dict[str, str] = {}
 
     def drain(self) -> int:
         n = 0
@@ -169,12 +172,22 @@ class Recorder:
             if not self.drain():
                 return
 
+    def watch_programs(self, probes: list[dict]) -> None:
+        """Also count, as lost, the runs the kernel skipped of every loaded program: a BPF
+        program does not run nested in itself on one CPU (recorder/progstats.py)."""
+        self.prog_fds = {(n.decode() if isinstance(n, bytes) else n): f.fd
+                         for n, f in self.b.funcs.items()}
+        self.prog_probe = program_probes(self.prog_fds, probes)
+
     def lost(self) -> dict[str, int]:
+        """Events lost per probe: ring full (counted in the kernel) plus skipped runs."""
         out = {}
         for pid in self.probe_ids:
             n = int(self.lost_table.sum(self.lost_table.Key(pid)).value)
             if n:
                 out[PROBE_NAMES[pid]] = n
+        for probe, n in missed_by_probe(self.prog_fds, self.prog_probe).items():
+            out[probe] = out.get(probe, 0) + n
         return out
 
     @property
@@ -263,6 +276,7 @@ def record(opts: RecordOptions) -> int:
     header = make_header(options=options, probes=probes, host=opts.host_name)
     writer = TraceWriter(opts.output, header, force=opts.force)
     rec = Recorder(b, writer, sorted(probe_ids), rings)
+    rec.watch_programs(probes)
     return run_loop(opts, b, writer, rec, probes, header["host"], flows)
 
 
