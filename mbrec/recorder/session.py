@@ -179,15 +179,23 @@ class Recorder:
                          for n, f in self.b.funcs.items()}
         self.prog_probe = program_probes(self.prog_fds, probes)
 
-    def lost(self) -> dict[str, int]:
-        """Events lost per probe: ring full (counted in the kernel) plus skipped runs."""
-        out = {}
+    def lost_detail(self) -> dict[str, dict[str, int]]:
+        """Events lost per probe, by cause: the ring was full (counted by the program), or the
+        kernel skipped the program's run (its recursion-miss counter)."""
+        ring = {}
         for pid in self.probe_ids:
             n = int(self.lost_table.sum(self.lost_table.Key(pid)).value)
             if n:
-                out[PROBE_NAMES[pid]] = n
-        for probe, n in missed_by_probe(self.prog_fds, self.prog_probe).items():
-            out[probe] = out.get(probe, 0) + n
+                ring[PROBE_NAMES[pid]] = n
+        return {"ring_full": ring,
+                "program_skipped": missed_by_probe(self.prog_fds, self.prog_probe)}
+
+    def lost(self) -> dict[str, int]:
+        """Events lost per probe, whatever the cause."""
+        out: dict[str, int] = {}
+        for counts in self.lost_detail().values():
+            for probe, n in counts.items():
+                out[probe] = out.get(probe, 0) + n
         return out
 
     @property
@@ -345,6 +353,7 @@ def run_loop(opts, b, writer, rec, probes, host, flows=None) -> int:
                 child_rc = child.wait()
         writer.close(clean=True, lost=lost,
                      extra={"stop_reason": stop["why"] or "error",
+                            "lost_detail": rec.lost_detail(),
                             "records_skipped": sum(r.skipped for r, _ in rec.rings)})
         rec.close()
         b.cleanup()

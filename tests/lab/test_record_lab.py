@@ -91,11 +91,21 @@ def ab(request):
     return r, {h: read_trace(str(out / f"{h}.mbrec")) for h in "ab"}, out
 
 
+def no_ring_losses(t) -> bool:
+    """Nothing lost to a full ring; runs the kernel skipped (a program never runs nested in
+    itself on one CPU) are reported, rare, and all the trace's losses are accounted for."""
+    detail = t.trailer["lost_detail"]
+    skipped = detail["program_skipped"]
+    events = sum(len(r) for r in t.events.values())
+    return (detail["ring_full"] == {} and sum(skipped.values()) <= 0.01 * events
+            and t.lost == t.trailer["lost"] == {k: v for k, v in skipped.items() if v})
+
+
 def test_both_traces_are_clean_with_nothing_lost(ab):
     r, traces, out = ab
     for host, t in traces.items():
         assert t.clean, host
-        assert t.lost == {} and t.trailer["lost"] == {}, (host, t.lost)
+        assert no_ring_losses(t), (host, t.trailer.get("lost_detail"))
         assert t.header["host"] == host
         assert len(t.clocks) >= 2
         assert t.warnings == []
@@ -178,7 +188,7 @@ def test_sigint_stops_cleanly_with_a_summary(signals):
     assert "next: mbrec" in log and "recording on a" in log
     t = read_trace(str(out / "a.mbrec"))
     assert t.clean and t.trailer["stop_reason"] == "SIGINT"
-    assert len(t.events["pkt"]) > 0 and t.lost == {}
+    assert len(t.events["pkt"]) > 0 and no_ring_losses(t)
 
 
 def test_kprobe_attach_fires_every_probe_and_ids_sockets_by_address(signals):
