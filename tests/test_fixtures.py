@@ -178,6 +178,13 @@ def test_random_loss_gives_fast_retransmits(fixture):
     assert kv.episode_totals(a)["fast_recoveries"] > 0
 
 
+@pytest.mark.parametrize("fixture", with_scenario("rto"), ids=ids(with_scenario("rto")))
+def test_a_blackhole_gives_retransmission_timeouts(fixture):
+    from mbrec.recorder import kernel_view as kv
+    a = read_trace(str(fixture / "a.mbrec")).events["flow"]
+    assert kv.episode_totals(a)["timeouts"] > 0
+
+
 def saturated_pixels(png: pathlib.Path) -> int:
     """Pixels in colour: data series, never axes, text or grid (black, grey, white)."""
     import matplotlib.image
