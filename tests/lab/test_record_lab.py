@@ -51,13 +51,14 @@ def data(pkt, probe):
 
 def uncovered(need, have) -> list:
     """Ranges [seq, end_seq) of `need` not covered by the union of the ranges in `have` of the
-    same flow. Sequence numbers are taken relative to the flow's first needed seq (mod 2^32)."""
+    same flow. Sequence numbers are taken relative to 1 GiB before the flow's first needed seq
+    (mod 2^32), so segments that arrived out of order, below the first one, stay in range."""
     misses = []
     nk, hk = flow_keys(need), flow_keys(have)
     for key in np.unique(nk):
         n = need[nk == key]
         h = have[hk == key]
-        base = int(n["seq"][0])
+        base = (int(n["seq"][0]) - (1 << 30)) % (1 << 32)
         rel = lambda a: (a.astype(np.int64) - base) % (1 << 32)  # noqa: E731
         ns, ne = rel(n["seq"]), rel(n["seq"]) + n["len"].astype(np.int64)
         hs, he = rel(h["seq"]), rel(h["seq"]) + h["len"].astype(np.int64)
