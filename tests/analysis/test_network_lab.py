@@ -6,7 +6,7 @@ tests skip. test_lab_run boots the lab itself (minutes under TCG) with MBREC_LAB
 
 Checks (issue 7): on one VM (namespaces, one clock) the alignment is shared and exact; no L_NET
 is below the netem delay of its direction and the fastest frame is close to it; the median sits
-at the netem delay plus the emulated forwarding cost when a `baseline` run is there to measure
+at the netem delay plus the emulated forwarding cost when a `baseline` run of the same VM boot is there to measure
 that cost; aligned from packets alone the interval contains the truth (offset 0, drift 0) and the
 estimate is off by about half the difference of the minimum one-way delays, as theory says. On two VMs: quality accurate, a finite bound width, L_NET never below its interval
 and no interval below zero.
@@ -54,11 +54,13 @@ def _load(d):
     return gt, [read_trace(os.path.join(d, f"{h}.mbrec")) for h in hosts]
 
 
-def _baseline_excess():
-    """Median L_NET per direction in a `baseline` run (nothing injected), if one was recorded."""
+def _baseline_excess(boot_id: str):
+    """Median L_NET per direction in a `baseline` run (nothing injected) of the same VM boot, if
+    one was recorded: TCG's forwarding cost follows the machine's load, so a baseline from
+    another boot (another time) says nothing about this run's median."""
     for d in RUNS:
         gt, traces = _load(d)
-        if gt.get("scenario") == "baseline":
+        if gt.get("scenario") == "baseline" and traces[0].header.get("boot_id") == boot_id:
             al = clock.align(traces)
             res = network.analyze_network(traces, al)
             return {(p.a, p.b): (np.nanmedian(p.ab.value), np.nanmedian(p.ba.value))
@@ -71,7 +73,7 @@ def check_shared_clock_run(gt, traces):
     res = network.analyze_network(traces, al)
     assert al.pairs and all(p.method == "shared" for p in al.pairs.values())
     net = gt["configured"]["network"]
-    base = _baseline_excess()
+    base = _baseline_excess(traces[0].header.get("boot_id"))
     for p in res.pairs:
         for d in (p.ab, p.ba):
             key = f"{d.src}->{d.dst}"

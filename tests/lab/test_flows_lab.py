@@ -17,13 +17,13 @@ Run one scenario's checks on an existing output folder with MBREC_FLOWS_LAB_OUT=
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from labutil import vm_skip_reason
 
 from mbrec.events import CONSTANTS
 from mbrec.recorder import kernel_view as kv
@@ -39,16 +39,9 @@ NEW_SYN_RECV = 12  # TCP_NEW_SYN_RECV
 
 
 def _skip_reason():
-    if os.environ.get("MBREC_FLOWS_LAB_OUT"):
+    if os.environ.get("MBREC_FLOWS_LAB_OUT"):  # checks an earlier run's output: no VM needed
         return None
-    if os.geteuid() != 0:
-        return "the lab needs root"
-    if shutil.which("qemu-system-x86_64") is None:
-        return "qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)"
-    from mbrec.lab import image
-    if image.cached_image() is None and shutil.which("debootstrap") is None:
-        return "no cached lab image and no debootstrap to build one (apt-get install debootstrap)"
-    return None
+    return vm_skip_reason()
 
 
 if _skip_reason():
