@@ -16,7 +16,7 @@ import os
 import numpy as np
 
 from mbrec.analysis.packets import _mix, _words
-from mbrec.trace.reader import Trace, TraceReader
+from mbrec.trace.reader import Trace, TraceMeta, TraceReader
 
 
 def partition_of(recs: np.ndarray, parts: int) -> np.ndarray:
@@ -41,10 +41,9 @@ def split_traces(paths: list[str], parts: int, workdir: str, progress=None) -> l
         files: dict = {}
         dtypes: dict = {}
         counts: dict = {}
-        clocks, notes, lost, trailer = [], [], {}, None
+        meta = TraceMeta()
         for obj in reader.objects():
-            kind = obj["t"]
-            if kind == "events":
+            if obj["t"] == "events":
                 batch = reader.batches(obj)
                 if batch is None:
                     continue
@@ -63,24 +62,13 @@ def split_traces(paths: list[str], parts: int, workdir: str, progress=None) -> l
                     with open(files[key], "ab") as f:
                         f.write(recs[sel].tobytes())
                     counts[key] = counts.get(key, 0) + len(sel)
-            elif kind == "clock":
-                clocks.append(obj)
-            elif kind == "lost" and isinstance(obj.get("counts"), dict):
-                lost = {str(k): int(v) for k, v in obj["counts"].items()}
-            elif kind == "trailer":
-                trailer = obj
-                if isinstance(obj.get("lost"), dict):
-                    lost = {str(k): int(v) for k, v in obj["lost"].items()}
-            elif kind == "note":
-                notes.append(obj)
+            else:
+                meta.take(obj)
         for name, dtype in reader.schemas.values():
             dtypes.setdefault(name, dtype)
-        warnings = list(reader.warnings)
-        if trailer is None:
-            warnings.append(f"{path}: no trailer: the recording did not stop cleanly "
-                            "(killed?); everything up to the last complete frame was read")
-        metas.append({"path": reader.path, "header": reader.header, "clocks": clocks,
-                      "lost": lost, "trailer": trailer, "notes": notes, "warnings": warnings,
+        metas.append({"path": reader.path, "header": reader.header, "clocks": meta.clocks,
+                      "lost": meta.lost, "trailer": meta.trailer, "notes": meta.notes,
+                      "warnings": meta.warnings(reader),
                       "file_size": reader.file_size, "bytes_lost": reader.bytes_lost,
                       "files": files, "dtypes": dtypes, "counts": counts})
     return metas

@@ -227,35 +227,55 @@ class TraceReader:
         return name, np.frombuffer(data, dtype=dtype)
 
 
+@dataclass
+class TraceMeta:
+    """What a trace says besides its events: clock anchors, losses, notes, trailer."""
+
+    clocks: list[dict] = field(default_factory=list)
+    notes: list[dict] = field(default_factory=list)
+    lost: dict[str, int] = field(default_factory=dict)
+    trailer: dict | None = None
+
+    def take(self, obj: dict) -> None:
+        """Keep one non-event object (others are ignored, as the format asks)."""
+        kind = obj["t"]
+        if kind == "clock":
+            self.clocks.append(obj)
+        elif kind == "lost" and isinstance(obj.get("counts"), dict):
+            self.lost = {str(k): int(v) for k, v in obj["counts"].items()}  # cumulative
+        elif kind == "trailer":
+            self.trailer = obj
+            if isinstance(obj.get("lost"), dict):
+                self.lost = {str(k): int(v) for k, v in obj["lost"].items()}
+        elif kind == "note":
+            self.notes.append(obj)
+
+    def warnings(self, reader: TraceReader) -> list[str]:
+        out = list(reader.warnings)
+        if self.trailer is None:
+            out.append(f"{reader.path}: no trailer: the recording did not stop cleanly "
+                       "(killed?); everything up to the last complete frame was read")
+        return out
+
+
 def read_trace(path: str) -> Trace:
     """Read a whole trace into memory, one array per event type."""
     reader = TraceReader(path)
     parts: dict[str, list[np.ndarray]] = {}
-    clocks, notes, lost, trailer = [], [], {}, None
+    meta = TraceMeta()
     for obj in reader.objects():
-        kind = obj["t"]
-        if kind == "events":
+        if obj["t"] == "events":
             batch = reader.batches(obj)
             if batch is not None:
                 parts.setdefault(batch[0], []).append(batch[1])
-        elif kind == "clock":
-            clocks.append(obj)
-        elif kind == "lost" and isinstance(obj.get("counts"), dict):
-            lost = {str(k): int(v) for k, v in obj["counts"].items()}  # cumulative
-        elif kind == "trailer":
-            trailer = obj
-            if isinstance(obj.get("lost"), dict):
-                lost = {str(k): int(v) for k, v in obj["lost"].items()}
-        elif kind == "note":
-            notes.append(obj)
+        else:
+            meta.take(obj)
     events = {}
     for name, dtype in reader.schemas.values():
         arrays = parts.get(name, [])
         events[name] = (np.concatenate(arrays) if len(arrays) > 1 else
                         arrays[0] if arrays else np.empty(0, dtype=dtype))
-    if trailer is None:
-        reader.warnings.append(f"{path}: no trailer: the recording did not stop cleanly "
-                               "(killed?); everything up to the last complete frame was read")
-    return Trace(path=reader.path, header=reader.header, events=events, clocks=clocks,
-                 lost=lost, trailer=trailer, notes=notes, warnings=reader.warnings,
-                 file_size=reader.file_size, bytes_lost=reader.bytes_lost)
+    return Trace(path=reader.path, header=reader.header, events=events, clocks=meta.clocks,
+                 lost=meta.lost, trailer=meta.trailer, notes=meta.notes,
+                 warnings=meta.warnings(reader), file_size=reader.file_size,
+                 bytes_lost=reader.bytes_lost)
