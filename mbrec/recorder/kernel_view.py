@@ -252,12 +252,20 @@ def episode_totals(recs: np.ndarray) -> dict[str, int]:
             "total_retrans": int(f["total_retrans"].sum())}
 
 
+def in_socket_context(recs: np.ndarray) -> np.ndarray:
+    """Records taken inside the kernel's own processing of the socket (per ACK, state change,
+    close), where its fields are consistent with each other. Periodic and stop snapshots are
+    read from user space's timer program while another CPU may be updating the socket, so one
+    of them can hold fields from either side of an update (seen once in 6,500 records)."""
+    return ~np.isin(recs["reason"], [PERIODIC, CONSTANTS["MBREC_FLOW_STOP"]])
+
+
 def rtt_estimator_residuals(recs: np.ndarray) -> np.ndarray:
     """For consecutive per-ACK records of one flow that took exactly one RTT sample m between
     them: srtt_after - (7/8 srtt_before + m/8), in us. The kernel's estimator does exactly this
     on srtt<<3 (tcp_rtt_estimator), so with raw samples the residual is within rounding (|r| <
     2 us); with smoothed values in place of samples it would not be."""
-    out = []
+    recs = recs[in_socket_context(recs)]
     order = np.lexsort((recs["ts_ns"], recs["sock_cookie"]))
     r = recs[order]
     same = r["sock_cookie"][1:] == r["sock_cookie"][:-1]
