@@ -84,28 +84,23 @@ def packet_lines(host, clocks: list[dict]) -> list[tuple[int, str]]:
         f = rows["flow"][idx].tolist()
         loc = local[idx].tolist()
         seq, ack = rows["seq"][idx].tolist(), rows["ack"][idx].tolist()
-        if direction == 0:  # send: tcp_transmit_skb, ip_queue_xmit, dev_queue_xmit, driver
-            wall = wall_seconds(t[:, 3], clocks).tolist()
-            total, qdisc = _us(t[:, 3] - t[:, 0]), _us(t[:, 3] - t[:, 2])
-            ip, tcp = _us(t[:, 2] - t[:, 1]), _us(t[:, 1] - t[:, 0])
-            for k in range(len(idx)):
-                me = ep0[f[k]] if loc[k] == 0 else ep1[f[k]]
-                peer = ep1[f[k]] if loc[k] == 0 else ep0[f[k]]
-                out.append((int(t[k, 3]),
-                            f"1 {me:<20} -> {me:<20} -> {peer:<20} {seq[k]:<12} {ack[k]:<12} "
-                            f"{wall[k]:<20f} {total[k]:<10} {qdisc[k]:<10} {ip[k]:<10} "
-                            f"{tcp[k]:<10}"))
-        else:  # receive: eth_type_trans, ip_rcv, tcp_v4_rcv, skb_copy_datagram_iter
-            wall = wall_seconds(t[:, 0], clocks).tolist()
-            total, mac = _us(t[:, 3] - t[:, 0]), _us(t[:, 1] - t[:, 0])
-            ip, tcp = _us(t[:, 2] - t[:, 1]), _us(t[:, 3] - t[:, 2])
-            for k in range(len(idx)):
-                me = ep0[f[k]] if loc[k] == 0 else ep1[f[k]]
-                peer = ep1[f[k]] if loc[k] == 0 else ep0[f[k]]
-                out.append((int(t[k, 0]),
-                            f"2 {peer:<20} -> {me:<20} {seq[k]:<12} {ack[k]:<12} "
-                            f"{wall[k]:<20f} {total[k]:<10} {mac[k]:<10} {ip[k]:<10} "
-                            f"{tcp[k]:<10}"))
+        # send: tcp_transmit_skb, ip_queue_xmit, dev_queue_xmit, driver; ABS at the driver,
+        # then TOTAL QDISC IP TCP. receive: eth_type_trans, ip_rcv, tcp_v4_rcv, copy; ABS at
+        # eth_type_trans, then TOTAL MAC IP TCP. Layers are differences of adjacent hooks.
+        at = 3 if direction == 0 else 0
+        total = _us(t[:, 3] - t[:, 0])
+        layers = ([t[:, 3] - t[:, 2], t[:, 2] - t[:, 1], t[:, 1] - t[:, 0]] if direction == 0
+                  else [t[:, 1] - t[:, 0], t[:, 2] - t[:, 1], t[:, 3] - t[:, 2]])
+        l1, l2, l3 = (_us(x) for x in layers)
+        wall = wall_seconds(t[:, at], clocks).tolist()
+        for k in range(len(idx)):
+            me = ep0[f[k]] if loc[k] == 0 else ep1[f[k]]
+            peer = ep1[f[k]] if loc[k] == 0 else ep0[f[k]]
+            tuple_ = (f"1 {me:<20} -> {me:<20} -> {peer:<20}" if direction == 0
+                      else f"2 {peer:<20} -> {me:<20}")
+            out.append((int(t[k, at]),
+                        f"{tuple_} {seq[k]:<12} {ack[k]:<12} {wall[k]:<20f} {total[k]:<10} "
+                        f"{l1[k]:<10} {l2[k]:<10} {l3[k]:<10}"))
     out.extend(_app_lines(host, ep0, ep1))
     return out
 

@@ -60,20 +60,32 @@ def merged(readers):
             yield chunks, np.argsort(ts, kind="stable"), owner, pos
 
 
-def _flow_mask(recs, flow: str) -> np.ndarray:
-    """Records whose either endpoint matches ADDR, :PORT or ADDR:PORT."""
-    from mbrec.render import addr_strings
+def _parse_flow(flow: str) -> tuple[np.ndarray | None, int | None]:
+    """--flow ADDR, :PORT or ADDR:PORT as (16-byte address field or None, port or None)."""
+    import ipaddress
     addr, _, port = flow.rpartition(":") if ":" in flow else (flow, "", "")
-    mask = np.ones(len(recs), dtype=bool)
-    ends = [(recs["saddr"], recs["sport"]), (recs["daddr"], recs["dport"])]
-    hit = np.zeros(len(recs), dtype=bool)
-    for a, p in ends:
-        m = mask.copy()
-        if port:
-            m &= p == int(port)
+    try:
+        field = None
         if addr:
-            m &= np.array([s.strip("[]") == addr.strip("[]")
-                           for s in addr_strings(a, recs["family"])], dtype=bool)
+            packed = ipaddress.ip_address(addr.strip("[]")).packed
+            field = np.zeros(16, dtype=np.uint8)
+            field[:len(packed)] = np.frombuffer(packed, dtype=np.uint8)
+        return field, (int(port) if port else None)
+    except ValueError:
+        raise MbrecError(f"--flow {flow!r}: expected ADDR, :PORT or ADDR:PORT, e.g. "
+                         "10.0.0.2:80 or [::1]:80") from None
+
+
+def _flow_mask(recs, flow: tuple[np.ndarray | None, int | None]) -> np.ndarray:
+    """Records whose either endpoint matches the parsed --flow, compared as raw fields."""
+    addr, port = flow
+    hit = np.zeros(len(recs), dtype=bool)
+    for a, p in ((recs["saddr"], recs["sport"]), (recs["daddr"], recs["dport"])):
+        m = np.ones(len(recs), dtype=bool)
+        if port is not None:
+            m &= p == port
+        if addr is not None:
+            m &= (a == addr).all(axis=1)
         hit |= m
     return hit
 
@@ -113,6 +125,7 @@ def command(files, fmt, types, flow, time_spec):
         raise MbrecError(f"--type {sorted(unknown)[0]!r} is not an event type or probe; use "
                          f"one of pkt, sock, flow, tcp, {', '.join(sorted(PROBE_IDS))}")
     window = _parse_time(time_spec) if time_spec else None
+    flow = _parse_flow(flow) if flow else None
     t0 = None
     for chunks, order, owner, pos in merged(readers):
         if t0 is None:
