@@ -2,13 +2,13 @@
 scenario runner starts one recorder per host, two BCC compiles that a loaded machine may not
 finish in its ready timeout). Run in the guest with the `flows` network:
 
-    mbrec lab run flows -o OUT -- python3 /mnt/src/bench/flows_check.py
+    mbrec lab run flows -o OUT -- python3 /mnt/src/bench/flows_check.py [RECORD ARGS, e.g. --attach kprobe]
 
 Phase 1: the `flows` workload (2 connections, 2 MB with 2% loss, 300 kB back, 30 s idle:
 ss runs every few seconds under a loaded TCG, so the idle time must cover several).
 Phase 2: one 3 MB transfer with a 3 s blackhole both ways (retransmission timeouts).
 Writes OUT/all.mbrec, OUT/netns.json and the ss/nstat files in the lab's format, so
-tests/lab/test_flows_lab.py can check them: MBREC_FLOWS_LAB_OUT=OUT MBREC_FLOWS_LAB_SCENARIO=flows.
+tests/test_flow_metrics.py can check them: MBREC_FLOWS_LAB_OUT=OUT MBREC_FLOWS_LAB_SCENARIO=flows.
 """
 
 import json
@@ -47,7 +47,8 @@ def main():
     server = subprocess.Popen(["ip", "netns", "exec", "b", sys.executable, "-m", "mbrec.lab.flowpeer",
                                "serve", "9000"])
     rec = subprocess.Popen([sys.executable, "-m", "mbrec", "record", "-o", "/tmp/all.mbrec", "--probes",
-                            "flows", "--netns", "a", "--netns", "b", "--flow-interval", "0.5", "--quiet"],
+                            "flows", "--netns", "a", "--netns", "b", "--flow-interval", "0.5", "--quiet",
+                            *sys.argv[1:]],
                            stdout=open(f"{OUT}/record.log", "w"), stderr=subprocess.STDOUT)
     t0 = time.monotonic()
     while not (os.path.exists("/tmp/all.mbrec") and os.path.getsize("/tmp/all.mbrec") > 0):

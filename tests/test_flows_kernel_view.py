@@ -124,3 +124,54 @@ def test_rtt_residuals_tell_raw_samples_from_smoothed_ones():
     assert np.abs(kv.rtt_estimator_residuals(recs)).max() < 2
     recs["rtt_sum_us"] = np.cumsum(recs["srtt_us"])  # MicroBPF's "sum": smoothed values
     assert np.abs(kv.rtt_estimator_residuals(recs)).max() > 50
+
+
+NO_EVENTS = np.zeros(0, dtype=[("cookie", "<u8"), ("ts", "<u8")])
+
+
+def busy_window(**between):
+    """Established flow, ACK records on both sides of the read and one between."""
+    recs = np.concatenate([flow_rec(500), flow_rec(2000, **between), flow_rec(3500)])
+    recs["reason"], recs["state"] = kv.ACK, kv.TCP_ESTABLISHED
+    return recs
+
+
+def test_every_ack_recorded_pins_the_ack_driven_fields_in_a_busy_window():
+    ss = kv.parse_ss(SS)[:1]
+    checks = kv.compare_ss(ss, busy_window(packets_out=5), {1000: 3000}, NO_EVENTS, NO_EVENTS,
+                           every_ack=True)
+    pinned = {c.metric for c in checks if c.kind == "pinned"}
+    assert pinned == set(kv.ACK_PINNED_FIELDS)  # not unacked, notsent, ...: sends change them
+    assert all(c.ok for c in checks)
+    # thinned ACK records (--flow-sample N > 1) pin nothing
+    checks = kv.compare_ss(ss, busy_window(), {1000: 3000}, NO_EVENTS, NO_EVENTS, every_ack=False)
+    assert {c.kind for c in checks} == {"bracket"}
+
+
+def test_a_pinned_value_that_differs_from_ss_fails():
+    ss = kv.parse_ss(SS)[:1]
+    recs = busy_window()
+    recs["snd_wnd"] = 1000
+    bad = [c for c in kv.compare_ss(ss, recs, {1000: 3000}, NO_EVENTS, NO_EVENTS, every_ack=True)
+           if not c.ok]
+    assert [(c.metric, c.kind) for c in bad] == [("snd_wnd", "pinned")]
+
+
+def test_a_loss_event_unpins_cwnd_and_ssthresh_only():
+    ss = kv.parse_ss(SS)[:1]
+    loss = np.array([(7, 2500)], dtype=NO_EVENTS.dtype)  # a retransmission between the records
+    checks = kv.compare_ss(ss, busy_window(), {1000: 3000}, loss, loss, every_ack=True)
+    pinned = {c.metric for c in checks if c.kind == "pinned"}
+    assert pinned == set(kv.ACK_PINNED_FIELDS) - set(kv.LOSS_FIELDS)
+
+
+def test_a_flow_closing_before_the_next_stamp_is_bracketed_by_its_close_record():
+    ss = kv.parse_ss(SS)[:1]
+    recs = np.concatenate([flow_rec(500), flow_rec(2000, bytes_sent=6000)])
+    recs["reason"] = [kv.PERIODIC, kv.CLOSE]
+    recs["state"] = kv.TCP_ESTABLISHED
+    checks = kv.compare_ss(ss, recs, {1000: 9000})  # the next stamp comes after the close
+    assert {c.metric for c in checks if c.kind == "bracket"} == set(kv.COUNTER_FIELDS)
+    assert all(c.ok for c in checks)
+    recs["reason"][1] = kv.PERIODIC  # no record past ESTABLISHED: the read may be after it
+    assert kv.compare_ss(ss, recs, {1000: 9000}) == []

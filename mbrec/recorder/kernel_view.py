@@ -9,6 +9,13 @@ after its time stamp (docs/metrics.md, "Checked against the kernel"):
 - every other field is compared exactly when the flow was quiet around the ss read: between
   those two records no ACK, state or close record and no tcp or sock event (periodic records
   only), and every record from the one to the other agrees on the field;
+- fields that only ACK processing changes (ACK_PINNED_FIELDS: the peer's window, MSS, the RTT
+  estimator, and cwnd and ssthresh when no retransmission, timeout or recovery (tcp events)
+  lies between) are also compared exactly in a busy window of an established flow when every
+  ACK was recorded (--flow-sample 1): if the per-ACK records on both sides of the read, and
+  all between, hold one value, no ACK changed it and nothing else did;
+- ss saw an established flow before its first record past ESTABLISHED (or its close record):
+  that record closes the window when the flow ends before the next ss stamp;
 - per namespace, the recorded episode counters sum to the nstat counter deltas over the run.
 """
 
@@ -24,6 +31,11 @@ import numpy as np
 from mbrec.events import CONSTANTS
 
 PERIODIC = CONSTANTS["MBREC_FLOW_PERIODIC"]
+ACK = CONSTANTS["MBREC_FLOW_ACK"]
+CLOSE = CONSTANTS["MBREC_FLOW_CLOSE"]
+TCP_ESTABLISHED = 1
+# FIN_WAIT1, FIN_WAIT2, TIME_WAIT, CLOSE, CLOSE_WAIT, LAST_ACK, CLOSING (include/net/tcp_states.h)
+TCP_PAST_ESTABLISHED = (4, 5, 6, 7, 8, 9, 11)
 TCP_INFINITE_SSTHRESH = 0x7FFFFFFF
 _SERVICES = {"http": 80, "https": 443, "ssh": 22}
 
@@ -34,6 +46,11 @@ EXACT_FIELDS = {
     "sacked": "sacked_out", "notsent": "app_wqueue", "ssthresh": "snd_ssthresh",
     "packets_in_flight": "packets_in_flight",
 }
+# Of those, the fields only ACK processing (tcp_ack, whose exit is recorded) changes, once the
+# connection is established: pinned by equal per-ACK records around a busy read. cwnd and
+# ssthresh also change on loss (retransmit timer, recovery entry), which emit tcp events.
+ACK_PINNED_FIELDS = ("cwnd", "ssthresh", "mss", "advmss", "snd_wnd", "rtt", "rttvar", "minrtt")
+LOSS_FIELDS = ("cwnd", "ssthresh")  # pinned only when no tcp event lies between the records
 # ss field -> flow record field: counters, bracketed by the records around the read.
 COUNTER_FIELDS = {
     "bytes_sent": "bytes_sent", "bytes_acked": "bytes_acked",
@@ -168,19 +185,22 @@ class Check:
     metric: str       # ss field
     flow: tuple
     stamp_ns: int
-    kind: str         # "exact" or "bracket"
+    kind: str         # "exact" (quiet window), "pinned" (equal per-ACK records) or "bracket"
     ss: float
     ours: tuple       # the record values used
     ok: bool
 
 
 def compare_ss(entries: list[SsEntry], recs: np.ndarray, next_stamp: dict[int, int],
-               other_ts: np.ndarray | None = None) -> list[Check]:
+               other_ts: np.ndarray | None = None, tcp_ts: np.ndarray | None = None,
+               every_ack: bool = False) -> list[Check]:
     """Every check that ss and the flow records allow (see the module doc).
 
     recs: one host's flow records (any reason); next_stamp: ss stamp -> the next stamp (the
     read happened before it); other_ts: (cookie, ts) pairs of tcp and sock events, which also
-    mark a window as busy, as do ACK, state and close records (periodic ones do not).
+    mark a window as busy, as do ACK, state and close records (periodic ones do not);
+    tcp_ts: (cookie, ts) of the tcp events alone, and every_ack: the trace holds a record of
+    every ACK (flow_sample 1): both together allow the ACK-pinned comparisons in busy windows.
     """
     checks: list[Check] = []
     if len(recs) == 0:
@@ -199,6 +219,15 @@ def compare_ss(entries: list[SsEntry], recs: np.ndarray, next_stamp: dict[int, i
         order = np.argsort(ts, kind="stable")
         idx, ts = idx[order], ts[order]
         end = next_stamp.get(e.stamp_ns, e.stamp_ns + 5_000_000_000)
+        if e.state == "ESTAB":
+            # ss saw the flow established, so it read before the flow's first record past
+            # ESTABLISHED (TCP never returns to it): a flow closing before the next stamp
+            # still has a record after the read
+            states = recs["state"][idx]
+            past = np.flatnonzero((ts > e.stamp_ns) & (np.isin(states, TCP_PAST_ESTABLISHED)
+                                                       | (recs["reason"][idx] == CLOSE)))
+            if len(past):
+                end = min(end, int(ts[past[0]]))
         b = np.searchsorted(ts, e.stamp_ns, side="right") - 1
         a = np.searchsorted(ts, end, side="left")
         if b < 0 or a >= len(ts):
@@ -210,28 +239,42 @@ def compare_ss(entries: list[SsEntry], recs: np.ndarray, next_stamp: dict[int, i
         window = recs[idx[b:a + 1]]
         quiet = bool(np.all(between["reason"] == PERIODIC))
         if quiet and other_ts is not None and len(other_ts):
-            mine = other_ts[other_ts["cookie"] == before["sock_cookie"]]["ts"]
-            quiet = not np.any((mine > before["ts_ns"]) & (mine < after["ts_ns"]))
+            quiet = not _events_between(other_ts, before, after)
+        # busy, but every ACK recorded and nothing else changing the ACK-pinned fields
+        pinned = quiet or (every_ack and tcp_ts is not None
+                           and bool(np.all(np.isin(between["reason"], [PERIODIC, ACK])))
+                           and int(before["state"]) == TCP_ESTABLISHED)
+        loss_free = quiet or (tcp_ts is not None and not _events_between(tcp_ts, before, after))
         for ssf, rf in COUNTER_FIELDS.items():
             v = e.info[ssf]
             checks.append(Check(ssf, k, e.stamp_ns, "bracket", v,
                                 (int(before[rf]), int(after[rf])),
                                 int(before[rf]) <= v <= int(after[rf])))
-        if not quiet:
+        if not pinned:
             continue
         for ssf, rf in EXACT_FIELDS.items():
             if ssf not in e.info or np.any(window[rf] != before[rf]):
                 continue
+            if not quiet and (ssf not in ACK_PINNED_FIELDS or (ssf in LOSS_FIELDS and not loss_free)):
+                continue
             v = e.info[ssf]
-            checks.append(Check(ssf, k, e.stamp_ns, "exact", v, (int(before[rf]),),
+            checks.append(Check(ssf, k, e.stamp_ns, "exact" if quiet else "pinned", v, (int(before[rf]),),
                                 v == int(before[rf])))
         for ssf, rf in MS_FIELDS.items():
             if ssf not in e.info or np.any(window[rf] != before[rf]):
                 continue
+            if not quiet and ssf not in ACK_PINNED_FIELDS:
+                continue
             v = e.info[ssf]
-            checks.append(Check(ssf, k, e.stamp_ns, "exact", v, (int(before[rf]),),
+            checks.append(Check(ssf, k, e.stamp_ns, "exact" if quiet else "pinned", v, (int(before[rf]),),
                                 ms_matches(v, int(before[rf]))))
     return checks
+
+
+def _events_between(events: np.ndarray, before, after) -> bool:
+    """Whether any (cookie, ts) event of before's socket lies strictly between the records."""
+    mine = events[events["cookie"] == before["sock_cookie"]]["ts"]
+    return bool(np.any((mine > before["ts_ns"]) & (mine < after["ts_ns"])))
 
 
 def final_records(recs: np.ndarray) -> np.ndarray:
