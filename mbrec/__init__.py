@@ -1,3 +1,3 @@
 """mbrec: record kernel TCP/IP events on every host, analyse them offline."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -10,6 +10,9 @@ import math
 
 FLOAT_RTOL = 1e-6
 FLOAT_ATOL = 1e-9
+# Which mbrec wrote a report (or recorded its traces) is provenance, not a result: a release
+# must not invalidate every golden report.
+PROVENANCE = frozenset({"mbrec_version"})
 
 
 def differences(actual, expected, path: str = "$", rtol: float = FLOAT_RTOL,
@@ -21,7 +24,7 @@ def differences(actual, expected, path: str = "$", rtol: float = FLOAT_RTOL,
         out = [f"{path}.{k}: missing" for k in expected if k not in actual]
         out += [f"{path}.{k}: unexpected" for k in actual if k not in expected]
         for k in expected:
-            if k in actual:
+            if k in actual and k not in PROVENANCE:
                 out += differences(actual[k], expected[k], f"{path}.{k}", rtol, atol)
         return out
     if isinstance(expected, list):

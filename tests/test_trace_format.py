@@ -1,4 +1,4 @@
-"""Trace format v1: round trips, truncation, corruption, fuzzing, and the CLI's error paths."""
+"""Trace format (v2, reading v1 too): round trips, sequence deltas, truncation, corruption, fuzzing, and the CLI's error paths."""
 
 import os
 import signal
@@ -47,6 +47,60 @@ def test_round_trip_every_field_of_every_schema(tmp_path):
     assert trace.trailer["events"] == {SCHEMA_BY_NAME[n].id: len(r) for n, r in events.items()}
     assert len(trace.clocks) == 2  # at open and at close
     assert trace.header["format_version"] == FORMAT_VERSION
+
+
+def test_sequence_ranges_are_stored_as_deltas_and_restored_exactly(tmp_path):
+    pkt = random_records("pkt", 1000, seed=5)
+    pkt["seq"][:10] = 2**32 - 5  # a range that wraps around the sequence space
+    pkt["end_seq"] = pkt["seq"] + np.arange(1000, dtype=np.uint32) % 1449
+    sock = random_records("sock", 100, seed=6)
+    before = pkt.copy()
+    path = write_trace(str(tmp_path / "d.mbrec"), {"pkt": pkt, "sock": sock})
+    np.testing.assert_array_equal(pkt, before)  # the caller's records are left alone
+    trace = read_trace(path)
+    np.testing.assert_array_equal(trace.events["pkt"], pkt)
+    np.testing.assert_array_equal(trace.events["sock"], sock)
+    # on disk: the stored end_seq is the segment's length in sequence space
+    reader = TraceReader(path)
+    stored = [o for o in reader.objects() if o.get("t") == "events" and o["s"] == SCHEMA_BY_NAME["pkt"].id]
+    assert stored[0]["d"] == [["end_seq", "seq"]]
+    raw = np.frombuffer(stored[0]["data"], dtype=pkt.dtype)
+    np.testing.assert_array_equal(raw["end_seq"], np.arange(len(raw), dtype=np.uint32) % 1449)
+
+
+def test_an_owned_batch_is_encoded_in_place_and_still_read_back(tmp_path):
+    pkt = random_records("pkt", 200, seed=7)
+    batch = pkt.view(np.uint8).reshape(len(pkt), -1).copy()  # as the ring drain hands it over
+    path = str(tmp_path / "o.mbrec")
+    with TraceWriter(path, make_header()) as w:
+        w.write_events(SCHEMA_BY_NAME["pkt"].id, batch, len(pkt), owned=True)
+    np.testing.assert_array_equal(read_trace(path).events["pkt"], pkt)
+
+
+def test_a_batch_with_a_bad_delta_is_skipped_with_a_warning(tmp_path):
+    pkt = random_records("pkt", 10, seed=8)
+    path = tmp_path / "bad.mbrec"
+    with TraceWriter(str(path), make_header()) as w:
+        w.write_object({"t": "events", "s": SCHEMA_BY_NAME["pkt"].id, "n": 10,
+                        "d": [["end_seq", "no_such_field"]], "data": pkt.tobytes()})
+        w.write_events(SCHEMA_BY_NAME["pkt"].id, pkt)
+    trace = read_trace(str(path))
+    assert len(trace.events["pkt"]) == 10
+    assert any("damaged event batch" in m for m in trace.warnings)
+
+
+def test_format_v1_files_are_still_read(tmp_path):
+    path = tmp_path / "v1.mbrec"
+    pkt = random_records("pkt", 50, seed=9)
+    header = make_header()
+    header["format_version"] = 1
+    with TraceWriter(str(path), header) as w:  # v1 wrote records as they are, no "d"
+        w.write_object({"t": "events", "s": SCHEMA_BY_NAME["pkt"].id, "n": 50, "data": pkt.tobytes()})
+    data = path.read_bytes().replace(signature(FORMAT_VERSION), signature(1), 1)
+    path.write_bytes(data)
+    trace = read_trace(str(path))
+    assert trace.header["format_version"] == 1
+    np.testing.assert_array_equal(trace.events["pkt"], pkt)
 
 
 def test_objects_keep_their_order_and_notes_survive(tmp_path):

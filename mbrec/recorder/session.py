@@ -162,7 +162,7 @@ class Recorder:
         n = 0
         for ring, schema_id in self.rings:
             for batch in ring.drain():
-                self.writer.write_events(schema_id, batch, len(batch))
+                self.writer.write_events(schema_id, batch, len(batch), owned=True)
                 n += len(batch)
         self.events += n
         return n

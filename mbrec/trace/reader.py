@@ -221,10 +221,16 @@ class TraceReader:
             count, data = int(obj["n"]), obj["data"]
             if not isinstance(data, bytes) or len(data) != count * dtype.itemsize:
                 raise ValueError("size mismatch")
+            records = np.frombuffer(data, dtype=dtype)
+            deltas = obj.get("d")
+            if deltas:  # v2: fields stored as differences from another field
+                records = records.copy()
+                for f, base in deltas:
+                    records[f] += records[base]
         except Exception:
             self.warnings.append(f"{self.path}: skipped a damaged event batch")
             return None
-        return name, np.frombuffer(data, dtype=dtype)
+        return name, records
 
 
 @dataclass

@@ -10,7 +10,8 @@ import numpy as np
 import zstandard
 
 from mbrec.errors import MbrecError
-from mbrec.trace.format import clock_anchor, signature
+from mbrec.events import dtype_from_header
+from mbrec.trace.format import clock_anchor, seq_deltas, signature
 
 
 class TraceWriter:
@@ -22,7 +23,7 @@ class TraceWriter:
     a recorder killed at any instant leaves a file readable up to its last complete frame.
     """
 
-    def __init__(self, path: str, header: dict, *, force: bool = False, level: int = 1,
+    def __init__(self, path: str, header: dict, *, force: bool = False, level: int = 3,
                  flush_interval: float = 0.2, frame_bytes: int = 4 << 20, clock=clock_anchor):
         flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if force else os.O_EXCL)
         try:
@@ -36,6 +37,8 @@ class TraceWriter:
             raise MbrecError(f"cannot create {path}: {e.strerror}") from None
         self.path = path
         self._packer = msgpack.Packer(use_bin_type=True)
+        self._dtypes = {int(e["id"]): dtype_from_header(e) for e in header.get("schemas", ())}
+        self._deltas = {sid: d for sid, dt in self._dtypes.items() if (d := seq_deltas(dt.names))}
         self._cctx = zstandard.ZstdCompressor(level=level, write_checksum=True)
         self._pending: list[bytes] = []
         self._pending_bytes = 0
@@ -51,12 +54,16 @@ class TraceWriter:
         self.write_object(self._clock())
         self.flush()
 
-    def write_events(self, schema_id: int, data, count: int | None = None) -> None:
+    def write_events(self, schema_id: int, data, count: int | None = None, *,
+                     owned: bool = False) -> None:
         """Append one batch of raw fixed-size records (bytes, memoryview or numpy array).
 
-        The batch is packed as msgpack {"t": "events", "s", "n", "data": bin} without copying
-        the records: the map's prefix and the raw bytes go to the compressor separately, so
-        the caller must not modify ``data`` until the frame is flushed (hand over fresh buffers).
+        The batch is packed as msgpack {"t": "events", "s", "n", ["d",] "data": bin} without
+        copying the records: the map's prefix and the raw bytes go to the compressor
+        separately, so the caller must not modify ``data`` until the frame is flushed (hand
+        over fresh buffers). Layouts with sequence ranges are delta-encoded ("d", see
+        SEQ_DELTAS): in place when ``owned`` (the caller gives the batch away, as the recorder's
+        drain does), else in a copy.
         """
         if isinstance(data, np.ndarray):
             count = len(data) if count is None else count
@@ -66,15 +73,30 @@ class TraceWriter:
         if count == 0:
             return
         self.counts[schema_id] = self.counts.get(schema_id, 0) + count
+        deltas = self._deltas.get(schema_id)
+        if deltas:
+            data = self._encode_deltas(schema_id, data, count, deltas, owned)
         view = memoryview(data).cast("B")
-        prefix = (b"\x84" + self._packer.pack("t") + self._packer.pack("events")
-                  + self._packer.pack("s") + self._packer.pack(schema_id)
-                  + self._packer.pack("n") + self._packer.pack(count)
-                  + self._packer.pack("data") + b"\xc6" + len(view).to_bytes(4, "big"))
+        prefix = (self._map4 if not deltas else self._map5 + self._packer.pack("d")
+                  + self._packer.pack(deltas))
+        prefix += (self._packer.pack("t") + self._packer.pack("events")
+                   + self._packer.pack("s") + self._packer.pack(schema_id)
+                   + self._packer.pack("n") + self._packer.pack(count)
+                   + self._packer.pack("data") + b"\xc6" + len(view).to_bytes(4, "big"))
         self._pending.append(prefix)
         self._pending.append(view)
         self._pending_bytes += len(prefix) + len(view)
         self.tick()
+
+    _map4, _map5 = b"\x84", b"\x85"  # msgpack fixmap headers: 4 or 5 keys
+
+    def _encode_deltas(self, schema_id: int, data, count: int, deltas, owned: bool) -> np.ndarray:
+        records = np.frombuffer(data, dtype=self._dtypes[schema_id], count=count)
+        if not (owned and records.flags.writeable):
+            records = records.copy()
+        for f, base in deltas:
+            records[f] -= records[base]  # unsigned: wraps like sequence numbers do
+        return records.view(np.uint8).reshape(-1)
 
     def write_object(self, obj: dict) -> None:
         packed = self._packer.pack(obj)

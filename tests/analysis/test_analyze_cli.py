@@ -10,7 +10,7 @@ import pytest
 
 from mbrec.synthetic import write_trace
 from mbrec.synthetic_gt import exchanges
-from mbrec.trace.format import signature
+from mbrec.trace.format import FORMAT_VERSION, signature
 
 
 def run(*args, ok=True):
@@ -164,9 +164,9 @@ def test_bad_inputs_give_one_line_and_exit_2(tmp_path, gt_files):
     # a newer format version next to a current one
     newer = tmp_path / "newer.mbrec"
     data = open(paths["client"], "rb").read()
-    newer.write_bytes(signature(2) + data[len(signature()):])
+    newer.write_bytes(signature(FORMAT_VERSION + 1) + data[len(signature()):])
     msg = _one_line_error(run(paths["server"], str(newer), ok=False))
-    assert "format version 2" in msg
+    assert f"format version {FORMAT_VERSION + 1}" in msg
 
 
 def test_truncated_and_unclean_trace_is_analysed_with_a_warning(tmp_path):
@@ -181,7 +181,7 @@ def test_truncated_and_unclean_trace_is_analysed_with_a_warning(tmp_path):
     assert "L_NIC_2" in r.stdout
     head = tmp_path / "head.mbrec"
     head.write_bytes(data[:200])
-    assert "no readable events" in _one_line_error(run(str(head), ok=False)) or True
+    assert "no readable header" in _one_line_error(run(str(head), ok=False))
 
 
 def test_packet_events_only(tmp_path):
