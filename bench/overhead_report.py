@@ -56,22 +56,31 @@ def main(path):
               f"{spread([r['bits_per_second'] / 1e9 for r in ip if r['bits_per_second']])} | "
               f"{spread(bps_rel[mode])} |")
     print("\n| mode | events recorded (a+b) | lost | loss fraction | recorder CPU us/event | "
-          "recorder peak RSS MB | bytes/event on disk |")
-    print("|---|---|---|---|---|---|---|")
+          "events per recorder CPU-s | BPF ns per probe run | recorder peak RSS MB | "
+          "bytes/event on disk |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for mode in MODES[1:]:
         recs = [r for r in runs if r["workload"] == "ab" and r["mode"] == mode]
         if not recs:
             continue
-        ev = [r["recorder_a"]["events"] + r["recorder_b"]["events"] for r in recs]
-        lost = [r["recorder_a"]["lost"] + r["recorder_b"]["lost"] for r in recs]
+        both = [(r["recorder_a"], r["recorder_b"]) for r in recs]
+        ev = [a["events"] + b["events"] for a, b in both]
+        lost = [a["lost"] + b["lost"] for a, b in both]
         frac = [lo / (e + lo) if e + lo else 0.0 for e, lo in zip(ev, lost)]
-        cpu = [(r["recorder_a"]["cpu_s"] + r["recorder_b"]["cpu_s"]) / e * 1e6
-               for r, e in zip(recs, ev) if e]
-        rss = [max(r["recorder_a"]["rss_kb"], r["recorder_b"]["rss_kb"]) / 1024 for r in recs]
-        bpe = [(r["recorder_a"]["file_bytes"] + r["recorder_b"]["file_bytes"]) / e
-               for r, e in zip(recs, ev) if e and "file_bytes" in r["recorder_a"]]
-        print(f"| {mode} | {spread(ev)} | {spread(lost)} | {spread(frac)} | {spread(cpu)} | "
-              f"{spread(rss)} | {spread(bpe)} |")
+        cpu = [a["cpu_s"] + b["cpu_s"] for a, b in both]
+        us_per_event = [c / e * 1e6 for c, e in zip(cpu, ev) if e]
+        per_cpu_s = [e / c for c, e in zip(cpu, ev) if c > 0]
+        bpf = [(a.get("bpf_run_ns", 0) + b.get("bpf_run_ns", 0)) / (a["bpf_runs"] + b["bpf_runs"])
+               for a, b in both if a.get("bpf_runs", 0) + b.get("bpf_runs", 0)]
+        rss = [max(a["rss_kb"], b["rss_kb"]) / 1024 for a, b in both]
+        bpe = [(a["file_bytes"] + b["file_bytes"]) / e for (a, b), e in zip(both, ev)
+               if e and "file_bytes" in a]
+        print(f"| {mode} | {spread(ev)} | {spread(lost)} | {spread(frac)} | {spread(us_per_event)} | "
+              f"{spread(per_cpu_s)} | {spread(bpf)} | {spread(rss)} | {spread(bpe)} |")
+    print("\nrecorder CPU: user + system time of the recorder processes from 'recording on' to "
+          "exit (ab and iperf3 both ran under one recording); BPF: the kernel's run_time_ns / "
+          "run_cnt over the recorder's programs (kernel.bpf_stats_enabled=1), in the traced "
+          "context; baseline bytes are its text lines.")
 
 
 if __name__ == "__main__":

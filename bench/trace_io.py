@@ -1,6 +1,6 @@
 """Trace writer and reader throughput, on one core, with realistic packet-like records.
 
-    python bench/trace_io.py [--events N] [--level L]
+    python bench/trace_io.py [--events N] [--level L ...] [--real TRACE ...]
 
 Reports events per CPU-second (process_time, so other load on the machine matters less) for the
 writer (msgpack + zstd frames + write) and for the reader (decompress + np.frombuffer +
@@ -62,13 +62,15 @@ def bench(dtype, schema_id, n, level, batch=65536):
     schemas = list(SCHEMA_BY_NAME.values())
     if dtype is REC64:
         schemas.append(Schema(schema_id, "bench64", REC64))
-    raw = [recs[i:i + batch].tobytes() for i in range(0, n, batch)]  # as a drain hands them
+    # as the drain hands them: fresh (rows, record size) byte arrays the writer may encode in place
+    raw = [recs[i:i + batch].view(np.uint8).reshape(-1, dtype.itemsize).copy()
+           for i in range(0, n, batch)]
     with tempfile.TemporaryDirectory() as d:
         path = os.path.join(d, "bench.mbrec")
         t0 = time.process_time()
         w = TraceWriter(path, make_header(schemas=schemas), level=level)
         for i, chunk in enumerate(raw):
-            w.write_events(schema_id, chunk, count=len(chunk) // dtype.itemsize)
+            w.write_events(schema_id, chunk, count=len(chunk), owned=True)
         w.close()
         t_write = time.process_time() - t0
         size = os.path.getsize(path)
@@ -82,11 +84,28 @@ def bench(dtype, schema_id, n, level, batch=65536):
             "bytes_per_event": size / n}
 
 
+def real_bytes_per_event(path: str, level: int) -> float:
+    """A recorded trace's packet events written again (same records, same batching as the
+    recorder's 200 ms frames would give them roughly), bytes per packet event on disk."""
+    pkt = read_trace(path).events["pkt"]
+    with tempfile.TemporaryDirectory() as d:
+        out = os.path.join(d, "real.mbrec")
+        with TraceWriter(out, make_header(), level=level) as w:
+            for i in range(0, len(pkt), 4096):
+                w.write_events(1, pkt[i:i + 4096])
+        return os.path.getsize(out) / len(pkt)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--events", type=int, default=4_000_000)
     ap.add_argument("--level", type=int, nargs="*", default=[1, 3])
+    ap.add_argument("--real", nargs="*", default=[], metavar="TRACE",
+                    help="also rewrite these recorded traces' packet events: bytes per event")
     args = ap.parse_args()
+    for path in args.real:
+        print(path, " ".join(f"level {lv}: {real_bytes_per_event(path, lv):.2f} B/packet event"
+                             for lv in args.level))
     print(f"{'record':>7} {'level':>5} {'write Mev/s':>12} {'read Mev/s':>11} {'B/event':>8}")
     for dtype, sid in ((REC64, 99), (PKT, 1)):
         for level in args.level:
