@@ -14,6 +14,11 @@ from mbrec.events import dtype_from_header
 from mbrec.trace.format import clock_anchor, seq_deltas, signature
 
 
+# zstd level 3: with sequence ranges stored as lengths, <= 12 bytes per packet event on the
+# lab's traces (level 1: 13.3), for 1.5x the compression CPU (docs/performance.md, Trace I/O)
+ZSTD_LEVEL = 3
+
+
 class TraceWriter:
     """Writes one trace file.
 
@@ -23,7 +28,7 @@ class TraceWriter:
     a recorder killed at any instant leaves a file readable up to its last complete frame.
     """
 
-    def __init__(self, path: str, header: dict, *, force: bool = False, level: int = 3,
+    def __init__(self, path: str, header: dict, *, force: bool = False, level: int = ZSTD_LEVEL,
                  flush_interval: float = 0.2, frame_bytes: int = 4 << 20, clock=clock_anchor):
         flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if force else os.O_EXCL)
         try:
