@@ -250,6 +250,12 @@ def test_srtt_rttvar_minrtt_as_ss_prints_them(run):
     _assert_checks(_all(run, {"rtt", "rttvar", "minrtt"}), run.need)
 
 
+def test_delivery_rate_as_ss_prints_it(run):
+    """tcp_info's delivery rate, which ss prints in bits/s: exact, from the same two fields."""
+    _assert_checks(_all(run, {"delivery_rate"}), run.need)
+    assert (run.data_flows("a")["delivery_rate"] > 0).all()  # a sends in every scenario
+
+
 def _sock_checks(run, h, kind, counter):
     s = run.sock[h]
     s = s[s["kind"] == kind] if s is not None else s

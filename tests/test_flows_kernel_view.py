@@ -9,7 +9,7 @@ from mbrec.recorder import kernel_view as kv
 
 SS = """# monotonic_ns 1000
 ESTAB 0      0           10.0.0.1:41234     10.0.0.2:5201
-\t cubic wscale:7,7 rto:204 rtt:10.5/2.25 ato:40 mss:1448 pmtu:1500 rcvmss:536 advmss:1448 cwnd:10 ssthresh:7 bytes_sent:5000 bytes_retrans:1448 bytes_acked:4000 segs_out:10 segs_in:8 data_segs_out:5 send 11Mbps lastsnd:4 lastrcv:4 lastack:4 pacing_rate 22Mbps delivery_rate 10Mbps delivered:4 busy:40ms unacked:2 retrans:1/3 lost:1 sacked:1 dsack_dups:1 rcv_space:14480 rcv_ssthresh:64088 minrtt:10.1 snd_wnd:64256 notsent:100
+\t cubic wscale:7,7 rto:204 rtt:10.5/2.25 ato:40 mss:1448 pmtu:1500 rcvmss:536 advmss:1448 cwnd:10 ssthresh:7 bytes_sent:5000 bytes_retrans:1448 bytes_acked:4000 segs_out:10 segs_in:8 data_segs_out:5 send 11Mbps lastsnd:4 lastrcv:4 lastack:4 pacing_rate 22Mbps delivery_rate 10000000bps delivered:4 busy:40ms unacked:2 retrans:1/3 lost:1 sacked:1 dsack_dups:1 rcv_space:14480 rcv_ssthresh:64088 minrtt:10.1 snd_wnd:64256 notsent:100
 ESTAB 0      0           10.0.0.2:http     10.0.0.1:50000
 \t cubic wscale:7,7 rto:204 rtt:0.05/0.025 mss:32768 advmss:65483 cwnd:10 bytes_acked:1 bytes_received:73 segs_out:1 segs_in:2 snd_wnd:65536
 # monotonic_ns 3000
@@ -26,6 +26,10 @@ def test_parse_ss():
     assert a.info["rtt"] == 10.5 and a.info["rttvar"] == 2.25 and a.info["minrtt"] == 10.1
     assert a.info["notsent"] == 100 and a.info["snd_wnd"] == 64256
     assert a.info["packets_in_flight"] == 2 - 1 - 1 + 1
+    assert a.info["delivery_rate"] == 10_000_000 // 8  # ss -n prints bits/s
+    assert b.info["delivery_rate"] == 0  # not printed: zero
+    rounded = kv.parse_ss_info("cwnd:10 delivery_rate 10Mbps delivered:4")  # ss without -n
+    assert "delivery_rate" not in rounded
     assert b.local == ("10.0.0.2", 80)  # ss without -n names the port
     # fields ss leaves out are zero, ssthresh is "infinite" during the initial slow start
     assert b.info["bytes_sent"] == 0 and b.info["total_retrans"] == 0 and b.info["notsent"] == 0
@@ -50,7 +54,7 @@ def flow_rec(ts, cookie=7, **values):
                 packets_out=2, retrans_out=1, lost_out=1, sacked_out=1, app_wqueue=100,
                 packets_in_flight=1, bytes_sent=5000, bytes_acked=4000, bytes_received=0,
                 bytes_retrans=1448, total_retrans=3, srtt_us=10500, rttvar_us=2250,
-                min_rtt_us=10100)
+                min_rtt_us=10100, delivery_rate=1_250_000)
     base.update(values)
     for k, v in base.items():
         r[k] = v

@@ -44,12 +44,13 @@ EXACT_FIELDS = {
     "cwnd": "snd_cwnd", "mss": "mss_cache", "advmss": "advmss", "snd_wnd": "snd_wnd",
     "unacked": "packets_out", "retrans_out": "retrans_out", "lost": "lost_out",
     "sacked": "sacked_out", "notsent": "app_wqueue", "ssthresh": "snd_ssthresh",
-    "packets_in_flight": "packets_in_flight",
+    "packets_in_flight": "packets_in_flight", "delivery_rate": "delivery_rate",
 }
 # Of those, the fields only ACK processing (tcp_ack, whose exit is recorded) changes, once the
 # connection is established: pinned by equal per-ACK records around a busy read. cwnd and
 # ssthresh also change on loss (retransmit timer, recovery entry), which emit tcp events.
-ACK_PINNED_FIELDS = ("cwnd", "ssthresh", "mss", "advmss", "snd_wnd", "rtt", "rttvar", "minrtt")
+ACK_PINNED_FIELDS = ("cwnd", "ssthresh", "mss", "advmss", "snd_wnd", "rtt", "rttvar", "minrtt",
+                     "delivery_rate")  # tcp_rate_gen, from tcp_ack
 LOSS_FIELDS = ("cwnd", "ssthresh")  # pinned only when no tcp event lies between the records
 # ss field -> flow record field: counters, bracketed by the records around the read.
 COUNTER_FIELDS = {
@@ -84,7 +85,14 @@ def split_endpoint(text: str) -> tuple[str, int]:
 def parse_ss_info(info: str) -> dict:
     """The info line of `ss -ti` into numbers (ms fields stay in ms, as printed)."""
     out: dict = {}
-    for tok in info.split():
+    toks = info.split()
+    for tok, nxt in zip(toks, toks[1:] + [""]):
+        if tok == "delivery_rate":
+            # "delivery_rate 120451768bps": with -n, ss prints tcpi_delivery_rate * 8 as %.0f
+            m = re.fullmatch(r"(\d+)bps", nxt)
+            if m and int(m.group(1)) % 8 == 0:
+                out["delivery_rate"] = int(m.group(1)) // 8
+            continue
         if ":" not in tok:
             continue
         key, _, val = tok.partition(":")
@@ -103,6 +111,8 @@ def parse_ss_info(info: str) -> dict:
                 out[key] = int(val)
     for key in _ZERO_WHEN_ABSENT:
         out.setdefault(key, 0)
+    if "delivery_rate" not in toks:  # printed only when non-zero; unparsed (no -n): unknown
+        out["delivery_rate"] = 0
     out.setdefault("ssthresh", TCP_INFINITE_SSTHRESH)  # printed only once out of slow start
     out["packets_in_flight"] = (out["unacked"] - out["sacked"] - out["lost"]
                                 + out["retrans_out"])
