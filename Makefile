@@ -4,7 +4,7 @@ PYTHON ?= python3
 APT_PACKAGES = qemu-system-x86 debootstrap e2fsprogs gcc libc6-dev make ca-certificates
 DEMO_DIR ?= out/demo
 
-.PHONY: setup demo check test test-fast bench fixtures goldens clean
+.PHONY: setup demo check test test-fast bench bench-large bench-lab fixtures goldens clean
 
 setup:
 	@if [ "$$(id -u)" != 0 ]; then echo "make setup: run as root (it installs Debian packages)"; exit 1; fi
@@ -33,8 +33,25 @@ test:
 test-fast:
 	$(PYTHON) -m pytest -q -m "not lab"
 
+# Benchmarks (docs/performance.md has the results and the machine): `make bench` runs the
+# host-native ones (trace I/O, analyzer against a dictionary matcher, clock alignment; minutes);
+# `make bench-large` the analyzer on 50 M events (about 14 GB of memory); `sudo make bench-lab`
+# the recording overhead on ab and iperf3 in one lab VM boot: no recording, mbrec, mbrec
+# --probes flows and the MicroBPF-style baseline, interleaved (about 25 minutes under TCG).
+# The native drain benchmark needs BCC and kernel headers on the host: see bench/drain.py.
+BENCH_DIR ?= out/bench
 bench:
-	$(PYTHON) bench/trace_io.py
+	$(PYTHON) bench/trace_io.py --events 2000000 --real fixtures/ab/a.mbrec fixtures/two-vm/a.mbrec
+	$(PYTHON) bench/analyze.py --copies 150 --repeat 3
+	$(PYTHON) bench/align.py
+
+bench-large:
+	$(PYTHON) bench/analyze.py --copies 4000 --large
+
+bench-lab: setup
+	rm -rf $(BENCH_DIR)/overhead
+	mbrec lab run -o $(BENCH_DIR)/overhead --timeout 3600 -- sh /mnt/src/bench/overhead.sh 10000 3 10
+	$(PYTHON) bench/overhead_report.py $(BENCH_DIR)/overhead/overhead.jsonl
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache

@@ -2,6 +2,7 @@
 dictionary-based matcher in the style of MicroBPF's nic/process_entries.py, on the same trace.
 
     python bench/analyze.py [--copies 150] [--repeat 3] [--keep DIR]
+    python bench/analyze.py --copies 4000 --large     # 50 M events, about 14 GB of memory
 
 The trace: mbrec.synthetic_gt's client/server scenario (TSO, GRO, coalescing, partial reads,
 delayed ACKs, retransmissions, reordering, missing hooks) replicated as `copies` x 4 concurrent
@@ -94,12 +95,29 @@ def dict_matcher(pkt: np.ndarray) -> int:
     return len(results)
 
 
+def streaming_dict_matcher(paths: list[str]) -> tuple[int, int]:
+    """The dictionary matcher fed batch by batch from the trace reader, as process_entries.py
+    reads its text line by line: memory holds only the keys in flight. (packet events, results)"""
+    from mbrec.trace.reader import TraceReader
+    n_pkt = n_res = 0
+    for path in paths:
+        reader = TraceReader(path)
+        for obj in reader.objects():
+            if obj.get("t") != "events":
+                continue
+            got = reader.batches(obj)
+            if got and got[0] == "pkt":
+                n_pkt += len(got[1])
+                n_res += dict_matcher(got[1])
+    return n_pkt, n_res
+
+
 def peak_memory(paths: list[str], partitions: int = 1) -> dict:
-    """Peak resident memory of reading and analysing, in a fresh process: the high-water mark
-    is reset after the imports (/proc/self/clear_refs), so only the analysis counts. With
-    partitions > 1, the flow-partitioned analysis (analysis/partition.py)."""
+    """Peak resident memory (and CPU time) of reading and analysing, in a fresh process: the
+    high-water mark is reset after the imports (/proc/self/clear_refs), so only the analysis
+    counts. With partitions > 1, the flow-partitioned analysis (analysis/partition.py)."""
     code = (
-        "import json, sys, tempfile\n"
+        "import json, sys, tempfile, time\n"
         "from mbrec.analysis.run import analyze, analyze_partitioned\n"
         "from mbrec.events import SCHEMA_BY_NAME\n"
         "from mbrec.trace.reader import read_trace\n"
@@ -111,15 +129,19 @@ def peak_memory(paths: list[str], partitions: int = 1) -> dict:
         "parts, paths = int(sys.argv[1]), sys.argv[2:]\n"
         "open('/proc/self/clear_refs', 'w').write('5')\n"
         "base = status('VmRSS:')\n"
+        "c0 = time.process_time()\n"
         "if parts > 1:\n"
         "    with tempfile.TemporaryDirectory() as w:\n"
         "        a = analyze_partitioned(paths, parts, w)\n"
         "else:\n"
         "    a = analyze([read_trace(p) for p in paths], cross_host=False)\n"
+        "cpu = time.process_time() - c0\n"
         "peak = status('VmHWM:')\n"
         "raw = sum(n * SCHEMA_BY_NAME[k].dtype.itemsize for i in a.report['inputs']"
         " for k, n in i['events'].items())\n"
-        "print(json.dumps({'raw_bytes': raw, 'baseline_kb': base, 'peak_kb': peak}))\n")
+        "events = sum(n for i in a.report['inputs'] for n in i['events'].values())\n"
+        "print(json.dumps({'raw_bytes': raw, 'baseline_kb': base, 'peak_kb': peak,"
+        " 'cpu_s': round(cpu, 3), 'events': events}))\n")
     r = subprocess.run([sys.executable, "-c", code, str(partitions), *paths],
                        capture_output=True, text=True, check=True)
     m = json.loads(r.stdout)
@@ -135,6 +157,9 @@ def main():
     ap.add_argument("--repeat", type=int, default=3, help="best of this many runs per step")
     ap.add_argument("--partitions", type=int, default=8,
                     help="also measure peak memory of --partitions N (0: skip)")
+    ap.add_argument("--large", action="store_true",
+                    help="for traces near memory size: each analysis once, in a fresh process "
+                         "(CPU and peak memory), the dictionary matcher streamed batch by batch")
     args = ap.parse_args()
     from mbrec.analysis.run import analyze
     from mbrec.trace.reader import read_trace
@@ -144,6 +169,8 @@ def main():
     t0 = time.perf_counter()
     paths = make_traces(args.copies, tmp)
     print(f"generated {paths} in {time.perf_counter() - t0:.1f} s (not counted)", flush=True)
+    if args.large:
+        return large(paths, args.partitions)
 
     def timed(fn):
         """Best (least CPU) of --repeat runs: the machine is shared, so the minimum is the
@@ -202,6 +229,30 @@ def main():
         print(f"partitioned  {(mem_parts['peak_kb'] - mem_parts['baseline_kb']) / 1024:.0f} MB "
               f"= {mem_parts['peak_over_raw']:.2f}x raw with --partitions {args.partitions}")
     print(json.dumps(out))
+
+
+def large(paths: list[str], partitions: int) -> None:
+    size = sum(os.path.getsize(p) for p in paths)
+    mem = peak_memory(paths)
+    n = mem["events"]
+    print(f"events {n:,} ({mem['raw_bytes'] / 1e9:.2f} GB raw, {size / 1e9:.2f} GB on disk)")
+    print(f"read + analyze   {mem['cpu_s']:8.1f} s cpu  ({n / mem['cpu_s'] / 1e6:.2f} M events/s), "
+          f"peak {(mem['peak_kb'] - mem['baseline_kb']) / 1024:.0f} MB = {mem['peak_over_raw']:.2f}x raw",
+          flush=True)
+    parts = peak_memory(paths, partitions) if partitions > 1 else None
+    if parts:
+        print(f"--partitions {partitions}  {parts['cpu_s']:8.1f} s cpu  "
+              f"({n / parts['cpu_s'] / 1e6:.2f} M events/s), peak "
+              f"{(parts['peak_kb'] - parts['baseline_kb']) / 1024:.0f} MB = {parts['peak_over_raw']:.2f}x raw",
+              flush=True)
+    c0 = time.process_time()
+    n_pkt, n_res = streaming_dict_matcher(paths)
+    cpu_dict = time.process_time() - c0
+    print(f"dict matcher     {cpu_dict:8.1f} s cpu  ({n_pkt / cpu_dict / 1e6:.2f} M pkt events/s, "
+          f"streamed; {n_res:,} latency triples)")
+    print(json.dumps({"events": n, "file_bytes": size, "memory": mem, "memory_partitioned": parts,
+                      "dict_matcher_cpu_s": round(cpu_dict, 3), "dict_pkt_events": n_pkt,
+                      "dict_matcher_latencies": n_res}))
 
 
 if __name__ == "__main__":
