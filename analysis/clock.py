@@ -21,9 +21,11 @@ among them. The feasible lines form a convex polygon in (alpha, beta); we find i
 convex hull of the A->B points and the upper hull of the B->A points, so the work is one O(n) to
 O(n log n) hull pass per direction and then work proportional to the hull size.
 
-Outputs per pair: the extreme slopes (alpha_min, alpha_max), the bisector of the two extreme lines as
-the estimate (it assumes equal minimum one-way delays in both directions: the estimate's error is
-half their difference), and, for any time t, the exact range of values the feasible lines give
+Outputs per pair: the extreme slopes (alpha_min, alpha_max); as the estimate, the feasible line
+with the widest equal room to both directions' constraints (it makes the two minimum one-way
+delays equal, so it assumes they are: its error is half their difference; the bisector of the
+two extreme lines, which Trace Compass uses, assumes the same but moves with whichever frames
+happen to pin the extreme slopes), and, for any time t, the exact range of values the feasible lines give
 (``lo(t) <= true t_B <= hi(t)``). That range is a guarantee under the model (an affine clock
 relation within a window, and positive one-way delays); it is not a statistical interval.
 
@@ -42,9 +44,10 @@ from mbrec.errors import MbrecError
 
 METHODS = ("auto", "shared", "realtime", "packets")
 PLAUSIBLE_DRIFT = (2e-3, 5e-2)  # slope ranges tried first (+-2000 ppm, +-5%): never assumed
-ASSUMPTION = ("the estimate is the bisector of the two extreme feasible lines: it assumes equal "
-              "minimum one-way delays in both directions, and is off by half their difference "
-              "(the guaranteed interval holds either way)")
+ASSUMPTION = ("the estimate is the line midway between the two directions' tightest frames, "
+              "which makes their minimum one-way delays equal: it assumes equal minimum one-way "
+              "delays in both directions, and is off by half their difference (the guaranteed "
+              "interval holds either way)")
 
 
 # --------------------------------------------------------------------------------------------
@@ -199,6 +202,22 @@ class _Hulls:
         k, j = self._active(alpha_inside)
         return (self.py[k] - self.qy[j]) / (self.px[k] - self.qx[j])
 
+    def widest(self):
+        """(alpha, b) of the line midway between the two directions' tightest constraints.
+
+        g(alpha) = U - L is the room a line of slope alpha has between the A->B points above it
+        and the B->A points below it; the line at the maximum of g, placed in the middle of
+        that room, leaves both directions the same smallest one-way delay, g/2, as large as the
+        data allow. g is concave and piecewise linear, so its maximum is at a breakpoint (a hull
+        edge's slope), or on a flat piece between two, whose middle is taken. Only meaningful
+        when the feasible slopes are bounded.
+        """
+        br = np.unique(np.concatenate([self.ps, self.qs]))
+        g = self.upper_b(br) - self.lower_b(br)
+        top = np.flatnonzero(g >= g.max() - 1e-9 * max(1.0, abs(g.max())))
+        alpha = 0.5 * (br[top[0]] + br[top[-1]])
+        return alpha, 0.5 * float(self.upper_b(alpha) + self.lower_b(alpha))
+
     def feasible_alpha(self):
         """(alpha_min, alpha_max, evidence): the feasible slopes, +-inf where unbounded.
 
@@ -331,10 +350,9 @@ def fit_window(px: np.ndarray, py: np.ndarray, qx: np.ndarray, qy: np.ndarray,
     if bounded:
         hi = Envelope.of(cand_hi, h.upper_b(np.array(cand_hi)), True)
         lo = Envelope.of(cand_lo, h.lower_b(np.array(cand_lo)), False)
-        b_at_min = float(h.upper_b(amin))
-        b_at_max = float(h.upper_b(amax))
-        return LineFit(0.5 * (amin + amax), 0.5 * (b_at_min + b_at_max), amin, amax, lo, hi,
-                       "accurate", n_f, n_b, span, note=ASSUMPTION, hulls=h)
+        alpha, b = h.widest()
+        return LineFit(alpha, b, amin, amax, lo, hi, "accurate", n_f, n_b, span,
+                       note=ASSUMPTION, hulls=h)
     # Unbounded: one direction only, or the two directions never interleave in time.
     hi = (Envelope.of(cand_hi, h.upper_b(np.array(cand_hi)), True)
           if bounded or (len(h.px) and np.isfinite(amin) and np.isfinite(amax))

@@ -78,7 +78,7 @@ def plot_alignment(pair, matches, outdir) -> list[str]:
                             color=color, mec="k", mew=0.4,
                             label=name.replace("a", pair.from_host, 1).replace(
                                 "b", pair.to_host, 1) if f_i == 0 else None)
-        ax.axhline(0, color="k", lw=1, label="estimate (bisector)")
+        ax.axhline(0, color="k", lw=1, label="estimate (widest equal room)")
     ax.set_xlabel(f"{pair.from_host} time since {x0} ns (s)")
     s = pair.summary()
     # zoom on the band and the hulls: slow frames far above or below tell nothing here
