@@ -50,7 +50,7 @@ bench-large:
 
 bench-lab: setup
 	rm -rf $(BENCH_DIR)/overhead
-	mbrec lab run -o $(BENCH_DIR)/overhead --timeout 3600 -- sh /mnt/src/bench/overhead.sh 10000 3 10
+	mbrec lab run -o $(BENCH_DIR)/overhead --timeout 3600 -- sh /mnt/src/bench/overhead.sh 10000 4 10
 	$(PYTHON) bench/overhead_report.py $(BENCH_DIR)/overhead/overhead.jsonl
 
 clean:
@@ -58,7 +58,7 @@ clean:
 
 # Lab recordings for CI regression (fixtures/README.md): each scenario recorded on every host,
 # then the golden reports. Needs root and QEMU; takes about 3 minutes a scenario under TCG.
-FIXTURES = ab asym two-vm qdisc lossy rto bulk multi baseline
+FIXTURES = ab asym two-vm qdisc lossy rto bulk multi baseline latency
 # The flows group where flow metrics are checked; packet sampling where transfers are bulky.
 FIXTURE_RECORD_ARGS = --probes packets
 FIXTURE_RECORD_ARGS_ab = --probes packets,flows
