@@ -58,7 +58,7 @@ cpu_s() {  # user + system CPU seconds of process $1
 bpf_stats() {  # "run_ns runs" summed over the BPF programs process $1 holds open
     for fd in /proc/$1/fd/*; do
         [ "$(readlink $fd)" = "anon_inode:bpf-prog" ] && cat /proc/$1/fdinfo/${fd##*/}
-    done | awk '/^run_time_ns:/ {t += $2} /^run_cnt:/ {n += $2} END {printf "%d %d", t, n}'
+    done | awk '/^run_time_ns:/ {t += $2} /^run_cnt:/ {n += $2} END {printf "%.0f %.0f", t, n}  # %d: mawk clamps at 2^31 - 1'
 }
 
 recorder_json() {  # $1 = mode, $2 = host, $3 = pid, $4 = CPU at start: the recording's CPU

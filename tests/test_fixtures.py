@@ -87,8 +87,8 @@ def latency(rep: dict, host: str, name: str) -> dict:
     return section["latencies"][name]
 
 
-@pytest.mark.parametrize("fixture", with_scenario("ab", "asym", "qdisc", "baseline", "two-vm"),
-                         ids=ids(with_scenario("ab", "asym", "qdisc", "baseline", "two-vm")))
+@pytest.mark.parametrize("fixture", with_scenario("ab", "asym", "qdisc", "baseline", "two-vm", "latency"),
+                         ids=ids(with_scenario("ab", "asym", "qdisc", "baseline", "two-vm", "latency")))
 def test_every_completed_request_is_found(fixture):
     """The server turns each request into a response once: one L_APP_2 per completed request."""
     rep, t = report(fixture), truth(fixture)
