@@ -12,6 +12,7 @@ import sys
 from collections import defaultdict
 
 MODES = ("none", "mbrec", "flows", "baseline")
+CLAMPED = 2**31 - 1  # overhead.sh before its fix summed BPF run time with mawk's %d, which clamps
 
 
 def load(path):
@@ -70,8 +71,9 @@ def main(path):
         cpu = [a["cpu_s"] + b["cpu_s"] for a, b in both]
         us_per_event = [c / e * 1e6 for c, e in zip(cpu, ev) if e]
         per_cpu_s = [e / c for c, e in zip(cpu, ev) if c > 0]
-        bpf = [(a.get("bpf_run_ns", 0) + b.get("bpf_run_ns", 0)) / (a["bpf_runs"] + b["bpf_runs"])
-               for a, b in both if a.get("bpf_runs", 0) + b.get("bpf_runs", 0)]
+        bpf = [(a["bpf_run_ns"] + b["bpf_run_ns"]) / (a["bpf_runs"] + b["bpf_runs"])
+               for a, b in both if a.get("bpf_runs", 0) + b.get("bpf_runs", 0)
+               and CLAMPED not in (a["bpf_run_ns"], b["bpf_run_ns"])]
         rss = [max(a["rss_kb"], b["rss_kb"]) / 1024 for a, b in both]
         bpe = [(a["file_bytes"] + b["file_bytes"]) / e for (a, b), e in zip(both, ev)
                if e and "file_bytes" in a]
