@@ -71,8 +71,9 @@ struct mbrec_flow_state {
 	u32 max_app_wqueue;
 	u32 acks;
 	u32 netns;
+	u16 lport;              /* the local port when the state was made: see mbrec_flow_on_state */
 	u8 flags;
-	u8 pad[3];
+	u8 pad;
 };
 BPF_TABLE("lru_hash", u64, struct mbrec_flow_state, mbrec_flows, MBREC_FLOW_MAX);
 
@@ -169,6 +170,7 @@ mbrec_flow_state_get(struct sock *sk, struct mbrec_flow_id *id, int create)
 	if (state != TCP_SYN_SENT && state != TCP_SYN_RECV)
 		fresh.established_ns = bpf_ktime_get_ns();
 	fresh.netns = id->netns;
+	fresh.lport = id->lport;
 	mbrec_flows.update(&id->cookie, &fresh);
 	return mbrec_flows.lookup(&id->cookie);
 }
@@ -545,6 +547,10 @@ static __always_inline int mbrec_flow_on_state(struct sock *sk, u64 cookie, int 
 		if (!st)
 			return 0;
 	}
+	/* the raw tracepoint fires after tcp_set_state released the port (skc_num = 0 at
+	 * TCP_CLOSE; fentry on tcp_set_state runs before): the flow's events keep its port */
+	if (!id.lport)
+		id.lport = st->lport;
 	mbrec_flow_tcp_event(&id, MBREC_TCP_STATE, newstate, 0, 0, oldstate, newstate,
 			     MBREC_PROBE_TCP_STATE);
 	if (newstate == TCP_CLOSE) {

@@ -229,9 +229,12 @@ def test_m10_cur_app_wqueue(run):
 
 def test_m11_max_app_wqueue(run):
     for h in HOSTS:
-        f = run.flow[h][np.lexsort((run.flow[h]["ts_ns"], run.flow[h]["sock_cookie"]))]
+        f = run.flow[h]
+        life = kv.lives(f["sock_cookie"], f["ts_ns"], f)  # kprobe ids are reused addresses
+        order = np.lexsort((f["ts_ns"], life, f["sock_cookie"]))
+        f, life = f[order], life[order]
         assert (f["max_app_wqueue"] >= f["app_wqueue"]).all()
-        same = f["sock_cookie"][1:] == f["sock_cookie"][:-1]
+        same = (f["sock_cookie"][1:] == f["sock_cookie"][:-1]) & (life[1:] == life[:-1])
         assert (f["max_app_wqueue"][1:][same] >= f["max_app_wqueue"][:-1][same]).all()
     if run.name in ("bulk", "lossy", "rto", "flows"):  # the sender fills its send buffer
         assert run.data_flows("a")["max_app_wqueue"].max() > 0
@@ -260,8 +263,11 @@ def _sock_checks(run, h, kind, counter):
     s = run.sock[h]
     s = s[s["kind"] == kind] if s is not None else s
     final = kv.final_records(run.flow[h])
-    for f in final:
-        mine = s[s["sock_cookie"] == f["sock_cookie"]]
+    if s is not None and len(s):
+        s_life = kv.lives(s["sock_cookie"], s["ts_ns"], run.flow[h])
+    f_life = kv.lives(final["sock_cookie"], final["ts_ns"], run.flow[h])
+    for f, life in zip(final, f_life):
+        mine = s[(s["sock_cookie"] == f["sock_cookie"]) & (s_life == life)]
         mine = mine[np.argsort(mine["ts_ns"], kind="stable")]
         assert int(mine["bytes"].astype(np.int64).sum()) == int(f[counter])
         span = (mine["seq_end"] - mine["seq_start"]).astype(np.int64) - mine["bytes"]

@@ -179,3 +179,18 @@ def test_a_flow_closing_before_the_next_stamp_is_bracketed_by_its_close_record()
     assert all(c.ok for c in checks)
     recs["reason"][1] = kv.PERIODIC  # no record past ESTABLISHED: the read may be after it
     assert kv.compare_ss(ss, recs, {1000: 9000}) == []
+
+
+def test_a_socket_address_reused_after_a_close_starts_a_new_life():
+    """kprobe builds identify sockets by address, which the kernel reuses once a socket has
+    closed: records and events after the first life's CLOSE belong to a second flow."""
+    recs = np.concatenate([flow_rec(100, cookie=7, write_bytes=10), flow_rec(200, cookie=7, write_bytes=30),
+                           flow_rec(300, cookie=7, write_bytes=5), flow_rec(400, cookie=7, write_bytes=9),
+                           flow_rec(250, cookie=8, write_bytes=1)])
+    recs["reason"] = [kv.ACK, kv.CLOSE, kv.ACK, kv.CLOSE, kv.ACK]
+    assert kv.lives(recs["sock_cookie"], recs["ts_ns"], recs).tolist() == [0, 0, 1, 1, 0]
+    final = kv.final_records(recs)
+    assert sorted(final["write_bytes"].tolist()) == [1, 9, 30]  # three flows, each its own last
+    # events: at the close's instant still the first life, after it the second
+    ev_life = kv.lives(np.array([7, 7, 7, 8], np.uint64), np.array([150, 200, 201, 999], np.uint64), recs)
+    assert ev_life.tolist() == [0, 0, 1, 0]

@@ -287,13 +287,38 @@ def _events_between(events: np.ndarray, before, after) -> bool:
     return bool(np.any((mine > before["ts_ns"]) & (mine < after["ts_ns"])))
 
 
+def lives(cookies: np.ndarray, ts: np.ndarray, recs: np.ndarray) -> np.ndarray:
+    """Which life of its socket id each event (cookie, ts) belongs to: the number of CLOSE
+    records of that id before it. With fentry the id is the socket cookie, unique for the boot,
+    and every event has life 0; with kprobes it is the socket's address, which the kernel
+    reuses for a later socket once the first has closed (the recorder drops the id's state at
+    the close, so each life starts afresh)."""
+    out = np.zeros(len(cookies), np.int64)
+    closes = recs[recs["reason"] == CLOSE]
+    if len(closes) == 0 or len(cookies) == 0:
+        return out
+    c = np.concatenate([np.asarray(cookies, np.uint64), closes["sock_cookie"]])
+    t = np.concatenate([np.asarray(ts, np.uint64), closes["ts_ns"]])
+    is_close = np.r_[np.zeros(len(cookies), bool), np.ones(len(closes), bool)]
+    order = np.lexsort((is_close, t, c))  # an event at a close's instant precedes it
+    closed = np.cumsum(is_close[order])
+    cc = c[order]
+    start = np.r_[True, cc[1:] != cc[:-1]]
+    before_group = np.maximum.accumulate(np.where(start, closed - is_close[order], 0))
+    query = ~is_close[order]
+    out[order[query]] = (closed - before_group)[query]
+    return out
+
+
 def final_records(recs: np.ndarray) -> np.ndarray:
-    """The last record of every flow (its CLOSE or STOP record when the recorder saw it end)."""
+    """The last record of every flow (its CLOSE or STOP record when the recorder saw it end):
+    one per socket id and life (see lives)."""
     if len(recs) == 0:
         return recs
-    order = np.lexsort((recs["ts_ns"], recs["sock_cookie"]))
-    r = recs[order]
-    last = np.r_[r["sock_cookie"][1:] != r["sock_cookie"][:-1], True]
+    life = lives(recs["sock_cookie"], recs["ts_ns"], recs)
+    order = np.lexsort((recs["ts_ns"], life, recs["sock_cookie"]))
+    r, life = recs[order], life[order]
+    last = np.r_[(r["sock_cookie"][1:] != r["sock_cookie"][:-1]) | (life[1:] != life[:-1]), True]
     return r[last]
 
 
@@ -318,10 +343,12 @@ def rtt_estimator_residuals(recs: np.ndarray) -> np.ndarray:
     them: srtt_after - (7/8 srtt_before + m/8), in us. The kernel's estimator does exactly this
     on srtt<<3 (tcp_rtt_estimator), so with raw samples the residual is within rounding (|r| <
     2 us); with smoothed values in place of samples it would not be."""
-    recs = recs[in_socket_context(recs)]
-    order = np.lexsort((recs["ts_ns"], recs["sock_cookie"]))
-    r = recs[order]
-    same = r["sock_cookie"][1:] == r["sock_cookie"][:-1]
+    life = lives(recs["sock_cookie"], recs["ts_ns"], recs)
+    keep = in_socket_context(recs)
+    recs, life = recs[keep], life[keep]
+    order = np.lexsort((recs["ts_ns"], life, recs["sock_cookie"]))
+    r, life = recs[order], life[order]
+    same = (r["sock_cookie"][1:] == r["sock_cookie"][:-1]) & (life[1:] == life[:-1])
     dn = r["rtt_samples"][1:].astype(np.int64) - r["rtt_samples"][:-1]
     ok = same & (dn == 1) & (r["srtt_us"][:-1] > 0)
     m = (r["rtt_sum_us"][1:].astype(np.int64) - r["rtt_sum_us"][:-1])[ok]
