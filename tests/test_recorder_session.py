@@ -26,3 +26,12 @@ def test_record_never_imports_plotting_or_the_analyzer():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.strip()
     assert out == "[]"
+
+
+def test_recording_through_kprobes_warns_that_skipped_runs_may_go_uncounted():
+    from mbrec.recorder.session import kprobe_warning
+    fentry = [{"name": "tcp_ack", "attach": "fexit", "function": "tcp_ack"},
+              {"name": "tcp_state", "attach": "raw_tracepoint", "function": "sock:inet_sock_set_state"}]
+    assert kprobe_warning(fentry) is None
+    kp = fentry + [{"name": "tcp_rtt", "attach": "kprobe", "function": "tcp_ack_update_rtt"}]
+    assert "unreported" in kprobe_warning(kp)

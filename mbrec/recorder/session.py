@@ -216,6 +216,16 @@ def status_line(elapsed, rate, events, lost, nbytes) -> str:
             f"lost {lost:,}  {nbytes / 1e6:8.1f} MB ")
 
 
+def kprobe_warning(probes: list[dict]) -> str | None:
+    """What a user recording through kprobes must know (seen in the lab on 6.1: docs/metrics.md,
+    "The kprobe build against traffic"), or None."""
+    if any(p["attach"].startswith(("kprobe", "kretprobe")) for p in probes):
+        return ("warning: with kprobes, a run the kernel skips (the probe fired while another "
+                "BPF program ran on that CPU) is not counted on every kernel, so some losses may "
+                "go unreported; fentry (the default where the kernel allows it) counts them")
+    return None
+
+
 def record(opts: RecordOptions) -> int:
     from mbrec.trace.format import make_header
     from mbrec.trace.writer import TraceWriter
@@ -301,6 +311,9 @@ def run_loop(opts, b, writer, rec, probes, host, flows=None) -> int:
     if not opts.quiet:
         for p in probes:
             say(f"  {p['name']:<24} {p['attach']:<7} {p['function']}")
+    warning = kprobe_warning(probes)
+    if warning:
+        say(warning)
     say(f"recording on {host}: {len(probes)} probes attached, writing {opts.output} "
         "(Ctrl-C to stop)")
     child = subprocess.Popen(list(opts.command)) if opts.command else None
