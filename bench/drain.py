@@ -143,8 +143,8 @@ class Bench:
         # producer outruns it: a timer thread stops production at the end of the window.
         stopper = threading.Timer(seconds, lambda: self.set(0, 0))
         stopper.start()
-        from mbrec.recorder.session import poll_interval
-        capacity = self.bulk.size // (RECORD_SIZE + 8)
+        from mbrec.recorder.session import DrainPacer
+        pacer = DrainPacer(self.bulk.size // (RECORD_SIZE + 8), time.monotonic())
         got = 0
         while time.monotonic() < end:
             if method == "callback":
@@ -154,11 +154,14 @@ class Bench:
             batches = self.bulk.drain()
             if writer is not None:
                 for batch in batches:
-                    writer.write_events(1, batch, len(batch))
+                    writer.write_events(1, batch, len(batch), owned=True)
                 writer.tick()
-            got += sum(len(b) for b in batches)
+            drained = sum(len(b) for b in batches)
+            got += drained
+            now = time.monotonic()
+            wait = pacer.sleep_for(drained, now, got / max(now - t0, 1e-3))
             if self.bulk.pending_bytes() < self.bulk.size // 4:
-                time.sleep(poll_interval(capacity, got / max(time.monotonic() - t0, 1e-3)))
+                time.sleep(wait)
         stopper.join()  # production has stopped; drain what is left
         t1 = time.monotonic()
         for _ in range(3):
@@ -167,7 +170,7 @@ class Bench:
             else:
                 for batch in self.bulk.drain():
                     if writer is not None:
-                        writer.write_events(1, batch, len(batch))
+                        writer.write_events(1, batch, len(batch), owned=True)
         if writer is not None:
             writer.flush()
         cpu = time.process_time() - cpu0

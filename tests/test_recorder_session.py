@@ -1,5 +1,7 @@
 """The recorder's polling rule and status line (pure parts of mbrec/recorder/session.py)."""
 
+import pytest
+
 from mbrec.recorder.session import MAX_SLEEP, MIN_SLEEP, poll_interval, status_line
 
 
@@ -35,3 +37,15 @@ def test_recording_through_kprobes_warns_that_skipped_runs_may_go_uncounted():
     assert kprobe_warning(fentry) is None
     kp = fentry + [{"name": "tcp_rtt", "attach": "kprobe", "function": "tcp_ack_update_rtt"}]
     assert "unreported" in kprobe_warning(kp)
+
+
+def test_drain_pacer_polls_fast_until_a_rate_is_known_and_follows_bursts():
+    from mbrec.recorder.session import ANCHOR_INTERVAL, MAX_SLEEP, DrainPacer, poll_interval
+    cap = 160_000
+    p = DrainPacer(cap, now=100.0)
+    assert p.sleep_for(0, 100.0, 0.0) == DrainPacer.START_SLEEP  # nothing known yet
+    t = 100.0 + ANCHOR_INTERVAL + 1
+    assert p.sleep_for(0, t, 0.0) == MAX_SLEEP  # idle: cheap
+    # a burst: 100 k events in the last 0.2 s, while the per-second rate still says idle
+    wait = p.sleep_for(100_000, t + 0.2, 0.0)
+    assert wait == pytest.approx(poll_interval(cap, 500_000)) and wait < MAX_SLEEP

@@ -33,6 +33,26 @@ def poll_interval(ring_records: int, rate: float) -> float:
     return min(MAX_SLEEP, max(MIN_SLEEP, 0.125 * ring_records / max(rate, 1.0)))
 
 
+class DrainPacer:
+    """How long to sleep after each drain. The rate is the larger of the last second's and the
+    last drain's (events drained / time since the drain before), so a burst shortens the very
+    next sleep; until a first rate is known (the first ANCHOR_INTERVAL) it sleeps START_SLEEP,
+    so traffic already running when recording starts cannot overflow the first interval (it
+    did at 1.5 M events/s with a 16 MiB ring: one 0.2 s sleep, 139 k events lost)."""
+
+    START_SLEEP = 0.01
+
+    def __init__(self, ring_records: int, now: float):
+        self.ring_records, self.start, self.last = ring_records, now, now
+
+    def sleep_for(self, drained: int, now: float, second_rate: float) -> float:
+        recent = drained / max(now - self.last, 1e-3)
+        self.last = now
+        if now - self.start < ANCHOR_INTERVAL:
+            return min(self.START_SLEEP, poll_interval(self.ring_records, recent))
+        return poll_interval(self.ring_records, max(second_rate, recent))
+
+
 @dataclass
 class RecordOptions:
     output: str
@@ -324,9 +344,11 @@ def run_loop(opts, b, writer, rec, probes, host, flows=None) -> int:
     lost = {}
     child_rc = None
     rate_now = 0.0
+    pacer = DrainPacer(rec.capacity, start)
     try:
         while stop["why"] is None:
-            rec.drain()
+            drained = rec.drain()
+            wait = pacer.sleep_for(drained, time.monotonic(), rate_now)
             if flows is not None:
                 flows.tick()
             writer.tick()
@@ -351,7 +373,7 @@ def run_loop(opts, b, writer, rec, probes, host, flows=None) -> int:
                 child_rc = child.returncode
                 stop["why"] = "command exited"
             elif rec.fill() < 0.25:
-                time.sleep(poll_interval(rec.capacity, rate_now))
+                time.sleep(wait)
     finally:
         if flows is not None:
             flows.stop()  # a final record of every flow still open
