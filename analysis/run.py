@@ -72,8 +72,8 @@ def analyze(traces, *, per_flow: bool = False, cross_host: bool = True, clock: s
     say = progress or (lambda msg: None)
     warnings = check_inputs(traces)
     names = unique_names(traces)
-    timings, results, series, fnames = {}, [], [], []
-    hosts, flows = [], []
+    timings = {}
+    acc = _HostResults()
     for name, t in zip(names, traces):
         t0 = time.perf_counter()
         n_ev = sum(len(v) for v in t.events.values())
@@ -82,22 +82,39 @@ def analyze(traces, *, per_flow: bool = False, cross_host: bool = True, clock: s
         series_h = _series(t, hr)
         summ = flows_mod.flow_summaries(series_h, len(hr.table.flows), t.events.get("tcp"),
                                         _ids(hr, "tcp"), t.events.get("sock"), _ids(hr, "sock"))
-        section, fl = rep.host_section(name, hr, summ, per_flow)
-        hosts.append(section)
-        flows += fl
-        results.append(hr)
-        series.append(series_h)
-        fnames.append(rep.flow_names(hr.table.flows))
+        _add_host(acc, name, hr, series_h, summ, per_flow)
         timings[name] = time.perf_counter() - t0
     cross, net, al = None, None, None
     if len(traces) >= 2 and cross_host:
         cross, net, al = _cross_host(traces, clock, reference, clock_window, say,
-                                     [r.table for r in results])
+                                     [r.table for r in acc.results])
     elif len(traces) == 1:
-        cross = {"status": "single host",
-                 "reason": "one trace: network latency (L_NET) needs the traces of both ends"}
-    report = rep.build_report(_inputs(traces, names), hosts, flows, cross, warnings)
-    return Analysis(report, names, results, series, fnames, net, al, timings)
+        cross = dict(SINGLE_HOST)
+    report = rep.build_report(_inputs(traces, names), acc.hosts, acc.flows, cross, warnings)
+    return Analysis(report, names, acc.results, acc.series, acc.fnames, net, al, timings)
+
+
+SINGLE_HOST = {"status": "single host",
+               "reason": "one trace: network latency (L_NET) needs the traces of both ends"}
+
+
+@dataclass
+class _HostResults:
+    """What the report and the Analysis collect per host, in trace order."""
+    hosts: list = field(default_factory=list)    # report sections
+    flows: list = field(default_factory=list)    # report flow entries, all hosts
+    results: list = field(default_factory=list)  # HostResult
+    series: list = field(default_factory=list)   # flow time series
+    fnames: list = field(default_factory=list)   # flow names
+
+
+def _add_host(acc: _HostResults, name, hr, series_h, summ, per_flow: bool) -> None:
+    section, fl = rep.host_section(name, hr, summ, per_flow)
+    acc.hosts.append(section)
+    acc.flows += fl
+    acc.results.append(hr)
+    acc.series.append(series_h)
+    acc.fnames.append(rep.flow_names(hr.table.flows))
 
 
 def _ids(hr, schema):
@@ -183,24 +200,17 @@ def analyze_partitioned(paths: list[str], parts: int, workdir: str, *, per_flow:
             hr.samples = {k: v.astype(np.int32) if k in ("name", "flow") else v
                           for k, v in hr.samples.items()}
             pieces[i].append((hr, series_h, summ))
-    hosts, flows, results, series, fnames = [], [], [], [], []
+    acc = _HostResults()
     for name, view, parts_i in zip(names, views, pieces):
-        hr, series_h, summ = _merge_host(view, parts_i)
-        section, fl = rep.host_section(name, hr, summ, per_flow)
-        hosts.append(section)
-        flows += fl
-        results.append(hr)
-        series.append(series_h)
-        fnames.append(rep.flow_names(hr.table.flows))
+        _add_host(acc, name, *_merge_host(view, parts_i), per_flow)
     cross = {"status": "not available",
              "reason": f"analysed in {parts} flow partitions (--partitions): clock alignment "
                        "and L_NET need whole traces; run without --partitions for them"}
     if len(views) == 1:
-        cross = {"status": "single host",
-                 "reason": "one trace: network latency (L_NET) needs the traces of both ends"}
-    report = rep.build_report(_inputs(views, names), hosts, flows, cross, warnings)
+        cross = dict(SINGLE_HOST)
+    report = rep.build_report(_inputs(views, names), acc.hosts, acc.flows, cross, warnings)
     report["partitions"] = parts
-    return Analysis(report, names, results, series, fnames)
+    return Analysis(report, names, acc.results, acc.series, acc.fnames)
 
 
 def _merge_host(view, parts_i):
