@@ -61,7 +61,7 @@ class Run:
         from mbrec.trace.reader import read_trace
         self.name, self.out = name, out
         self.flow, self.tcp, self.sock, self.ss, self.nstat, self.next_stamp = {}, {}, {}, {}, {}, {}
-        self.every_ack = {}
+        self.every_ack, self._checks = {}, {}
         one = out / "all.mbrec"  # bench/flows_check.py: one recorder for both namespaces
         netns = json.loads((out / "netns.json").read_text()) if one.exists() else {}
         for h in HOSTS:
@@ -92,8 +92,12 @@ class Run:
         return out
 
     def checks(self, h):
-        return kv.compare_ss(self.ss[h], self.flow[h], self.next_stamp[h], self.others(h),
-                             self.others(h, ("tcp",)), self.every_ack[h])
+        """Every ss comparison of host h, computed once per run (each metric's test reads them)."""
+        if h not in self._checks:
+            self._checks[h] = kv.compare_ss(self.ss[h], self.flow[h], self.next_stamp[h],
+                                            self.others(h), self.others(h, ("tcp",)),
+                                            self.every_ack[h])
+        return self._checks[h]
 
     def data_flows(self, h):
         """Final records of the flows that carried data (not the control connections)."""
