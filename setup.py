@@ -18,7 +18,9 @@ setup(
     package_dir={"mbrec": "mbrec", "mbrec.analysis": "analysis", "mbrec.bpf": "bpf"},
     package_data={"mbrec.bpf": ["*.c", "*.h"], "mbrec.lab": ["*.sh", "scenarios/*"]},
     install_requires=["msgpack>=1.0", "zstandard>=0.19", "click>=8.0", "numpy>=1.24",
-                      "matplotlib>=3.6"],
-    extras_require={"test": ["pytest", "hypothesis"]},
+                      "matplotlib>=3.6", "tqdm>=4.60"],
+    # dask: `mbrec analyze --scheduler` on a Dask cluster (the tests start a LocalCluster)
+    extras_require={"dask": ["distributed>=2024.1"],
+                    "test": ["pytest", "hypothesis", "scipy", "distributed>=2024.1"]},
     entry_points={"console_scripts": ["mbrec = mbrec.cli:main"]},
 )

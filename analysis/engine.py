@@ -100,6 +100,8 @@ def _dask(fn, items, address, tick, describe):
 
     client = dask_client(address)
     try:
+        ctx = client.as_current()
+        ctx.__enter__()  # as_completed finds the client through it
         futures = client.map(fn, items, pure=False)
         index = {f.key: k for k, f in enumerate(futures)}
         results = [None] * len(items)
@@ -120,6 +122,7 @@ def _dask(fn, items, address, tick, describe):
         client.cancel(futures) if "futures" in locals() else None
         raise
     finally:
+        ctx.__exit__(None, None, None)
         client.close()
 
 

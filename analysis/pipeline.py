@@ -146,7 +146,10 @@ def _series(trace, hr):
 def merge_host(view, pieces: list[HostPiece]) -> HostPiece:
     """One host's results from its partitions, flows numbered as the whole-trace analysis
     numbers them (by first event), so reports agree whatever the partitioning."""
-    if len(pieces) == 1:
+    if len(pieces) == 1:  # already in whole-trace order; the whole run's counts, warnings
+        hr = pieces[0].result
+        hr.events = {k: int(len(v)) for k, v in view.events.items()}
+        hr.lost, hr.warnings, hr.clean = dict(view.lost or {}), list(view.warnings), view.clean
         return pieces[0]
     header = view.header or {}
     first = np.concatenate([p.first_seen for p in pieces]) if pieces else np.zeros(0, np.int64)
