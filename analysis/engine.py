@@ -32,6 +32,10 @@ class Executor:
     def workers(self) -> int:
         return self.jobs
 
+    def describe(self) -> str:
+        return {"serial": "in this process", "processes": f"{self.jobs} worker processes",
+                "dask": f"Dask cluster at {self.scheduler}"}[self.kind]
+
 
 def run_map(fn, items: list, executor: Executor, progress=None, describe=str) -> list:
     """[fn(x) for x in items], wherever the executor runs them; results in the order of items.

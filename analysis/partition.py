@@ -23,51 +23,54 @@ from mbrec.trace.reader import Trace, TraceMeta, TraceReader
 
 
 def split_traces(paths: list[str], parts: int, workdir: str, progress=None) -> list[dict]:
-    """Spill each trace's records into `parts` connection partitions. Returns per trace its
-    metadata (path, header, clocks, lost, trailer, notes, warnings, sizes, dtypes, spill file
-    names and counts). progress(n) is called with the records of each frame read."""
+    """Spill each trace's records into `parts` connection partitions (split_trace per trace)."""
+    return [split_trace(path, ti, parts, workdir, progress) for ti, path in enumerate(paths)]
+
+
+def split_trace(path: str, ti: int, parts: int, workdir: str, progress=None,
+                shown_as: str | None = None) -> dict:
+    """Spill trace number ti's records into `parts` connection partitions. Returns its metadata
+    (path, header, clocks, lost, trailer, notes, warnings, sizes, dtypes, spill file names and
+    counts). progress(n) is called with the records of each frame read; shown_as: the name
+    the user gave the file, where path is what a worker opens (absolute)."""
     tick = progress or (lambda n: None)
-    metas = []
-    for ti, path in enumerate(paths):
-        reader = TraceReader(path)
-        files: dict = {}
-        dtypes: dict = {}
-        counts: dict = {}
-        seen: dict = {}   # schema -> records so far (the next record's index in the trace)
-        meta = TraceMeta()
-        for obj in reader.objects():
-            if obj["t"] == "events":
-                batch = reader.batches(obj)
-                if batch is None:
-                    continue
-                name, recs = batch
-                dtypes[name] = recs.dtype
-                part = partition_of(recs, parts)
-                order = np.argsort(part, kind="stable")
-                bounds = np.searchsorted(part[order], np.arange(parts + 1))
-                base = seen.get(name, 0)
-                for p in range(parts):
-                    sel = order[bounds[p]:bounds[p + 1]]
-                    if len(sel) == 0:
-                        continue
-                    key = (p, name)
-                    if key not in files:
-                        files[key] = os.path.join(workdir, f"t{ti}-p{p}-{name}")
-                    _append(files[key] + ".bin", recs[sel].tobytes())
-                    _append(files[key] + ".pos", (sel + base).astype(np.int64).tobytes())
-                    counts[key] = counts.get(key, 0) + len(sel)
-                seen[name] = base + len(recs)
-                tick(len(recs))
-            else:
-                meta.take(obj)
-        for name, dtype in reader.schemas.values():
-            dtypes.setdefault(name, dtype)
-        metas.append({"path": reader.path, "header": reader.header, "clocks": meta.clocks,
-                      "lost": meta.lost, "trailer": meta.trailer, "notes": meta.notes,
-                      "warnings": meta.warnings(reader),
-                      "file_size": reader.file_size, "bytes_lost": reader.bytes_lost,
-                      "files": files, "dtypes": dtypes, "counts": counts})
-    return metas
+    reader = TraceReader(path)
+    shown = shown_as or path
+    files: dict = {}
+    dtypes: dict = {}
+    counts: dict = {}
+    seen: dict = {}   # schema -> records so far (the next record's index in the trace)
+    meta = TraceMeta()
+    for obj in reader.objects():
+        if obj["t"] != "events":
+            meta.take(obj)
+            continue
+        batch = reader.batches(obj)
+        if batch is None:
+            continue
+        name, recs = batch
+        dtypes[name] = recs.dtype
+        part = partition_of(recs, parts)
+        order = np.argsort(part, kind="stable")
+        bounds = np.searchsorted(part[order], np.arange(parts + 1))
+        base = seen.get(name, 0)
+        for p in np.flatnonzero(np.diff(bounds)).tolist():
+            sel = order[bounds[p]:bounds[p + 1]]
+            key = (p, name)
+            if key not in files:
+                files[key] = os.path.join(workdir, f"t{ti}-p{p}-{name}")
+            _append(files[key] + ".bin", recs[sel].tobytes())
+            _append(files[key] + ".pos", (sel + base).astype(np.int64).tobytes())
+            counts[key] = counts.get(key, 0) + len(sel)
+        seen[name] = base + len(recs)
+        tick(len(recs))
+    for name, dtype in reader.schemas.values():
+        dtypes.setdefault(name, dtype)
+    return {"path": shown, "header": reader.header, "clocks": meta.clocks,
+            "lost": meta.lost, "trailer": meta.trailer, "notes": meta.notes,
+            "warnings": [w.replace(path, shown) for w in meta.warnings(reader)],
+            "file_size": reader.file_size, "bytes_lost": reader.bytes_lost,
+            "files": files, "dtypes": dtypes, "counts": counts}
 
 
 def _append(path: str, data: bytes) -> None:

@@ -63,6 +63,7 @@ class PartitionResult:
     constraints: dict = field(default_factory=dict)  # (i, j) -> clock.PairConstraints (hulls)
     network: dict = field(default_factory=dict)      # (i, j) -> network.PairInputs
     matches: dict = field(default_factory=dict)      # (i, j) -> match.PairMatches (whole only)
+    usage: dict = field(default_factory=dict)        # where and at what cost it ran
 
 
 def _first_seen(hr: HostResult, positions: dict) -> np.ndarray:
@@ -121,11 +122,18 @@ def analyze_partition(index: int, traces: list, hosts: list[str], options: Optio
 
 
 def _trim(hr: HostResult) -> None:
-    """Keep only what the report needs of a partition's packet rows: the partitions' results
-    then stay small next to their events."""
-    hr.table.pkt = {k: hr.table.pkt[k] for k in KEPT_PACKET_COLUMNS}
+    """Keep only what the report needs of a partition's results, in the narrowest types, so
+    the partitions' results stay small next to their events: per packet row its flow, direction
+    and marks; per latency sample its name, flow, time and value (the packet row a sample came
+    from means nothing without the packet table, which a partitioned run does not keep)."""
+    pkt = hr.table.pkt
+    hr.table.pkt = {k: pkt[k].astype(np.int32) if k == "flow" else pkt[k]
+                    for k in KEPT_PACKET_COLUMNS}
     hr.table.wire = {k: v[:0] for k, v in hr.table.wire.items()}
     hr.flow_ids = {}
+    s = hr.samples
+    hr.samples = {"name": s["name"].astype(np.uint8), "flow": s["flow"].astype(np.int32),
+                  "t": s["t"], "value": s["value"]}
 
 
 def _ids(hr, schema):
@@ -161,14 +169,13 @@ def merge_host(view, pieces: list[HostPiece]) -> HostPiece:
     for p in pieces:
         t = p.result.table
         ids = new_id[flow_off:flow_off + len(t.flows)]
-        pkts.append({**t.pkt, "flow": ids[t.pkt["flow"]]})
+        pkts.append({**t.pkt, "flow": ids[t.pkt["flow"]].astype(np.int32)})
         w = dict(t.wire)
         w["flow"] = ids[w["flow"]] if len(w["flow"]) else w["flow"]
         w["row"] = np.where(w["row"] >= 0, w["row"] + row_off, -1)
         wires.append(w)
         sa = dict(p.result.samples)
-        sa["flow"] = ids[sa["flow"]] if len(sa["flow"]) else sa["flow"].astype(np.int64)
-        sa["row"] = np.where(sa["row"] >= 0, sa["row"] + row_off, -1)
+        sa["flow"] = ids[sa["flow"]].astype(np.int32) if len(sa["flow"]) else sa["flow"]
         samples.append(sa)
         if len(p.series.get("flow", ())):
             series.append({**p.series, "flow": ids[p.series["flow"]]})
@@ -217,8 +224,7 @@ def empty_host(view) -> HostPiece:
                         _empty_wire())
     hr = HostResult(host=str(header.get("host", "?")), path=view.path,
                     boot_id=str(header.get("boot_id", "")), table=table,
-                    samples={k: np.zeros(0, np.int64) for k in ("name", "flow", "t", "value",
-                                                                "row")},
+                    samples={k: np.zeros(0, np.int64) for k in ("name", "flow", "t", "value")},
                     negative=0, copies_exact=1.0, lost=dict(view.lost or {}),
                     warnings=list(view.warnings), clean=view.clean)
     return HostPiece(hr, {"flow": np.zeros(0, np.int64), "t": np.zeros(0, np.int64)}, [],

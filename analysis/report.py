@@ -304,8 +304,10 @@ def write_csvs(outdir: str, host_names: list[str], results: list, series: list[d
             s = hr.samples
             for ni in np.unique(s["name"]).tolist():
                 sel = s["name"] == ni
+                # no packet rows when analysed in partitions (packets.csv is not written)
+                rows = s["row"][sel] if "row" in s else np.full(int(sel.sum()), -1)
                 _savetxt(f, f"{name},{NAMES[ni]},", [s["flow"][sel], s["t"][sel],
-                                                     s["value"][sel], s["row"][sel]])
+                                                     s["value"][sel], rows])
     paths.append(p)
     p = os.path.join(outdir, "flow_series.csv")
     with open(p, "w") as f:

@@ -34,6 +34,7 @@ class Analysis:
     network: object = None   # analysis.network.NetworkResult, when cross-host ran
     alignment: object = None
     partitions: int = 1
+    usage: list = field(default_factory=list)  # per partition: pid, cpu_s, peak_rss_mb
 
 
 @dataclass
@@ -94,26 +95,49 @@ def analyze_files(paths: list[str], plan: Plan, progress=None, bars=None) -> Ana
         return analyze(traces, per_flow=o.per_flow, cross_host=o.cross_host, clock=o.clock,
                        reference=o.reference, clock_window=o.clock_window, progress=say)
     from mbrec.analysis.partition import split_traces, whole_trace_view
-    with tempfile.TemporaryDirectory(prefix="mbrec-spill-", dir=plan.spill_dir) as work:
+    spill = os.path.abspath(plan.spill_dir) if plan.spill_dir else None
+    with tempfile.TemporaryDirectory(prefix="mbrec-spill-", dir=spill) as work:
         say(f"splitting {len(paths)} traces into {parts} connection partitions in {work}")
-        metas = split_traces(paths, parts, work, bar("reading", None, "ev"))
+        if plan.executor.kind == "serial":
+            metas = split_traces(paths, parts, work, bar("reading", None, "ev"))
+        else:  # one trace per worker
+            named = [(p, os.path.abspath(p)) for p in paths]
+            metas = run_map(partial(_split_one, named, parts, work), list(range(len(paths))),
+                            plan.executor, bar("reading", len(paths), "trace"),
+                            describe=lambda t: f"the trace {paths[t]}")
         views = [whole_trace_view(m) for m in metas]
         warnings = check_inputs(views)
         names = host_names(views)
-        say(f"analysing {parts} partitions ({plan.executor.kind}"
-            f"{'' if plan.executor.kind == 'serial' else f', {plan.executor.workers} workers' if plan.executor.kind == 'processes' else f' at {plan.executor.scheduler}'})")
+        say(f"analysing {parts} partitions ({plan.executor.describe()})")
         results = run_map(partial(_map_one, metas, names, plan.options), list(range(parts)),
                           plan.executor, bar("partitions", parts, "part"),
                           describe=lambda p: f"partition {p} (spill files {work}/t*-p{p}-*)")
         say("merging, aligning clocks, L_NET")
-        return _analysis(finish(views, names, results, plan.options, warnings), names, parts)
+        out = _analysis(finish(views, names, results, plan.options, warnings), names, parts)
+        out.usage = [r.usage for r in results]
+        return out
+
+
+def _split_one(paths, parts, work, t):
+    """Split trace t into the spill directory (runs in a worker, whose working directory is
+    not the client's: the file is opened by its absolute path)."""
+    from mbrec.analysis.partition import split_trace
+    shown, absolute = paths[t]
+    return split_trace(absolute, t, parts, work, shown_as=shown)
 
 
 def _map_one(metas, names, options, p):
     """The map stage of partition p, read from its spill files (runs in a worker)."""
+    import resource
+    import time
+
     from mbrec.analysis.partition import load_partition
+    cpu0 = time.process_time()
     traces, positions = load_partition(metas, p)
-    return analyze_partition(p, traces, names, options, positions)
+    out = analyze_partition(p, traces, names, options, positions)
+    out.usage = {"pid": os.getpid(), "cpu_s": time.process_time() - cpu0,
+                 "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    return out
 
 
 def _analysis(done, names, parts) -> Analysis:

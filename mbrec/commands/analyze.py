@@ -14,7 +14,7 @@ from mbrec.errors import MbrecError
 def _bar(desc: str, total, unit: str):
     """A progress bar on stderr (tqdm: counts, rate and ETA); returns its update function."""
     from tqdm import tqdm
-    bar = tqdm(total=total, desc=desc, unit=unit, unit_scale=True, leave=False,
+    bar = tqdm(total=total, desc=desc, unit=unit, unit_scale=total is None, leave=False,
                dynamic_ncols=True, mininterval=0.5)
 
     def update(n: int) -> None:
