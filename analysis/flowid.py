@@ -64,4 +64,9 @@ def tuple_hash(recs) -> np.ndarray:
 def partition_of(recs, parts: int) -> np.ndarray:
     """The partition of every record: its connection's hash modulo the partition count, so a
     connection's events of every host and schema land in the same partition."""
-    return (record_flow_hash(recs) % np.uint64(parts)).astype(np.int64)
+    return partition_of_hash(record_flow_hash(recs), parts)
+
+
+def partition_of_hash(h: np.ndarray, parts: int) -> np.ndarray:
+    """partition_of from record_flow_hash values already computed."""
+    return (h % np.uint64(parts)).astype(np.int64)

@@ -140,7 +140,8 @@ def _match_keyed(s_grp, send, r_grp, recv, s_tup=None, r_tup=None):
     return out_count, out_first
 
 
-def match_direction(send: np.ndarray, recv: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+def match_direction(send: np.ndarray, recv: np.ndarray, nat: bool = True
+                    ) -> tuple[np.ndarray, np.ndarray, int]:
     """(index into send, index into recv, n_ambiguous) for frames `recv` that came from `send`.
 
     send: pkt records (a structured array or a dict of its columns) at the sender's
@@ -149,7 +150,8 @@ def match_direction(send: np.ndarray, recv: np.ndarray) -> tuple[np.ndarray, np.
     connection's own transmissions, so the result does not depend on which other connections
     are in the traces), then, for frames whose 4-tuple no transmission has, against the
     transmissions whose 4-tuple no frame has, on (ack, seq range, IP id) alone: the
-    connections rewritten between the hosts (NAT).
+    connections rewritten between the hosts (NAT). nat=False: the first pass only (a partition
+    whose NAT'd connections are matched in a partition of their own).
     """
     empty = np.zeros(0, dtype=np.int64)
     if _n(send) == 0 or _n(recv) == 0:
@@ -159,7 +161,7 @@ def match_direction(send: np.ndarray, recv: np.ndarray) -> tuple[np.ndarray, np.
     count, first = _match_keyed(s_key, send, r_key, recv, s_tup, r_tup)
     rest = np.flatnonzero((count == 0) & ~np.isin(r_tup, s_tup))
     nat_sends = np.flatnonzero(~np.isin(s_tup, r_tup))
-    if len(rest) and len(nat_sends):
+    if nat and len(rest) and len(nat_sends):
         # group by ack (halved so that (group << 32) + seq stays inside int64): sends of one
         # flow stay nearly in order, which keeps the sort and the lookback cheap
         s_grp = send["ack"][nat_sends].astype(np.int64) >> 1
@@ -230,8 +232,9 @@ def _wire(trace, probe: int) -> tuple[np.ndarray, dict | None]:
     return idx, {f: pkt[f][idx] for f in WIRE_FIELDS}
 
 
-def match_traces(traces, hosts: list[str] | None = None) -> dict:
-    """{(i, j): PairMatches} for every pair of traces i < j with at least one matched frame."""
+def match_traces(traces, hosts: list[str] | None = None, nat: bool = True) -> dict:
+    """{(i, j): PairMatches} for every pair of traces i < j with at least one matched frame
+    (nat: as match_direction)."""
     hosts = hosts or host_names(traces)
     sends = [_wire(t, XMIT) for t in traces]
     recvs = [_wire(t, RECV) for t in traces]
@@ -243,7 +246,7 @@ def match_traces(traces, hosts: list[str] | None = None) -> dict:
         if s is None or r is None:
             return DirMatches(*(np.zeros(0, np.int64),) * 4, np.zeros(0, bool),
                               n_sent=len(si), n_frames=len(ri))
-        a, b, amb = match_direction(s, r)
+        a, b, amb = match_direction(s, r, nat)
         return DirMatches(si[a], ri[b], s["ts_ns"][a].astype(np.int64),
                           r["ts_ns"][b].astype(np.int64), ~_tuples_equal(s, a, r, b),
                           n_ambiguous=amb, n_frames=len(ri), n_sent=len(si))

@@ -17,7 +17,8 @@ import os
 
 import numpy as np
 
-from mbrec.analysis.flowid import partition_of
+from mbrec.analysis.flowid import partition_of_hash, record_flow_hash
+from mbrec.analysis.match import RECV, XMIT
 from mbrec.errors import MbrecError
 from mbrec.trace.reader import Trace, TraceMeta, TraceReader
 
@@ -40,6 +41,7 @@ def split_trace(path: str, ti: int, parts: int, workdir: str, progress=None,
     dtypes: dict = {}
     counts: dict = {}
     seen: dict = {}   # schema -> records so far (the next record's index in the trace)
+    wire_flows: set = set()   # connections with wire frames (for the NAT partition)
     meta = TraceMeta()
     for obj in reader.objects():
         if obj["t"] != "events":
@@ -50,7 +52,11 @@ def split_trace(path: str, ti: int, parts: int, workdir: str, progress=None,
             continue
         name, recs = batch
         dtypes[name] = recs.dtype
-        part = partition_of(recs, parts)
+        h = record_flow_hash(recs)
+        part = partition_of_hash(h, parts)
+        if name == "pkt":
+            wire = (recs["probe"] == XMIT) | (recs["probe"] == RECV)
+            wire_flows.update(np.unique(h[wire]).tolist())
         order = np.argsort(part, kind="stable")
         bounds = np.searchsorted(part[order], np.arange(parts + 1))
         base = seen.get(name, 0)
@@ -70,7 +76,48 @@ def split_trace(path: str, ti: int, parts: int, workdir: str, progress=None,
             "lost": meta.lost, "trailer": meta.trailer, "notes": meta.notes,
             "warnings": [w.replace(path, shown) for w in meta.warnings(reader)],
             "file_size": reader.file_size, "bytes_lost": reader.bytes_lost,
-            "files": files, "dtypes": dtypes, "counts": counts}
+            "files": files, "dtypes": dtypes, "counts": counts,
+            "wire_flows": np.array(sorted(wire_flows), dtype=np.uint64)}
+
+
+def single_host_flows(metas: list[dict]) -> list[np.ndarray]:
+    """Per trace, its connections with wire frames that no other trace has: rewritten between
+    the hosts (NAT), or talking to hosts that were not recorded. Their frames can only be
+    matched across connections, so they get a partition of their own."""
+    out = []
+    for i, m in enumerate(metas):
+        others = [o["wire_flows"] for k, o in enumerate(metas) if k != i]
+        out.append(np.setdiff1d(m["wire_flows"], np.concatenate(others) if others else
+                                np.zeros(0, np.uint64)))
+    return out
+
+
+def load_nat_partition(metas: list[dict], flows: list[np.ndarray], parts: int,
+                       chunk: int = 1 << 20) -> list[Trace]:
+    """Per trace, the wire frames of its single-host connections (single_host_flows), read from
+    every partition's spill file a chunk at a time."""
+    traces = []
+    for m, keep in zip(metas, flows):
+        dtype = m["dtypes"].get("pkt")
+        pieces = []
+        for p in range(parts):
+            fn = m["files"].get((p, "pkt"))
+            if fn is None or dtype is None or len(keep) == 0:
+                continue
+            recs = np.memmap(fn + ".bin", dtype=dtype, mode="r")
+            for i in range(0, len(recs), chunk):
+                c = recs[i:i + chunk]
+                wire = (c["probe"] == XMIT) | (c["probe"] == RECV)
+                sel = wire & np.isin(record_flow_hash(c), keep)
+                if sel.any():
+                    pieces.append(np.array(c[sel]))
+        pkt = np.concatenate(pieces) if pieces else np.empty(0, dtype or np.uint8)
+        if len(pkt):
+            pkt = pkt[np.argsort(pkt["ts_ns"], kind="stable")]
+        traces.append(Trace(path=m["path"], header=m["header"], events={"pkt": pkt},
+                            clocks=m["clocks"], lost={}, trailer=m["trailer"], notes=m["notes"],
+                            warnings=[], file_size=m["file_size"], bytes_lost=m["bytes_lost"]))
+    return traces
 
 
 def _append(path: str, data: bytes) -> None:

@@ -80,12 +80,20 @@ def _first_seen(hr: HostResult, positions: dict) -> np.ndarray:
     return key
 
 
-def analyze_partition(index: int, traces: list, hosts: list[str], options: Options,
-                      positions: list | None = None, whole: bool = False) -> PartitionResult:
+MATCHING = ("whole", "keyed", "nat")
+
+
+def analyze_partition(index, traces: list, hosts: list[str], options: Options,
+                      positions: list | None = None, kind: str = "keyed") -> PartitionResult:
     """Everything that can be computed from one partition alone (the map stage).
 
     positions: per trace, per schema, each event's index in the whole trace (None: the traces
-    are whole). whole: keep the full packet tables and the matches (one partition only)."""
+    are whole). kind: "whole" (one partition holding whole traces: full packet tables and the
+    matches are kept), "keyed" (a connection partition: frames matched within each 4-tuple;
+    the NAT pass belongs to the NAT partition), "nat" (the wire frames of the connections that
+    only one host has: matched across connections, for the cross-host part only)."""
+    assert kind in MATCHING
+    whole = kind == "whole"
     out = PartitionResult(index, [])
     results = []
     for k, t in enumerate(traces):
@@ -104,7 +112,7 @@ def analyze_partition(index: int, traces: list, hosts: list[str], options: Optio
     if options.cross_host and len(present) >= 2:
         sub = [traces[k] for k in present]
         names = [hosts[k] for k in present]
-        found = match_traces(sub, names)
+        found = match_traces(sub, names, nat=kind != "keyed")
         inputs = network_inputs(sub, names, found, [results[k] for k in present])
         # keys in the whole run's trace numbering
         matches = {(present[i], present[j]): m for (i, j), m in found.items()}
@@ -114,7 +122,9 @@ def analyze_partition(index: int, traces: list, hosts: list[str], options: Optio
                            for k, m in matches.items()}
         if whole:
             out.matches = matches
-    if not whole:
+    if kind == "nat":  # their per-host results are the connection partitions' business
+        out.hosts = [None] * len(traces)
+    elif not whole:
         for piece in out.hosts:
             if piece is not None:
                 _trim(piece.result)

@@ -22,6 +22,7 @@ from mbrec.analysis.pipeline import (Options, analyze_partition, check_inputs, f
 RAW_PER_FILE_BYTE = 8
 PEAK_PER_RAW_BYTE = 3
 MAX_PARTITIONS = 4096
+NAT_PARTITION = "nat"
 
 
 @dataclass
@@ -58,7 +59,7 @@ def analyze(traces, *, per_flow: bool = False, cross_host: bool = True, clock: s
     warnings = check_inputs(traces)
     names = host_names(traces)
     say(f"analysing {sum(sum(len(v) for v in t.events.values()) for t in traces):,} events")
-    part = analyze_partition(0, traces, names, options, whole=True)
+    part = analyze_partition(0, traces, names, options, kind="whole")
     say("merging, aligning clocks, L_NET")
     return _analysis(finish(traces, names, [part], options, warnings), names, 1)
 
@@ -94,7 +95,7 @@ def analyze_files(paths: list[str], plan: Plan, progress=None, bars=None) -> Ana
         o = plan.options
         return analyze(traces, per_flow=o.per_flow, cross_host=o.cross_host, clock=o.clock,
                        reference=o.reference, clock_window=o.clock_window, progress=say)
-    from mbrec.analysis.partition import split_traces, whole_trace_view
+    from mbrec.analysis.partition import single_host_flows, split_traces, whole_trace_view
     spill = os.path.abspath(plan.spill_dir) if plan.spill_dir else None
     with tempfile.TemporaryDirectory(prefix="mbrec-spill-", dir=spill) as work:
         say(f"splitting {len(paths)} traces into {parts} connection partitions in {work}")
@@ -108,9 +109,12 @@ def analyze_files(paths: list[str], plan: Plan, progress=None, bars=None) -> Ana
         views = [whole_trace_view(m) for m in metas]
         warnings = check_inputs(views)
         names = host_names(views)
+        items = list(range(parts))
+        if plan.options.cross_host and sum(len(f) > 0 for f in single_host_flows(metas)) >= 2:
+            items.append(NAT_PARTITION)  # connections no two hosts name alike
         say(f"analysing {parts} partitions ({plan.executor.describe()})")
-        results = run_map(partial(_map_one, metas, names, plan.options), list(range(parts)),
-                          plan.executor, bar("partitions", parts, "part"),
+        results = run_map(partial(_map_one, metas, names, plan.options, parts), items,
+                          plan.executor, bar("partitions", len(items), "part"),
                           describe=lambda p: f"partition {p} (spill files {work}/t*-p{p}-*)")
         say("merging, aligning clocks, L_NET")
         out = _analysis(finish(views, names, results, plan.options, warnings), names, parts)
@@ -126,15 +130,19 @@ def _split_one(paths, parts, work, t):
     return split_trace(absolute, t, parts, work, shown_as=shown)
 
 
-def _map_one(metas, names, options, p):
+def _map_one(metas, names, options, parts, p):
     """The map stage of partition p, read from its spill files (runs in a worker)."""
     import resource
     import time
 
-    from mbrec.analysis.partition import load_partition
+    from mbrec.analysis.partition import load_nat_partition, load_partition, single_host_flows
     cpu0 = time.process_time()
-    traces, positions = load_partition(metas, p)
-    out = analyze_partition(p, traces, names, options, positions)
+    if p == NAT_PARTITION:
+        traces = load_nat_partition(metas, single_host_flows(metas), parts)
+        out = analyze_partition(p, traces, names, options, kind="nat")
+    else:
+        traces, positions = load_partition(metas, p)
+        out = analyze_partition(p, traces, names, options, positions)
     out.usage = {"pid": os.getpid(), "cpu_s": time.process_time() - cpu0,
                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
     return out

@@ -103,7 +103,7 @@ def test_an_unreadable_partition_names_itself(tmp_path):
     victim = metas[1]["files"][(2, "pkt")]
     os.remove(victim + ".bin")
     with pytest.raises(MbrecError, match=r"partition 2: cannot read the spill file .*t1-p2-pkt"):
-        _map_one(metas, ["a", "b"], Options(), 2)
+        _map_one(metas, ["a", "b"], Options(), 3, 2)
 
 
 def test_traces_of_different_runs_say_why_the_cross_host_part_is_empty(tmp_path):
@@ -143,3 +143,23 @@ def test_one_role_rule_for_layers_and_l_net(tmp_path):
         ab = next(d for d in pair["directions"] if d["from"] == "a")
         assert pair["L_NET_1"]["l_net"]["count"] == ab["aligned"] > 0
         assert pair["roles_guessed_from_ports"] == 0
+
+
+def test_nat_rewritten_connections_are_matched_in_every_partitioning(tmp_path):
+    """A NAT box between the hosts renames every connection, so no two hosts hash it alike:
+    its frames meet in the NAT partition and give the whole-trace L_NET."""
+    import netsynth
+    from mbrec.synthetic import ipv4
+    a, b, _ = netsynth.exchange(80, nflows=5, seed=4)
+    rx, tx = b["probe"] == netsynth.RECV, b["probe"] == netsynth.XMIT
+    b["saddr"][rx], b["sport"][rx] = ipv4("192.168.7.7"), b["sport"][rx] - 35000
+    b["daddr"][tx], b["dport"][tx] = ipv4("192.168.7.7"), b["dport"][tx] - 35000
+    pa, pb = netsynth.write_pair(tmp_path, a, b)
+    whole = analyze_files([pa, pb], Plan()).report
+    dirs = whole["cross_host"]["network"]["pairs"][0]["directions"]
+    assert [d["nat_rewritten"] for d in dirs] == [rx.sum(), (a["probe"] == netsynth.RECV).sum()]
+    for parts in (3, 7):
+        rep = analyze_files([pa, pb], Plan(partitions=parts)).report
+        assert rep.pop("partitions") == parts
+        assert differences(rep["cross_host"], whole["cross_host"], rtol=RTOL) == []
+        assert differences(rep["hosts"], whole["hosts"], rtol=RTOL) == []
