@@ -60,7 +60,7 @@ def _processes(fn, items, jobs, tick, describe):
     # forkserver: workers start clean (no copy of the client's memory, no inherited threads)
     ctx = multiprocessing.get_context("forkserver")
     results = [None] * len(items)
-    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=ctx)
+    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_leave_sigint)
     try:
         futures = {pool.submit(fn, x): k for k, x in enumerate(items)}
         for fut in as_completed(futures):
@@ -73,12 +73,22 @@ def _processes(fn, items, jobs, tick, describe):
                                  "--partitions)") from None
             tick(1)
     except BaseException:
+        workers = list((getattr(pool, "_processes", None) or {}).values())
         pool.shutdown(wait=False, cancel_futures=True)
-        for p in list(getattr(pool, "_processes", {}).values()):
-            p.terminate()
+        for w in workers:  # a partition under way is not waited for
+            w.terminate()
+        for w in workers:
+            w.join(timeout=5)
         raise
     pool.shutdown()
     return results
+
+
+def _leave_sigint() -> None:
+    """Workers leave Ctrl-C (which the terminal sends to the whole process group) to the
+    client, which stops them and removes the spill files."""
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def dask_client(address: str):

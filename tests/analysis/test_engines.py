@@ -163,3 +163,39 @@ def test_nat_rewritten_connections_are_matched_in_every_partitioning(tmp_path):
         assert rep.pop("partitions") == parts
         assert differences(rep["cross_host"], whole["cross_host"], rtol=RTOL) == []
         assert differences(rep["hosts"], whole["hosts"], rtol=RTOL) == []
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_ctrl_c_stops_cleanly(tmp_path, jobs):
+    """Ctrl-C (SIGINT to the whole process group, as a terminal sends it) mid-analysis: exit
+    130 with one line, spill files removed, no report, no worker left running."""
+    import signal
+    import time
+
+    from mbrec.synthetic import write_trace
+    from mbrec.synthetic_gt import exchanges, replicate
+    gt = exchanges(n_flows=4, n_exchanges=50, seed=11)
+    paths = [write_trace(str(tmp_path / f"{h}.mbrec"), replicate(gt.events[h], 60), host=h,
+                         boot_id=f"{h}-boot") for h in ("client", "server")]
+    spill, out = tmp_path / "spill", tmp_path / "out"
+    spill.mkdir()
+    proc = subprocess.Popen([sys.executable, "-m", "mbrec", "analyze", *paths, "-q",
+                             "--no-plots", "--partitions", "32", "-j", str(jobs),
+                             "--spill-dir", str(spill), "-o", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not any(spill.glob("mbrec-spill-*/t1-*.bin")) and time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines() == ["mbrec: interrupted"], err
+    assert list(spill.iterdir()) == []
+    assert not (out / "report.json").exists()
+    time.sleep(0.5)
+    ps = subprocess.run(["ps", "-o", "stat=,pid=,args=", "-g", str(proc.pid)],
+                        capture_output=True, text=True).stdout.splitlines()
+    running = [line for line in ps if not line.lstrip().startswith("Z")]  # exited, unreaped
+    assert running == [], ps  # no process of the group is left running
