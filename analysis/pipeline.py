@@ -17,6 +17,7 @@ same pipeline with one partition held in memory.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -24,15 +25,14 @@ import numpy as np
 from mbrec.analysis import flows as flows_mod
 from mbrec.analysis import report as rep
 from mbrec.analysis.clock import PairConstraints, clock_source, fit_alignment
-from mbrec.analysis.host import HostResult, analyze_host
+from mbrec.analysis.host import HostResult, HostSummary, analyze_host
 from mbrec.analysis.match import match_traces
 from mbrec.analysis.network import merge_inputs, network_inputs, network_result
-from mbrec.analysis.packets import FlowTable, PacketTable, identify_flows
+from mbrec.analysis.packets import FlowTable, identify_flows
+from mbrec.analysis.stats import Run, cdf_values, run_stats, write_run
 from mbrec.errors import MbrecError
 
 SCHEMA_ORDER = ("pkt", "sock", "flow", "tcp")  # the order flows are first seen in (packets.py)
-# what the report needs of a partition's packet rows (the rest is dropped before merging)
-KEPT_PACKET_COLUMNS = ("flow", "direction", "retrans", "duplicate")
 SINGLE_HOST = {"status": "single host",
                "reason": "one trace: network latency (L_NET) needs the traces of both ends"}
 
@@ -48,12 +48,15 @@ class Options:
 
 @dataclass
 class HostPiece:
-    """One host's results within one partition."""
+    """One host's results within one partition (or, merged, the whole trace)."""
 
-    result: HostResult
+    summary: HostSummary      # flows, counts, per-flow statistics (analysis.host)
     series: dict              # flow snapshots, sorted by (flow, time)
     summaries: list           # per flow: the 16 metrics (analysis.flows)
     first_seen: np.ndarray    # per flow: its first event's (schema rank << 48 | index) in the trace
+    run: Run | None = None    # the partition's latency samples, value-sorted on disk
+    result: HostResult | None = None  # the whole analysis (whole traces only: CSVs, plots)
+    cdf: dict | None = None   # merged from runs: name -> values spread over its distribution
 
 
 @dataclass
@@ -84,14 +87,16 @@ MATCHING = ("whole", "keyed", "nat")
 
 
 def analyze_partition(index, traces: list, hosts: list[str], options: Options,
-                      positions: list | None = None, kind: str = "keyed") -> PartitionResult:
+                      positions: list | None = None, kind: str = "keyed",
+                      run_dir: str | None = None) -> PartitionResult:
     """Everything that can be computed from one partition alone (the map stage).
 
     positions: per trace, per schema, each event's index in the whole trace (None: the traces
     are whole). kind: "whole" (one partition holding whole traces: full packet tables and the
     matches are kept), "keyed" (a connection partition: frames matched within each 4-tuple;
     the NAT pass belongs to the NAT partition), "nat" (the wire frames of the connections that
-    only one host has: matched across connections, for the cross-host part only)."""
+    only one host has: matched across connections, for the cross-host part only). run_dir:
+    where a connection partition writes its latency samples (analysis.stats)."""
     assert kind in MATCHING
     whole = kind == "whole"
     out = PartitionResult(index, [])
@@ -106,7 +111,13 @@ def analyze_partition(index, traces: list, hosts: list[str], options: Options,
         summ = flows_mod.flow_summaries(series, len(hr.table.flows), t.events.get("tcp"),
                                         _ids(hr, "tcp"), t.events.get("sock"), _ids(hr, "sock"))
         first = _first_seen(hr, None if positions is None else positions[k])
-        out.hosts.append(HostPiece(hr, series, summ, first))
+        piece = HostPiece(rep.summarize(hr, options.per_flow), series, summ, first)
+        if whole:
+            piece.result = hr
+        elif kind == "keyed":  # the samples go to disk; the statistics merge exactly
+            piece.summary.latencies = {}
+            piece.run = write_run(hr.samples, os.path.join(run_dir, f"s{k}-p{index}.npy"))
+        out.hosts.append(piece)
         results.append(hr)
     present = [k for k, r in enumerate(results) if r is not None]
     if options.cross_host and len(present) >= 2:
@@ -124,26 +135,7 @@ def analyze_partition(index, traces: list, hosts: list[str], options: Options,
             out.matches = matches
     if kind == "nat":  # their per-host results are the connection partitions' business
         out.hosts = [None] * len(traces)
-    elif not whole:
-        for piece in out.hosts:
-            if piece is not None:
-                _trim(piece.result)
     return out
-
-
-def _trim(hr: HostResult) -> None:
-    """Keep only what the report needs of a partition's results, in the narrowest types, so
-    the partitions' results stay small next to their events: per packet row its flow, direction
-    and marks; per latency sample its name, flow, time and value (the packet row a sample came
-    from means nothing without the packet table, which a partitioned run does not keep)."""
-    pkt = hr.table.pkt
-    hr.table.pkt = {k: pkt[k].astype(np.int32) if k == "flow" else pkt[k]
-                    for k in KEPT_PACKET_COLUMNS}
-    hr.table.wire = {k: v[:0] for k, v in hr.table.wire.items()}
-    hr.flow_ids = {}
-    s = hr.samples
-    hr.samples = {"name": s["name"].astype(np.uint8), "flow": s["flow"].astype(np.int32),
-                  "t": s["t"], "value": s["value"]}
 
 
 def _ids(hr, schema):
@@ -164,81 +156,68 @@ def _series(trace, hr):
 def merge_host(view, pieces: list[HostPiece]) -> HostPiece:
     """One host's results from its partitions, flows numbered as the whole-trace analysis
     numbers them (by first event), so reports agree whatever the partitioning."""
-    if len(pieces) == 1:  # already in whole-trace order; the whole run's counts, warnings
-        hr = pieces[0].result
-        hr.events = {k: int(len(v)) for k, v in view.events.items()}
-        hr.lost, hr.warnings, hr.clean = dict(view.lost or {}), list(view.warnings), view.clean
+    if len(pieces) == 1 and pieces[0].run is None:  # a whole trace
         return pieces[0]
-    header = view.header or {}
-    first = np.concatenate([p.first_seen for p in pieces]) if pieces else np.zeros(0, np.int64)
+    first = np.concatenate([p.first_seen for p in pieces])
     order = np.argsort(first, kind="stable")
     new_id = np.empty(len(first), np.int64)
     new_id[order] = np.arange(len(first))
-    flow_off, row_off = 0, 0
-    pkts, wires, samples, series, summ_all, tables = [], [], [], [], [], []
+    series, off = [], 0
     for p in pieces:
-        t = p.result.table
-        ids = new_id[flow_off:flow_off + len(t.flows)]
-        pkts.append({**t.pkt, "flow": ids[t.pkt["flow"]].astype(np.int32)})
-        w = dict(t.wire)
-        w["flow"] = ids[w["flow"]] if len(w["flow"]) else w["flow"]
-        w["row"] = np.where(w["row"] >= 0, w["row"] + row_off, -1)
-        wires.append(w)
-        sa = dict(p.result.samples)
-        sa["flow"] = ids[sa["flow"]].astype(np.int32) if len(sa["flow"]) else sa["flow"]
-        samples.append(sa)
+        n = len(p.summary.flows)
         if len(p.series.get("flow", ())):
-            series.append({**p.series, "flow": ids[p.series["flow"]]})
-        summ_all += p.summaries
-        tables.append(t.flows)
-        flow_off += len(t.flows)
-        row_off += len(t.pkt["flow"])
-    flows = FlowTable(
-        ep_addr=np.concatenate([f.ep_addr for f in tables])[order],
-        ep_port=np.concatenate([f.ep_port for f in tables])[order],
-        family=np.concatenate([f.family for f in tables])[order],
-        local=np.concatenate([f.local for f in tables])[order],
-        client=np.concatenate([f.client for f in tables])[order],
-        client_source=[s for f in tables for s in f.client_source],
-        cookies=[c for f in tables for c in f.cookies])
-    flows.client_source = [flows.client_source[i] for i in order]
-    flows.cookies = [flows.cookies[i] for i in order]
-    table = PacketTable(str(header.get("host", "?")), str(header.get("boot_id", "")), flows,
-                        _cat(pkts), _cat(wires))
-    merged_series = _cat(series) if series else {"flow": np.zeros(0, np.int64),
-                                                  "t": np.zeros(0, np.int64)}
-    if len(merged_series["flow"]):
+            series.append({**p.series, "flow": new_id[off:off + n][p.series["flow"]]})
+        off += n
+    sums = [p.summary for p in pieces]
+    tables = [h.flows for h in sums]
+
+    def cat(attr):
+        return np.concatenate([getattr(x, attr) for x in tables])[order]
+
+    flows = FlowTable(ep_addr=cat("ep_addr"), ep_port=cat("ep_port"), family=cat("family"),
+                      local=cat("local"), client=cat("client"),
+                      client_source=_pick([f.client_source for f in tables], order),
+                      cookies=_pick([f.cookies for f in tables], order))
+    per_flow = None
+    if all(h.flow_latencies is not None for h in sums):
+        per_flow = _pick([h.flow_latencies for h in sums], order)
+    merged_series = {"flow": np.zeros(0, np.int64), "t": np.zeros(0, np.int64)}
+    if series:
+        merged_series = {k: np.concatenate([d[k] for d in series]) for k in series[0]}
         so = np.lexsort((merged_series["t"], merged_series["flow"]))
         merged_series = {k: v[so] for k, v in merged_series.items()}
-    r0 = pieces[0].result
-    hr = HostResult(host=r0.host, path=view.path, boot_id=r0.boot_id, table=table,
-                    samples=_cat(samples),
-                    negative=sum(p.result.negative for p in pieces),
-                    copies_exact=min(p.result.copies_exact for p in pieces),
-                    events={k: int(len(v)) for k, v in view.events.items()},
-                    lost=dict(view.lost or {}), warnings=list(view.warnings), clean=view.clean)
-    return HostPiece(hr, merged_series, [summ_all[i] for i in order], first[order])
+    h0 = sums[0]
+    summary = HostSummary(
+        h0.host, view.path, h0.boot_id, view.clean, flows,
+        np.concatenate([h.sent for h in sums])[order],
+        np.concatenate([h.received for h in sums])[order],
+        np.concatenate([h.retransmitted for h in sums])[order],
+        sum(h.duplicates for h in sums), run_stats([p.run for p in pieces]), per_flow,
+        sum(h.negative for h in sums), min(h.copies_exact for h in sums),
+        {k: int(len(v)) for k, v in view.events.items()}, dict(view.lost or {}),
+        list(view.warnings))
+    piece = HostPiece(summary, merged_series, _pick([p.summaries for p in pieces], order),
+                      first[order])
+    piece.cdf = {name: cdf_values([p.run for p in pieces], name)
+                 for name in summary.latencies}
+    return piece
 
 
-def _cat(dicts: list[dict]) -> dict:
-    return {k: np.concatenate([d[k] for d in dicts]) for k in dicts[0]}
+def _pick(lists: list[list], order: np.ndarray) -> list:
+    """The elements of the concatenated lists, in the given order."""
+    flat = [x for lst in lists for x in lst]
+    return [flat[i] for i in order.tolist()]
 
 
 def empty_host(view) -> HostPiece:
     """A host none of whose events fell anywhere (an empty trace is refused before this)."""
-    from mbrec.analysis.packets import _empty_rows, _empty_wire
     header = view.header or {}
     flows, _ = identify_flows({})
-    table = PacketTable(str(header.get("host", "?")), str(header.get("boot_id", "")), flows,
-                        {k: v for k, v in _empty_rows().items() if k in KEPT_PACKET_COLUMNS},
-                        _empty_wire())
-    hr = HostResult(host=str(header.get("host", "?")), path=view.path,
-                    boot_id=str(header.get("boot_id", "")), table=table,
-                    samples={k: np.zeros(0, np.int64) for k in ("name", "flow", "t", "value")},
-                    negative=0, copies_exact=1.0, lost=dict(view.lost or {}),
-                    warnings=list(view.warnings), clean=view.clean)
-    return HostPiece(hr, {"flow": np.zeros(0, np.int64), "t": np.zeros(0, np.int64)}, [],
-                     np.zeros(0, np.int64))
+    none = np.zeros(0, np.int64)
+    summary = HostSummary(str(header.get("host", "?")), view.path,
+                          str(header.get("boot_id", "")), view.clean, flows, none, none, none,
+                          0, {}, None, 0, 1.0, {}, dict(view.lost or {}), list(view.warnings))
+    return HostPiece(summary, {"flow": none, "t": none}, [], none)
 
 
 @dataclass
@@ -280,7 +259,7 @@ def finish(views: list, hosts: list[str], parts: list[PartitionResult], options:
                                "different runs, or of hosts that did not talk to each other")
     sections, flow_entries = [], []
     for name, piece in zip(hosts, merged):
-        section, fl = rep.host_section(name, piece.result, piece.summaries, options.per_flow)
+        section, fl = rep.host_section(name, piece.summary, piece.summaries)
         sections.append(section)
         flow_entries += fl
     report = rep.build_report(report_inputs(views, hosts), sections, flow_entries, cross,

@@ -13,6 +13,8 @@ import tempfile
 from dataclasses import dataclass, field
 from functools import partial
 
+import numpy as np
+
 from mbrec.analysis.engine import Executor, default_memory, run_map
 from mbrec.analysis.match import host_names
 from mbrec.analysis.pipeline import (Options, analyze_partition, check_inputs, finish)
@@ -29,7 +31,9 @@ NAT_PARTITION = "nat"
 class Analysis:
     report: dict
     names: list[str]
-    results: list            # HostResult per trace
+    summaries: list          # analysis.host.HostSummary per trace
+    results: list | None     # analysis.host.HostResult per trace (whole traces only)
+    cdf: list                # per trace: latency name -> sorted values (for CDF plots)
     series: list             # flow time series per trace
     flow_names: list         # per trace: analysis.report.flow_names
     network: object = None   # analysis.network.NetworkResult, when cross-host ran
@@ -113,7 +117,7 @@ def analyze_files(paths: list[str], plan: Plan, progress=None, bars=None) -> Ana
         if plan.options.cross_host and sum(len(f) > 0 for f in single_host_flows(metas)) >= 2:
             items.append(NAT_PARTITION)  # connections no two hosts name alike
         say(f"analysing {parts} partitions ({plan.executor.describe()})")
-        results = run_map(partial(_map_one, metas, names, plan.options, parts), items,
+        results = run_map(partial(_map_one, metas, names, plan.options, parts, work), items,
                           plan.executor, bar("partitions", len(items), "part"),
                           describe=lambda p: f"partition {p} (spill files {work}/t*-p{p}-*)")
         say("merging, aligning clocks, L_NET")
@@ -130,7 +134,7 @@ def _split_one(paths, parts, work, t):
     return split_trace(absolute, t, parts, work, shown_as=shown)
 
 
-def _map_one(metas, names, options, parts, p):
+def _map_one(metas, names, options, parts, work, p):
     """The map stage of partition p, read from its spill files (runs in a worker)."""
     import resource
     import time
@@ -142,7 +146,7 @@ def _map_one(metas, names, options, parts, p):
         out = analyze_partition(p, traces, names, options, kind="nat")
     else:
         traces, positions = load_partition(metas, p)
-        out = analyze_partition(p, traces, names, options, positions)
+        out = analyze_partition(p, traces, names, options, positions, run_dir=work)
     out.usage = {"pid": os.getpid(), "cpu_s": time.process_time() - cpu0,
                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
     return out
@@ -150,9 +154,20 @@ def _map_one(metas, names, options, parts, p):
 
 def _analysis(done, names, parts) -> Analysis:
     from mbrec.analysis import report as rep
+    from mbrec.analysis.latency import NAMES
     if parts > 1:
         done.report["partitions"] = parts
-    return Analysis(done.report, names, [h.result for h in done.hosts],
+    whole = all(h.result is not None for h in done.hosts)
+    cdf = []
+    for h in done.hosts:
+        if h.result is not None:
+            s = h.result.samples
+            cdf.append({NAMES[i]: np.sort(s["value"][s["name"] == i])
+                        for i in np.unique(s["name"]).tolist()})
+        else:
+            cdf.append(h.cdf or {})
+    return Analysis(done.report, names, [h.summary for h in done.hosts],
+                    [h.result for h in done.hosts] if whole else None, cdf,
                     [h.series for h in done.hosts],
-                    [rep.flow_names(h.result.table.flows) for h in done.hosts],
+                    [rep.flow_names(h.summary.flows) for h in done.hosts],
                     done.network, done.alignment, parts)

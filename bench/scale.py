@@ -107,9 +107,9 @@ def main():
     else:
         total = None
     if total is None:  # reused traces: count their events
-        info = json.loads(subprocess.run([sys.executable, "-m", "mbrec", "info", "--json", *paths],
-                                         capture_output=True, text=True, check=True).stdout)
-        total = sum(t["events_total"] for t in (info if isinstance(info, list) else [info]))
+        out = subprocess.run([sys.executable, "-m", "mbrec", "info", "--json", *paths],
+                             capture_output=True, text=True, check=True).stdout
+        total = sum(json.loads(line)["events_total"] for line in out.splitlines() if line)
     size = sum(os.path.getsize(p) for p in paths)
     print(f"traces: {total:,} events, {size / 1e6:.0f} MB on disk, made in "
           f"{time.perf_counter() - t0:.0f} s ({work})", flush=True)

@@ -108,8 +108,8 @@ def _write_outputs(outdir, result, no_plots, say):
         return
     say("plotting")
     from mbrec.analysis import plots
-    for name, hr in zip(result.names, result.results):
-        plots.plot_cdfs(outdir, name, hr.samples)
+    for name, values, hs in zip(result.names, result.cdf, result.summaries):
+        plots.plot_cdfs(outdir, name, values, {k: v["count"] for k, v in hs.latencies.items()})
     plots.plot_breakdown(outdir, result.report["hosts"])
     for name, s, fn in zip(result.names, result.series, result.flow_names):
         plots.plot_flows(outdir, name, s, fn)

@@ -111,7 +111,7 @@ def test_plots_and_report_are_deterministic(gt_files, analysed):
     out2.mkdir()
     a = analyze([read_trace(paths["client"]), read_trace(paths["server"])])
     report.write_json(a.report, str(out2 / "report.json"))
-    plots.plot_cdfs(str(out2), "client", a.results[0].samples)
+    plots.plot_cdfs(str(out2), "client", a.cdf[0])
     plots.plot_breakdown(str(out2), a.report["hosts"])
     plots.plot_flows(str(out2), "server", a.series[1], a.flow_names[1])
     made = sorted(p.name for p in out2.iterdir())
@@ -217,3 +217,7 @@ def test_flow_partitions_give_the_same_results(tmp_path):
         parts = json.loads(run("-q", "--json", "--partitions", str(n), *paths).stdout)
         assert parts.pop("partitions") == n
         assert differences(parts, whole, rtol=1e-9) == []
+    whole = json.loads(run("-q", "--json", "--per-flow", *paths).stdout)
+    parts = json.loads(run("-q", "--json", "--per-flow", "--partitions", "5", *paths).stdout)
+    assert parts.pop("partitions") == 5 and "latencies" in whole["flows"][0]
+    assert differences(parts, whole, rtol=1e-9) == []

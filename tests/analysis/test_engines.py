@@ -103,7 +103,7 @@ def test_an_unreadable_partition_names_itself(tmp_path):
     victim = metas[1]["files"][(2, "pkt")]
     os.remove(victim + ".bin")
     with pytest.raises(MbrecError, match=r"partition 2: cannot read the spill file .*t1-p2-pkt"):
-        _map_one(metas, ["a", "b"], Options(), 3, 2)
+        _map_one(metas, ["a", "b"], Options(), 3, str(tmp_path), 2)
 
 
 def test_traces_of_different_runs_say_why_the_cross_host_part_is_empty(tmp_path):
