@@ -245,8 +245,10 @@ def build(analysis, flow=None) -> Built:
         keep = _flow_selected(h, flow)[s["flow"]] if len(s["flow"]) else np.zeros(0, bool)
         idx = np.flatnonzero(keep)
         flows_h = s["flow"][idx]
-        pkeys = np.array([parent(("flow", hi_, int(f)), hi_, h.flow_labels[int(f)])
-                          for f in flows_h.tolist()], np.int64) if len(idx) else np.zeros(0, np.int64)
+        uf, inv = np.unique(flows_h, return_inverse=True)
+        pkeys = np.array([parent(("flow", hi_, f), hi_, h.flow_labels[f])
+                          for f in uf.tolist()], np.int64)[inv] if len(idx) else \
+            np.zeros(0, np.int64)
         name = s["name"][idx].astype(np.int64)
         t0 = s["t"][idx].astype(np.int64)
         t1 = t0 + s["dur"][idx].astype(np.int64)
@@ -481,6 +483,8 @@ def apply_window(b: Built, window, max_events: int) -> tuple[dict, dict, np.ndar
         note = (f"the trace would hold {n_events:,} events, more than the Perfetto UI opens "
                 f"comfortably ({max_events:,}): wrote only {rel[0]:.3f}:{rel[1]:.3f} s; choose "
                 "another window with --time or raise --max-events")
+    if ks.all() and kc.all():
+        return s, c, b.arrows, note
     new = np.full(len(ks) + 1, -1, np.int64)
     new[:-1][ks] = np.arange(int(ks.sum()))
     a = new[b.arrows] if len(b.arrows) else b.arrows
@@ -548,6 +552,7 @@ def write_trace(analysis, path: str, *, flow=None, window=None, max_events: int 
     """Build and write the trace; returns a summary (counts, bytes, note if cut)."""
     b = build(analysis, flow)
     slices, counters, arrows, note = apply_window(b, window, max_events)
+    b.slices = b.counters = b.arrows = None  # the window's copies are what is written
     if len(slices["start"]) == 0 and len(counters["t"]) == 0:
         raise MbrecError("nothing to export: no slice or counter matches the --flow/--time "
                          "selection (see `mbrec info` for the traces' time spans and flows)")
@@ -780,7 +785,7 @@ def _encode(f, b: Built, slices: dict, counters: dict, arrows: np.ndarray) -> di
         flush(True)
     flush(True)
     return {"slices": int(n), "counters": int(nc), "arrows": int(len(arrows)),
-            "tracks": int(len(keys)), "events": int(n_written)}
+            "tracks": int(len(keys)), "trace_events": int(n_written)}
 
 
 def _order_rank(name: str) -> int:
