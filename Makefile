@@ -1,7 +1,8 @@
 # Shared commands. The README's two commands are `make demo` and `make check`; .ci/run runs
 # `make check`. Both install what they need first (as root: apt-get and pip).
 PYTHON ?= python3
-APT_PACKAGES = qemu-system-x86 debootstrap e2fsprogs gcc libc6-dev make ca-certificates
+APT_PACKAGES = qemu-system-x86 debootstrap e2fsprogs gcc libc6-dev make ca-certificates \
+	chromium chromium-driver fonts-liberation
 DEMO_DIR ?= out/demo
 
 .PHONY: setup demo check test test-fast bench bench-large bench-lab fixtures goldens clean
