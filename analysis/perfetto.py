@@ -152,8 +152,8 @@ def _clock_view(analysis) -> tuple[list, dict]:
 # Slices, arrows and counters as columns
 
 @dataclass
-class Columns:
-    """Slices: host, group (track before lanes), name, start/end (reference ns), annotations."""
+class _Parts:
+    """Columns collected in parts (per host, per network direction), concatenated once."""
     cols: dict = field(default_factory=dict)
 
     def add(self, **kw):
@@ -168,8 +168,9 @@ class Columns:
         return out
 
 
-SLICE_COLS = ("host", "group", "name", "start", "end", "seq", "end_seq", "ip_id", "bits",
-              "lo", "hi", "est")
+# group: the track before lanes; start/end: reference ns; the rest: annotations (-1 / NaN: none)
+SLICE_COLS = ("group", "name", "start", "end", "seq", "end_seq", "ip_id", "bits", "lo", "hi",
+              "est")
 BIT_RETRANS, BIT_DUP, BIT_LOST, BIT_NEG = 1, 2, 4, 8
 
 
@@ -201,14 +202,13 @@ def _flow_selected(h: HostView, flow) -> np.ndarray:
 @dataclass
 class Built:
     slices: dict
-    groups: list          # per group: (host or -1 for network, parent key, name id, label)
+    groups: list          # per group: (host or -1 for network, parent key, name id)
     parents: list         # per parent key: (host index or -1, label, pair)
     arrows: np.ndarray    # (n, 2) slice indices: from, to
     counters: dict        # host, ctrack, t, value
     ctracks: list         # per counter track: (parent key, label)
     hosts: list
     meta: dict
-    notes: list
     first: int            # reference ns of the first event of all hosts (before --flow)
 
 
@@ -217,10 +217,10 @@ def build(analysis, flow=None) -> Built:
     hosts = [_host_view(analysis, i) for i in range(len(analysis.names))]
     maps, meta = _clock_view(analysis)
     net = _network_view(analysis)
-    sl = Columns()
+    sl = _Parts()
     groups, gindex, parents, pindex = [], {}, [], {}
-    arrows, notes = [], []
-    host_slice = []  # per host: (first slice index, samples kept -> slice index map)
+    arrows = []
+    host_slice = []  # per host: (sample -> slice index, then the kept samples' columns)
     offset = 0
 
     def parent(key, host, label, pair=None):
@@ -229,27 +229,33 @@ def build(analysis, flow=None) -> Built:
             parents.append((host, label, pair))
         return pindex[key]
 
-    def group_ids(host, pkey, name_ids, labels):
+    def parents_of(host, values, key_label):
+        """Parent key of each value (flow), looked up once per distinct value."""
+        if len(values) == 0:
+            return np.zeros(0, np.int64)
+        uniq, inv = np.unique(values, return_inverse=True)
+        return np.array([parent(*key_label(v)) for v in uniq.tolist()], np.int64)[inv]
+
+    def group_ids(host, pkey, name_ids):
         """Group (track before lanes) of each (parent, name) pair."""
-        out = np.empty(len(name_ids), np.int64)
-        for key in np.unique(np.stack([pkey, name_ids], axis=1), axis=0) if len(name_ids) else []:
-            k = (int(key[0]), int(key[1]))
+        if len(name_ids) == 0:
+            return np.zeros(0, np.int32)
+        uniq, inv = np.unique(np.stack([pkey, name_ids], axis=1), axis=0, return_inverse=True)
+        ids = []
+        for k in map(tuple, uniq.tolist()):
             if k not in gindex:
                 gindex[k] = len(groups)
-                groups.append((host, k[0], k[1], labels))
-            out[(pkey == key[0]) & (name_ids == key[1])] = gindex[k]
-        return out
+                groups.append((host, k[0], k[1]))
+            ids.append(gindex[k])
+        return np.array(ids, np.int32)[inv.ravel()]
 
     for hi_, h in enumerate(hosts):
         s = h.samples
         keep = _flow_selected(h, flow)[s["flow"]] if len(s["flow"]) else np.zeros(0, bool)
         idx = np.flatnonzero(keep)
-        flows_h = s["flow"][idx]
-        uf, inv = np.unique(flows_h, return_inverse=True)
-        pkeys = np.array([parent(("flow", hi_, f), hi_, h.flow_labels[f])
-                          for f in uf.tolist()], np.int64)[inv] if len(idx) else \
-            np.zeros(0, np.int64)
-        name = s["name"][idx].astype(np.int64)
+        pkeys = parents_of(hi_, s["flow"][idx],
+                           lambda f, hi_=hi_, h=h: (("flow", hi_, f), hi_, h.flow_labels[f]))
+        name = s["name"][idx].astype(np.int16)
         t0 = s["t"][idx].astype(np.int64)
         t1 = t0 + s["dur"][idx].astype(np.int64)
         row = s["row"][idx].astype(np.int64)
@@ -268,11 +274,11 @@ def build(analysis, flow=None) -> Built:
             bits = bits | np.where(np.isin(name, lost_ids), BIT_LOST, 0)
         start, end = _to_ref(maps[hi_], t0), _to_ref(maps[hi_], t1)
         end = np.maximum(end, start)
-        gid = group_ids(hi_, pkeys, name, None)
+        gid = group_ids(hi_, pkeys, name)
         nan = np.full(len(idx), np.nan)
-        sl.add(host=np.full(len(idx), hi_), group=gid, name=name, start=start, end=end,
-               seq=take("seq"), end_seq=take("end_seq"), ip_id=take("ip_id"), bits=bits,
-               lo=nan, hi=nan, est=nan)
+        sl.add(group=gid, name=name, start=start, end=end, seq=take("seq"),
+               end_seq=take("end_seq"), ip_id=take("ip_id").astype(np.int32),
+               bits=bits.astype(np.int8), lo=nan, hi=nan, est=nan)
         smap = np.full(len(s["flow"]), -1, np.int64)
         smap[idx] = offset + np.arange(len(idx))
         host_slice.append((smap, name, row, idx, s["flow"][idx], t0, t1))
@@ -291,24 +297,22 @@ def build(analysis, flow=None) -> Built:
             ok &= _flow_selected(hs, flow)[np.maximum(sflow, 0)]
         idx = np.flatnonzero(ok)
         a, b = d.pair
-        pkey_of = {}
-        for f in np.unique(sflow[idx]).tolist():
-            pkey_of[f] = parent(("net", a, b, d.src, f), -1,
-                                f"{hs.flow_labels[f]} ({hs.name} -> {hd.name})", (a, b))
-        pkeys = np.array([pkey_of[f] for f in sflow[idx].tolist()], np.int64)
-        name = np.where(d.client_sent[idx], L_NET_ID[0], L_NET_ID[1]).astype(np.int64)
+        pkeys = parents_of(-1, sflow[idx], lambda f, a=a, b=b, d=d, hs=hs, hd=hd: (
+            ("net", a, b, d.src, f), -1, f"{hs.flow_labels[f]} ({hs.name} -> {hd.name})", (a, b)))
+        name = np.where(d.client_sent[idx], L_NET_ID[0], L_NET_ID[1]).astype(np.int16)
         start = _to_ref(maps[d.src], d.s_ns[idx])
         end = _to_ref(maps[d.dst], d.r_ns[idx])
         neg = end < start
         end = np.maximum(end, start)
-        gid = group_ids(-1, pkeys, name, None)
+        gid = group_ids(-1, pkeys, name)
         rws = hs.rows
         r = np.maximum(srow[idx], 0)
         col = (lambda c: np.asarray(rws[c])[r].astype(np.int64)) if len(rws["seq"]) else \
             (lambda c: np.full(len(idx), -1, np.int64))
-        sl.add(host=np.full(len(idx), -1), group=gid, name=name, start=start, end=end,
-               seq=col("seq"), end_seq=col("end_seq"), ip_id=col("ip_id"),
-               bits=np.where(neg, BIT_NEG, 0), lo=d.lo[idx], hi=d.hi[idx], est=d.value[idx])
+        sl.add(group=gid, name=name, start=start, end=end, seq=col("seq"),
+               end_seq=col("end_seq"), ip_id=col("ip_id").astype(np.int32),
+               bits=np.where(neg, BIT_NEG, 0).astype(np.int8), lo=d.lo[idx], hi=d.hi[idx],
+               est=d.value[idx])
         net_ids = offset + np.arange(len(idx))
         offset += len(idx)
         # sender's NIC slice of the packet -> L_NET -> receiver's NIC slice of the frame
@@ -324,10 +328,10 @@ def build(analysis, flow=None) -> Built:
         np.zeros((0, 2), np.int64)
     counters, ctracks = _counters(hosts, maps, flow, parent)
     # --time counts from the first event of any host, whatever --flow keeps (as in replay)
-    firsts = [int(_to_ref(maps[k], [min(t)])[0]) for k, h in enumerate(hosts)
+    firsts = [int(_to_ref(maps[k], [np.min(t)])[0]) for k, h in enumerate(hosts)
               for t in (h.samples["t"], h.series.get("t", ())) if len(t)]
     return Built(slices, groups, parents, arrows.astype(np.int64), counters, ctracks,
-                 [h.name for h in hosts], meta, notes, min(firsts, default=0))
+                 [h.name for h in hosts], meta, min(firsts, default=0))
 
 
 def _wire_rows(wire, direction: int, ts: np.ndarray) -> np.ndarray:
@@ -434,7 +438,7 @@ def _app_arrows(slice_ids, name, flow, t0, t1, row) -> list:
 
 
 def _counters(hosts, maps, flow, parent):
-    cols = Columns()
+    cols = _Parts()
     ctracks, cindex = [], {}
     for hi_, h in enumerate(hosts):
         s = h.series
@@ -447,14 +451,15 @@ def _counters(hosts, maps, flow, parent):
             if col not in s:
                 continue
             v = np.asarray(s[col])[keep].astype(np.int64)
-            tracks = np.empty(len(f), np.int64)
-            for fl in np.unique(f).tolist():
+            uniq, inv = np.unique(f, return_inverse=True)
+            ids = []
+            for fl in uniq.tolist():
                 k = (hi_, fl, ci)
                 if k not in cindex:
                     cindex[k] = len(ctracks)
                     ctracks.append((parent(("flow", hi_, fl), hi_, h.flow_labels[fl]), label))
-                tracks[f == fl] = cindex[k]
-            cols.add(ctrack=tracks, t=t, value=v)
+                ids.append(cindex[k])
+            cols.add(ctrack=np.array(ids, np.int64)[inv.ravel()], t=t, value=v)
     return cols.done(("ctrack", "t", "value")), ctracks
 
 
@@ -632,7 +637,7 @@ def _encode(f, b: Built, slices: dict, counters: dict, arrows: np.ndarray) -> di
     track_uuid = np.empty(len(keys), np.int64)
     for k, key in enumerate(keys.tolist()):
         g, ln = divmod(key, nl)
-        host, pk, name_id, _ = b.groups[g]
+        host, pk, name_id = b.groups[g]
         u = next(uuid)
         track_uuid[k] = u
         p = out.packet.add()
