@@ -107,6 +107,12 @@ def _us(v):
     return None if v is None or not np.isfinite(v) else round(float(v) / 1e3, 1)
 
 
+def _floats(v: np.ndarray, scale: float = 1e3, digits: int = 1) -> list:
+    """JSON numbers (us by default); None where not finite (an unbounded interval side)."""
+    v = np.round(np.asarray(v, np.float64) / scale, digits)
+    return [x if np.isfinite(x) else None for x in v.tolist()]
+
+
 def _cdfs(samples: list[dict], names: list[str]) -> list[dict]:
     p = np.linspace(0, 1, CDF_POINTS)
     figs = []
@@ -163,14 +169,14 @@ def _lnet_figs(dirs: list[dict]) -> list[dict]:
         name = f"{d['src']} -> {d['dst']}"
         c = colors[k % len(colors)]
         data.append({"type": "scatter", "mode": "lines", "x": x,
-                     "y": np.round(d["lo"][idx] / 1e3, 1).tolist(), "line": {"width": 0},
+                     "y": _floats(d["lo"][idx]), "line": {"width": 0},
                      "showlegend": False, "hoverinfo": "skip", "legendgroup": name})
         data.append({"type": "scatter", "mode": "lines", "x": x,
-                     "y": np.round(d["hi"][idx] / 1e3, 1).tolist(), "line": {"width": 0},
+                     "y": _floats(d["hi"][idx]), "line": {"width": 0},
                      "fill": "tonexty", "fillcolor": c + "33", "legendgroup": name,
                      "name": f"{name}: guaranteed interval"})
         data.append({"type": "scatter", "mode": "markers", "x": x,
-                     "y": np.round(d["value"][idx] / 1e3, 1).tolist(), "legendgroup": name,
+                     "y": _floats(d["value"][idx]), "legendgroup": name,
                      "marker": {"size": 3, "color": c},
                      "name": f"{name}: L_NET estimate ({d['quality']}"
                              f"{f', every {step}th frame' if step > 1 else ''})"})

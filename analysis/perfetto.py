@@ -658,7 +658,7 @@ def _encode(f, b: Built, slices: dict, counters: dict, arrows: np.ndarray) -> di
         td.uuid = u
         td.parent_uuid = parent_uuid[pk]
         td.name = label
-        td.sibling_order_rank = 100 + len(ctrack_uuid) % 4
+        td.sibling_order_rank = 100 + [c[1] for c in COUNTERS].index(label)
         td.counter.SetInParent()
     meta_uuid = next(uuid)
     p = out.packet.add()
@@ -814,6 +814,8 @@ def _alignment_attrs(meta: dict) -> dict:
         w = e.get("bound_width_ns")
         out[f"mbrec.clock.{h}.bound_width_ns"] = int(w) if w is not None else "unbounded"
         out[f"mbrec.clock.{h}.path"] = " -> ".join(e.get("path") or [h])
+    for pair, q in meta.get("l_net_quality", {}).items():
+        out[f"mbrec.l_net.{pair}.clock_quality"] = q
     if "timestamps_shifted_ns" in meta:
         out["mbrec.timestamps_shifted_ns"] = int(meta["timestamps_shifted_ns"])
     return out

@@ -241,3 +241,14 @@ def test_lanes_never_overlap():
             s, e = start[sel][o], end[sel][o]
             assert (s[1:] >= e[:-1]).all()
     assert lane.max() > 0  # the random slices do overlap, so extra lanes were needed
+
+
+@pytest.mark.parametrize("fixture", sorted(p.name for p in FIX.glob("*/") if any(p.glob("*.mbrec"))))
+def test_every_fixture_exports_a_valid_trace(tmp_path, fixture):
+    out, res = export(tmp_path, fixture)
+    assert res.returncode == 0, res.stderr
+    t = parse(out)
+    slices = check_invariants(t)
+    hosts = {d.process.process_name for d in t["tracks"].values() if d.HasField("process")}
+    assert len(hosts) == len(list((FIX / fixture).glob("*.mbrec")))
+    assert sum(map(len, slices.values())) > 100
