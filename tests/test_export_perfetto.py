@@ -252,3 +252,19 @@ def test_every_fixture_exports_a_valid_trace(tmp_path, fixture):
     hosts = {d.process.process_name for d in t["tracks"].values() if d.HasField("process")}
     assert len(hosts) == len(list((FIX / fixture).glob("*.mbrec")))
     assert sum(map(len, slices.values())) > 100
+
+
+def test_lost_events_mark_the_layers_they_affect(tmp_path):
+    """A host that lost events of ip_queue_xmit: its L_TCP and L_IP send slices say so, its
+    receive slices do not."""
+    from mbrec.analysis import perfetto
+    from mbrec.analysis.run import analyze
+    from mbrec.trace.reader import read_trace
+    a = analyze([read_trace(str(FIX / "ab" / f)) for f in ("a.mbrec", "b.mbrec")])
+    a.results[0].lost = {"ip_queue_xmit": 3}
+    out = tmp_path / "lost.perfetto-trace"
+    perfetto.write_trace(a, str(out))
+    slices = check_invariants(parse(out))
+    for name, marked in (("L_TCP_1", True), ("L_IP_1", True), ("L_NIC_1", False),
+                         ("L_TCP_4", False), ("L_TCP_2", False)):
+        assert all(("lost_events" in r["ann"]) == marked for r in slices[name]), name
