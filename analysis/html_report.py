@@ -4,7 +4,8 @@
 plotly.js figures (the bundle shipped in the ``plotly`` package, embedded gzip-compressed and
 unpacked by the browser's DecompressionStream, so the page stays a few MB). Sections: summary
 (inputs, clock alignment, where the time went), per-host latency tables, the breakdown of mean
-latencies, CDFs, L_NET over time with its guaranteed interval, per-flow metrics, and a request
+latencies, CDFs, L_NET over time with its guaranteed interval, per-flow metrics (a table, and
+cwnd, srtt, flight size and send queue over time for a flow picked from a list), and a request
 explorer: pick a request (slowest, a percentile, fastest; all flows or one) and see its waterfall
 across the client, the wire and the server.
 """
@@ -52,6 +53,15 @@ def _samples_view(analysis) -> list[dict]:
         names = np.asarray(s["name"])
         out.append({n: np.asarray(s["value"])[names == i] for i, n in enumerate(NAMES)
                     if (names == i).any()})
+    return out
+
+
+def _series_view(analysis) -> list[dict]:
+    """Per host: the flow snapshots (flow, t and the plotted columns) and the flows' labels."""
+    out = []
+    for name, s, fn in zip(analysis.names, analysis.series, analysis.flow_names):
+        out.append({"host": name, "series": s,
+                    "labels": [f"{f['client']} -> {f['server']}" for f in fn]})
     return out
 
 
@@ -187,6 +197,37 @@ def _lnet_figs(dirs: list[dict]) -> list[dict]:
             "height": 460, "xaxis": {"title": {"text": "send time (s since the first frame)"}},
             "yaxis": {"title": {"text": "one-way delay (us)"}, "type": "log"}}})
     return figs
+
+
+SERIES_PLOTS = (("snd_cwnd", "cwnd (segments)"), ("srtt_us", "srtt (us)"),
+                ("packets_in_flight", "flight size (packets)"),
+                ("app_wqueue", "send queue (bytes)"))
+MAX_SERIES_FLOWS = 200     # flows offered in the flow-metrics picker (most snapshots first)
+SERIES_POINTS = 2000       # snapshots drawn per flow (every k-th beyond that)
+
+
+def _flow_series(hosts: list[dict]) -> dict | None:
+    """Per flow (busiest first): snapshot times (s since the flow's first) and the columns."""
+    flows = []
+    for h in hosts:
+        s = h["series"]
+        if len(s.get("flow", ())) == 0 or not all(c in s for c, _ in SERIES_PLOTS):
+            continue
+        f = np.asarray(s["flow"])
+        bounds = np.flatnonzero(np.r_[True, f[1:] != f[:-1], True])  # sorted by (flow, t)
+        for a, b in zip(bounds[:-1], bounds[1:]):
+            step = max(1, (b - a) // SERIES_POINTS)
+            sel = slice(a, b, step)
+            t = np.asarray(s["t"][sel], np.int64)
+            flows.append({"label": f"{h['host']}: {h['labels'][int(f[a])]}", "n": int(b - a),
+                          "t": np.round((t - t[0]) / 1e9, 4).tolist(),
+                          **{c: np.asarray(s[c][sel]).astype(np.int64).tolist()
+                             for c, _ in SERIES_PLOTS}})
+    if not flows:
+        return None
+    flows.sort(key=lambda x: -x["n"])
+    return {"columns": [c for c, _ in SERIES_PLOTS], "titles": [t for _, t in SERIES_PLOTS],
+            "flows": flows[:MAX_SERIES_FLOWS]}
 
 
 def _requests(reqs: list[dict]) -> dict | None:
@@ -355,6 +396,7 @@ anywhere, no network needed.</p>
 {lnet_div}
 <h2 id="flows">Per-flow metrics</h2>
 <div class="flowwrap">{flows}</div>
+{series}
 <h2 id="explorer">Request explorer</h2>
 {explorer}
 <script type="application/json" id="mbrec-data">{data}</script>
@@ -364,6 +406,9 @@ anywhere, no network needed.</p>
 </script>
 </body></html>
 """
+
+SERIES_HTML = """<p><label>flow over time <select id="series-flow"></select></label></p>
+<div class="plot" id="series"></div>"""
 
 EXPLORER = """<div id="explorer-controls">
 <label>request <select id="pick">
@@ -438,7 +483,27 @@ function drawWaterfall() {
     ': total ' + r[0].toFixed(1) + ' us, NIC round trip ' + (r[1] === null ? '-' : r[1].toFixed(1)) +
     ' us, sent at ' + r[2].toFixed(3) + ' s';
 }
+const S = DATA.series;
+function drawSeries() {
+  const f = S.flows[+document.getElementById('series-flow').value];
+  const n = S.columns.length, gap = 0.04, h = (1 - gap * (n - 1)) / n;
+  const data = S.columns.map((c, k) => ({type: 'scatter', mode: 'lines', line: {shape: 'hv'},
+    x: f.t, y: f[c], name: S.titles[k], xaxis: 'x', yaxis: 'y' + (k ? k + 1 : '')}));
+  const layout = {height: 660, margin: {t: 50}, showlegend: false,
+    title: {text: f.label + ' (' + f.n + ' snapshots)'},
+    xaxis: {title: {text: "s since the flow's first snapshot"}, anchor: 'y' + n}};
+  S.columns.forEach((c, k) => {
+    const top = 1 - k * (h + gap);
+    layout['yaxis' + (k ? k + 1 : '')] = {domain: [top - h, top], title: {text: S.titles[k]}};
+  });
+  Plotly.react('series', data, layout, {responsive: true, displaylogo: false});
+}
 async function main() {
+  if (S) {
+    const sel = document.getElementById('series-flow');
+    S.flows.forEach((f, k) => { const o = document.createElement('option'); o.value = k;
+      o.textContent = f.label; sel.appendChild(o); });
+  }
   if (R) {
     const sel = document.getElementById('flow');
     R.flows.forEach((f, k) => { const o = document.createElement('option'); o.value = k;
@@ -452,6 +517,10 @@ async function main() {
     return;
   }
   DATA.figures.forEach(plot);
+  if (S) {
+    document.getElementById('series-flow').addEventListener('change', drawSeries);
+    drawSeries();
+  }
   if (R) {
     ['pick', 'flow', 'rank'].forEach(id =>
       document.getElementById(id).addEventListener('change', drawWaterfall));
@@ -488,6 +557,7 @@ def write_report(analysis, path: str) -> str:
     lnet = _lnet_figs(_lnet_view(analysis))
     figures += lnet
     requests = _requests(_requests_view(analysis))
+    series = _flow_series(_series_view(analysis))
     cross = report.get("cross_host") or {}
     if requests:
         explorer = EXPLORER
@@ -502,7 +572,8 @@ def write_report(analysis, path: str) -> str:
         hosts=_host_tables(report),
         cdf_divs="\n".join(f'<div class="plot" id="{_e(f["id"])}"></div>' for f in cdfs),
         lnet_div=lnet_div, flows=_flow_table(report), explorer=explorer,
-        data=_json_script({"figures": figures, "requests": requests}),
+        series=SERIES_HTML if series else "",
+        data=_json_script({"figures": figures, "requests": requests, "series": series}),
         plotly=_plotly_js_gz(), js=JS)
     tmp = path + ".partial"
     try:

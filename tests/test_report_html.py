@@ -84,13 +84,20 @@ def test_report_in_headless_chromium(tmp_path, browser):
     # every plot drawn, with data points
     plots = browser.find_elements(By.CSS_SELECTOR, "div.plot")
     ids = [p.get_attribute("id") for p in plots]
-    assert {"breakdown", "cdf-a", "cdf-b", "lnet", "waterfall"} <= set(ids)
+    assert {"breakdown", "cdf-a", "cdf-b", "lnet", "series", "waterfall"} <= set(ids)
     for pid in ids:
         n = browser.execute_script(
             "const d = document.getElementById(arguments[0]).data || [];"
             "return d.reduce((s, t) => s + ((t.x || []).length), 0);", pid)
         assert n > 0, f"plot {pid} has no data"
         assert browser.find_elements(By.CSS_SELECTOR, f"#{pid} svg.main-svg"), pid
+    # the flow metrics over time: another flow, other curves
+    def series():
+        return browser.execute_script(
+            "const d = document.getElementById('series'); return [d.layout.title.text, d.data[1].y]")
+    first = series()
+    Select(browser.find_element(By.ID, "series-flow")).select_by_index(1)
+    assert series()[0] != first[0] and series()[1] != first[1]
     # the explorer: another request, another waterfall
     def waterfall():
         return (browser.execute_script("return document.getElementById('waterfall').data[0].x"),
