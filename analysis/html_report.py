@@ -348,14 +348,16 @@ def _get(d, path):
 
 
 def _flow_table(report: dict) -> str:
-    flows = [f for f in report.get("flows", []) if f.get("metrics")]
+    flows = report.get("flows", [])
     if not flows:
-        return "<p>No flow snapshots in these traces (record with <code>--probes flows</code>).</p>"
+        return "<p>No TCP flow in these traces.</p>"
+    with_metrics = any(f.get("metrics") for f in flows)
+    cols = FLOW_COLUMNS if with_metrics else []
     rows = []
     for f in flows:
         vals = []
-        for h, path in FLOW_COLUMNS:
-            v = _get(f["metrics"], path)
+        for h, path in cols:
+            v = _get(f.get("metrics") or {}, path)
             if h == "duration s" and v is not None:
                 v = f"{v / 1e9:.3f}"
             elif isinstance(v, float):
@@ -363,8 +365,13 @@ def _flow_table(report: dict) -> str:
             elif isinstance(v, int):
                 v = f"{v:,}"
             vals.append(v)
-        rows.append([f["host"], f["role"], f"{f['client']} -> {f['server']}"] + vals)
-    return _table(["host", "role", "flow"] + [h for h, _ in FLOW_COLUMNS], rows, "flows")
+        rows.append([f["host"], f["role"], f"{f['client']} -> {f['server']}",
+                     f.get("packets_sent"), f.get("packets_received"),
+                     f.get("retransmissions")] + vals)
+    note = "" if with_metrics else ("<p>No flow snapshots in these traces, so no flow metrics "
+                                    "(record with <code>--probes packets,flows</code>).</p>")
+    return note + _table(["host", "role", "flow", "packets sent", "packets received",
+                          "retransmitted"] + [h for h, _ in cols], rows, "flows")
 
 
 PAGE = """<!DOCTYPE html>
