@@ -145,6 +145,10 @@ def _clock_view(analysis) -> tuple[list, dict]:
                                   "bound_width_ns": e.get("bound_width_ns"),
                                   "offset_ns": e.get("offset_ns"), "drift_ppm": e.get("drift_ppm")}
                       for e in section.get("hosts", [])}}
+    for h, m in zip(analysis.names, maps):
+        if m is None and len(analysis.names) > 1:  # no clock relation: drawn in its own clock
+            meta["hosts"][h] = {"quality": "not aligned: its own clock", "path": [h],
+                                "bound_width_ns": None}
     return maps, meta
 
 

@@ -268,3 +268,17 @@ def test_lost_events_mark_the_layers_they_affect(tmp_path):
     for name, marked in (("L_TCP_1", True), ("L_IP_1", True), ("L_NIC_1", False),
                          ("L_TCP_4", False), ("L_TCP_2", False)):
         assert all(("lost_events" in r["ann"]) == marked for r in slices[name]), name
+
+
+def test_hosts_without_a_clock_relation_say_so(tmp_path):
+    from mbrec.analysis import perfetto
+    from mbrec.analysis.run import analyze
+    from mbrec.trace.reader import read_trace
+    a = analyze([read_trace(str(FIX / "ab" / f)) for f in ("a.mbrec", "b.mbrec")],
+                cross_host=False)
+    out = tmp_path / "unaligned.perfetto-trace"
+    perfetto.write_trace(a, str(out))
+    t = parse(out)
+    slices = check_invariants(t)
+    assert not slices["L_NET_1"]
+    assert t["attrs"]["mbrec.clock.b.quality"] == "not aligned: its own clock"
