@@ -737,45 +737,51 @@ def _encode(f, b: Built, slices: dict, counters: dict, arrows: np.ndarray) -> di
         ANN_ID["negative_estimate"]
     a_est, a_lo, a_hi = ANN_ID["l_net_ns"], ANN_ID["l_net_lo_ns"], ANN_ID["l_net_hi_ns"]
     n_written = 0
+    last_slice = max(n - 1, 0)
     for lo in range(0, len(order), CHUNK):
         sel = order[lo:lo + CHUNK]
-        # gather this chunk's columns as Python lists once (cheap per element in the loop)
-        t_l = ev_t[sel].tolist()
-        k_l = ev_kind[sel].tolist()
-        i_l = ev_idx[sel].tolist()
-        for t, kind, i in zip(t_l, k_l, i_l):
+        # this chunk's columns gathered once as Python lists (cheap per element in the loop)
+        kind = ev_kind[sel]
+        idx = ev_idx[sel]
+        si = np.minimum(idx, last_slice)        # a counter's index clipped into the slices
+        ci = np.minimum(idx, max(nc - 1, 0))
+        is_c = kind == 2
+        track_l = np.where(is_c, c_track[ci] if nc else 0, s_track[si] if n else 0).tolist()
+        value_l = np.where(is_c, counters["value"][ci] if nc else 0, 0).tolist()
+        cols = ({k: slices[k][si].tolist() for k in ("name", "seq", "end_seq", "ip_id", "bits",
+                                                     "est", "lo", "hi")} if n else {})
+        nxt = np.minimum(si + 1, n)
+        out_a, out_z = src_off[si].tolist(), src_off[nxt].tolist()
+        in_a, in_z = dst_off[si].tolist(), dst_off[nxt].tolist()
+        for k, (t, kd) in enumerate(zip(ev_t[sel].tolist(), kind.tolist())):
             p = out.packet.add()
             p.timestamp = t
             p.trusted_packet_sequence_id = SEQ_ID
             te = p.track_event
-            if kind == 1:
+            te.track_uuid = track_l[k]
+            if kd == 1:
                 te.type = END
-                te.track_uuid = int(s_track[i])
                 continue
-            if kind == 2:
+            if kd == 2:
                 te.type = COUNTER
-                te.track_uuid = int(c_track[i])
-                te.counter_value = int(counters["value"][i])
+                te.counter_value = value_l[k]
                 continue
             p.sequence_flags = NEEDS
             te.type = BEGIN
-            te.track_uuid = int(s_track[i])
-            te.name_iid = int(slices["name"][i]) + 1
-            a, z = src_off[i], src_off[i + 1]
-            if z > a:
-                te.flow_ids.extend(src_ids[a:z].tolist())
-            a, z = dst_off[i], dst_off[i + 1]
-            if z > a:
-                te.terminating_flow_ids.extend(dst_ids[a:z].tolist())
-            seq = int(slices["seq"][i])
+            te.name_iid = cols["name"][k] + 1
+            if out_z[k] > out_a[k]:
+                te.flow_ids.extend(src_ids[out_a[k]:out_z[k]].tolist())
+            if in_z[k] > in_a[k]:
+                te.terminating_flow_ids.extend(dst_ids[in_a[k]:in_z[k]].tolist())
+            seq = cols["seq"][k]
             if seq >= 0:
                 d = te.debug_annotations.add()
                 d.name_iid, d.uint_value = a_seq, seq
                 d = te.debug_annotations.add()
-                d.name_iid, d.uint_value = a_end, int(slices["end_seq"][i])
+                d.name_iid, d.uint_value = a_end, cols["end_seq"][k]
                 d = te.debug_annotations.add()
-                d.name_iid, d.uint_value = a_ipid, int(slices["ip_id"][i])
-            bits = int(slices["bits"][i])
+                d.name_iid, d.uint_value = a_ipid, cols["ip_id"][k]
+            bits = cols["bits"][k]
             if bits:
                 for bit, aid in ((BIT_RETRANS, a_re), (BIT_DUP, a_dup), (BIT_NEG, a_neg)):
                     if bits & bit:
@@ -785,11 +791,11 @@ def _encode(f, b: Built, slices: dict, counters: dict, arrows: np.ndarray) -> di
                     d = te.debug_annotations.add()
                     d.name_iid = a_lost
                     d.string_value = "this host lost events of a probe this layer uses"
-            est = slices["est"][i]
+            est = cols["est"][k]
             if est == est:  # L_NET: the estimate and its guaranteed interval
-                for aid, v in ((a_est, est), (a_lo, slices["lo"][i]), (a_hi, slices["hi"][i])):
+                for aid, v in ((a_est, est), (a_lo, cols["lo"][k]), (a_hi, cols["hi"][k])):
                     d = te.debug_annotations.add()
-                    d.name_iid, d.double_value = aid, float(v)
+                    d.name_iid, d.double_value = aid, v
         n_written += len(sel)
         flush(True)
     flush(True)
