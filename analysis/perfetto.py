@@ -37,7 +37,8 @@ import numpy as np
 from mbrec.analysis.latency import NAMES, PROBES_OF
 from mbrec.errors import MbrecError
 
-# A trace the UI opens comfortably (it runs in the browser's memory): about 2 M slices
+# The size guard: about 2 M slices, 150 MB (the Perfetto UI holds the whole trace in the
+# browser's memory)
 MAX_EVENTS = 4_000_000
 CHUNK = 20_000              # trace packets encoded per write
 SEQ_ID = 1                  # one packet sequence: interned names are valid on it

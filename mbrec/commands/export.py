@@ -21,7 +21,8 @@ from mbrec.errors import MbrecError
               help="START:END seconds after the first event (in the reference host's clock).")
 @click.option("--max-events", type=click.IntRange(1000, None), default=None,
               help="Size guard: cut to the first window that fits this many trace events "
-                   "(default 4,000,000, what the Perfetto UI opens comfortably).")
+                   "(default 4,000,000, about 150 MB: the Perfetto UI holds the whole trace "
+                   "in the browser's memory).")
 @click.option("--clock", default="auto", show_default=True,
               type=click.Choice(["auto", "shared", "realtime", "packets"]),
               help="How to align the hosts' clocks (as in `mbrec analyze`).")
