@@ -85,14 +85,15 @@ def _host_view(analysis, i: int) -> HostView:
     rows = {"seq": pk.get("seq"), "end_seq": pk.get("end_seq"), "ip_id": pk.get("ip_id"),
             "retrans": pk.get("retrans"), "duplicate": pk.get("duplicate")}
     n = len(pk["flow"])
-    rows = {k: (np.zeros(n, np.int64) if v is None else v) for k, v in rows.items()}
+    rows = {k: (np.full(n, -1, np.int64) if v is None else v) for k, v in rows.items()}
     labels = [f"{f['client']} -> {f['server']}" for f in analysis.flow_names[i]]
     return HostView(analysis.names[i],
                     {"name": s["name"], "flow": s["flow"], "t": s["t"], "dur": s["value"],
                      "row": s["row"]},
-                    rows, np.asarray(pk["flow"], np.int64), {"ts": w["ts"], "direction": w["direction"], "row": w["row"]},
-                    labels, hr.table.flows.ep_addr, hr.table.flows.ep_port, dict(hr.lost or {}),
-                    analysis.series[i])
+                    rows, np.asarray(pk["flow"], np.int64),
+                    {"ts": w["ts"], "direction": w["direction"], "row": w["row"]},
+                    labels, hr.table.flows.ep_addr, hr.table.flows.ep_port,
+                    dict(hr.lost or {}), analysis.series[i])
 
 
 @dataclass
@@ -271,8 +272,8 @@ def build(analysis, flow=None) -> Built:
         def take(col, default=-1):
             v = np.asarray(rw[col])[r].astype(np.int64) if len(rw[col]) else np.zeros(len(r), np.int64)
             return np.where(has_row, v, default)
-        bits = np.where(take("retrans", 0) != 0, BIT_RETRANS, 0) | \
-            np.where(take("duplicate", 0) != 0, BIT_DUP, 0)
+        bits = np.where(take("retrans", 0) > 0, BIT_RETRANS, 0) | \
+            np.where(take("duplicate", 0) > 0, BIT_DUP, 0)
         lost_names = {n for n in NAMES if any(h.lost.get(p) for p in PROBES_OF.get(n, []))}
         if lost_names:
             lost_ids = [NAMES.index(n) for n in lost_names]

@@ -119,3 +119,10 @@ def test_report_in_headless_chromium(tmp_path, browser):
     assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
     errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
     assert not errors, errors
+
+
+def test_partitioned_analysis_writes_the_report_too(tmp_path):
+    page = analyze_to(tmp_path, "ab", "--partitions", "2")
+    text = page.read_text()
+    assert "No L_NET" in text and "--partitions" in text
+    assert '<table class="latency">' in text
