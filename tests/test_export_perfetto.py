@@ -184,6 +184,21 @@ def test_two_vm_mapped_by_the_fitted_clock(tmp_path):
         assert lo - 2 <= r["end"] - r["start"] <= hi + 2
         n += 1
     assert n > 100
+    # the wire leg joins the two hosts' own slices on the one timeline: it starts where the
+    # sender's NIC slice ends (dev_hard_start_xmit) and ends where the receiver's starts
+    # (eth_type_trans), each host mapped by its own clock model
+    start_of = {f: r for recs in slices.values() for r in recs for f in r["flows"]}
+    end_of = {f: r for recs in slices.values() for r in recs for f in r["terminating"]}
+    joined = 0
+    for f, src in start_of.items():
+        dst = end_of[f]
+        if dst["name"].startswith("L_NET"):
+            assert src["name"] in ("L_NIC_1", "L_NIC_3") and abs(src["end"] - dst["start"]) <= 1
+            joined += 1
+        if src["name"].startswith("L_NET") and "negative_estimate" not in src["ann"]:
+            assert dst["name"] in ("L_NIC_2", "L_NIC_4") and abs(src["end"] - dst["start"]) <= 1
+            joined += 1
+    assert joined > 200
 
 
 def test_flow_and_time_filters(tmp_path, ab):
