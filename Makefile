@@ -1,7 +1,8 @@
 # Shared commands. The README's two commands are `make demo` and `make check`; .ci/run runs
 # `make check`. Both install what they need first (as root: apt-get and pip).
 PYTHON ?= python3
-APT_PACKAGES = qemu-system-x86 debootstrap e2fsprogs gcc libc6-dev make ca-certificates
+APT_PACKAGES = qemu-system-x86 debootstrap e2fsprogs gcc libc6-dev make ca-certificates \
+	chromium chromium-driver fonts-liberation
 DEMO_DIR ?= out/demo
 
 .PHONY: setup demo check test test-fast bench bench-large bench-lab fixtures goldens clean
@@ -34,7 +35,8 @@ test-fast:
 	$(PYTHON) -m pytest -q -m "not lab"
 
 # Benchmarks (docs/performance.md has the results and the machine): `make bench` runs the
-# host-native ones (trace I/O, analyzer against a dictionary matcher, clock alignment; minutes);
+# host-native ones (trace I/O, analyzer against a dictionary matcher, clock alignment, Perfetto
+# export and report.html; minutes);
 # `make bench-large` the analyzer on 50 M events (about 14 GB of memory); `sudo make bench-lab`
 # the recording overhead on ab and iperf3 in one lab VM boot: no recording, mbrec, mbrec
 # --probes flows and the MicroBPF-style baseline, interleaved (about 25 minutes under TCG).
@@ -44,6 +46,7 @@ bench:
 	$(PYTHON) bench/trace_io.py --events 2000000 --real fixtures/ab/a.mbrec fixtures/two-vm/a.mbrec
 	$(PYTHON) bench/analyze.py --copies 150 --repeat 3
 	$(PYTHON) bench/align.py
+	$(PYTHON) bench/export.py
 
 bench-large:
 	$(PYTHON) bench/analyze.py --copies 4000 --large

@@ -100,10 +100,12 @@ def _write_outputs(outdir, result, no_plots, say):
         os.makedirs(outdir, exist_ok=True)
     except OSError as e:
         raise MbrecError(f"cannot create {outdir}: {e.strerror}") from None
-    say(f"writing report.json and CSVs to {outdir}")
+    say(f"writing report.json, report.html and CSVs to {outdir}")
     rep.write_json(result.report, os.path.join(outdir, "report.json"))
     rep.write_csvs(outdir, result.names, result.results, result.series)
     rep.write_flows_csv(outdir, result.report["flows"])
+    from mbrec.analysis.html_report import write_report
+    write_report(result, os.path.join(outdir, "report.html"))
     if no_plots:
         return
     say("plotting")
