@@ -5,7 +5,7 @@ APT_PACKAGES = qemu-system-x86 debootstrap e2fsprogs gcc libc6-dev make ca-certi
 	chromium chromium-driver fonts-liberation
 DEMO_DIR ?= out/demo
 
-.PHONY: setup demo check test test-fast bench bench-large bench-lab fixtures goldens clean
+.PHONY: setup demo check test test-fast bench bench-large bench-scale bench-lab fixtures goldens clean
 
 setup:
 	@if [ "$$(id -u)" != 0 ]; then echo "make setup: run as root (it installs Debian packages)"; exit 1; fi
@@ -50,6 +50,12 @@ bench:
 
 bench-large:
 	$(PYTHON) bench/analyze.py --copies 4000 --large
+
+# The partitioned analysis at scale: two hosts, 200 M events (generated a slice at a time),
+# analysed serially, in 2 local processes and on a 2-worker Dask LocalCluster, L_NET included;
+# about 25 GB of spill space in $TMPDIR and an hour.
+bench-scale:
+	$(PYTHON) bench/scale.py --events 200e6 --modes serial,jobs2,dask2
 
 bench-lab: setup
 	rm -rf $(BENCH_DIR)/overhead

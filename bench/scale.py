@@ -1,7 +1,7 @@
 """Benchmark: the partitioned analysis at scale, cross-host part included, by executor.
 
     python bench/scale.py --events 200e6            # make bench-scale: two hosts, 200 M events
-    python bench/scale.py --events 20e6 --modes serial,jobs2,dask2
+    python bench/scale.py --events 2e6 --modes whole,serial,jobs2,dask2
 
 The traces: mbrec.synthetic_gt's client/server scenario replicated as independent connections,
 written a slice of copies at a time (the generator never holds more than one slice). Each mode
@@ -34,7 +34,9 @@ from mbrec.analysis.run import Plan, analyze_files
 mode, parts, *paths = sys.argv[1:]
 parts = int(parts)
 cluster = None
-if mode == "serial":
+if mode == "whole":  # the traces read whole, one partition in memory
+    ex, parts = Executor(), 1
+elif mode == "serial":
     ex = Executor()
 elif mode.startswith("jobs"):
     ex = Executor(jobs=int(mode[4:]))
@@ -95,7 +97,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--events", type=float, default=200e6)
     ap.add_argument("--partitions", type=int, default=0, help="default: 1 per 2 M events")
-    ap.add_argument("--modes", default="serial,jobs2,dask2")
+    ap.add_argument("--modes", default="serial,jobs2,dask2",
+                    help="whole (in memory), serial, jobsN (N processes), daskN (LocalCluster)")
     ap.add_argument("--keep", help="write (or reuse) the traces here")
     args = ap.parse_args()
     work = args.keep or tempfile.mkdtemp(prefix="mbrec-scale-")
@@ -133,6 +136,8 @@ def main():
             if mode != "serial":
                 print(f"{mode} / serial events/s: "
                       f"{results['serial']['wall_s'] / r['wall_s']:.2f}x")
+    print(f"(load average {os.getloadavg()[0]:.1f} at the end; other work on the machine "
+          "skews the parallel ratios)")
 
 
 if __name__ == "__main__":
