@@ -107,18 +107,22 @@ def analyze_partition(index, traces: list, hosts: list[str], options: Options,
             results.append(None)
             continue
         hr = analyze_host(t)
+        results.append(hr)
+        if kind == "nat":  # their per-host results are the connection partitions' business
+            out.hosts.append(None)
+            continue
         series = _series(t, hr)
         summ = flows_mod.flow_summaries(series, len(hr.table.flows), t.events.get("tcp"),
                                         _ids(hr, "tcp"), t.events.get("sock"), _ids(hr, "sock"))
         first = _first_seen(hr, None if positions is None else positions[k])
-        piece = HostPiece(rep.summarize(hr, options.per_flow), series, summ, first)
+        # a connection partition's samples go to disk; their statistics merge exactly
+        piece = HostPiece(rep.summarize(hr, options.per_flow, host_stats=whole), series, summ,
+                          first)
         if whole:
             piece.result = hr
-        elif kind == "keyed":  # the samples go to disk; the statistics merge exactly
-            piece.summary.latencies = {}
+        else:
             piece.run = write_run(hr.samples, os.path.join(run_dir, f"s{k}-p{index}.npy"))
         out.hosts.append(piece)
-        results.append(hr)
     present = [k for k, r in enumerate(results) if r is not None]
     if options.cross_host and len(present) >= 2:
         sub = [traces[k] for k in present]
@@ -133,8 +137,6 @@ def analyze_partition(index, traces: list, hosts: list[str], options: Options,
                            for k, m in matches.items()}
         if whole:
             out.matches = matches
-    if kind == "nat":  # their per-host results are the connection partitions' business
-        out.hosts = [None] * len(traces)
     return out
 
 

@@ -86,8 +86,10 @@ def flow_names(flows) -> list[dict]:
     return out
 
 
-def summarize(hr, per_flow: bool) -> HostSummary:
-    """A host's whole analysis (analysis.host.HostResult) as the report needs it."""
+def summarize(hr, per_flow: bool, host_stats: bool = True) -> HostSummary:
+    """A host's analysis (analysis.host.HostResult) as the report needs it. host_stats=False:
+    the host's latency statistics are left to the caller (a partition's samples are merged
+    with the other partitions' first)."""
     rows, nfl = hr.table.pkt, len(hr.table.flows)
     sent = rows["direction"] == 0
 
@@ -98,7 +100,8 @@ def summarize(hr, per_flow: bool) -> HostSummary:
     return HostSummary(hr.host, hr.path, hr.boot_id, hr.clean, hr.table.flows,
                        per_flow_count(sent), per_flow_count(~sent),
                        per_flow_count(sent & rows["retrans"]), int(rows["duplicate"].sum()),
-                       latency_stats(hr.samples)[0], per, hr.negative, hr.copies_exact,
+                       latency_stats(hr.samples)[0] if host_stats else {}, per, hr.negative,
+                       hr.copies_exact,
                        hr.events, hr.lost, hr.warnings)
 
 

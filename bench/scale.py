@@ -17,7 +17,6 @@ import sys
 import tempfile
 import time
 
-import numpy as np
 
 from mbrec.events import SCHEMA_BY_NAME
 from mbrec.synthetic import make_header
@@ -63,7 +62,8 @@ in_process = mode == "serial"
 worker_cpu = 0.0 if in_process else sum(w["cpu_s"] for w in by_pid.values())
 print(json.dumps({"wall_s": wall, "cpu_s": me.ru_utime + me.ru_stime + worker_cpu,
                   "client_peak_mb": me.ru_maxrss / 1024,
-                  "worker_peak_mb": 0.0 if in_process else max(w["peak"] for w in by_pid.values()),
+                  "worker_peak_mb": max([0.0] + [w["peak"] for w in by_pid.values()
+                                                  if not in_process]),
                   "workers": len(by_pid),
                   "l_net_frames": sum(d["frames"] for d in pair["directions"]),
                   "clock": a.report["cross_host"]["alignment"]["pairs"][0]["quality"]}))
@@ -127,7 +127,7 @@ def main():
         r = json.loads(out.stdout.strip().splitlines()[-1])
         r["events_per_s"] = total / r["wall_s"] if total else None
         results[mode] = r
-        print(f"{mode:>7}: {parts} partitions, wall {r['wall_s']:.1f} s, CPU {r['cpu_s']:.1f} s, "
+        print(f"{mode:>7}: {1 if mode == 'whole' else parts} partitions, wall {r['wall_s']:.1f} s, CPU {r['cpu_s']:.1f} s, "
               f"client peak {r['client_peak_mb']:.0f} MB, largest worker {r['worker_peak_mb']:.0f} "
               f"MB, {r['events_per_s'] / 1e6:.2f} M events/s, L_NET frames "
               f"{r['l_net_frames']:,}, clock {r['clock']}", flush=True)
