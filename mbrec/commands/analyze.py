@@ -8,7 +8,9 @@ import time
 
 import click
 
-from mbrec.errors import MbrecError
+from mbrec.commands.common import OutputDir
+
+OUTPUT_NAMES = ("report.json", "*.csv", "*.png", "*.svg")  # what _write_outputs writes
 
 
 def _progress(quiet: bool):
@@ -37,8 +39,10 @@ def _progress(quiet: bool):
               help="Split the events by flow into this many partitions on disk and analyse "
                    "one at a time (traces larger than memory; no cross-host part).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress lines on stderr.")
+@click.option("--force", is_flag=True, help="Replace the report already in the -o directory "
+              "(the previous run's outputs are removed first).")
 def command(traces, outdir, per_flow, no_plots, as_json, clock, reference, clock_window,
-            partitions, quiet):
+            partitions, quiet, force):
     """Analyse traces: one file per host, as written by `mbrec record`.
 
     \b
@@ -50,6 +54,8 @@ def command(traces, outdir, per_flow, no_plots, as_json, clock, reference, clock
     from mbrec.trace.reader import read_trace
 
     say = _progress(quiet or as_json)
+    out = OutputDir(outdir, force=force, inputs=traces, marker="report.json",
+                    products=OUTPUT_NAMES) if outdir else None  # checked before any work
     if partitions > 1:
         import tempfile
 
@@ -68,8 +74,10 @@ def command(traces, outdir, per_flow, no_plots, as_json, clock, reference, clock
         result = analyze(loaded, per_flow=per_flow, clock=clock, reference=reference,
                          clock_window=clock_window, progress=say)
     from mbrec.analysis import report as rep
-    if outdir:
-        _write_outputs(outdir, result, no_plots, say)
+    if out is not None:
+        with out.writing() as tmp:
+            say(f"writing report.json and CSVs to {outdir}")
+            _write_outputs(tmp, result, no_plots, say)
     if as_json:
         import json
         click.echo(json.dumps(result.report, indent=1, default=str, allow_nan=False))
@@ -81,11 +89,6 @@ def command(traces, outdir, per_flow, no_plots, as_json, clock, reference, clock
 
 def _write_outputs(outdir, result, no_plots, say):
     from mbrec.analysis import report as rep
-    try:
-        os.makedirs(outdir, exist_ok=True)
-    except OSError as e:
-        raise MbrecError(f"cannot create {outdir}: {e.strerror}") from None
-    say(f"writing report.json and CSVs to {outdir}")
     rep.write_json(result.report, os.path.join(outdir, "report.json"))
     rep.write_csvs(outdir, result.names, result.results, result.series)
     rep.write_flows_csv(outdir, result.report["flows"])
