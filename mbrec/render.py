@@ -70,6 +70,8 @@ def record_dicts(schema: str, recs: np.ndarray) -> list[dict]:
 def text_line(host: str, schema: str, d: dict) -> str:
     """One event as one line, in the spirit of `perf script`."""
     ts = d["ts_ns"] / 1e9
+    if schema not in SCHEMA_BY_NAME:
+        return f"{host:>10} {ts:17.9f} {schema} {d}"
     conn = f"{d['saddr']}:{d['sport']} > {d['daddr']}:{d['dport']}"
     if schema == "pkt":
         return (f"{host:>10} {ts:17.9f} [{d['cpu']:03d}] {d['probe']:<22} {conn} "
