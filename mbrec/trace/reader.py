@@ -238,7 +238,7 @@ def check_schema(entry) -> tuple[int, str, np.dtype]:
             raise _Bad(f"schema {name!r}: field name {_show(fname)} is not a name")
         if fname in seen:
             raise _Bad(f"schema {name!r}: field {fname!r} appears twice")
-        if code not in FIELD_CODES:
+        if not isinstance(code, str) or code not in FIELD_CODES:
             raise _Bad(f"schema {name!r}: field {fname!r} has type {_show(code)}; mbrec "
                        f"writes {', '.join(sorted(FIELD_CODES))}")
         if not (_is_int(offset) and _is_int(count) and offset >= 0 and 1 <= count <= size
