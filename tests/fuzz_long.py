@@ -3,8 +3,8 @@
     python tests/fuzz_long.py --cases 100000 [--seed 1] [--analyze-every 20] [--timeout 20]
 
 Half the cases are structure-aware, half byte-level; every case runs `mbrec info`, `info
---json`, `replay` and `replay --format jsonl`, and every Nth also `mbrec analyze` (with a
-second host's trace every other time). A case that ends in an internal error is an escape and
+--json` and `replay` in its three formats, and every Nth also `mbrec analyze` (streamed in
+partitions, or with a second host's trace, every other time). A case that ends in an internal error is an escape and
 is kept in --keep DIR to be replayed; a case that takes longer than --timeout seconds is a
 hang. Prints one summary line of JSON (docs/robustness.md records the figures).
 """

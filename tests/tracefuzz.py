@@ -9,8 +9,8 @@ Two kinds of case, each driven by a random.Random (so hypothesis can drive and s
   what is tested;
 - byte-level: a real trace file with bytes flipped, zeroed, repeated, cut or inserted.
 
-run_case() runs `mbrec info`, `info --json`, `replay` and (optionally) `analyze` on a case
-through mbrec's own main(), in process, and returns what escaped: the text of every
+run_case() runs `mbrec info`, `info --json`, `replay` in its three formats and (optionally)
+`analyze` (in partitions, or with a second host) on a case through mbrec's own main(), in process, and returns what escaped: the text of every
 "internal error" (a bug), or nothing.
 """
 
@@ -299,10 +299,10 @@ def mbrec(*args) -> tuple[int, str]:
 def run_case(path: str, *, analyze: bool = False, with_host: str | None = None) -> list[str]:
     """What escaped on one file: every internal error's text (empty when none did)."""
     commands = [["info", path], ["info", "--json", path], ["replay", path],
-                ["replay", "--format", "jsonl", path]]
-    if analyze:
-        commands.append(["analyze", "-q", "--no-plots", path]
-                        + ([with_host] if with_host else []))
+                ["replay", "--format", "jsonl", path], ["replay", "--format", "microbpf", path]]
+    if analyze:  # one host: also streamed in partitions; two hosts: clocks and the network
+        commands.append(["analyze", "-q", "--no-plots", path, with_host] if with_host else
+                        ["analyze", "-q", "--no-plots", "--partitions", "2", path])
     escapes = []
     for args in commands:
         code, err = mbrec(*args)
