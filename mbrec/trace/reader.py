@@ -398,7 +398,11 @@ class TraceReader:
     # ---------------------------------------------------------------- objects
 
     def objects(self) -> Iterator[dict]:
-        """Every object in file order, the header first. Damaged frames become warnings."""
+        """Every object in file order, the header first. Damaged frames become warnings.
+        Each pass starts afresh (a second pass gives the same objects and warnings)."""
+        self.header, self.schemas, self.trailer = None, {}, None
+        self.bytes_lost, self.frames_lost, self.records_lost = 0, 0, {}
+        self._warnings, self._integrity = {}, []
         self._next_seq = 0
         self._seen_seqs: set[int] = set()
         self._damage_seen = False
