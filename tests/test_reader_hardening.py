@@ -384,3 +384,13 @@ def test_a_device_is_refused_not_read_forever(device):
     r = run([sys.executable, "-m", "mbrec", "info", device])
     assert r.returncode == 2 and "is a device" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_a_file_that_expands_like_no_recording_is_not_read_to_its_end(tmp_path, monkeypatch):
+    from mbrec.trace import reader as reader_module
+    monkeypatch.setattr(reader_module, "MAX_EXPANSION_FLOOR", 1 << 20)
+    head = tc.assemble(tc.good_frames()[:1])
+    bomb = tc.frame(tc.pack({"t": "frame", "seq": 1}) + b"\xc0" * (4 << 20))
+    t = read_trace(write(tmp_path, head + bomb * 8))
+    assert any("expands to more than 4096 times" in w for w in t.warnings), t.warnings
+    assert t.bytes_lost > 0 and not t.clean

@@ -34,6 +34,11 @@ from mbrec.trace.format import (FORMAT_VERSION, FRAME_SEQUENCE_SINCE, MAGIC, MAX
                                 SIGNATURE_PAYLOAD, SIGNATURE_SIZE, SKIPPABLE_MAGIC_RANGE,
                                 ZSTD_MAGIC)
 
+# Memory and time stay proportional to the file: the lab's recordings expand at most 10.5 times
+# (fixtures/), so a file that has expanded more than MAX_EXPANSION times the bytes read so far
+# (past the first GiB) is not a recording, and the rest of it is not read.
+MAX_EXPANSION = 4096
+MAX_EXPANSION_FLOOR = 1 << 30
 MAX_JUNK_PER_FRAME = 64    # objects that are not mbrec records before a frame is given up
 MAX_RECORD_SIZE = 1 << 16  # bytes per event record
 MAX_JSON_DEPTH = 32        # nesting of options, probes and notes (they end up in JSON)
@@ -417,7 +422,14 @@ class TraceReader:
 
     def _frames(self, data) -> Iterator[bytes]:
         pos, end = SIGNATURE_SIZE, len(data)
+        expanded = 0
         while pos < end:
+            if expanded > max(MAX_EXPANSION_FLOOR, MAX_EXPANSION * pos):
+                self.bytes_lost += end - pos
+                self._broken("expansion", f"the file expands to more than {MAX_EXPANSION} "
+                             f"times its size by offset {pos}, which no recording does: the "
+                             f"remaining {end - pos} bytes were not read")
+                return
             if end - pos < 8:
                 self._lose(end - pos, "tail", f"{end - pos} trailing bytes at offset {pos} are "
                            "not a frame (truncated file)")
@@ -435,6 +447,7 @@ class TraceReader:
                 continue
             payload, used, error = self._decompress_one(data, pos)
             if payload is not None:
+                expanded += len(payload)
                 yield payload
                 pos += used
             elif error == "truncated":
