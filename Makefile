@@ -5,7 +5,7 @@ APT_PACKAGES = qemu-system-x86 debootstrap e2fsprogs gcc libc6-dev make ca-certi
 	chromium chromium-driver fonts-liberation
 DEMO_DIR ?= out/demo
 
-.PHONY: setup demo check test test-fast bench bench-large bench-scale bench-lab fixtures goldens clean
+.PHONY: setup demo check test test-fast fuzz bench bench-large bench-scale bench-lab fixtures goldens clean
 
 setup:
 	@if [ "$$(id -u)" != 0 ]; then echo "make setup: run as root (it installs Debian packages)"; exit 1; fi
@@ -33,6 +33,12 @@ test:
 # Without the QEMU lab: seconds, for the edit-test loop.
 test-fast:
 	$(PYTHON) -m pytest -q -m "not lab"
+
+# The trace fuzzer's long run (tests/fuzz_long.py; its figures are in docs/robustness.md):
+# structure-aware and byte-level cases through info, replay and analyze, about 25 minutes.
+FUZZ_CASES ?= 100000
+fuzz:
+	$(PYTHON) tests/fuzz_long.py --cases $(FUZZ_CASES)
 
 # Benchmarks (docs/performance.md has the results and the machine): `make bench` runs the
 # host-native ones (trace I/O, analyzer against a dictionary matcher, clock alignment, Perfetto

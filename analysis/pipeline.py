@@ -286,11 +286,8 @@ def report_inputs(traces, names):
 
 def check_inputs(traces) -> list[str]:
     """Refuse what cannot be analysed together; return warnings for what can, with caveats."""
-    versions = {int((t.header or {}).get("format_version", -1)) for t in traces}
-    if len(versions) > 1:
-        listing = ", ".join(f"{t.path} v{(t.header or {}).get('format_version')}" for t in traces)
-        raise MbrecError(f"the traces have different format versions ({listing}): analyse "
-                         "traces recorded by the same mbrec version together")
+    # traces of different format versions analyse together: the reader decodes every
+    # version into the same layouts
     ids = {}
     for t in traces:
         tid = (t.header or {}).get("trace_id")

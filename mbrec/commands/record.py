@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import math
 
 import click
 
@@ -28,6 +29,20 @@ def _addrs(values):
             except ValueError:
                 raise MbrecError(f"--addr {part}: give an IPv4 or IPv6 address") from None
     return tuple(out)
+
+
+def _groups(spec: str) -> tuple[str, ...]:
+    """--probes, checked before anything else (root, BCC) so a typo is named as one."""
+    from mbrec.recorder.probes import GROUPS
+    known = list(dict.fromkeys([*GROUPS, "flows"]))
+    groups = tuple(g.strip() for g in spec.split(",") if g.strip())
+    if not groups:
+        raise MbrecError(f"--probes {spec!r}: give one or more of {', '.join(known)}")
+    for g in groups:
+        if g not in known:
+            raise MbrecError(f"--probes {g}: no such probe group; the groups are "
+                             f"{', '.join(known)}")
+    return groups
 
 
 @click.command(context_settings={"ignore_unknown_options": False})
@@ -72,9 +87,13 @@ def command(output, duration, host_name, netns, ports, addrs, cgroup, sample, at
     """
     from mbrec.recorder.session import RecordOptions, print_bpf as show_bpf, record
 
-    groups = tuple(g.strip() for g in probes.split(",") if g.strip())
-    if duration is not None and duration <= 0:
+    groups = _groups(probes)
+    if duration is not None and not (math.isfinite(duration) and duration > 0):
         raise MbrecError(f"--duration {duration}: give a positive number of seconds")
+    if not (math.isfinite(flow_interval) and flow_interval >= 0):
+        raise MbrecError(f"--flow-interval {flow_interval}: give a number of seconds, 0 or more")
+    if flow_sample < 0:
+        raise MbrecError(f"--flow-sample {flow_sample}: give 0 or more")
     if ring_mb < 1:
         raise MbrecError(f"--ring-mb {ring_mb}: give at least 1")
     opts = RecordOptions(output=output, duration=duration, host_name=host_name,

@@ -318,6 +318,19 @@ def record(opts: RecordOptions) -> int:
     return run_loop(opts, b, writer, rec, probes, header["host"], flows)
 
 
+def stop_outcome(why: str | None, error: BaseException | None) -> tuple[bool, str]:
+    """(clean, stop_reason) for the trailer: only a requested stop (a signal, --duration, the
+    command's end) is clean; an exception is not, and its reason names it."""
+    if error is None and why is not None:
+        return True, why
+    if isinstance(error, KeyboardInterrupt):
+        return True, "SIGINT"
+    if error is None:
+        return False, "error: the recording loop ended without a reason"
+    text = str(error).strip().splitlines()[0][:300] if str(error).strip() else ""
+    return False, f"error: {type(error).__name__}" + (f": {text}" if text else "")
+
+
 def run_loop(opts, b, writer, rec, probes, host, flows=None) -> int:
     from mbrec.trace.format import clock_anchor
 
@@ -326,8 +339,8 @@ def run_loop(opts, b, writer, rec, probes, host, flows=None) -> int:
     def on_signal(signum, frame):
         stop["why"] = signal.Signals(signum).name
 
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, on_signal)
+    handlers = {sig: signal.signal(sig, on_signal)
+                for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     if not opts.quiet:
         for p in probes:
             say(f"  {p['name']:<24} {p['attach']:<7} {p['function']}")
@@ -336,16 +349,18 @@ def run_loop(opts, b, writer, rec, probes, host, flows=None) -> int:
         say(warning)
     say(f"recording on {host}: {len(probes)} probes attached, writing {opts.output} "
         "(Ctrl-C to stop)")
-    child = subprocess.Popen(list(opts.command)) if opts.command else None
     live = sys.stderr.isatty() and not opts.quiet
     start = time.monotonic()
     next_tick = start + ANCHOR_INTERVAL
     last_events, last_t, last_lost = 0, start, {}
     lost = {}
+    child = None
     child_rc = None
     rate_now = 0.0
-    pacer = DrainPacer(rec.capacity, start)
+    error = None
     try:
+        child = subprocess.Popen(list(opts.command)) if opts.command else None
+        pacer = DrainPacer(rec.capacity, start)
         while stop["why"] is None:
             drained = rec.drain()
             wait = pacer.sleep_for(drained, time.monotonic(), rate_now)
@@ -374,11 +389,26 @@ def run_loop(opts, b, writer, rec, probes, host, flows=None) -> int:
                 stop["why"] = "command exited"
             elif rec.fill() < 0.25:
                 time.sleep(wait)
+    except BaseException as e:  # recorded in the trailer, then raised again
+        error = e
+        raise
     finally:
+        # Each step of the shutdown is attempted even if one before it fails, so the trailer
+        # (with the loss counters) is always written and says how the recording ended.
+        failures = []
+
+        def attempt(step, default=None):
+            try:
+                return step()
+            except Exception as e:
+                failures.append(e)
+                return default
+
         if flows is not None:
-            flows.stop()  # a final record of every flow still open
-        rec.drain_all()
-        lost = rec.lost()
+            attempt(flows.stop)  # a final record of every flow still open
+        attempt(rec.drain_all)
+        lost = attempt(rec.lost, lost)
+        detail = attempt(rec.lost_detail, {})
         if child is not None and child.poll() is None:
             child.send_signal(signal.SIGINT)
             try:
@@ -386,19 +416,25 @@ def run_loop(opts, b, writer, rec, probes, host, flows=None) -> int:
             except subprocess.TimeoutExpired:
                 child.kill()
                 child_rc = child.wait()
-        writer.close(clean=True, lost=lost,
-                     extra={"stop_reason": stop["why"] or "error",
-                            "lost_detail": rec.lost_detail(),
+        clean, reason = stop_outcome(stop["why"], error or (failures[0] if failures else None))
+        writer.close(clean=clean, lost=lost,
+                     extra={"stop_reason": reason, "lost_detail": detail,
                             "records_skipped": sum(r.skipped for r, _ in rec.rings)})
-        rec.close()
-        b.cleanup()
+        attempt(rec.close)
+        attempt(b.cleanup)
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
     if live:
         sys.stderr.write("\n")
     elapsed = time.monotonic() - start
     total_lost = sum(lost.values())
     say(f"recorded {rec.events:,} events in {elapsed:.1f} s, lost {total_lost:,}"
         + (f" ({', '.join(f'{k} {v}' for k, v in lost.items())})" if total_lost else "")
-        + f"; {opts.output}: {writer.bytes_written / 1e6:.1f} MB, clean stop ({stop['why']})")
+        + f"; {opts.output}: {writer.bytes_written / 1e6:.1f} MB, "
+        + (f"clean stop ({reason})" if clean else f"NOT a clean stop ({reason})"))
+    if failures:
+        raise MbrecError(f"stopping the recording failed ({reason}); {opts.output} was closed "
+                         "with clean: false")
     say(f"next: mbrec info {opts.output}; mbrec analyze {opts.output} [the other hosts' traces]")
     return child_rc or 0
 
