@@ -42,7 +42,7 @@ elif mode.startswith("jobs"):
 else:
     from distributed import LocalCluster
     cluster = LocalCluster(n_workers=int(mode[4:]), threads_per_worker=1, processes=True,
-                           dashboard_address=None, host="127.0.0.1")
+                           dashboard_address=":0", host="127.0.0.1")
     ex = Executor(scheduler=cluster.scheduler_address)
 t0 = time.perf_counter()
 a = analyze_files(paths, Plan(Options(), ex, parts))

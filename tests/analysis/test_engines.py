@@ -58,7 +58,7 @@ def test_local_processes_reproduce_the_golden(fixture, monkeypatch):
 def dask_cluster():
     from distributed import LocalCluster
     cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                           dashboard_address=None, host="127.0.0.1")
+                           dashboard_address=":0", host="127.0.0.1")
     yield cluster
     cluster.close()
 
@@ -219,7 +219,7 @@ def test_a_dask_worker_that_dies_fails_the_run_in_one_line():
     from mbrec.analysis.engine import run_map
     with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
         cluster = LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
-                               dashboard_address=None, host="127.0.0.1")
+                               dashboard_address=":0", host="127.0.0.1")
         try:
             with pytest.raises(MbrecError, match=r"Dask workers died analysing partition 5"):
                 run_map(_die, [5], Executor(scheduler=cluster.scheduler_address),
