@@ -8,8 +8,9 @@
  * counted per probe in mbrec_lost, never silent.
  *
  * Everything the recorder decides at start is a -D constant (mbrec/recorder/program.py):
- *   MBREC_ATTACH_<PROBE>   0 = not compiled, 1 = fentry (KFUNC_PROBE), 2 = kprobe. BCC attaches
- *                          every KFUNC_PROBE at load, so only the chosen kind is compiled.
+ *   MBREC_ATTACH_<PROBE>   0 = not compiled, 1 = fentry (KFUNC_PROBE), 2 = kprobe, 3 = raw
+ *                          tracepoint (the stable-ABI probe set at the end of this file). BCC
+ *                          attaches every KFUNC_PROBE at load, so only the chosen kind is compiled.
  *   MBREC_FN_<PROBE>       the kernel function a fentry probe attaches to (kprobes are attached
  *                          by name from Python).
  *   MBREC_IP_RCV_CORE      1: the IP receive probe is ip_rcv_core(skb, net), which both
@@ -74,6 +75,7 @@
 #define MBREC_OFF_TCB_SEQ __builtin_offsetof(struct tcp_skb_cb, seq)
 #define MBREC_OFF_TCB_END_SEQ __builtin_offsetof(struct tcp_skb_cb, end_seq)
 #define MBREC_OFF_TCB_TCP_FLAGS __builtin_offsetof(struct tcp_skb_cb, tcp_flags)
+#define MBREC_OFF_TP_COPIED_SEQ __builtin_offsetof(struct tcp_sock, copied_seq)
 /* struct member reads, for code that has the kernel types (flows.bpf.h) */
 #define RD(dst, src) bpf_probe_read_kernel((void *)&(dst), sizeof(dst), (const void *)&(src))
 #else
@@ -744,6 +746,163 @@ int mbrec_kp_skb_copy_datagram_iter(struct pt_regs *ctx, struct sk_buff *skb, in
 				    void *to, int size)
 {
 	return mbrec_on_skb_copy_datagram_iter(ctx, skb, offset, size);
+}
+#endif
+
+/* ---- raw tracepoints (3): the kernel's stable interface, where kprobes and fentry are refused ----
+ * Each tracepoint stands for the layer whose probe id it records (docs/recorder.md): no
+ * tracepoint sits at tcp_transmit_skb, ip_queue_xmit or tcp_v4_rcv, so those layers are absent.
+ * Arguments are the tracepoint's TP_PROTO, in ctx->args[]. */
+
+/* An skb on the receive path before the IP layer: skb->data is the IP header (the driver's
+ * eth_type_trans pulled the MAC header), the network header may not be set yet. */
+static __always_inline int mbrec_on_rx_data(void *ctx, u8 probe, struct sk_buff *skb)
+{
+	struct mbrec_pkt_event e = {};
+	u16 proto = 0;
+	RDO(proto, skb, MBREC_OFF_SKB_PROTOCOL);
+	u16 eth_proto = MBREC_NTOHS(proto);
+	if (eth_proto != MBREC_ETH_P_IP && eth_proto != MBREC_ETH_P_IPV6)
+		return 0;
+	struct net_device *dev = mbrec_skb_dev(skb);
+	e.netns = mbrec_netns_of_dev(dev);
+	if (!(MBREC_NETNS_OK(e.netns)))
+		return 0;
+	unsigned char *data = NULL;
+	RDO(data, skb, MBREC_OFF_SKB_DATA);
+	if (!mbrec_parse_ip(&e, data, eth_proto))
+		return 0;
+	mbrec_init(&e, probe, skb);
+	if (dev)
+		RDO(e.ifindex, dev, MBREC_OFF_DEV_IFINDEX);
+	e.gso_segs = mbrec_gso_segs(skb, mbrec_skb_head(skb));
+	struct sock *sk = mbrec_skb_sk(skb);
+	e.sock_cookie = mbrec_sock_id(sk);
+	return mbrec_submit(ctx, &e, sk);
+}
+
+#if MBREC_ATTACH_DEV_QUEUE_XMIT == 3
+/* net:net_dev_queue(skb): in __dev_queue_xmit, before the qdisc */
+int mbrec_tp_dev_queue_xmit(struct bpf_raw_tracepoint_args *ctx)
+{
+	return mbrec_on_dev_xmit(ctx, MBREC_PROBE_DEV_QUEUE_XMIT, (struct sk_buff *)ctx->args[0],
+				 NULL);
+}
+#endif
+
+#if MBREC_ATTACH_QDISC_DEQUEUE == 3
+/* qdisc:qdisc_dequeue(qdisc, txq, packets, skb): skb is NULL when nothing was dequeued, else
+ * the head of what goes to the driver (a bulk dequeue chains more: only the head is recorded). */
+int mbrec_tp_qdisc_dequeue(struct bpf_raw_tracepoint_args *ctx)
+{
+	struct sk_buff *skb = (struct sk_buff *)ctx->args[3];
+	if (!skb)
+		return 0;
+	return mbrec_on_dev_xmit(ctx, MBREC_PROBE_QDISC_DEQUEUE, skb, NULL);
+}
+#endif
+
+#if MBREC_ATTACH_NET_DEV_XMIT == 3
+/* The skb may be freed (or already received by a veth peer) when the driver returns, so
+ * net_dev_xmit re-emits the event net_dev_start_xmit built for the same skb on this CPU. */
+BPF_PERCPU_ARRAY(mbrec_xmit_slot, struct mbrec_pkt_event, 1);
+#endif
+
+#if MBREC_ATTACH_DEV_HARD_START_XMIT == 3
+/* net:net_dev_start_xmit(skb, dev): per skb handed to the driver (each software-GSO segment) */
+int mbrec_tp_dev_hard_start_xmit(struct bpf_raw_tracepoint_args *ctx)
+{
+	struct sk_buff *skb = (struct sk_buff *)ctx->args[0];
+	struct net_device *dev = (struct net_device *)ctx->args[1];
+#if MBREC_ATTACH_NET_DEV_XMIT == 3
+	u32 zero = 0;
+	struct mbrec_pkt_event *slot = mbrec_xmit_slot.lookup(&zero);
+	if (slot)
+		slot->skb = 0;
+#endif
+	int ifindex = 0;
+	RDO(ifindex, dev, MBREC_OFF_DEV_IFINDEX);
+	struct mbrec_pkt_event e = {};
+	u16 proto = 0;
+	RDO(proto, skb, MBREC_OFF_SKB_PROTOCOL);
+	u16 eth_proto = MBREC_NTOHS(proto);
+	if (eth_proto != MBREC_ETH_P_IP && eth_proto != MBREC_ETH_P_IPV6)
+		return 0;
+	e.netns = mbrec_netns_of_dev(dev);
+	if (!(MBREC_NETNS_OK(e.netns)))
+		return 0;
+	unsigned char *head = mbrec_skb_head(skb);
+	u16 nh = 0;
+	RDO(nh, skb, MBREC_OFF_SKB_NETWORK_HEADER);
+	if (!mbrec_parse_ip(&e, head + nh, eth_proto))
+		return 0;
+	mbrec_init(&e, MBREC_PROBE_DEV_HARD_START_XMIT, skb);
+	e.ifindex = ifindex;
+	e.gso_segs = mbrec_gso_segs(skb, head);
+	struct sock *sk = mbrec_skb_sk(skb);
+	e.sock_cookie = mbrec_sock_id(sk);
+#if MBREC_ATTACH_NET_DEV_XMIT == 3
+	if (slot)
+		*slot = e;
+#endif
+	return mbrec_submit(ctx, &e, sk);
+}
+#endif
+
+#if MBREC_ATTACH_NET_DEV_XMIT == 3
+/* net:net_dev_xmit(skb, rc, dev, skb_len): the driver returned; rc 0 = NETDEV_TX_OK (a busy
+ * driver's skb is handed over again later, and recorded then). */
+int mbrec_tp_net_dev_xmit(struct bpf_raw_tracepoint_args *ctx)
+{
+	u32 zero = 0;
+	struct mbrec_pkt_event *slot = mbrec_xmit_slot.lookup(&zero);
+	if (!slot || slot->skb != ctx->args[0])
+		return 0;
+	struct mbrec_pkt_event e = *slot;
+	slot->skb = 0;
+	if ((int)ctx->args[1] != 0)
+		return 0;
+	e.ts_ns = bpf_ktime_get_ns();
+	e.probe = MBREC_PROBE_NET_DEV_XMIT;
+	return mbrec_submit(ctx, &e, NULL);
+}
+#endif
+
+#if MBREC_ATTACH_ETH_TYPE_TRANS == 3
+/* The driver's hand-over to the stack, once per wire frame, whichever API the driver uses:
+ * net:netif_rx (veth, loopback), napi_gro_receive_entry, netif_receive_skb_entry,
+ * netif_receive_skb_list_entry (each skb of the list). One program attached to each. */
+int mbrec_tp_eth_type_trans(struct bpf_raw_tracepoint_args *ctx)
+{
+	return mbrec_on_rx_data(ctx, MBREC_PROBE_ETH_TYPE_TRANS, (struct sk_buff *)ctx->args[0]);
+}
+#endif
+
+#if MBREC_ATTACH_IP_RCV == 3
+/* net:netif_receive_skb(skb): __netif_receive_skb_core, after GRO, just before the protocol
+ * handler (ip_rcv) runs: the IP receive layer's entry. */
+int mbrec_tp_ip_rcv(struct bpf_raw_tracepoint_args *ctx)
+{
+	return mbrec_on_rx_data(ctx, MBREC_PROBE_IP_RCV, (struct sk_buff *)ctx->args[0]);
+}
+#endif
+
+#if MBREC_ATTACH_SKB_COPY_DATAGRAM_ITER == 3
+/* skb:skb_copy_datagram_iovec(skb, len): the tracepoint has no offset argument; a TCP read
+ * copies from tp->copied_seq, which the kernel advances only after the copy, so
+ * offset = copied_seq - cb->seq (a MSG_PEEK read copies from its own position: its offset is
+ * not seen). */
+int mbrec_tp_skb_copy_datagram_iter(struct bpf_raw_tracepoint_args *ctx)
+{
+	struct sk_buff *skb = (struct sk_buff *)ctx->args[0];
+	struct sock *sk = mbrec_skb_sk(skb);
+	if (!sk)
+		return 0;
+	u32 seq = 0, copied = 0;
+	RDO(seq, (char *)skb + MBREC_OFF_SKB_CB, MBREC_OFF_TCB_SEQ);
+	RDO(copied, sk, MBREC_OFF_TP_COPIED_SEQ);
+	int offset = (int)(copied - seq);
+	return mbrec_on_skb_copy_datagram_iter(ctx, skb, offset > 0 ? offset : 0, (int)ctx->args[1]);
 }
 #endif
 

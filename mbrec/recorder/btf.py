@@ -59,6 +59,7 @@ FIELDS = {
     "TCB_SEQ": ("tcp_skb_cb", "seq"),
     "TCB_END_SEQ": ("tcp_skb_cb", "end_seq"),
     "TCB_TCP_FLAGS": ("tcp_skb_cb", "tcp_flags"),
+    "TP_COPIED_SEQ": ("tcp_sock", "copied_seq"),
 }
 
 

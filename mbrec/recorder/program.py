@@ -20,6 +20,9 @@ from mbrec.recorder.probes import Resolved
 RINGS: dict[str, str] = {"mbrec_pkt_ring": "pkt",
                          "mbrec_flow_ring": "flow", "mbrec_tcp_ring": "tcp", "mbrec_sock_ring": "sock"}
 
+# --attach kind -> the MBREC_ATTACH_<PROBE> value of bpf/mbrec.bpf.c
+ATTACH_KINDS = {"fentry": 1, "kprobe": 2, "tracepoint": 3}
+
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
@@ -37,7 +40,7 @@ class Filters:
 @dataclass(frozen=True)
 class ProgramConfig:
     resolved: tuple[Resolved, ...]
-    attach: str  # "fentry" or "kprobe"
+    attach: str  # "fentry", "kprobe" or "tracepoint"
     filters: Filters = field(default_factory=Filters)
     ring_bytes: int = 16 << 20
     # kernel struct offsets from BTF (recorder/btf.py); None: compile the kernel headers
@@ -100,12 +103,14 @@ def ring_pages(ring_bytes: int) -> int:
 
 
 def cflags(cfg: ProgramConfig) -> list[str]:
-    kind = {"fentry": 1, "kprobe": 2}[cfg.attach]
+    kind = ATTACH_KINDS[cfg.attach]
     flags = [f"-I{source_dir()}", f"-DMBREC_RINGBUF_PAGES={ring_pages(cfg.ring_bytes)}",
              f"-DMBREC_SOCK_COOKIE={1 if cfg.attach == 'fentry' else 0}"]
     for r in cfg.resolved:
         c = r.spec.c_name
         flags.append(f"-DMBREC_ATTACH_{c}={kind}")
+        if cfg.attach == "tracepoint":  # attached by name from Python (tracepoint_attachments)
+            continue
         if r.spec.name == "ip_rcv":
             flags.append(f"-DMBREC_IP_RCV_CORE={1 if r.functions == ('ip_rcv_core',) else 0}")
             if len(r.functions) == 2:
@@ -117,6 +122,14 @@ def cflags(cfg: ProgramConfig) -> list[str]:
     flags.extend(filter_macros(cfg.filters))
     flags.extend(cfg.extra_cflags)
     return flags
+
+
+def tracepoint_attachments(cfg: ProgramConfig) -> list[tuple[str, str]]:
+    """(tracepoint event, BPF function name) pairs to attach as raw tracepoints."""
+    if cfg.attach != "tracepoint":
+        return []
+    return [(tp.split(":")[1], f"mbrec_tp_{r.spec.name}")
+            for r in cfg.resolved for tp in r.functions]
 
 
 def kprobe_attachments(cfg: ProgramConfig) -> list[tuple[str, str]]:
