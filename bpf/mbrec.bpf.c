@@ -913,3 +913,7 @@ int mbrec_tp_skb_copy_datagram_iter(struct bpf_raw_tracepoint_args *ctx)
 #ifdef MBREC_FLOWS
 #include "flows.bpf.h"
 #endif
+/* --attach tracepoint: the flow group on tracepoints, at BTF offsets (-DMBREC_FLOWS_TP) */
+#ifdef MBREC_FLOWS_TP
+#include "flows_tp.bpf.h"
+#endif

@@ -63,6 +63,19 @@ FIELDS = {
 }
 
 
+# The flow probes on tracepoints (bpf/flows_tp.bpf.h) read these too: MBREC_OFF_<name>.
+FLOW_TP_FIELDS = {
+    "TCB_TCP_GSO_SEGS": ("tcp_skb_cb", "tcp_gso_segs"),
+    "ICSK_BACKOFF": ("inet_connection_sock", "icsk_backoff"),
+    **{f"TP_{f.upper()}": ("tcp_sock", f) for f in (
+        "bytes_sent", "bytes_acked", "bytes_received", "bytes_retrans", "snd_cwnd",
+        "snd_ssthresh", "snd_wnd", "rcv_wnd", "mss_cache", "advmss", "packets_out",
+        "sacked_out", "lost_out", "retrans_out", "total_retrans", "srtt_us", "mdev_us",
+        "rtt_min", "snd_una", "snd_nxt", "write_seq", "rcv_nxt", "rate_delivered",
+        "rate_interval_us")},
+}
+
+
 class BtfError(Exception):
     pass
 
@@ -148,18 +161,18 @@ class Btf:
         return total
 
 
-def field_offsets(btf: Btf) -> dict[str, int]:
-    return {name: btf.offset(s, path) for name, (s, path) in FIELDS.items()}
+def field_offsets(btf: Btf, fields: dict = FIELDS) -> dict[str, int]:
+    return {name: btf.offset(s, path) for name, (s, path) in fields.items()}
 
 
-def read_offsets(path: str = BTF_PATH) -> dict[str, int] | None:
+def read_offsets(path: str = BTF_PATH, fields: dict = FIELDS) -> dict[str, int] | None:
     """The offsets for this kernel, or None where it has no BTF (then headers are used)."""
     try:
         with open(path, "rb") as f:
             blob = f.read()
     except OSError:
         return None
-    return field_offsets(Btf(blob))
+    return field_offsets(Btf(blob), fields)
 
 
 def offset_cflags(offsets: dict[str, int] | None) -> list[str]:

@@ -116,8 +116,9 @@ def cflags(cfg: ProgramConfig) -> list[str]:
             if len(r.functions) == 2:
                 flags.append(f"-DMBREC_FN_IP_LIST_RCV={r.functions[1]}")
         flags.append(f"-DMBREC_FN_{c}={r.functions[0]}")
-    # The flow probes use kernel types, so with them the headers are compiled anyway.
-    flags.extend(offset_cflags(None if cfg.flow_cflags else cfg.offsets))
+    # The flow probes use kernel types, so with them the headers are compiled anyway (not the
+    # tracepoint flow probes, -DMBREC_FLOWS_TP: they read BTF offsets too).
+    flags.extend(offset_cflags(None if "-DMBREC_FLOWS" in cfg.flow_cflags else cfg.offsets))
     flags.extend(cfg.flow_cflags)  # includes -DMBREC_FLOWS when the flows group is on
     flags.extend(filter_macros(cfg.filters))
     flags.extend(cfg.extra_cflags)
