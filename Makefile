@@ -1,7 +1,11 @@
 # Shared commands. The README's two commands are `make demo` and `make check`; .ci/run runs
 # `make check`. Both install what they need first (as root: apt-get and pip).
 PYTHON ?= python3
-APT_PACKAGES = qemu-system-x86 debootstrap e2fsprogs gcc libc6-dev make ca-certificates
+# python3-bpfcc and linux-headers-amd64 (any Debian kernel's: BCC compiles its helpers against a
+# header tree, mbrec reads kernel structs at BTF offsets), apache2, ab and iperf3: native
+# recording on this machine's kernel (tests/test_native_record.py, make bench-native).
+APT_PACKAGES = qemu-system-x86 debootstrap e2fsprogs gcc libc6-dev make ca-certificates \
+	python3-bpfcc linux-headers-amd64 iproute2 apache2 apache2-utils iperf3
 DEMO_DIR ?= out/demo
 
 .PHONY: setup demo check test test-fast bench bench-large bench-lab fixtures goldens clean

@@ -11,7 +11,9 @@ Use as a context manager (root):
 
     with Testbed() as tb:
         tb.start_apache("b")
+        recorders = tb.start_recorders(out_dir, ["a", "b"], ["--attach", "tracepoint"])
         tb.run("a", ["ab", "-k", "-c", "10", "-n", "1000", tb.url("b", "4k.bin")])
+        tb.stop_recorders(recorders)
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 
@@ -160,6 +163,45 @@ class Testbed:
     def start_iperf3(self, host: str) -> None:
         self.start(host, ["iperf3", "-s", "-B", host_ip(host)], f"iperf3-{host}.log")
         self.wait_port(host, 5201)
+
+    # ---- recorders ----
+
+    def start_recorders(self, out_dir: str, hosts, record_args=(), timeout_s: float = 120):
+        """One `mbrec record` per host (root namespace, --netns of the host, as in the lab),
+        writing out_dir/HOST.mbrec; returns when every one has attached (its header is on
+        disk) and raises with the recorder's log if one exits first."""
+        procs = {}
+        for h in hosts:
+            argv = [sys.executable, "-m", "mbrec", "record", "-o",
+                    os.path.join(out_dir, f"{h}.mbrec"), "--host-name", h, "--netns",
+                    self.ns(h), "--quiet", "--force", *record_args]
+            log = open(os.path.join(out_dir, f"record-{h}.log"), "w")
+            procs[h] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+            self.procs.append(procs[h])
+        deadline = time.monotonic() + timeout_s
+        waiting = set(hosts)
+        while waiting:
+            for h in sorted(waiting):
+                path = os.path.join(out_dir, f"{h}.mbrec")
+                if procs[h].poll() is not None:
+                    log = open(os.path.join(out_dir, f"record-{h}.log")).read()
+                    raise MbrecError(f"the recorder of {h} exited ({procs[h].returncode}) "
+                                     f"before attaching: {log.strip()[-400:]}")
+                if os.path.exists(path) and os.path.getsize(path) > 0:
+                    waiting.discard(h)
+            if waiting and time.monotonic() > deadline:
+                raise MbrecError(f"recorders of {', '.join(sorted(waiting))} not attached "
+                                 f"after {timeout_s:.0f} s")
+            time.sleep(0.05)
+        return procs
+
+    @staticmethod
+    def stop_recorders(procs: dict, timeout_s: float = 60) -> dict:
+        """SIGINT each recorder (a clean stop with a trailer); their exit codes."""
+        for p in procs.values():
+            if p.poll() is None:
+                p.send_signal(signal.SIGINT)
+        return {h: p.wait(timeout_s) for h, p in procs.items()}
 
     def wait_port(self, host: str, port: int, timeout_s: float = 10) -> None:
         deadline = time.monotonic() + timeout_s
