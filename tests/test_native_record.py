@@ -186,3 +186,25 @@ def test_analysis_shows_the_layers_the_tracepoints_give(report):
     pairs = report["cross_host"]["network"]["pairs"]
     assert pairs and all((p.get("L_NET_1") or {}).get("l_net", {}).get("count", 0) > 0
                          for p in pairs)
+
+
+def test_auto_falls_back_to_tracepoints_where_functions_cannot_be_probed(tmp_path):
+    from mbrec.lab.native import Testbed
+    try:
+        open(os.path.join(TRACING, "available_filter_functions")).close()
+        functions_traceable = True
+    except OSError:
+        functions_traceable = False
+    out = tmp_path / "auto.mbrec"
+    with Testbed(hosts=("a",)) as tb:
+        r = subprocess.run([sys.executable, "-m", "mbrec", "record", "-o", str(out),
+                            "--netns", tb.ns("a"), "--duration", "0.3", "--quiet"],
+                           capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    from mbrec.trace.reader import read_trace
+    attach = read_trace(str(out)).header["options"]["attach"]
+    if functions_traceable:
+        assert attach in ("fentry", "kprobe")
+    else:
+        assert attach == "tracepoint"
+        assert "falling back to --attach tracepoint" in r.stderr

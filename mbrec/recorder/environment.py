@@ -136,8 +136,9 @@ def read_kernel_functions():
             kallsyms = f.read()
     except OSError as e:
         raise MbrecError(f"cannot read {e.filename} ({e.strerror}): this kernel cannot trace "
-                         "functions (no ftrace/kprobes); record on a kernel built with them, "
-                         "e.g. a stock distribution kernel or `mbrec lab`") from None
+                         "functions (no ftrace/kprobes); record with --attach tracepoint, or "
+                         "on a kernel built with them, e.g. a stock distribution kernel or "
+                         "`mbrec lab`") from None
     return kernel_functions(filters, kallsyms)
 
 

@@ -23,6 +23,8 @@ from mbrec.recorder.program import (RINGS, Filters, ProgramConfig, cflags, kprob
 from mbrec.recorder.progstats import missed_by_probe, program_probes
 from mbrec.recorder.ringbuf import open_bcc_ring
 
+FALLBACK_NOTE = ("--attach tracepoint (the kernel's stable tracepoints: fewer layers, "
+                 "docs/recorder.md)")
 ANCHOR_INTERVAL = 1.0  # clock anchors, loss counts and the status line
 MAX_SLEEP = 0.2        # between drains: each wake-up costs the traced host a little CPU
 MIN_SLEEP = 0.002
@@ -151,8 +153,9 @@ def attach_chain(opts: RecordOptions, bcc) -> list[tuple[str, list]]:
     except MbrecError as e:
         if opts.attach != "auto":
             raise
-        say(f"kernel functions cannot be probed here ({str(e)[:200]}); recording through "
-            "tracepoints")
+        why = str(e).split(": this kernel")[0].split(". Nothing was attached")[0]
+        say(f"kernel functions cannot be probed here ({why[:200]}); falling back to "
+            f"{FALLBACK_NOTE}")
         return [("tracepoint", plan_tracepoints(opts))]
     if opts.attach == "fentry" and attach == "fentry" and not bcc.BPF.support_kfunc():
         raise MbrecError("--attach fentry: this kernel has no BPF trampolines (fentry); use "
@@ -340,7 +343,8 @@ def record(opts: RecordOptions) -> int:
                     raise
                 raise MbrecError(f"loading the BPF program failed: {str(e).strip()[:300]} "
                                  "(rerun with --debug for details)") from None
-            say(f"{attach} failed ({str(e).strip()[:160]}); falling back to {chain[0][0]}")
+            say(f"{attach} failed ({str(e).strip()[:160]}); falling back to "
+                + (FALLBACK_NOTE if chain[0][0] == "tracepoint" else chain[0][0]))
     compile_s = time.monotonic() - t0
     probes = header_probes(resolved, attach)
     rings = dict(RINGS)
