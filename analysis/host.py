@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from mbrec.analysis import app as app_mod
+from mbrec.analysis.coverage import ABSENT, coverage
 from mbrec.analysis.latency import samples
 from mbrec.analysis.packets import PacketTable, packet_table, prepare
 
@@ -23,6 +24,7 @@ class HostResult:
     warnings: list = field(default_factory=list)
     clean: bool = True
     flow_ids: dict = field(default_factory=dict)  # schema -> (flow, local endpoint) per event
+    coverage: dict | None = None  # what the probe set splits (analysis/coverage.py)
 
 
 def analyze_host(trace) -> HostResult:
@@ -35,12 +37,14 @@ def analyze_host(trace) -> HostResult:
     app = app_mod.app_latency(table, pieces)
     sndbuf = app_mod.send_buffer_wait(table, events, prep)
     rcvq = app_mod.receive_queue_wait(table, events, prep)
-    s, neg = samples(table, app, sndbuf, rcvq)
-    exact = float(pieces["exact"].mean()) if len(pieces["exact"]) else 1.0
     header = trace.header or {}
+    cov = coverage(header)
+    s, neg = samples(table, app, sndbuf, rcvq, stack=cov is not None and
+                     cov["latencies"]["L_STACK_2"]["status"] != ABSENT)
+    exact = float(pieces["exact"].mean()) if len(pieces["exact"]) else 1.0
     return HostResult(host=str(header.get("host", "?")), path=trace.path,
                       boot_id=str(header.get("boot_id", "")), table=table, samples=s,
                       negative=neg, copies_exact=exact,
                       events={k: int(len(v)) for k, v in trace.events.items()},
                       lost=dict(trace.lost or {}), warnings=list(trace.warnings),
-                      clean=trace.clean, flow_ids=prep.ids)
+                      clean=trace.clean, flow_ids=prep.ids, coverage=cov)

@@ -11,6 +11,7 @@ import os
 import numpy as np
 
 from mbrec import __version__
+from mbrec.analysis.coverage import mask_flow_metrics, text_lines as coverage_lines
 from mbrec.analysis.flows import SERIES
 from mbrec.analysis.latency import NAMES, PROBES_OF, QUANTILES, grouped_stats
 from mbrec.render import addr_strings
@@ -100,6 +101,7 @@ def host_section(name: str, hr, flow_summ: list, per_flow: bool) -> tuple[dict, 
     retx = np.bincount(rows["flow"][(rows["direction"] == 0) & rows["retrans"]],
                        minlength=nfl) if nfl else []
     per = latency_stats(hr.samples, hr.samples["flow"], nfl) if (per_flow and nfl) else None
+    flow_summ = mask_flow_metrics(flow_summ, hr.coverage)
     flows = []
     for i in range(nfl):
         entry = {"host": name, "flow": i, **names[i], "packets_sent": int(sent[i]),
@@ -125,6 +127,8 @@ def host_section(name: str, hr, flow_summ: list, per_flow: bool) -> tuple[dict, 
         "latencies": {k: lat[k] for k in NAMES if k in lat},
         "warnings": hr.warnings,
     }
+    if hr.coverage:
+        section["coverage"] = hr.coverage
     return section, flows
 
 
@@ -178,6 +182,7 @@ def table_text(report: dict, per_flow: bool, clock_lines: list[str] = ()) -> str
         lines.append(f"host {h['host']} ({h['path']}): server in {h['server_flows']} flows, "
                      f"client in {h['client_flows']}; roles from {'/'.join(h['roles_from']) or '-'}"
                      f"; lost events: {lost}" + ("" if h["clean"] else "; UNCLEAN STOP"))
+        lines += coverage_lines(h.get("coverage"))
         if not h["latencies"] and not h["events"].get("pkt"):
             lines.append("  no packet events (a flows-only recording?): layer latencies need "
                          "the packet probes")

@@ -186,6 +186,25 @@ def test_analysis_shows_the_layers_the_tracepoints_give(report):
     pairs = report["cross_host"]["network"]["pairs"]
     assert pairs and all((p.get("L_NET_1") or {}).get("l_net", {}).get("count", 0) > 0
                          for p in pairs)
+    # the receive IP and TCP layers as one span: every request (b) and response (a) copied
+    assert lat["b"]["L_STACK_2"]["count"] >= REQUESTS
+    assert lat["a"]["L_STACK_4"]["count"] >= REQUESTS
+
+
+def test_the_report_marks_what_the_tracepoints_cannot_split(report):
+    for h in report["hosts"]:
+        c = h["coverage"]
+        assert c["attach"] == "tracepoint"
+        assert c["latencies"]["L_TCP_1"]["status"] == "absent"
+        assert c["latencies"]["L_STACK_2"]["status"] == "approximate"
+        assert c["flow_metrics"]["SampleRTT"]["status"] == "absent"
+        # never a number from a missing layer
+        for name, v in c["latencies"].items():
+            if v["status"] == "absent":
+                assert name not in h["latencies"], (h["host"], name)
+    metrics = [f["metrics"] for f in report["flows"] if f.get("metrics")]
+    assert metrics and all(m["SampleRTT"] is None and m["SumRTT_us"] is None for m in metrics)
+    assert all(m["ReadByte"] is not None for m in metrics)
 
 
 def test_auto_falls_back_to_tracepoints_where_functions_cannot_be_probed(tmp_path):

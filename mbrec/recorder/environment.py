@@ -34,7 +34,7 @@ DEBIAN_HEADER_ARCH = {"x86_64": ("amd64", "x86"), "aarch64": ("arm64", "arm64")}
 HEADER_TREE_DIR = "/run/mbrec"
 
 
-def check_headers(release: str | None = None) -> bool:
+def check_headers(release: str | None = None, src: str = "/usr/src") -> bool:
     """Make sure BCC finds kernel headers. True when they are another kernel's (then only
     programs that read kernel structs at BTF offsets may be compiled: see foreign_header_tree)."""
     release = release or os.uname().release
@@ -42,7 +42,7 @@ def check_headers(release: str | None = None) -> bool:
     if os.environ.get("BCC_KERNEL_SOURCE") or os.path.isdir(build) or \
             os.path.exists("/sys/kernel/kheaders.tar.xz"):
         return False
-    tree = foreign_header_tree()
+    tree = foreign_header_tree(src)
     if tree:
         os.environ["BCC_KERNEL_SOURCE"] = tree
         return True
