@@ -79,12 +79,23 @@ def report(run):
     return json.loads(r.stdout)
 
 
-def test_ab_completes_and_both_traces_are_clean_with_nothing_lost(run):
+def lost(t, probe: str) -> int:
+    return int(t.lost.get(probe, 0))
+
+
+def test_ab_completes_and_both_traces_are_clean_with_every_loss_counted(run):
+    """No ring overflows; a run the kernel skipped (a program never runs nested in itself on
+    one CPU: a softirq sending an ACK while the same tracepoint's program runs in process
+    context) is counted, and rare."""
     traces, ab, _ = run
-    assert f"Complete requests:      {REQUESTS}" in ab and "Failed requests:        0" in ab
+    assert f"Complete requests:      {REQUESTS}" in ab and "Failed requests:        0" in ab, ab
     for host, t in traces.items():
         assert t.clean and t.trailer["stop_reason"] == "SIGINT", host
-        assert t.lost == {} and t.trailer["lost"] == {}, (host, t.trailer.get("lost_detail"))
+        detail = t.trailer["lost_detail"]
+        assert detail["ring_full"] == {}, (host, detail)
+        skipped = {k: v for k, v in detail["program_skipped"].items() if v}
+        assert t.lost == t.trailer["lost"] == skipped, (host, detail)
+        assert sum(skipped.values()) <= 0.01 * sum(len(r) for r in t.events.values()), detail
         assert t.warnings == []
         assert t.header["host"] == host
 
@@ -129,7 +140,8 @@ def test_each_segment_queued_is_seen_at_the_driver_and_its_return(run, host):
     queued = data(pkt, "dev_queue_xmit")
     assert len(queued) > 0
     for layer in ("dev_hard_start_xmit", "net_dev_xmit"):
-        assert uncovered(queued, data(pkt, layer)) == [], (host, layer)
+        missed = uncovered(queued, data(pkt, layer))
+        assert len(missed) <= lost(run[0][host], layer), (host, layer, missed[:5])
 
 
 @pytest.mark.parametrize("sender,receiver", [("a", "b"), ("b", "a")])
@@ -140,7 +152,9 @@ def test_what_one_host_sends_the_other_receives_at_every_receive_tracepoint(run,
     assert len(sent) > 0
     rpkt = traces[receiver].events["pkt"]
     for layer in ("eth_type_trans", "ip_rcv", "skb_copy_datagram_iter"):
-        assert uncovered(sent, data(rpkt, layer)) == [], (sender, receiver, layer)
+        missed = uncovered(sent, data(rpkt, layer))
+        assert len(missed) <= lost(traces[receiver], layer), (sender, receiver, layer,
+                                                               missed[:5])
 
 
 def test_copies_add_up_to_the_bytes_ab_received(run):
@@ -151,8 +165,12 @@ def test_copies_add_up_to_the_bytes_ab_received(run):
     pkt = traces["a"].events["pkt"]
     copies = data(pkt, "skb_copy_datagram_iter")
     copies = copies[copies["sport"] == 80]
-    assert int(copies["len"].sum()) == total_transferred(ab)
-    assert uncovered(data(pkt, "ip_rcv"), copies) == []
+    if lost(traces["a"], "skb_copy_datagram_iter") == 0:
+        assert int(copies["len"].sum()) == total_transferred(ab)
+    else:  # each skipped copy is a counted loss, and only a loss
+        assert int(copies["len"].sum()) < total_transferred(ab)
+    missed = uncovered(data(pkt, "ip_rcv"), copies)
+    assert len(missed) <= lost(traces["a"], "skb_copy_datagram_iter"), missed[:5]
 
 
 def test_reads_writes_and_flow_records_agree_with_ab(run):
