@@ -11,13 +11,18 @@ import statistics
 import sys
 from collections import defaultdict
 
-MODES = ("none", "mbrec", "flows", "baseline")
+MODES = ("none", "mbrec", "flows", "packets", "baseline")  # the lab's and the native modes
 CLAMPED = 2**31 - 1  # overhead.sh before its fix summed BPF run time with mawk's %d, which clamps
 
 
 def load(path):
+    """The workload runs; the lines describing the machine (native runs) are printed."""
     with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+        objs = [json.loads(line) for line in f if line.strip()]
+    for o in objs:
+        if "machine" in o:
+            print("machine: " + ", ".join(f"{k} {v}" for k, v in o.items()))
+    return [o for o in objs if "workload" in o]
 
 
 def spread(values):
