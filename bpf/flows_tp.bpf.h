@@ -53,6 +53,16 @@ BPF_RINGBUF_OUTPUT(mbrec_sock_ring, MBREC_FLOW_RING_PAGES);
 /* A tcp_sock field at its BTF offset. */
 #define TPR(dst, sk, f) RDO(dst, sk, MBREC_OFF_TP_##f)
 
+/* A snapshot reads some thirty tcp_sock fields: one read of the span that holds them all
+ * (MBREC_TP_SPAN_OFF, MBREC_TP_SPAN_LEN: from the BTF offsets, mbrec/recorder/flows.py) into a
+ * per-CPU buffer is one helper call instead of thirty. SPR: a field from that copy. */
+struct mbrec_tp_span {
+	u8 b[MBREC_TP_SPAN_LEN];
+};
+BPF_PERCPU_ARRAY(mbrec_tp_span_buf, struct mbrec_tp_span, 1);
+#define SPR(dst, span, f) \
+	__builtin_memcpy(&(dst), (span)->b + (MBREC_OFF_TP_##f - MBREC_TP_SPAN_OFF), sizeof(dst))
+
 /* Per-flow state, keyed by the socket id (its address in this mode). */
 struct mbrec_flow_state {
 	u64 sk;
@@ -160,7 +170,11 @@ static __always_inline u32 mbrec_flow_app_wqueue(struct sock *sk, struct mbrec_f
 static __always_inline void mbrec_flow_snapshot(struct sock *sk, struct mbrec_flow_id *id,
 						struct mbrec_flow_state *st, u8 reason, u8 probe)
 {
-	u32 app_wqueue = mbrec_flow_app_wqueue(sk, st);
+	u32 zero = 0;
+	struct mbrec_tp_span *span = mbrec_tp_span_buf.lookup(&zero);
+	if (!span || bpf_probe_read_kernel(span->b, MBREC_TP_SPAN_LEN,
+					   (char *)sk + MBREC_TP_SPAN_OFF))
+		return;
 	struct mbrec_flow_event *ev = mbrec_flow_ring.ringbuf_reserve(sizeof(struct mbrec_flow_event));
 	if (!ev) {
 		mbrec_count_lost(probe);
@@ -170,48 +184,57 @@ static __always_inline void mbrec_flow_snapshot(struct sock *sk, struct mbrec_fl
 	ev->ts_ns = bpf_ktime_get_ns();
 	ev->sock_cookie = id->cookie;
 	ev->established_ns = st->established_ns;
-	TPR(ev->bytes_sent, sk, BYTES_SENT);
-	TPR(ev->bytes_acked, sk, BYTES_ACKED);
-	TPR(ev->bytes_received, sk, BYTES_RECEIVED);
-	TPR(ev->bytes_retrans, sk, BYTES_RETRANS);
+	SPR(ev->bytes_sent, span, BYTES_SENT);
+	SPR(ev->bytes_acked, span, BYTES_ACKED);
+	SPR(ev->bytes_received, span, BYTES_RECEIVED);
+	SPR(ev->bytes_retrans, span, BYTES_RETRANS);
 	ev->read_bytes = st->read_bytes;
 	ev->write_bytes = st->write_bytes;
 	ev->netns = id->netns;
-	TPR(ev->snd_cwnd, sk, SND_CWND);
-	TPR(ev->snd_ssthresh, sk, SND_SSTHRESH);
-	TPR(ev->snd_wnd, sk, SND_WND);
-	TPR(ev->rcv_wnd, sk, RCV_WND);
-	TPR(ev->mss_cache, sk, MSS_CACHE);
+	SPR(ev->snd_cwnd, span, SND_CWND);
+	SPR(ev->snd_ssthresh, span, SND_SSTHRESH);
+	SPR(ev->snd_wnd, span, SND_WND);
+	SPR(ev->rcv_wnd, span, RCV_WND);
+	SPR(ev->mss_cache, span, MSS_CACHE);
 	u16 advmss = 0;
-	TPR(advmss, sk, ADVMSS);
+	SPR(advmss, span, ADVMSS);
 	ev->advmss = advmss;
-	TPR(ev->packets_out, sk, PACKETS_OUT);
-	TPR(ev->sacked_out, sk, SACKED_OUT);
-	TPR(ev->lost_out, sk, LOST_OUT);
-	TPR(ev->retrans_out, sk, RETRANS_OUT);
+	SPR(ev->packets_out, span, PACKETS_OUT);
+	SPR(ev->sacked_out, span, SACKED_OUT);
+	SPR(ev->lost_out, span, LOST_OUT);
+	SPR(ev->retrans_out, span, RETRANS_OUT);
 	/* tcp_packets_in_flight(): packets_out - (sacked_out + lost_out) + retrans_out */
 	ev->packets_in_flight = ev->packets_out - (ev->sacked_out + ev->lost_out) + ev->retrans_out;
-	TPR(ev->total_retrans, sk, TOTAL_RETRANS);
+	SPR(ev->total_retrans, span, TOTAL_RETRANS);
 	ev->fast_recoveries = st->fast_recoveries;
 	ev->timeouts = st->timeouts;
 	ev->timeouts_backoff = st->timeouts_backoff;
-	ev->app_wqueue = app_wqueue;
+	/* write_seq - snd_nxt, folded into the flow's maximum (as mbrec_flow_app_wqueue) */
+	u32 q = 0, write_seq = 0, snd_nxt = 0;
+	SPR(write_seq, span, WRITE_SEQ);
+	SPR(snd_nxt, span, SND_NXT);
+	q = write_seq - snd_nxt;
+	if ((s32)q < 0)
+		q = 0;
+	if (q > st->max_app_wqueue)
+		st->max_app_wqueue = q;
+	ev->app_wqueue = q;
 	ev->max_app_wqueue = st->max_app_wqueue;
 	u32 srtt8 = 0, mdev4 = 0, rate_delivered = 0, rate_interval_us = 0;
-	TPR(srtt8, sk, SRTT_US);
-	TPR(mdev4, sk, MDEV_US);
+	SPR(srtt8, span, SRTT_US);
+	SPR(mdev4, span, MDEV_US);
 	ev->srtt_us = srtt8 >> 3;       /* as tcp_info's tcpi_rtt */
 	ev->rttvar_us = mdev4 >> 2;     /* as tcp_info's tcpi_rttvar */
 	/* rtt_min is a struct minmax: s[0].v, the current minimum, is its second u32 */
-	RDO(ev->min_rtt_us, sk, MBREC_OFF_TP_RTT_MIN + 4);
-	TPR(ev->snd_una, sk, SND_UNA);
-	TPR(ev->snd_nxt, sk, SND_NXT);
-	TPR(ev->write_seq, sk, WRITE_SEQ);
-	TPR(ev->rcv_nxt, sk, RCV_NXT);
-	TPR(ev->copied_seq, sk, COPIED_SEQ);
+	RDO(ev->min_rtt_us, span, MBREC_OFF_TP_RTT_MIN + 4);
+	SPR(ev->snd_una, span, SND_UNA);
+	SPR(ev->snd_nxt, span, SND_NXT);
+	SPR(ev->write_seq, span, WRITE_SEQ);
+	SPR(ev->rcv_nxt, span, RCV_NXT);
+	SPR(ev->copied_seq, span, COPIED_SEQ);
 	ev->bytes_in_flight = ev->snd_nxt - ev->snd_una;
-	TPR(rate_delivered, sk, RATE_DELIVERED);
-	TPR(rate_interval_us, sk, RATE_INTERVAL_US);
+	SPR(rate_delivered, span, RATE_DELIVERED);
+	SPR(rate_interval_us, span, RATE_INTERVAL_US);
 	if (rate_interval_us)
 		ev->delivery_rate = (u64)rate_delivered * ev->mss_cache * 1000000ULL / rate_interval_us;
 	__builtin_memcpy(ev->saddr, id->saddr, 16);
@@ -219,7 +242,7 @@ static __always_inline void mbrec_flow_snapshot(struct sock *sk, struct mbrec_fl
 	ev->sport = id->lport;
 	ev->dport = id->rport;
 	u8 state = 0;
-	RDO(state, sk, MBREC_OFF_SK_STATE);
+	RDO(state, span, MBREC_OFF_SK_STATE);
 	ev->state = state;
 	ev->reason = reason;
 	ev->family = id->family;

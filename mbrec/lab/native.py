@@ -172,9 +172,11 @@ class Testbed:
         disk) and raises with the recorder's log if one exits first."""
         procs = {}
         for h in hosts:
-            argv = [sys.executable, "-m", "mbrec", "record", "-o",
-                    os.path.join(out_dir, f"{h}.mbrec"), "--host-name", h, "--netns",
-                    self.ns(h), "--quiet", "--force", *record_args]
+            path = os.path.join(out_dir, f"{h}.mbrec")
+            if os.path.exists(path):  # an earlier run's: replaced (--force), never taken as ready
+                os.unlink(path)
+            argv = [sys.executable, "-m", "mbrec", "record", "-o", path, "--host-name", h,
+                    "--netns", self.ns(h), "--quiet", "--force", *record_args]
             log = open(os.path.join(out_dir, f"record-{h}.log"), "w")
             procs[h] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
             self.procs.append(procs[h])
