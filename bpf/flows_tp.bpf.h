@@ -55,11 +55,13 @@ BPF_RINGBUF_OUTPUT(mbrec_sock_ring, MBREC_FLOW_RING_PAGES);
 
 /* A snapshot reads some thirty tcp_sock fields: one read of the span that holds them all
  * (MBREC_TP_SPAN_OFF, MBREC_TP_SPAN_LEN: from the BTF offsets, mbrec/recorder/flows.py) into a
- * per-CPU buffer is one helper call instead of thirty. SPR: a field from that copy. */
+ * per-CPU buffer is one helper call instead of thirty. One slot per probe id, as for the skb
+ * span in mbrec.bpf.c (a program may be interrupted by another one on its CPU). SPR: a field
+ * from that copy. */
 struct mbrec_tp_span {
 	u8 b[MBREC_TP_SPAN_LEN];
 };
-BPF_PERCPU_ARRAY(mbrec_tp_span_buf, struct mbrec_tp_span, 1);
+BPF_PERCPU_ARRAY(mbrec_tp_span_buf, struct mbrec_tp_span, MBREC_PROBE_MAX);
 #define SPR(dst, span, f) \
 	__builtin_memcpy(&(dst), (span)->b + (MBREC_OFF_TP_##f - MBREC_TP_SPAN_OFF), sizeof(dst))
 
@@ -170,8 +172,8 @@ static __always_inline u32 mbrec_flow_app_wqueue(struct sock *sk, struct mbrec_f
 static __always_inline void mbrec_flow_snapshot(struct sock *sk, struct mbrec_flow_id *id,
 						struct mbrec_flow_state *st, u8 reason, u8 probe)
 {
-	u32 zero = 0;
-	struct mbrec_tp_span *span = mbrec_tp_span_buf.lookup(&zero);
+	u32 slot = probe;
+	struct mbrec_tp_span *span = mbrec_tp_span_buf.lookup(&slot);
 	if (!span || bpf_probe_read_kernel(span->b, MBREC_TP_SPAN_LEN,
 					   (char *)sk + MBREC_TP_SPAN_OFF))
 		return;

@@ -753,40 +753,84 @@ int mbrec_kp_skb_copy_datagram_iter(struct pt_regs *ctx, struct sk_buff *skb, in
  * Each tracepoint stands for the layer whose probe id it records (docs/recorder.md): no
  * tracepoint sits at tcp_transmit_skb, ip_queue_xmit or tcp_v4_rcv, so those layers are absent.
  * Arguments are the tracepoint's TP_PROTO, in ctx->args[]. */
+#ifdef MBREC_SKB_SPAN_LEN
+/* Every sk_buff field a packet program reads lies in one span (MBREC_SKB_SPAN_OFF/LEN, from
+ * the BTF offsets: mbrec/recorder/program.py): one read of it into a per-CPU buffer instead of
+ * one helper call per field, before the netns filter most runs stop at (a tracepoint fires for
+ * every namespace's packets). One slot per probe: a program never runs nested in itself on a
+ * CPU, but another one may interrupt it (a softirq's), so programs never share a slot. */
+struct mbrec_skb_span {
+	u8 b[MBREC_SKB_SPAN_LEN];
+};
+BPF_PERCPU_ARRAY(mbrec_skb_span_buf, struct mbrec_skb_span, MBREC_PROBE_MAX);
+#define SKBF(dst, span, f) \
+	__builtin_memcpy(&(dst), (span)->b + (MBREC_OFF_SKB_##f - MBREC_SKB_SPAN_OFF), sizeof(dst))
 
-/* An skb on the receive path before the IP layer: skb->data is the IP header (the driver's
- * eth_type_trans pulled the MAC header), the network header may not be set yet. */
-static __always_inline int mbrec_on_rx_data(void *ctx, u8 probe, struct sk_buff *skb)
+static __always_inline struct mbrec_skb_span *mbrec_skb_span(struct sk_buff *skb, u32 probe)
 {
-	struct mbrec_pkt_event e = {};
+	struct mbrec_skb_span *span = mbrec_skb_span_buf.lookup(&probe);
+	if (!span || bpf_probe_read_kernel(span->b, MBREC_SKB_SPAN_LEN,
+					   (const char *)skb + MBREC_SKB_SPAN_OFF))
+		return NULL;
+	return span;
+}
+
+/* One packet at a device or receive tracepoint. dev: the tracepoint's device argument, or
+ * NULL for skb->dev; at_data: the IP header is at skb->data (receive, before the IP layer has
+ * set the network header), else at head + network_header. slot: where net_dev_start_xmit
+ * leaves its event for net_dev_xmit, or NULL. */
+static __always_inline int mbrec_tp_packet(void *ctx, u8 probe, struct sk_buff *skb,
+					   struct net_device *dev, int at_data,
+					   struct mbrec_pkt_event *slot)
+{
+	struct mbrec_skb_span *span = mbrec_skb_span(skb, probe);
+	if (!span)
+		return 0;
 	u16 proto = 0;
-	RDO(proto, skb, MBREC_OFF_SKB_PROTOCOL);
+	SKBF(proto, span, PROTOCOL);
 	u16 eth_proto = MBREC_NTOHS(proto);
 	if (eth_proto != MBREC_ETH_P_IP && eth_proto != MBREC_ETH_P_IPV6)
 		return 0;
-	struct net_device *dev = mbrec_skb_dev(skb);
+	if (!dev)
+		SKBF(dev, span, DEV);
+	struct mbrec_pkt_event e = {};
 	e.netns = mbrec_netns_of_dev(dev);
 	if (!(MBREC_NETNS_OK(e.netns)))
 		return 0;
-	unsigned char *data = NULL;
-	RDO(data, skb, MBREC_OFF_SKB_DATA);
-	if (!mbrec_parse_ip(&e, data, eth_proto))
+	unsigned char *head = NULL, *ip = NULL;
+	SKBF(head, span, HEAD);
+	if (at_data) {
+		SKBF(ip, span, DATA);
+	} else {
+		u16 nh = 0;
+		SKBF(nh, span, NETWORK_HEADER);
+		ip = head + nh;
+	}
+	if (!mbrec_parse_ip(&e, ip, eth_proto))
 		return 0;
 	mbrec_init(&e, probe, skb);
 	if (dev)
 		RDO(e.ifindex, dev, MBREC_OFF_DEV_IFINDEX);
-	e.gso_segs = mbrec_gso_segs(skb, mbrec_skb_head(skb));
-	struct sock *sk = mbrec_skb_sk(skb);
+	u32 end = 0; /* an offset from head on 64-bit kernels (NET_SKBUFF_DATA_USES_OFFSET) */
+	u16 segs = 0;
+	SKBF(end, span, END);
+	RDO(segs, head + end, MBREC_OFF_SHINFO_GSO_SEGS);
+	e.gso_segs = segs ? segs : 1;
+	struct sock *sk = NULL;
+	SKBF(sk, span, SK);
 	e.sock_cookie = mbrec_sock_id(sk);
+	if (slot)
+		*slot = e;
 	return mbrec_submit(ctx, &e, sk);
 }
+#endif
 
 #if MBREC_ATTACH_DEV_QUEUE_XMIT == 3
 /* net:net_dev_queue(skb): in __dev_queue_xmit, before the qdisc */
 int mbrec_tp_dev_queue_xmit(struct bpf_raw_tracepoint_args *ctx)
 {
-	return mbrec_on_dev_xmit(ctx, MBREC_PROBE_DEV_QUEUE_XMIT, (struct sk_buff *)ctx->args[0],
-				 NULL);
+	return mbrec_tp_packet(ctx, MBREC_PROBE_DEV_QUEUE_XMIT, (struct sk_buff *)ctx->args[0],
+			       NULL, 0, NULL);
 }
 #endif
 
@@ -798,13 +842,15 @@ int mbrec_tp_qdisc_dequeue(struct bpf_raw_tracepoint_args *ctx)
 	struct sk_buff *skb = (struct sk_buff *)ctx->args[3];
 	if (!skb)
 		return 0;
-	return mbrec_on_dev_xmit(ctx, MBREC_PROBE_QDISC_DEQUEUE, skb, NULL);
+	return mbrec_tp_packet(ctx, MBREC_PROBE_QDISC_DEQUEUE, skb, NULL, 0, NULL);
 }
 #endif
 
 #if MBREC_ATTACH_NET_DEV_XMIT == 3
 /* The skb may be freed (or already received by a veth peer) when the driver returns, so
- * net_dev_xmit re-emits the event net_dev_start_xmit built for the same skb on this CPU. */
+ * net_dev_xmit re-emits the event net_dev_start_xmit built for the same skb on this CPU (the
+ * driver runs with bottom halves off: nothing else transmits on the CPU in between, except a
+ * nested device such as a tunnel, whose outer skb then goes without its net_dev_xmit event). */
 BPF_PERCPU_ARRAY(mbrec_xmit_slot, struct mbrec_pkt_event, 1);
 #endif
 
@@ -812,40 +858,15 @@ BPF_PERCPU_ARRAY(mbrec_xmit_slot, struct mbrec_pkt_event, 1);
 /* net:net_dev_start_xmit(skb, dev): per skb handed to the driver (each software-GSO segment) */
 int mbrec_tp_dev_hard_start_xmit(struct bpf_raw_tracepoint_args *ctx)
 {
-	struct sk_buff *skb = (struct sk_buff *)ctx->args[0];
-	struct net_device *dev = (struct net_device *)ctx->args[1];
+	struct mbrec_pkt_event *slot = NULL;
 #if MBREC_ATTACH_NET_DEV_XMIT == 3
 	u32 zero = 0;
-	struct mbrec_pkt_event *slot = mbrec_xmit_slot.lookup(&zero);
+	slot = mbrec_xmit_slot.lookup(&zero);
 	if (slot)
 		slot->skb = 0;
 #endif
-	int ifindex = 0;
-	RDO(ifindex, dev, MBREC_OFF_DEV_IFINDEX);
-	struct mbrec_pkt_event e = {};
-	u16 proto = 0;
-	RDO(proto, skb, MBREC_OFF_SKB_PROTOCOL);
-	u16 eth_proto = MBREC_NTOHS(proto);
-	if (eth_proto != MBREC_ETH_P_IP && eth_proto != MBREC_ETH_P_IPV6)
-		return 0;
-	e.netns = mbrec_netns_of_dev(dev);
-	if (!(MBREC_NETNS_OK(e.netns)))
-		return 0;
-	unsigned char *head = mbrec_skb_head(skb);
-	u16 nh = 0;
-	RDO(nh, skb, MBREC_OFF_SKB_NETWORK_HEADER);
-	if (!mbrec_parse_ip(&e, head + nh, eth_proto))
-		return 0;
-	mbrec_init(&e, MBREC_PROBE_DEV_HARD_START_XMIT, skb);
-	e.ifindex = ifindex;
-	e.gso_segs = mbrec_gso_segs(skb, head);
-	struct sock *sk = mbrec_skb_sk(skb);
-	e.sock_cookie = mbrec_sock_id(sk);
-#if MBREC_ATTACH_NET_DEV_XMIT == 3
-	if (slot)
-		*slot = e;
-#endif
-	return mbrec_submit(ctx, &e, sk);
+	return mbrec_tp_packet(ctx, MBREC_PROBE_DEV_HARD_START_XMIT, (struct sk_buff *)ctx->args[0],
+			       (struct net_device *)ctx->args[1], 0, slot);
 }
 #endif
 
@@ -874,7 +895,8 @@ int mbrec_tp_net_dev_xmit(struct bpf_raw_tracepoint_args *ctx)
  * netif_receive_skb_list_entry (each skb of the list). One program attached to each. */
 int mbrec_tp_eth_type_trans(struct bpf_raw_tracepoint_args *ctx)
 {
-	return mbrec_on_rx_data(ctx, MBREC_PROBE_ETH_TYPE_TRANS, (struct sk_buff *)ctx->args[0]);
+	return mbrec_tp_packet(ctx, MBREC_PROBE_ETH_TYPE_TRANS, (struct sk_buff *)ctx->args[0],
+			       NULL, 1, NULL);
 }
 #endif
 
@@ -883,7 +905,8 @@ int mbrec_tp_eth_type_trans(struct bpf_raw_tracepoint_args *ctx)
  * handler (ip_rcv) runs: the IP receive layer's entry. */
 int mbrec_tp_ip_rcv(struct bpf_raw_tracepoint_args *ctx)
 {
-	return mbrec_on_rx_data(ctx, MBREC_PROBE_IP_RCV, (struct sk_buff *)ctx->args[0]);
+	return mbrec_tp_packet(ctx, MBREC_PROBE_IP_RCV, (struct sk_buff *)ctx->args[0], NULL, 1,
+			       NULL);
 }
 #endif
 

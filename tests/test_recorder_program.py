@@ -6,6 +6,7 @@ import re
 import pytest
 
 from mbrec import events
+from mbrec.errors import MbrecError
 from mbrec.events import PROBE_IDS
 from mbrec.recorder import environment as env
 from mbrec.recorder.probes import (PACKET_PROBES, TRACEPOINT_PROBES, header_probes,
@@ -115,9 +116,14 @@ def test_tracepoint_plan_keeps_what_the_kernel_has_and_names_the_rest():
 
 def test_tracepoint_config_compiles_raw_tracepoint_programs_attached_from_python():
     done, _ = resolve_tracepoints(TRACEPOINT_PROBES, ALL_TRACEPOINTS)
-    cfg = ProgramConfig(tuple(done), "tracepoint")
+    cfg = ProgramConfig(tuple(done), "tracepoint", offsets={"SKB_DEV": 16, "SKB_DATA": 200,
+                                                            "SK_NUM": 14})
     d = defines(cflags(cfg))
     assert d["MBREC_ATTACH_DEV_HARD_START_XMIT"] == "3" and d["MBREC_SOCK_COOKIE"] == "0"
+    # the sk_buff fields are copied in one read: from the first to 8 bytes past the last
+    assert (d["MBREC_SKB_SPAN_OFF"], d["MBREC_SKB_SPAN_LEN"]) == ("16", "192")
+    with pytest.raises(MbrecError, match="BTF"):  # no offsets: the kernel has no BTF
+        cflags(ProgramConfig(tuple(done), "tracepoint"))
     assert not any(k.startswith("MBREC_FN_") for k in d)
     pairs = tracepoint_attachments(cfg)
     assert ("netif_rx", "mbrec_tp_eth_type_trans") in pairs

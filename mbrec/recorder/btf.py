@@ -175,6 +175,15 @@ def read_offsets(path: str = BTF_PATH, fields: dict = FIELDS) -> dict[str, int] 
     return field_offsets(Btf(blob), fields)
 
 
+def field_span(offsets: dict[str, int], prefix: str) -> tuple[int, int]:
+    """(offset, length) of the part of a struct holding every field named prefix*, which the
+    tracepoint programs copy in one read: from the first field to 8 bytes past the last (no
+    such field is wider), a multiple of 8."""
+    offs = [v for k, v in offsets.items() if k.startswith(prefix)]
+    start = min(offs)
+    return start, -(-(max(offs) + 8 - start) // 8) * 8
+
+
 def offset_cflags(offsets: dict[str, int] | None) -> list[str]:
     if offsets is None:
         return ["-DMBREC_KERNEL_HEADERS"]

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 from mbrec.errors import MbrecError
 from mbrec.events import CONSTANTS
-from mbrec.recorder.btf import FLOW_TP_FIELDS, offset_cflags, read_offsets
+from mbrec.recorder.btf import FLOW_TP_FIELDS, field_span, offset_cflags, read_offsets
 from mbrec.recorder.probes import KernelFunctions, ProbeSpec, Resolved, resolve
 
 # Function hooks: (probe name, kernel function candidates, -D suffix, entry fn, return fn).
@@ -165,15 +165,6 @@ def plan_flow_tracepoints(existing: set[str]) -> FlowPlan:
     return FlowPlan(tuple(hooks), tuple(missing), "tracepoint")
 
 
-def tcp_sock_span(offsets: dict) -> tuple[int, int]:
-    """(offset, length) of the part of struct tcp_sock holding every TP_* field a snapshot
-    reads (bpf/flows_tp.bpf.h copies it in one read): from the first field to 8 bytes past the
-    last (no field is wider), a multiple of 8. rtt_min's current value is 4 bytes in."""
-    offs = [v for k, v in offsets.items() if k.startswith("TP_")]
-    start = min(offs)
-    return start, -(-(max(offs) + 8 - start) // 8) * 8
-
-
 def flow_cflags(plan: FlowPlan, *, sample: int = 1, rtt_events: bool = False,
                 ring_pages: int = 256, max_flows: int = 65536) -> list[str]:
     """-D flags for bpf/flows.bpf.h (added to program.cflags() when the group is on)."""
@@ -187,7 +178,7 @@ def flow_cflags(plan: FlowPlan, *, sample: int = 1, rtt_events: bool = False,
         if offsets is None:
             raise MbrecError("--attach tracepoint --probes flows needs the kernel's BTF "
                              "(/sys/kernel/btf/vmlinux), which this kernel lacks")
-        span_off, span_len = tcp_sock_span(offsets)
+        span_off, span_len = field_span(offsets, "TP_")  # rtt_min's value is 4 bytes in
         return ["-DMBREC_FLOWS_TP", f"-DMBREC_FLOW_SAMPLE={sample}",
                 f"-DMBREC_FLOW_RING_PAGES={ring_pages}", f"-DMBREC_FLOW_MAX={max_flows}",
                 f"-DMBREC_TP_SPAN_OFF={span_off}", f"-DMBREC_TP_SPAN_LEN={span_len}",

@@ -12,7 +12,8 @@ import os
 from dataclasses import dataclass, field
 from importlib import resources
 
-from mbrec.recorder.btf import offset_cflags
+from mbrec.errors import MbrecError
+from mbrec.recorder.btf import field_span, offset_cflags
 from mbrec.recorder.probes import Resolved
 
 # Ring buffer map -> schema name. One schema per ring keeps every record the same size, which
@@ -118,7 +119,14 @@ def cflags(cfg: ProgramConfig) -> list[str]:
         flags.append(f"-DMBREC_FN_{c}={r.functions[0]}")
     # The flow probes use kernel types, so with them the headers are compiled anyway (not the
     # tracepoint flow probes, -DMBREC_FLOWS_TP: they read BTF offsets too).
-    flags.extend(offset_cflags(None if "-DMBREC_FLOWS" in cfg.flow_cflags else cfg.offsets))
+    offsets = None if "-DMBREC_FLOWS" in cfg.flow_cflags else cfg.offsets
+    flags.extend(offset_cflags(offsets))
+    if cfg.attach == "tracepoint":
+        if offsets is None:
+            raise MbrecError("--attach tracepoint needs the kernel's BTF "
+                             "(/sys/kernel/btf/vmlinux), which this kernel lacks")
+        off, length = field_span(offsets, "SKB_")
+        flags += [f"-DMBREC_SKB_SPAN_OFF={off}", f"-DMBREC_SKB_SPAN_LEN={length}"]
     flags.extend(cfg.flow_cflags)  # includes -DMBREC_FLOWS when the flows group is on
     flags.extend(filter_macros(cfg.filters))
     flags.extend(cfg.extra_cflags)

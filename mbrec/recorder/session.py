@@ -331,11 +331,11 @@ def record(opts: RecordOptions) -> int:
     b = None
     while b is None:
         attach, resolved = chain.pop(0)
-        cfg, flows = configure(attach, resolved)
-        if not opts.quiet:
-            say(f"compiling the BPF program ({attach}, {len(resolved)} packet probes"
-                + (", flows" if flows else "") + ")...")
         try:
+            cfg, flows = configure(attach, resolved)
+            if not opts.quiet:
+                say(f"compiling the BPF program ({attach}, {len(resolved)} packet probes"
+                    + (", flows" if flows else "") + ")...")
             b = load(bcc, cfg, flows)
         except Exception as e:
             if not chain:
