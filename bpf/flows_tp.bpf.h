@@ -93,29 +93,24 @@ struct mbrec_flow_id {
 	u8 daddr[16]; /* remote */
 };
 
-/* Addresses and ports as the packet probes read them (mbrec_sock_tuple, oriented as sent). */
-static __always_inline int mbrec_flow_read_id(struct sock *sk, struct mbrec_flow_id *id)
+/* Addresses and ports as the packet probes read them (oriented as sent), from a copy of the
+ * socket in the calling probe's slot; 0 if it is no full TCP socket. */
+static __always_inline int mbrec_flow_read_id(struct sock *sk, struct mbrec_flow_id *id,
+					      u32 probe)
 {
 	struct mbrec_pkt_event e = {};
 	__builtin_memset(id, 0, sizeof(*id));
 	id->cookie = mbrec_sock_id(sk);
-	id->netns = mbrec_netns_of_sk(sk);
-	if (!mbrec_sock_tuple(&e, sk, 1))
+	struct mbrec_sk_span *ks = mbrec_sk_span(sk, probe);
+	if (!ks || !mbrec_sk_span_tcp(ks) || !mbrec_sock_tuple_span(&e, ks, 1))
 		return 0;
+	id->netns = e.netns;
 	id->family = e.family;
 	id->lport = e.sport;
 	id->rport = e.dport;
 	__builtin_memcpy(id->saddr, e.saddr, 16);
 	__builtin_memcpy(id->daddr, e.daddr, 16);
 	return 1;
-}
-
-static __always_inline int mbrec_flow_is_tcp(struct sock *sk)
-{
-	u16 proto = 0, type = 0;
-	RDO(proto, sk, MBREC_OFF_SK_PROTOCOL);
-	RDO(type, sk, MBREC_OFF_SK_TYPE);
-	return proto == MBREC_IPPROTO_TCP && type == MBREC_SOCK_STREAM;
 }
 
 static __always_inline int mbrec_flow_cgroup_ok(struct sock *sk)
@@ -313,7 +308,7 @@ int mbrec_flow_tp_tcp_ack(struct bpf_raw_tracepoint_args *ctx)
 	struct mbrec_flow_id id;
 	struct mbrec_flow_state *st = mbrec_flows.lookup(&cookie);
 	if (!st) {
-		if (!mbrec_flow_read_id(sk, &id))
+		if (!mbrec_flow_read_id(sk, &id, MBREC_PROBE_TCP_ACK))
 			return 0;
 		st = mbrec_flow_state_get(sk, &id, 1);
 		if (!st)
@@ -322,7 +317,7 @@ int mbrec_flow_tp_tcp_ack(struct bpf_raw_tracepoint_args *ctx)
 	st->acks++;
 	if (MBREC_FLOW_SAMPLE == 0 || st->acks % (MBREC_FLOW_SAMPLE ? MBREC_FLOW_SAMPLE : 1))
 		return 0;
-	if (!mbrec_flow_read_id(sk, &id))
+	if (!mbrec_flow_read_id(sk, &id, MBREC_PROBE_TCP_ACK))
 		return 0;
 	mbrec_flow_snapshot(sk, &id, st, MBREC_FLOW_ACK, MBREC_PROBE_TCP_ACK);
 	return 0;
@@ -336,9 +331,8 @@ int mbrec_flow_tp_tcp_state(struct bpf_raw_tracepoint_args *ctx)
 	int oldstate = (int)ctx->args[1], newstate = (int)ctx->args[2];
 	struct mbrec_flow_id id;
 	struct mbrec_flow_state *st;
-	if (!mbrec_flow_is_tcp(sk))
+	if (!mbrec_flow_read_id(sk, &id, MBREC_PROBE_TCP_STATE))
 		return 0;
-	mbrec_flow_read_id(sk, &id);
 	if (newstate == MBREC_TCP_ESTABLISHED) {
 		st = mbrec_flow_state_get(sk, &id, 1);
 		if (!st)
@@ -369,7 +363,8 @@ int mbrec_flow_tp_tcp_retransmit(struct bpf_raw_tracepoint_args *ctx)
 	struct sock *sk = (struct sock *)ctx->args[0];
 	struct sk_buff *skb = (struct sk_buff *)ctx->args[1];
 	struct mbrec_flow_id id;
-	if (!mbrec_flow_read_id(sk, &id) || !mbrec_flow_state_get(sk, &id, 1))
+	if (!mbrec_flow_read_id(sk, &id, MBREC_PROBE_TCP_RETRANSMIT) ||
+	    !mbrec_flow_state_get(sk, &id, 1))
 		return 0;
 	char *cb = (char *)skb + MBREC_OFF_SKB_CB;
 	u32 seq = 0, end_seq = 0;
@@ -390,7 +385,7 @@ int mbrec_flow_tp_tcp_cong_state_set(struct bpf_raw_tracepoint_args *ctx)
 	struct sock *sk = (struct sock *)ctx->args[0];
 	u8 ca_state = (u8)ctx->args[1];
 	struct mbrec_flow_id id;
-	if (!mbrec_flow_read_id(sk, &id))
+	if (!mbrec_flow_read_id(sk, &id, MBREC_PROBE_TCP_ENTER_RECOVERY))
 		return 0;
 	struct mbrec_flow_state *st = mbrec_flow_state_get(sk, &id, 1);
 	if (!st)
@@ -421,12 +416,13 @@ int mbrec_flow_tp_tcp_cong_state_set(struct bpf_raw_tracepoint_args *ctx)
 /* sock:sock_send_length / sock_recv_length(sk, ret, flags): after sendmsg / recvmsg returned */
 static __always_inline int mbrec_flow_on_length(struct sock *sk, int ret, int flags, u8 kind)
 {
-	if (ret <= 0 || !sk || !mbrec_flow_is_tcp(sk))
+	if (ret <= 0 || !sk)
 		return 0;
 	if (kind == MBREC_SOCK_READ && (flags & MBREC_MSG_PEEK)) /* a peek consumes nothing */
 		return 0;
 	struct mbrec_flow_id id;
-	if (!mbrec_flow_read_id(sk, &id))
+	if (!mbrec_flow_read_id(sk, &id, kind == MBREC_SOCK_WRITE ? MBREC_PROBE_TCP_SENDMSG
+								  : MBREC_PROBE_TCP_RECVMSG))
 		return 0;
 	struct mbrec_flow_state *st = mbrec_flow_state_get(sk, &id, 1);
 	if (!st)
@@ -474,7 +470,8 @@ int mbrec_flow_tick(struct bpf_raw_tracepoint_args *ctx)
 		return 1;
 	}
 	struct mbrec_flow_id id;
-	mbrec_flow_read_id(sk, &id);
+	mbrec_flow_read_id(sk, &id, MBREC_PROBE_FLOW_PERIODIC);
+	id.cookie = cookie;
 	if (!id.lport)
 		id.lport = st->lport;
 	mbrec_flow_snapshot(sk, &id, st, reason, MBREC_PROBE_FLOW_PERIODIC);

@@ -775,6 +775,72 @@ static __always_inline struct mbrec_skb_span *mbrec_skb_span(struct sk_buff *skb
 	return span;
 }
 
+/* The same for the socket's fields (struct sock_common and the few after it). */
+struct mbrec_sk_span {
+	u8 b[MBREC_SK_SPAN_LEN];
+};
+BPF_PERCPU_ARRAY(mbrec_sk_span_buf, struct mbrec_sk_span, MBREC_PROBE_MAX);
+#define SKF(dst, span, f) \
+	__builtin_memcpy(&(dst), (span)->b + (MBREC_OFF_SK_##f - MBREC_SK_SPAN_OFF), sizeof(dst))
+#define SKF_AT(f) (MBREC_OFF_SK_##f - MBREC_SK_SPAN_OFF)
+
+static __always_inline struct mbrec_sk_span *mbrec_sk_span(struct sock *sk, u32 probe)
+{
+	struct mbrec_sk_span *span = mbrec_sk_span_buf.lookup(&probe);
+	if (!span || bpf_probe_read_kernel(span->b, MBREC_SK_SPAN_LEN,
+					   (const char *)sk + MBREC_SK_SPAN_OFF))
+		return NULL;
+	return span;
+}
+
+/* mbrec_sock_tuple from a copy of the socket, and e->netns; 0 if not an INET socket. */
+static __always_inline int mbrec_sock_tuple_span(struct mbrec_pkt_event *e,
+						 struct mbrec_sk_span *span, int out)
+{
+	u16 family = 0, dport = 0, num = 0;
+	SKF(family, span, FAMILY);
+	SKF(dport, span, DPORT);
+	SKF(num, span, NUM);
+	u8 *local = out ? e->saddr : e->daddr;
+	u8 *remote = out ? e->daddr : e->saddr;
+	if (family == MBREC_AF_INET6) {
+		u32 w[4] = {};
+		SKF(w, span, V6_DADDR);
+		if (w[0] == 0 && w[1] == 0 && w[2] == 0xffff0000U) /* ::ffff:a.b.c.d */
+			family = MBREC_AF_INET;
+	}
+	if (family == MBREC_AF_INET) {
+		e->family = MBREC_AF_INET;
+		__builtin_memcpy(local, span->b + SKF_AT(RCV_SADDR), 4);
+		__builtin_memcpy(remote, span->b + SKF_AT(DADDR), 4);
+	} else if (family == MBREC_AF_INET6) {
+		e->family = MBREC_AF_INET6;
+		__builtin_memcpy(local, span->b + SKF_AT(V6_RCV_SADDR), 16);
+		__builtin_memcpy(remote, span->b + SKF_AT(V6_DADDR), 16);
+	} else {
+		return 0;
+	}
+	e->sport = out ? num : MBREC_NTOHS(dport);
+	e->dport = out ? MBREC_NTOHS(dport) : num;
+	struct net *net = NULL;
+	SKF(net, span, NET);
+	e->netns = mbrec_netns_of_net(net);
+	return 1;
+}
+
+/* A full TCP socket (not a request or timewait one, whose fields end with sock_common). */
+static __always_inline int mbrec_sk_span_tcp(struct mbrec_sk_span *span)
+{
+	u8 state = 0;
+	u16 proto = 0, type = 0;
+	SKF(state, span, STATE);
+	if (state == MBREC_TCP_TIME_WAIT || state == MBREC_TCP_NEW_SYN_RECV)
+		return 0;
+	SKF(proto, span, PROTOCOL);
+	SKF(type, span, TYPE);
+	return proto == MBREC_IPPROTO_TCP && type == MBREC_SOCK_STREAM;
+}
+
 /* One packet at a device or receive tracepoint. dev: the tracepoint's device argument, or
  * NULL for skb->dev; at_data: the IP header is at skb->data (receive, before the IP layer has
  * set the network header), else at head + network_header. slot: where net_dev_start_xmit
@@ -911,21 +977,58 @@ int mbrec_tp_ip_rcv(struct bpf_raw_tracepoint_args *ctx)
 #endif
 
 #if MBREC_ATTACH_SKB_COPY_DATAGRAM_ITER == 3
-/* skb:skb_copy_datagram_iovec(skb, len): the tracepoint has no offset argument; a TCP read
- * copies from tp->copied_seq, which the kernel advances only after the copy, so
- * offset = copied_seq - cb->seq (a MSG_PEEK read copies from its own position: its offset is
- * not seen). */
+/* skb:skb_copy_datagram_iovec(skb, len): the copy to the application, TCP sockets only (as
+ * mbrec_on_skb_copy_datagram_iter, from copies of the skb and the socket). The tracepoint has
+ * no offset argument; a TCP read copies from tp->copied_seq, which the kernel advances only
+ * after the copy, so offset = copied_seq - cb->seq (a MSG_PEEK read copies from its own
+ * position: its offset is not seen). */
 int mbrec_tp_skb_copy_datagram_iter(struct bpf_raw_tracepoint_args *ctx)
 {
 	struct sk_buff *skb = (struct sk_buff *)ctx->args[0];
-	struct sock *sk = mbrec_skb_sk(skb);
+	int size = (int)ctx->args[1];
+	struct mbrec_skb_span *ss = mbrec_skb_span(skb, MBREC_PROBE_SKB_COPY_DATAGRAM_ITER);
+	if (!ss)
+		return 0;
+	struct sock *sk = NULL;
+	SKBF(sk, ss, SK);
 	if (!sk)
 		return 0;
+	struct mbrec_sk_span *ks = mbrec_sk_span(sk, MBREC_PROBE_SKB_COPY_DATAGRAM_ITER);
+	if (!ks || !mbrec_sk_span_tcp(ks))
+		return 0;
+	struct mbrec_pkt_event e = {};
+	if (!mbrec_sock_tuple_span(&e, ks, 0))
+		return 0;
+	if (!(MBREC_NETNS_OK(e.netns)))
+		return 0;
+	mbrec_init(&e, MBREC_PROBE_SKB_COPY_DATAGRAM_ITER, skb);
 	u32 seq = 0, copied = 0;
-	RDO(seq, (char *)skb + MBREC_OFF_SKB_CB, MBREC_OFF_TCB_SEQ);
+	__builtin_memcpy(&seq, ss->b + (MBREC_OFF_SKB_CB + MBREC_OFF_TCB_SEQ - MBREC_SKB_SPAN_OFF),
+			 sizeof(seq));
 	RDO(copied, sk, MBREC_OFF_TP_COPIED_SEQ);
 	int offset = (int)(copied - seq);
-	return mbrec_on_skb_copy_datagram_iter(ctx, skb, offset > 0 ? offset : 0, (int)ctx->args[1]);
+	/* ack, flags from the TCP header the skb arrived with (still in its head) */
+	unsigned char *head = NULL;
+	u16 th_off = 0;
+	SKBF(head, ss, HEAD);
+	SKBF(th_off, ss, TRANSPORT_HEADER);
+	struct mbrec_tcph th;
+	if (th_off != 0xffff && !bpf_probe_read_kernel(&th, sizeof(th), head + th_off)) {
+		e.ack = MBREC_NTOHL(th.ack_seq);
+		e.tcp_flags = th.flags;
+	}
+	e.seq = seq + (offset > 0 ? offset : 0);
+	e.len = size > 0 ? size : 0;
+	e.end_seq = e.seq + e.len;
+	SKBF(e.ifindex, ss, IIF);
+	u32 end = 0;
+	u16 segs = 0;
+	SKBF(end, ss, END);
+	RDO(segs, head + end, MBREC_OFF_SHINFO_GSO_SEGS);
+	e.gso_segs = segs ? segs : 1;
+	e.sock_cookie = mbrec_sock_id(sk);
+	/* sampled on the skb's first byte, as the layers below saw it */
+	return mbrec_submit_key(ctx, &e, sk, seq);
 }
 #endif
 

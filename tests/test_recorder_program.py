@@ -120,8 +120,10 @@ def test_tracepoint_config_compiles_raw_tracepoint_programs_attached_from_python
                                                             "SK_NUM": 14})
     d = defines(cflags(cfg))
     assert d["MBREC_ATTACH_DEV_HARD_START_XMIT"] == "3" and d["MBREC_SOCK_COOKIE"] == "0"
-    # the sk_buff fields are copied in one read: from the first to 8 bytes past the last
+    # the sk_buff and sock fields are copied in one read each: from the first to 8 bytes past
+    # the last
     assert (d["MBREC_SKB_SPAN_OFF"], d["MBREC_SKB_SPAN_LEN"]) == ("16", "192")
+    assert (d["MBREC_SK_SPAN_OFF"], d["MBREC_SK_SPAN_LEN"]) == ("14", "8")
     with pytest.raises(MbrecError, match="BTF"):  # no offsets: the kernel has no BTF
         cflags(ProgramConfig(tuple(done), "tracepoint"))
     assert not any(k.startswith("MBREC_FN_") for k in d)

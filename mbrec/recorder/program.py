@@ -125,8 +125,9 @@ def cflags(cfg: ProgramConfig) -> list[str]:
         if offsets is None:
             raise MbrecError("--attach tracepoint needs the kernel's BTF "
                              "(/sys/kernel/btf/vmlinux), which this kernel lacks")
-        off, length = field_span(offsets, "SKB_")
-        flags += [f"-DMBREC_SKB_SPAN_OFF={off}", f"-DMBREC_SKB_SPAN_LEN={length}"]
+        for name, prefix in (("SKB", "SKB_"), ("SK", "SK_")):
+            off, length = field_span(offsets, prefix)
+            flags += [f"-DMBREC_{name}_SPAN_OFF={off}", f"-DMBREC_{name}_SPAN_LEN={length}"]
     flags.extend(cfg.flow_cflags)  # includes -DMBREC_FLOWS when the flows group is on
     flags.extend(filter_macros(cfg.filters))
     flags.extend(cfg.extra_cflags)
