@@ -10,10 +10,13 @@ injected delay. Modes, one recorder per host (a and b, --netns): none (no record
 only) and baseline (bench/microbpf_baseline.py --attach tracepoint: the packet tracepoints, one
 perf-buffer wake-up and Python callback per event). Each round runs every mode once, in an
 order rotated every round (as bench/overhead.sh does in the lab), so drift and the other users
-of the machine hit every mode alike. One JSON line per workload run in OUT/overhead.jsonl, the
-format of bench/overhead.sh: throughput, the recorders' CPU (user + system, from attached to
-exit), the kernel's BPF run time and runs of their programs (kernel.bpf_stats_enabled, on
-during the run), events and losses; a "machine" line with the load average before and after.
+of the machine hit every mode alike. Then one more round with kernel.bpf_stats_enabled=1 for
+the kernel's BPF run time and runs of the recorders' programs: timing every program run costs
+time of its own, so the throughput rounds run without it (the report takes throughput from
+those, BPF time from this one). One JSON line per workload run in OUT/overhead.jsonl, the
+format of bench/overhead.sh plus "bpf_stats" and the load average: throughput, the recorders'
+CPU (user + system, from attached to exit), BPF run time and runs, events and losses; a
+"machine" line with the load average before and after.
 """
 
 from __future__ import annotations
@@ -173,14 +176,15 @@ def main():
     emit({"machine": os.uname().release, "cpus": os.cpu_count(), "loadavg_start": loadavg(),
           "requests": args.requests, "rounds": args.rounds, "iperf_seconds": args.iperf_seconds})
     try:
-        with open(STATS_SYSCTL, "w") as f:
-            f.write("1")
         with Testbed() as tb:
             tb.start_apache("b")
             tb.start_iperf3("b")
             run_ab(tb, "warmup", -1, args.requests)  # page cache, apache's threads
             run_iperf(tb, "warmup", -1, 1)
-            for rnd in range(args.rounds):
+            for rnd in range(args.rounds + 1):
+                stats = rnd == args.rounds  # the last round: BPF run time
+                with open(STATS_SYSCTL, "w") as f:
+                    f.write("1" if stats else "0")
                 order = MODES[rnd % len(MODES):] + MODES[:rnd % len(MODES)]
                 for mode in order:
                     recs = None
@@ -191,8 +195,9 @@ def main():
                     ip = run_iperf(tb, mode, rnd, args.iperf_seconds)
                     if recs is not None:  # both workloads ran under one recording
                         ab.update(recs.stop())
-                    emit(ab)
-                    emit(ip)
+                    for run in (ab, ip):
+                        run.update(bpf_stats=stats, loadavg=loadavg())
+                        emit(run)
     finally:
         with open(STATS_SYSCTL, "w") as f:
             f.write(stats_before)
