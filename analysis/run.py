@@ -215,7 +215,6 @@ def analyze_partitioned(paths: list[str], parts: int, workdir: str, *, per_flow:
 
 def _merge_host(view, parts_i):
     """One HostResult from a host's per-partition results: flows, rows and samples renumbered."""
-    from mbrec.analysis.coverage import coverage
     from mbrec.analysis.host import HostResult
     from mbrec.analysis.packets import FlowTable, PacketTable
 
@@ -274,6 +273,5 @@ def _merge_host(view, parts_i):
                     boot_id=str(header.get("boot_id", "")), table=table, samples=merged_samples,
                     negative=sum(hr.negative for hr, _, _ in parts_i), copies_exact=exact,
                     events={k: int(len(v)) for k, v in view.events.items()},
-                    lost=dict(view.lost or {}), warnings=list(view.warnings), clean=view.clean,
-                    coverage=coverage(header))
+                    lost=dict(view.lost or {}), warnings=list(view.warnings), clean=view.clean)
     return hr, merged_series, summ
