@@ -31,12 +31,13 @@ def skip_reason() -> str | None:
     missing = missing_tools()
     if missing:
         return f"{', '.join(missing)} not installed (apt-get install apache2 apache2-utils iperf3)"
-    from mbrec.errors import MbrecError
+    import importlib.util
+
     from mbrec.recorder import environment as env
-    try:
-        env.import_bcc()
-    except MbrecError as e:
-        return str(e)
+    # as the recorder finds it (env.import_bcc), without changing this process's module path
+    if importlib.util.find_spec("bcc") is None and not os.path.isfile(
+            os.path.join(env.DEBIAN_DIST_PACKAGES, "bcc", "__init__.py")):
+        return "BCC's Python module is missing (apt-get install python3-bpfcc)"
     if not os.path.isdir(os.path.join(TRACING, "events")):
         r = subprocess.run(["mount", "-t", "tracefs", "nodev", TRACING], capture_output=True)
         if r.returncode:
