@@ -308,34 +308,36 @@ def read_tracepoints() -> set[str]:
 class FlowGroup:
     """The flows group of one recording: plan, -D flags, source, attach, snapshots."""
 
-    def __init__(self, plan: FlowPlan, interval_s: float = 1.0, sample: int = 1):
+    def __init__(self, plan: FlowPlan, interval_s: float = 1.0, sample: int = 1,
+                 ring_pages: int = 256):
         if interval_s < 0:
             raise MbrecError(f"--flow-interval {interval_s}: give seconds >= 0 (0 = no periodic "
                              "snapshots, only per-ACK, close and stop records)")
         self.plan = plan
         self.interval_s = interval_s
         self.sample = sample
-        self.cflags = flow_cflags(plan, sample=sample)
+        self.cflags = flow_cflags(plan, sample=sample, ring_pages=ring_pages)
         self.ticker: FlowTicker | None = None
         self.header_probes: list[dict] = []
 
     @classmethod
-    def for_kernel(cls, kf: KernelFunctions, attach: str, interval_s: float, sample: int):
+    def for_kernel(cls, kf: KernelFunctions, attach: str, interval_s: float, sample: int,
+                   ring_pages: int = 256):
         plan = plan_flows(kf, attach, read_tracepoints())
         needed = {"tcp_state", "tcp_ack"}
         broken = [m for m in plan.missing if m.split(":")[0] in needed]
         if broken:
             raise MbrecError("the flows group cannot run here: " + "; ".join(broken))
-        return cls(plan, interval_s, sample)
+        return cls(plan, interval_s, sample, ring_pages)
 
     @classmethod
-    def for_tracepoints(cls, interval_s: float, sample: int):
+    def for_tracepoints(cls, interval_s: float, sample: int, ring_pages: int = 256):
         from mbrec.recorder import environment as env
         plan = plan_flow_tracepoints(env.existing_tracepoints({tp for _, tp, _ in TP_FLOW_HOOKS}))
         broken = [m for m in plan.missing if m.split(":")[0] == "tcp_state"]
         if broken:
             raise MbrecError("the flows group cannot run on tracepoints here: " + "; ".join(broken))
-        return cls(plan, interval_s, sample)
+        return cls(plan, interval_s, sample, ring_pages)
 
     @property
     def probe_ids(self) -> list[int]:

@@ -19,7 +19,8 @@ from mbrec.recorder.btf import read_offsets
 from mbrec.recorder.probes import (GROUPS, TRACEPOINT_PROBES, choose_attach, header_probes,
                                    resolve_all, resolve_tracepoints)
 from mbrec.recorder.program import (RINGS, Filters, ProgramConfig, cflags, kprobe_attachments,
-                                    source_path, source_text, tracepoint_attachments)
+                                    ring_pages, source_path, source_text,
+                                    tracepoint_attachments)
 from mbrec.recorder.progstats import missed_by_probe, program_probes
 from mbrec.recorder.ringbuf import open_bcc_ring
 
@@ -171,14 +172,17 @@ def flow_group(opts: RecordOptions, attach: str, foreign_headers: bool = False):
     if "flows" not in opts.groups:
         return None
     from mbrec.recorder.flows import FlowGroup
+    # each schema's ring is --ring-mb (per-ACK snapshots filled a 1 MiB flow ring natively in
+    # under 0.1 s while the recorder waited for a CPU)
+    pages = ring_pages(opts.ring_mb << 20)
     if attach == "tracepoint":
-        return FlowGroup.for_tracepoints(opts.flow_interval, opts.flow_sample)
+        return FlowGroup.for_tracepoints(opts.flow_interval, opts.flow_sample, pages)
     if foreign_headers:
         raise MbrecError(f"--probes flows with {attach}: the flow probes compile kernel types, "
                          "and the kernel headers here are another kernel's; use --attach "
                          "tracepoint (BTF offsets) or install this kernel's headers")
     return FlowGroup.for_kernel(env.read_kernel_functions(), attach, opts.flow_interval,
-                                opts.flow_sample)
+                                opts.flow_sample, pages)
 
 
 def load(bcc, cfg: ProgramConfig, flows=None):
