@@ -1,14 +1,16 @@
 # Shared commands. The README's two commands are `make demo` and `make check`; .ci/run runs
 # `make check`. Both install what they need first (as root: apt-get and pip).
 PYTHON ?= python3
-# python3-bpfcc and linux-headers-amd64 (any Debian kernel's: BCC compiles its helpers against a
-# header tree, mbrec reads kernel structs at BTF offsets), apache2, ab and iperf3: native
-# recording on this machine's kernel (tests/test_native_record.py, make bench-native).
+# chromium: the report.html browser test; python3-bpfcc and linux-headers-amd64 (any Debian
+# kernel's: BCC compiles its helpers against a header tree, mbrec reads kernel structs at BTF
+# offsets), apache2, ab and iperf3: native recording on this machine's kernel
+# (tests/test_native_record.py, make bench-native).
 APT_PACKAGES = qemu-system-x86 debootstrap e2fsprogs gcc libc6-dev make ca-certificates \
+	chromium chromium-driver fonts-liberation \
 	python3-bpfcc linux-headers-amd64 iproute2 apache2 apache2-utils iperf3
 DEMO_DIR ?= out/demo
 
-.PHONY: setup demo check test test-fast bench bench-large bench-lab bench-native fixtures goldens clean
+.PHONY: setup demo check test test-fast bench bench-large bench-scale bench-lab bench-native fixtures goldens clean
 
 setup:
 	@if [ "$$(id -u)" != 0 ]; then echo "make setup: run as root (it installs Debian packages)"; exit 1; fi
@@ -38,7 +40,8 @@ test-fast:
 	$(PYTHON) -m pytest -q -m "not lab"
 
 # Benchmarks (docs/performance.md has the results and the machine): `make bench` runs the
-# host-native ones (trace I/O, analyzer against a dictionary matcher, clock alignment; minutes);
+# host-native ones (trace I/O, analyzer against a dictionary matcher, clock alignment, Perfetto
+# export and report.html; minutes);
 # `make bench-large` the analyzer on 50 M events (about 14 GB of memory); `sudo make bench-lab`
 # the recording overhead on ab and iperf3 in one lab VM boot: no recording, mbrec, mbrec
 # --probes flows and the MicroBPF-style baseline, interleaved (about 25 minutes under TCG).
@@ -48,9 +51,16 @@ bench:
 	$(PYTHON) bench/trace_io.py --events 2000000 --real fixtures/ab/a.mbrec fixtures/two-vm/a.mbrec
 	$(PYTHON) bench/analyze.py --copies 150 --repeat 3
 	$(PYTHON) bench/align.py
+	$(PYTHON) bench/export.py
 
 bench-large:
 	$(PYTHON) bench/analyze.py --copies 4000 --large
+
+# The partitioned analysis at scale: two hosts, 200 M events (generated a slice at a time),
+# analysed serially, in 2 local processes and on a 2-worker Dask LocalCluster, L_NET included;
+# about 25 GB of spill space in $TMPDIR and an hour.
+bench-scale:
+	$(PYTHON) bench/scale.py --events 200e6 --modes serial,jobs2,dask2
 
 bench-lab: setup
 	rm -rf $(BENCH_DIR)/overhead

@@ -17,8 +17,14 @@ setup(
               "mbrec.bpf", "mbrec.recorder"],
     package_dir={"mbrec": "mbrec", "mbrec.analysis": "analysis", "mbrec.bpf": "bpf"},
     package_data={"mbrec.bpf": ["*.c", "*.h"], "mbrec.lab": ["*.sh", "scenarios/*"]},
+    # perfetto: Perfetto's own trace protos for `mbrec export`; plotly: the plotting library
+    # report.html embeds (its plotly.js ships in the package, so the page needs no network)
     install_requires=["msgpack>=1.0", "zstandard>=0.19", "click>=8.0", "numpy>=1.24",
-                      "matplotlib>=3.6"],
-    extras_require={"test": ["pytest", "hypothesis"]},
+                      "matplotlib>=3.6", "tqdm>=4.60", "perfetto>=0.59", "plotly>=5.0"],
+    # dask: `mbrec analyze --scheduler` on a Dask cluster (the tests start a LocalCluster);
+    # selenium drives Debian's chromium + chromium-driver for the report.html browser test
+    extras_require={"dask": ["distributed>=2024.1"],
+                    "test": ["pytest", "hypothesis", "scipy", "distributed>=2024.1",
+                             "selenium>=4.10"]},
     entry_points={"console_scripts": ["mbrec = mbrec.cli:main"]},
 )

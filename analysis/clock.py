@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from mbrec.analysis.match import host_names, match_traces
 from mbrec.errors import MbrecError
 
 METHODS = ("auto", "shared", "realtime", "packets")
@@ -511,6 +512,72 @@ def _centre(*arrays) -> int:
     return lo + (hi - lo) // 2
 
 
+@dataclass
+class Constraints:
+    """One direction's constraint points (x: from-host time, y: to-host time, int64 ns) reduced
+    to what the fit can use: the hull vertices on the side the line must pass (below the from->to
+    points: lower; above the to->from points: upper), with the count and extents of all points.
+    Merging is exact: the hull of a union of point sets is the hull of their hulls."""
+
+    n: int
+    lower: bool
+    x: np.ndarray
+    y: np.ndarray
+    x_range: tuple = (0, 0)
+    y_range: tuple = (0, 0)
+
+    @classmethod
+    def of(cls, x, y, lower: bool) -> "Constraints":
+        x, y = np.asarray(x, np.int64), np.asarray(y, np.int64)
+        if len(x) == 0:
+            return cls(0, lower, x, y)
+        cx, cy = _centre(x), _centre(y)
+        fx, fy = (x - cx).astype(np.float64), (y - cy).astype(np.float64)
+        v = lower_hull(fx, fy) if lower else upper_hull(fx, fy)
+        return cls(len(x), lower, x[v], y[v], (int(x.min()), int(x.max())),
+                   (int(y.min()), int(y.max())))
+
+    @classmethod
+    def merge(cls, items: list["Constraints"]) -> "Constraints":
+        items = [c for c in items if c.n]
+        if not items:
+            return cls(0, True, np.zeros(0, np.int64), np.zeros(0, np.int64))
+        c = cls.of(np.concatenate([c.x for c in items]), np.concatenate([c.y for c in items]),
+                   items[0].lower)
+        c.n = sum(i.n for i in items)
+        c.x_range = (min(i.x_range[0] for i in items), max(i.x_range[1] for i in items))
+        c.y_range = (min(i.y_range[0] for i in items), max(i.y_range[1] for i in items))
+        return c
+
+
+@dataclass
+class PairConstraints:
+    """Both directions of a trace pair: fwd from A->B frames (A send, B receive), bwd from B->A
+    frames (A receive, B send). points: every frame (s_ab, r_ab, s_ba, r_ba) where the caller
+    has them, for --clock-window, the realtime causality check and a failed fit's evidence."""
+
+    fwd: Constraints
+    bwd: Constraints
+    points: tuple | None = None
+
+    @classmethod
+    def of(cls, s_ab, r_ab, s_ba, r_ba, keep_points: bool = True) -> "PairConstraints":
+        pts = tuple(np.asarray(v, np.int64) for v in (s_ab, r_ab, s_ba, r_ba))
+        return cls(Constraints.of(pts[0], pts[1], True), Constraints.of(pts[3], pts[2], False),
+                   pts if keep_points else None)
+
+    @classmethod
+    def merge(cls, items: list["PairConstraints"]) -> "PairConstraints":
+        return cls(Constraints.merge([c.fwd for c in items]),
+                   Constraints.merge([c.bwd for c in items]))
+
+    def need_points(self, why: str) -> tuple:
+        if self.points is None:
+            raise MbrecError(f"{why} needs every matched frame; the constraints hold only "
+                             "their hulls")
+        return self.points
+
+
 def fit_pair(s_ab, r_ab, s_ba, r_ba, *, from_host="A", to_host="B", window_s=None,
              fallback: PairAlignment | None = None) -> PairAlignment:
     """Align B's clock to A's from matched frames (int64 ns, each in its own host's clock).
@@ -520,13 +587,31 @@ def fit_pair(s_ab, r_ab, s_ba, r_ba, *, from_host="A", to_host="B", window_s=Non
     traces where NTP slews one clock). fallback: a realtime-anchor alignment used for
     windows the packets leave unbounded.
     """
-    s_ab, r_ab, s_ba, r_ba = (np.asarray(v, dtype=np.int64) for v in (s_ab, r_ab, s_ba, r_ba))
-    t0a = _centre(s_ab, r_ba)
-    t0b = _centre(r_ab, s_ba)
-    px = (s_ab - t0a).astype(np.float64)
-    py = (r_ab - t0b).astype(np.float64)
-    qx = (r_ba - t0a).astype(np.float64)
-    qy = (s_ba - t0b).astype(np.float64)
+    return fit_constraints(PairConstraints.of(s_ab, r_ab, s_ba, r_ba), from_host=from_host,
+                           to_host=to_host, window_s=window_s, fallback=fallback)
+
+
+def _centre_of(*ranges) -> int:
+    lo = min(r[0] for r in ranges)
+    hi = max(r[1] for r in ranges)
+    return lo + (hi - lo) // 2
+
+
+def fit_constraints(c: PairConstraints, *, from_host="A", to_host="B", window_s=None,
+                    fallback: PairAlignment | None = None) -> PairAlignment:
+    """fit_pair from constraints: one window from the hull vertices alone (exact: the fit
+    depends on the points only through their hulls), or windows from every point."""
+    used = [r for r, n in ((c.fwd.x_range, c.fwd.n), (c.bwd.x_range, c.bwd.n)) if n]
+    t0a = _centre_of(*used) if used else 0
+    used = [r for r, n in ((c.fwd.y_range, c.fwd.n), (c.bwd.y_range, c.bwd.n)) if n]
+    t0b = _centre_of(*used) if used else 0
+    if window_s and c.fwd.n + c.bwd.n:
+        s_ab, r_ab, s_ba, r_ba = c.need_points("--clock-window")
+        px, py = (s_ab - t0a).astype(np.float64), (r_ab - t0b).astype(np.float64)
+        qx, qy = (r_ba - t0a).astype(np.float64), (s_ba - t0b).astype(np.float64)
+    else:
+        px, py = (c.fwd.x - t0a).astype(np.float64), (c.fwd.y - t0b).astype(np.float64)
+        qx, qy = (c.bwd.x - t0a).astype(np.float64), (c.bwd.y - t0b).astype(np.float64)
     if window_s and len(px) + len(qx):
         lo = min(v.min() for v in (px, qx) if len(v))
         hi = max(v.max() for v in (px, qx) if len(v))
@@ -550,14 +635,25 @@ def fit_pair(s_ab, r_ab, s_ba, r_ba, *, from_host="A", to_host="B", window_s=Non
             fb = (fallback.alpha, float(e - t0b))
             if len(edges) > 1:
                 fb = (fb[0], fb[1] - fb[0] * float(edges[i]))
-        fits.append(fit_window(px[sp], py[sp], qx[sq], qy[sq], fallback=fb))
+        fit = fit_window(px[sp], py[sp], qx[sq], qy[sq], fallback=fb)
+        if len(edges) == 1:  # fitted from hull vertices: count every frame
+            fit.n_fwd, fit.n_bwd = c.fwd.n, c.bwd.n
+        fits.append(fit)
         keep.append(edges[i])
     starts = np.array(keep, dtype=np.float64)
     starts[0] = -np.inf
     pair = PairAlignment(from_host, to_host, "packets", t0a, t0b, starts, fits)
     failed = [f for f in fits if f.quality == "failed"]
     if failed:
-        pair.evidence = _failure_evidence(px, py, qx, qy, t0a, t0b, failed[0])
+        if c.points is not None:  # where the frames stop being consistent: needs them all
+            s_ab, r_ab, s_ba, r_ba = c.points
+            pair.evidence = _failure_evidence((s_ab - t0a).astype(np.float64),
+                                              (r_ab - t0b).astype(np.float64),
+                                              (r_ba - t0a).astype(np.float64),
+                                              (s_ba - t0b).astype(np.float64), t0a, t0b,
+                                              failed[0])
+        else:
+            pair.evidence = {"where": "no frame-level evidence kept"}
         pair.note = (f"{failed[0].note}; {pair.evidence['where']}" +
                      ("" if window_s else "; try --clock-window to fit piecewise"))
     return pair
@@ -718,7 +814,7 @@ class Alignment:
     pairs: dict = field(default_factory=dict)        # (from, to) -> PairAlignment, from < to
     transforms: dict = field(default_factory=dict)   # host -> HostTransform
     unreached: list = field(default_factory=list)
-    matches: dict = field(default_factory=dict)      # (i, j) -> network.PairMatches
+    matches: dict = field(default_factory=dict)      # (i, j) -> match.PairMatches (whole traces)
     notes: list = field(default_factory=list)
 
     def pair(self, a: str, b: str) -> PairAlignment | None:
@@ -755,16 +851,6 @@ class Alignment:
                 "pairs": [p.summary() for p in self.pairs.values()],
                 "hosts": [t.summary() for t in self.transforms.values()],
                 "unreached": list(self.unreached), "notes": list(self.notes)}
-
-
-def host_names(traces) -> list[str]:
-    """Each trace's host name, made unique with a #n suffix where two traces share one."""
-    names, seen = [], {}
-    for t in traces:
-        h = str(t.header.get("host") or "?")
-        seen[h] = seen.get(h, 0) + 1
-        names.append(h if seen[h] == 1 else f"{h}#{seen[h]}")
-    return names
 
 
 def build_transforms(hosts: list[str], pairs: dict, reference: str):
@@ -804,45 +890,73 @@ def build_transforms(hosts: list[str], pairs: dict, reference: str):
 
 def align(traces, method: str = "auto", reference: str | None = None,
           window_s: float | None = None) -> Alignment:
-    """Align every trace's clock to the reference host's (see the module docstring)."""
-    from .network import match_traces  # network imports this module
+    """Align every trace's clock to the reference host's (see the module docstring): frames
+    matched across the whole traces, then fit_alignment()."""
+    hosts = host_names(traces)
+    matches = match_traces(traces, hosts)
+    constraints = {k: PairConstraints.of(m.ab.s_ns, m.ab.r_ns, m.ba.s_ns, m.ba.r_ns)
+                   for k, m in matches.items()}
+    al = fit_alignment([clock_source(t) for t in traces], hosts, constraints, method=method,
+                       reference=reference, window_s=window_s)
+    al.matches = matches
+    return al
 
+
+@dataclass
+class ClockSource:
+    """What the fit needs of a trace besides its frames: its file, boot id and anchors."""
+
+    path: str
+    boot_id: str
+    clocks: list
+
+
+def clock_source(trace) -> ClockSource:
+    return ClockSource(trace.path, str((trace.header or {}).get("boot_id") or ""),
+                       list(trace.clocks or []))
+
+
+def fit_alignment(sources: list[ClockSource], hosts: list[str], constraints: dict, *,
+                  method: str = "auto", reference: str | None = None,
+                  window_s: float | None = None) -> Alignment:
+    """Every host's clock mapped to the reference's, from per-pair constraints.
+
+    constraints: {(i, j): PairConstraints} for trace pairs i < j with matched frames (merged
+    over partitions: hull vertices, counts and extents, plus the points themselves where
+    --clock-window or a failed fit needs them)."""
     if method not in METHODS:
         raise MbrecError(f"--clock {method}: unknown method; use one of {', '.join(METHODS)}")
     if window_s is not None and not window_s > 0:
         raise MbrecError(f"--clock-window {window_s}: give a positive number of seconds")
-    hosts = host_names(traces)
     if reference is None:
         reference = hosts[0] if hosts else ""
     elif reference not in hosts:
         raise MbrecError(f"--reference {reference}: no trace is from that host; the hosts are "
                          f"{', '.join(hosts)}")
-    boot = [str(t.header.get("boot_id") or "") for t in traces]
-    matches = match_traces(traces, hosts)
-    al = Alignment(method=method, reference=reference, hosts=hosts, matches=matches)
-    for i in range(len(traces)):
-        for j in range(i + 1, len(traces)):
+    al = Alignment(method=method, reference=reference, hosts=hosts)
+    for i in range(len(sources)):
+        for j in range(i + 1, len(sources)):
             a, b = hosts[i], hosts[j]
-            same = boot[i] != "" and boot[i] == boot[j]
-            m = matches.get((i, j))
+            si, sj = sources[i], sources[j]
+            same = si.boot_id != "" and si.boot_id == sj.boot_id
+            c = constraints.get((i, j))
             if method == "shared" and not same:
                 raise MbrecError(f"--clock shared: {a} and {b} have different boot_ids, so their "
                                  "clocks are not one clock: use --clock packets or auto")
             if same and method in ("auto", "shared"):
                 al.pairs[(a, b)] = shared_pair(a, b)
-                if m is not None:  # nothing to estimate, but say how many frames were matched
-                    al.pairs[(a, b)].fits[0].n_fwd = len(m.ab)
-                    al.pairs[(a, b)].fits[0].n_bwd = len(m.ba)
+                if c is not None:  # nothing to estimate, but say how many frames were matched
+                    al.pairs[(a, b)].fits[0].n_fwd = c.fwd.n
+                    al.pairs[(a, b)].fits[0].n_bwd = c.bwd.n
                 continue
-            if m is None or m.n_usable == 0:
+            if c is None or c.fwd.n + c.bwd.n == 0:
                 continue
-            s_ab, r_ab, s_ba, r_ba = m.constraints()
-            rt = realtime_pair(a, b, traces[i].clocks, traces[j].clocks)
+            rt = realtime_pair(a, b, si.clocks, sj.clocks)
             if method == "realtime":
                 if rt is None:
-                    raise MbrecError(f"--clock realtime: {traces[i].path if not traces[i].clocks else traces[j].path} "
+                    raise MbrecError(f"--clock realtime: {si.path if not si.clocks else sj.path} "
                                      "has no clock anchors: use --clock packets")
-                rt.causality = causality_check(rt, s_ab, r_ab, s_ba, r_ba)
+                rt.causality = causality_check(rt, *c.need_points("--clock realtime"))
                 if not rt.causality["ok"]:
                     worst = max(rt.causality["from_to"]["worst_violation_ns"],
                                 rt.causality["to_from"]["worst_violation_ns"])
@@ -851,8 +965,7 @@ def align(traces, method: str = "auto", reference: str | None = None,
                                 "the realtime clocks disagree by at least that much")
                 al.pairs[(a, b)] = rt
                 continue
-            pair = fit_pair(s_ab, r_ab, s_ba, r_ba, from_host=a, to_host=b, window_s=window_s,
-                            fallback=rt)
+            pair = fit_constraints(c, from_host=a, to_host=b, window_s=window_s, fallback=rt)
             if same:
                 pair.note = ("same boot_id, aligned from packets as asked (truth: offset 0, "
                              "drift 0); " + pair.note).rstrip("; ")

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from mbrec.analysis import app as app_mod
 from mbrec.analysis.coverage import ABSENT, coverage
 from mbrec.analysis.latency import samples
-from mbrec.analysis.packets import PacketTable, packet_table, prepare
+from mbrec.analysis.packets import FlowTable, PacketTable, packet_table, prepare
 
 
 @dataclass
@@ -48,3 +50,27 @@ def analyze_host(trace) -> HostResult:
                       events={k: int(len(v)) for k, v in trace.events.items()},
                       lost=dict(trace.lost or {}), warnings=list(trace.warnings),
                       clean=trace.clean, flow_ids=prep.ids, coverage=cov)
+
+
+@dataclass
+class HostSummary:
+    """What the report says of one host: from its whole analysis (analysis.report.summarize)
+    or merged from its partitions' (analysis.pipeline.merge_host)."""
+
+    host: str
+    path: str
+    boot_id: str
+    clean: bool
+    flows: FlowTable
+    sent: np.ndarray            # per flow: packets sent, received, retransmitted
+    received: np.ndarray
+    retransmitted: np.ndarray
+    duplicates: int             # received skbs whose first byte an earlier one carried
+    latencies: dict             # name -> statistics (ns)
+    flow_latencies: list | None  # per flow: name -> statistics, when asked for (--per-flow)
+    negative: int
+    copies_exact: float
+    events: dict = field(default_factory=dict)
+    lost: dict = field(default_factory=dict)
+    warnings: list = field(default_factory=list)
+    coverage: dict | None = None  # what the probe set splits (analysis/coverage.py)

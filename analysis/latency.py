@@ -111,6 +111,15 @@ def samples(table, app: dict, sndbuf: dict, rcvq: dict, stack: bool = False) -> 
     return out, n_neg
 
 
+def quantile_rank(count, q: float):
+    """The q-quantile of `count` sorted values lies between the values of 0-based rank `rank`
+    and rank + 1, at `frac` of the way (linear interpolation, numpy's default): the one rule for
+    whole traces (grouped_stats) and partitions (analysis.stats)."""
+    pos = q * np.maximum(np.asarray(count, np.int64) - 1, 0)
+    rank = np.floor(pos).astype(np.int64)
+    return rank, pos - rank
+
+
 def grouped_stats(group: np.ndarray, value: np.ndarray, ngroups: int) -> dict:
     """count, mean, quantiles (linear interpolation) and max per group, all vectorised."""
     count = np.bincount(group, minlength=ngroups).astype(np.int64)
@@ -126,10 +135,9 @@ def grouped_stats(group: np.ndarray, value: np.ndarray, ngroups: int) -> dict:
     v = value[order].astype(np.float64)
     start = np.concatenate([[0], np.cumsum(count)[:-1]])
     for q in QUANTILES:
-        pos = start + q * np.maximum(count - 1, 0)
-        lo = np.floor(pos).astype(np.int64)
+        rank, frac = quantile_rank(count, q)
+        lo = start + rank
         hi = np.minimum(lo + 1, start + np.maximum(count - 1, 0))
-        frac = pos - lo
         safe_lo = np.clip(lo, 0, max(len(v) - 1, 0))
         safe_hi = np.clip(hi, 0, max(len(v) - 1, 0))
         val = (v[safe_lo] * (1 - frac) + v[safe_hi] * frac) if len(v) else np.zeros(ngroups)

@@ -1,92 +1,158 @@
-"""Traces larger than memory: split every host's events by flow into partitions on disk, then
-analyse one partition at a time (every matching step of the per-host analysis stays within one
-stream, so each flow's results do not depend on the partitioning).
+"""Traces larger than memory: every host's events split by connection into partitions on disk.
 
-split_traces(paths, parts, workdir) streams each trace frame by frame (TraceReader), assigns
-every record to partition hash(endpoint pair) % parts — the same endpoint pair on every host and
-in every schema, so a flow's events from all hosts land in the same partition — and appends the
-raw records to one spill file per (host, partition, schema). Memory: one frame at a time.
-load_partition() then gives Trace objects for one partition, with the original headers, clock
-anchors, lost counts (reported once, by the first partition) and warnings.
+split_traces(paths, parts, workdir) streams each trace frame by frame (TraceReader) and assigns
+every record to partition flowid.partition_of (its connection's hash modulo the count: the same
+on every host and in every schema, so a connection's events from all hosts land in the same
+partition). Records go to one spill file per (trace, partition, schema), as the raw records
+(numpy's own layout: written and read back with no conversion, measured faster than Arrow IPC
+here, docs/analysis-pipeline.md), and each record's index in its trace to a file beside it, so
+the merged results number flows as the whole-trace analysis does. Memory: one frame at a time.
+load_partition() gives one partition's Trace objects, with the original headers, clock anchors,
+lost counts (reported once, by the whole-run view) and warnings.
 """
 
 from __future__ import annotations
 
 import os
+
 import numpy as np
 
-from mbrec.analysis.packets import _mix, _words
+from mbrec.analysis.flowid import partition_of_hash, record_flow_hash
+from mbrec.analysis.match import RECV, XMIT
+from mbrec.errors import MbrecError
 from mbrec.trace.reader import Trace, TraceMeta, TraceReader
 
 
-def partition_of(recs: np.ndarray, parts: int) -> np.ndarray:
-    """Partition per record: a symmetric hash of its two endpoints (address words and port)."""
-    s0, s1 = _words(np.ascontiguousarray(recs["saddr"]))
-    d0, d1 = _words(np.ascontiguousarray(recs["daddr"]))
-    with np.errstate(over="ignore"):
-        hs = _mix(s0 * np.uint64(0x9E3779B97F4A7C15) + s1 + recs["sport"].astype(np.uint64))
-        hd = _mix(d0 * np.uint64(0x9E3779B97F4A7C15) + d1 + recs["dport"].astype(np.uint64))
-        h = _mix(hs + hd)  # symmetric: both directions of a flow hash alike
-    return (h % np.uint64(parts)).astype(np.int64)
-
-
 def split_traces(paths: list[str], parts: int, workdir: str, progress=None) -> list[dict]:
-    """Spill each trace's records into `parts` flow partitions. Returns per trace its metadata
-    (path, header, clocks, lost, trailer, notes, warnings, sizes, dtypes, spill file names)."""
-    say = progress or (lambda msg: None)
-    metas = []
-    for ti, path in enumerate(paths):
-        say(f"partitioning {path} into {parts} flow partitions")
-        reader = TraceReader(path)
-        files: dict = {}
-        dtypes: dict = {}
-        counts: dict = {}
-        meta = TraceMeta()
-        for obj in reader.objects():
-            if obj["t"] == "events":
-                batch = reader.batches(obj)
-                if batch is None:
-                    continue
-                name, recs = batch
-                dtypes[name] = recs.dtype
-                part = partition_of(recs, parts)
-                order = np.argsort(part, kind="stable")
-                bounds = np.searchsorted(part[order], np.arange(parts + 1))
-                for p in range(parts):
-                    sel = order[bounds[p]:bounds[p + 1]]
-                    if len(sel) == 0:
-                        continue
-                    key = (p, name)
-                    if key not in files:
-                        files[key] = os.path.join(workdir, f"t{ti}-p{p}-{name}.bin")
-                    with open(files[key], "ab") as f:
-                        f.write(recs[sel].tobytes())
-                    counts[key] = counts.get(key, 0) + len(sel)
-            else:
-                meta.take(obj)
-        for name, dtype in reader.schemas.values():
-            dtypes.setdefault(name, dtype)
-        metas.append({"path": reader.path, "header": reader.header, "clocks": meta.clocks,
-                      "lost": meta.lost, "trailer": meta.trailer, "notes": meta.notes,
-                      "warnings": meta.warnings(reader),
-                      "file_size": reader.file_size, "bytes_lost": reader.bytes_lost,
-                      "files": files, "dtypes": dtypes, "counts": counts})
-    return metas
+    """Spill each trace's records into `parts` connection partitions (split_trace per trace)."""
+    return [split_trace(path, ti, parts, workdir, progress) for ti, path in enumerate(paths)]
 
 
-def load_partition(metas: list[dict], p: int) -> list[Trace]:
-    """The traces of partition p (one per host), read back from the spill files."""
+def split_trace(path: str, ti: int, parts: int, workdir: str, progress=None,
+                shown_as: str | None = None) -> dict:
+    """Spill trace number ti's records into `parts` connection partitions. Returns its metadata
+    (path, header, clocks, lost, trailer, notes, warnings, sizes, dtypes, spill file names and
+    counts). progress(n) is called with the records of each frame read; shown_as: the name
+    the user gave the file, where path is what a worker opens (absolute)."""
+    tick = progress or (lambda n: None)
+    reader = TraceReader(path)
+    shown = shown_as or path
+    files: dict = {}
+    dtypes: dict = {}
+    counts: dict = {}
+    seen: dict = {}   # schema -> records so far (the next record's index in the trace)
+    wire_flows: set = set()   # connections with wire frames (for the NAT partition)
+    meta = TraceMeta()
+    for obj in reader.objects():
+        if obj["t"] != "events":
+            meta.take(obj)
+            continue
+        batch = reader.batches(obj)
+        if batch is None:
+            continue
+        name, recs = batch
+        dtypes[name] = recs.dtype
+        h = record_flow_hash(recs)
+        part = partition_of_hash(h, parts)
+        if name == "pkt":
+            wire = (recs["probe"] == XMIT) | (recs["probe"] == RECV)
+            wire_flows.update(np.unique(h[wire]).tolist())
+        order = np.argsort(part, kind="stable")
+        bounds = np.searchsorted(part[order], np.arange(parts + 1))
+        base = seen.get(name, 0)
+        for p in np.flatnonzero(np.diff(bounds)).tolist():
+            sel = order[bounds[p]:bounds[p + 1]]
+            key = (p, name)
+            if key not in files:
+                files[key] = os.path.join(workdir, f"t{ti}-p{p}-{name}")
+            _append(files[key] + ".bin", recs[sel].tobytes())
+            _append(files[key] + ".pos", (sel + base).astype(np.int64).tobytes())
+            counts[key] = counts.get(key, 0) + len(sel)
+        seen[name] = base + len(recs)
+        tick(len(recs))
+    for name, dtype in reader.schemas.values():
+        dtypes.setdefault(name, dtype)
+    return {"path": shown, "header": reader.header, "clocks": meta.clocks,
+            "lost": meta.lost, "trailer": meta.trailer, "notes": meta.notes,
+            "warnings": [w.replace(path, shown) for w in meta.warnings(reader)],
+            "file_size": reader.file_size, "bytes_lost": reader.bytes_lost,
+            "files": files, "dtypes": dtypes, "counts": counts,
+            "wire_flows": np.array(sorted(wire_flows), dtype=np.uint64)}
+
+
+def single_host_flows(metas: list[dict]) -> list[np.ndarray]:
+    """Per trace, its connections with wire frames that no other trace has: rewritten between
+    the hosts (NAT), or talking to hosts that were not recorded. Their frames can only be
+    matched across connections, so they get a partition of their own."""
     out = []
+    for i, m in enumerate(metas):
+        others = [o["wire_flows"] for k, o in enumerate(metas) if k != i]
+        out.append(np.setdiff1d(m["wire_flows"], np.concatenate(others) if others else
+                                np.zeros(0, np.uint64)))
+    return out
+
+
+def load_nat_partition(metas: list[dict], flows: list[np.ndarray], parts: int,
+                       chunk: int = 1 << 20) -> list[Trace]:
+    """Per trace, the wire frames of its single-host connections (single_host_flows), read from
+    every partition's spill file a chunk at a time."""
+    traces = []
+    for m, keep in zip(metas, flows):
+        dtype = m["dtypes"].get("pkt")
+        pieces = []
+        for p in range(parts):
+            fn = m["files"].get((p, "pkt"))
+            if fn is None or dtype is None or len(keep) == 0:
+                continue
+            recs = np.memmap(fn + ".bin", dtype=dtype, mode="r")
+            for i in range(0, len(recs), chunk):
+                c = recs[i:i + chunk]
+                wire = (c["probe"] == XMIT) | (c["probe"] == RECV)
+                sel = wire & np.isin(record_flow_hash(c), keep)
+                if sel.any():
+                    pieces.append(np.array(c[sel]))
+        pkt = np.concatenate(pieces) if pieces else np.empty(0, dtype or np.uint8)
+        if len(pkt):
+            pkt = pkt[np.argsort(pkt["ts_ns"], kind="stable")]
+        traces.append(Trace(path=m["path"], header=m["header"], events={"pkt": pkt},
+                            clocks=m["clocks"], lost={}, trailer=m["trailer"], notes=m["notes"],
+                            warnings=[], file_size=m["file_size"], bytes_lost=m["bytes_lost"]))
+    return traces
+
+
+def _append(path: str, data: bytes) -> None:
+    try:
+        with open(path, "ab") as f:
+            f.write(data)
+    except OSError as e:
+        raise MbrecError(f"cannot write the spill file {path}: {e.strerror} (free space in "
+                         "the spill directory, or choose another with --spill-dir)") from None
+
+
+def load_partition(metas: list[dict], p: int) -> tuple[list[Trace], list[dict]]:
+    """The traces of partition p (one per host), read back from the spill files, and per trace
+    each schema's record indices in the whole trace."""
+    traces, positions = [], []
     for m in metas:
-        events = {}
+        events, pos = {}, {}
         for name, dtype in m["dtypes"].items():
             fn = m["files"].get((p, name))
-            events[name] = (np.fromfile(fn, dtype=dtype) if fn else np.empty(0, dtype=dtype))
-        out.append(Trace(path=m["path"], header=m["header"], events=events, clocks=m["clocks"],
-                         lost=m["lost"] if p == 0 else {}, trailer=m["trailer"],
-                         notes=m["notes"], warnings=m["warnings"] if p == 0 else [],
-                         file_size=m["file_size"], bytes_lost=m["bytes_lost"]))
-    return out
+            try:
+                events[name] = (np.fromfile(fn + ".bin", dtype=dtype) if fn
+                                else np.empty(0, dtype=dtype))
+                pos[name] = (np.fromfile(fn + ".pos", dtype=np.int64) if fn
+                             else np.empty(0, np.int64))
+            except OSError as e:
+                raise MbrecError(f"partition {p}: cannot read the spill file {fn}: "
+                                 f"{e.strerror} (every worker must see the spill directory)"
+                                 ) from None
+            if len(pos[name]) != len(events[name]):
+                raise MbrecError(f"partition {p}: the spill file {fn} is incomplete")
+        traces.append(Trace(path=m["path"], header=m["header"], events=events,
+                            clocks=m["clocks"], lost={}, trailer=m["trailer"], notes=m["notes"],
+                            warnings=[], file_size=m["file_size"], bytes_lost=m["bytes_lost"]))
+        positions.append(pos)
+    return traces, positions
 
 
 def whole_trace_view(meta: dict) -> Trace:

@@ -48,18 +48,21 @@ def _save(plt, fig, outdir: str, stem: str) -> list[str]:
     return paths
 
 
-def plot_cdfs(outdir: str, host: str, samples: dict) -> list[str]:
+def plot_cdfs(outdir: str, host: str, values: dict, counts: dict | None = None) -> list[str]:
+    """values: latency name -> its values sorted (all of them, or evenly spread over the
+    distribution when analysed in partitions: analysis.stats.cdf_values); counts: name -> how
+    many samples there are (default: len(values[name]))."""
     plt = _plt()
-    present = [i for i in range(len(NAMES)) if NAMES[i].startswith("L_")
-               and (samples["name"] == i).any()]
+    present = [n for n in NAMES if n.startswith("L_") and len(values.get(n, ()))]
     if not present:
         return []
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    for k, i in enumerate(present):
-        v = np.sort(samples["value"][samples["name"] == i]) / 1e3
+    for k, name in enumerate(present):
+        v = np.asarray(values[name]) / 1e3
         y = np.arange(1, len(v) + 1) / len(v)
         ax.step(np.maximum(v, 1e-3), y, where="post", color=COLORS[k % len(COLORS)],
-                label=f"{NAMES[i]} (n={len(v)})", linestyle="-" if k < 10 else "--")
+                label=f"{name} (n={(counts or {}).get(name, len(v))})",
+                linestyle="-" if k < 10 else "--")
     ax.set_xscale("log")
     ax.set_xlabel("latency (us, log scale)")
     ax.set_ylabel("CDF")

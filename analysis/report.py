@@ -13,6 +13,7 @@ import numpy as np
 from mbrec import __version__
 from mbrec.analysis.coverage import mask_flow_metrics, text_lines as coverage_lines
 from mbrec.analysis.flows import SERIES
+from mbrec.analysis.host import HostSummary
 from mbrec.analysis.latency import NAMES, PROBES_OF, QUANTILES, grouped_stats
 from mbrec.render import addr_strings
 
@@ -86,49 +87,61 @@ def flow_names(flows) -> list[dict]:
     return out
 
 
-def host_section(name: str, hr, flow_summ: list, per_flow: bool) -> tuple[dict, list]:
+def summarize(hr, per_flow: bool, host_stats: bool = True) -> HostSummary:
+    """A host's analysis (analysis.host.HostResult) as the report needs it. host_stats=False:
+    the host's latency statistics are left to the caller (a partition's samples are merged
+    with the other partitions' first)."""
+    rows, nfl = hr.table.pkt, len(hr.table.flows)
+    sent = rows["direction"] == 0
+
+    def per_flow_count(mask):
+        return np.bincount(rows["flow"][mask], minlength=nfl).astype(np.int64)
+
+    per = latency_stats(hr.samples, hr.samples["flow"], nfl) if (per_flow and nfl) else None
+    return HostSummary(hr.host, hr.path, hr.boot_id, hr.clean, hr.table.flows,
+                       per_flow_count(sent), per_flow_count(~sent),
+                       per_flow_count(sent & rows["retrans"]), int(rows["duplicate"].sum()),
+                       latency_stats(hr.samples)[0] if host_stats else {}, per, hr.negative,
+                       hr.copies_exact,
+                       hr.events, hr.lost, hr.warnings, hr.coverage)
+
+
+def host_section(name: str, hs: HostSummary, flow_summ: list) -> tuple[dict, list]:
     """The report's entry for one host, and its flows."""
-    lat = latency_stats(hr.samples)[0]
+    lat = {k: dict(v) for k, v in hs.latencies.items()}
     for k, v in lat.items():
         v["unit"] = UNIT_OF.get(k, "skb")
-        v["lost_events_affecting"] = lost_affecting(k, hr.lost)
-    tbl = hr.table
-    names = flow_names(tbl.flows)
+        v["lost_events_affecting"] = lost_affecting(k, hs.lost)
+    names = flow_names(hs.flows)
     nfl = len(names)
-    rows = tbl.pkt
-    sent = np.bincount(rows["flow"][rows["direction"] == 0], minlength=nfl) if nfl else []
-    recv = np.bincount(rows["flow"][rows["direction"] == 1], minlength=nfl) if nfl else []
-    retx = np.bincount(rows["flow"][(rows["direction"] == 0) & rows["retrans"]],
-                       minlength=nfl) if nfl else []
-    per = latency_stats(hr.samples, hr.samples["flow"], nfl) if (per_flow and nfl) else None
-    flow_summ = mask_flow_metrics(flow_summ, hr.coverage)
+    flow_summ = mask_flow_metrics(flow_summ, hs.coverage)
     flows = []
     for i in range(nfl):
-        entry = {"host": name, "flow": i, **names[i], "packets_sent": int(sent[i]),
-                 "packets_received": int(recv[i]), "retransmissions": int(retx[i]),
-                 "sockets": tbl.flows.cookies[i] if tbl.flows.cookies else [],
+        entry = {"host": name, "flow": i, **names[i], "packets_sent": int(hs.sent[i]),
+                 "packets_received": int(hs.received[i]),
+                 "retransmissions": int(hs.retransmitted[i]),
+                 "sockets": hs.flows.cookies[i] if hs.flows.cookies else [],
                  "metrics": flow_summ[i] if flow_summ else None}
-        if per is not None:
-            entry["latencies"] = per[i]
+        if hs.flow_latencies is not None:
+            entry["latencies"] = hs.flow_latencies[i]
         flows.append(entry)
     roles = [n["role"] for n in names]
     sources = sorted({n["client_source"] for n in names})
     section = {
-        "host": name, "path": hr.path, "boot_id": hr.boot_id, "clean": hr.clean,
+        "host": name, "path": hs.path, "boot_id": hs.boot_id, "clean": hs.clean,
         "flows": nfl, "client_flows": roles.count("client"), "server_flows": roles.count("server"),
         "roles_from": sources,
-        "packets": {"sent": int((rows["direction"] == 0).sum()),
-                    "received": int((rows["direction"] == 1).sum()),
-                    "retransmitted": int(((rows["direction"] == 0) & rows["retrans"]).sum()),
-                    "received_duplicates": int(rows["duplicate"].sum())},
-        "events": hr.events, "lost": hr.lost, "lost_total": int(sum(hr.lost.values())),
-        "copies_placed_by_read_records": hr.copies_exact,
-        "negative_latencies_dropped": hr.negative,
+        "packets": {"sent": int(hs.sent.sum()), "received": int(hs.received.sum()),
+                    "retransmitted": int(hs.retransmitted.sum()),
+                    "received_duplicates": int(hs.duplicates)},
+        "events": hs.events, "lost": hs.lost, "lost_total": int(sum(hs.lost.values())),
+        "copies_placed_by_read_records": hs.copies_exact,
+        "negative_latencies_dropped": hs.negative,
         "latencies": {k: lat[k] for k in NAMES if k in lat},
-        "warnings": hr.warnings,
+        "warnings": hs.warnings,
     }
-    if hr.coverage:
-        section["coverage"] = hr.coverage
+    if hs.coverage:
+        section["coverage"] = hs.coverage
     return section, flows
 
 
@@ -289,10 +302,12 @@ PACKET_COLUMNS = ["host", "flow", "direction", "seq", "end_seq", "ack", "flags",
                   "ts_layer4"]
 
 
-def write_csvs(outdir: str, host_names: list[str], results: list, series: list[dict]) -> list:
-    """packets.csv, latencies.csv, flow_series.csv (flows.csv is written by write_flows_csv)."""
+def write_csvs(outdir: str, host_names: list[str], results: list | None,
+               series: list[dict]) -> list:
+    """packets.csv and latencies.csv (from whole analyses: results, the HostResult per host;
+    None when analysed in partitions), flow_series.csv (flows.csv: write_flows_csv)."""
     paths = []
-    if all("seq" in hr.table.pkt for hr in results):  # not kept when analysed in partitions
+    if results is not None:
         p = os.path.join(outdir, "packets.csv")
         with open(p, "w") as f:
             f.write(",".join(PACKET_COLUMNS) + "\n")
@@ -302,16 +317,16 @@ def write_csvs(outdir: str, host_names: list[str], results: list, series: list[d
                                          r["ack"], r["flags"], r["ip_id"], r["n_wire"],
                                          r["retrans"], r["duplicate"], *r["ts"].T])
         paths.append(p)
-    p = os.path.join(outdir, "latencies.csv")
-    with open(p, "w") as f:
-        f.write("host,name,flow,t_ns,value_ns,packet_row\n")
-        for name, hr in zip(host_names, results):
-            s = hr.samples
-            for ni in np.unique(s["name"]).tolist():
-                sel = s["name"] == ni
-                _savetxt(f, f"{name},{NAMES[ni]},", [s["flow"][sel], s["t"][sel],
-                                                     s["value"][sel], s["row"][sel]])
-    paths.append(p)
+        p = os.path.join(outdir, "latencies.csv")
+        with open(p, "w") as f:
+            f.write("host,name,flow,t_ns,value_ns,packet_row\n")
+            for name, hr in zip(host_names, results):
+                s = hr.samples
+                for ni in np.unique(s["name"]).tolist():
+                    sel = s["name"] == ni
+                    _savetxt(f, f"{name},{NAMES[ni]},", [s["flow"][sel], s["t"][sel],
+                                                         s["value"][sel], s["row"][sel]])
+        paths.append(p)
     p = os.path.join(outdir, "flow_series.csv")
     with open(p, "w") as f:
         f.write("host,flow,t_ns," + ",".join(SERIES) + "\n")

@@ -19,7 +19,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 
-from mbrec.analysis import clock, network  # noqa: E402
+from mbrec.analysis import clock, match, network  # noqa: E402
 from mbrec.events import PKT  # noqa: E402
 
 
@@ -86,7 +86,7 @@ def main():
     mt, mc = [], []
     for _ in range(args.repeat):
         t, c = time.perf_counter(), time.process_time()
-        a, b, amb = network.match_direction(send, recv)
+        a, b, amb = match.match_direction(send, recv)
         mt.append(time.perf_counter() - t)
         mc.append(time.process_time() - c)
     res["match_cpu_s"] = min(mc)

@@ -115,10 +115,10 @@ def streaming_dict_matcher(paths: list[str]) -> tuple[int, int]:
 def peak_memory(paths: list[str], partitions: int = 1) -> dict:
     """Peak resident memory (and CPU time) of reading and analysing, in a fresh process: the
     high-water mark is reset after the imports (/proc/self/clear_refs), so only the analysis
-    counts. With partitions > 1, the flow-partitioned analysis (analysis/partition.py)."""
+    counts. With partitions > 1, the partitioned analysis, cross-host part included."""
     code = (
         "import json, sys, tempfile, time\n"
-        "from mbrec.analysis.run import analyze, analyze_partitioned\n"
+        "from mbrec.analysis.run import Plan, analyze, analyze_files\n"
         "from mbrec.events import SCHEMA_BY_NAME\n"
         "from mbrec.trace.reader import read_trace\n"
         "import mbrec.analysis.clock, mbrec.analysis.network\n"
@@ -131,8 +131,7 @@ def peak_memory(paths: list[str], partitions: int = 1) -> dict:
         "base = status('VmRSS:')\n"
         "c0 = time.process_time()\n"
         "if parts > 1:\n"
-        "    with tempfile.TemporaryDirectory() as w:\n"
-        "        a = analyze_partitioned(paths, parts, w)\n"
+        "    a = analyze_files(paths, Plan(partitions=parts))\n"
         "else:\n"
         "    a = analyze([read_trace(p) for p in paths], cross_host=False)\n"
         "cpu = time.process_time() - c0\n"
@@ -193,7 +192,7 @@ def main():
     _, cpu_x, wall_x = timed(lambda: analyze(traces, cross_host=True))
     cpu_x -= cpu_an  # the cross-host part alone (approximately: per-host work is repeated)
     n_dict, cpu_dict, wall_dict = timed(lambda: sum(dict_matcher(t.events["pkt"]) for t in traces))
-    samples = sum(len(r.samples["value"]) for r in result.results)
+    samples = sum(len(r.samples["value"]) for r in result.results)  # a whole analysis
     mem = peak_memory(paths)
     mem_parts = peak_memory(paths, args.partitions) if args.partitions > 1 else None
     cpu_total = cpu_read + cpu_an

@@ -17,7 +17,7 @@ import click
 from mbrec import __version__
 from mbrec.errors import MbrecError
 
-COMMANDS = ("record", "info", "replay", "analyze", "lab")
+COMMANDS = ("record", "info", "replay", "analyze", "export", "lab")
 
 
 class LazyGroup(click.Group):
@@ -44,6 +44,7 @@ def cli(ctx, debug):
     mbrec record -o a.mbrec -- ab -k -c 10 -n 1000 http://b/   (as root, on each host)
     mbrec analyze a.mbrec b.mbrec -o results/
     mbrec info a.mbrec          mbrec replay a.mbrec | less
+    mbrec export a.mbrec b.mbrec -o run.perfetto-trace   (for ui.perfetto.dev)
     mbrec lab run ab            (a reproducible testbed in QEMU)
     """
     ctx.obj = {"debug": debug}

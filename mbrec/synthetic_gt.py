@@ -502,11 +502,12 @@ def exchanges(n_flows: int = 4, n_exchanges: int = 12, *, seed: int = 0,
 
 
 def replicate(events: dict, copies: int, *, shift_ns: int = 7_919,
-              client_addr: str = "10.0.0.1") -> dict:
+              client_addr: str = "10.0.0.1", first: int = 0) -> dict:
     """The events of one host repeated `copies` times as independent connections: copy k's
     client address becomes 10.1.(k >> 8).(k & 255), its socket cookies move by k << 20 and its
     times by k * shift_ns, so the copies interleave like concurrent clients. Vectorised; for
-    benchmarks (the truth of copy k is the truth of the original)."""
+    benchmarks (the truth of copy k is the truth of the original). first: the number of the
+    first copy, so a large set can be made a slice at a time."""
     base = ipv4(client_addr)[:4]
     out = {}
     for name, recs in events.items():
@@ -515,7 +516,7 @@ def replicate(events: dict, copies: int, *, shift_ns: int = 7_919,
             continue
         n = len(recs)
         rep = np.tile(recs, copies)
-        k = np.repeat(np.arange(copies, dtype=np.int64), n)
+        k = np.repeat(np.arange(first, first + copies, dtype=np.int64), n)
         rep["ts_ns"] += (k * shift_ns).astype(np.uint64)
         rep["sock_cookie"] += (k.astype(np.uint64) << np.uint64(20))
         new = np.zeros((len(rep), 4), np.uint8)

@@ -11,6 +11,19 @@ import click
 from mbrec.errors import MbrecError
 
 
+def _bar(desc: str, total, unit: str):
+    """A progress bar on stderr (tqdm: counts, rate and ETA); returns its update function."""
+    from tqdm import tqdm
+    bar = tqdm(total=total, desc=desc, unit=unit, unit_scale=total is None, leave=False,
+               dynamic_ncols=True, mininterval=0.5)
+
+    def update(n: int) -> None:
+        bar.update(n)
+        if total is not None and bar.n >= total:
+            bar.close()
+    return update
+
+
 def _progress(quiet: bool):
     start = time.perf_counter()
 
@@ -33,12 +46,22 @@ def _progress(quiet: bool):
 @click.option("--reference", default=None, help="Host whose clock the others are mapped to.")
 @click.option("--clock-window", type=float, default=None,
               help="Fit clocks piecewise over windows of this many seconds.")
-@click.option("--partitions", type=click.IntRange(1, 4096), default=1, show_default=True,
-              help="Split the events by flow into this many partitions on disk and analyse "
-                   "one at a time (traces larger than memory; no cross-host part).")
+@click.option("-j", "--jobs", type=click.IntRange(1, 1024), default=1, show_default=True,
+              help="Analyse partitions in this many local worker processes.")
+@click.option("--scheduler", metavar="ADDRESS", default=None,
+              help="Analyse partitions on the Dask cluster whose scheduler is at ADDRESS "
+                   "(tcp://host:8786; workers need mbrec and must see --spill-dir).")
+@click.option("--partitions", type=click.IntRange(1, 4096), default=None,
+              help="Split the events by connection into this many partitions on disk "
+                   "[default: as many as --memory needs].")
+@click.option("--memory", metavar="SIZE", default=None,
+              help="Memory the analysis may use, e.g. 4G; picks the partition count "
+                   "[default: half of the available memory].")
+@click.option("--spill-dir", type=click.Path(file_okay=False), default=None,
+              help="Where partitions are spilled [default: the system's temporary directory].")
 @click.option("-q", "--quiet", is_flag=True, help="No progress lines on stderr.")
 def command(traces, outdir, per_flow, no_plots, as_json, clock, reference, clock_window,
-            partitions, quiet):
+            jobs, scheduler, partitions, memory, spill_dir, quiet):
     """Analyse traces: one file per host, as written by `mbrec record`.
 
     \b
@@ -46,27 +69,19 @@ def command(traces, outdir, per_flow, no_plots, as_json, clock, reference, clock
     waits, the 16 flow metrics; with several hosts also clock alignment and L_NET_1/2.
     mbrec analyze a.mbrec b.mbrec -o results/
     """
-    from mbrec.analysis.run import analyze
-    from mbrec.trace.reader import read_trace
+    from mbrec.analysis.engine import Executor, parse_size
+    from mbrec.analysis.pipeline import Options
+    from mbrec.analysis.run import Plan, analyze_files
 
     say = _progress(quiet or as_json)
-    if partitions > 1:
-        import tempfile
-
-        from mbrec.analysis.run import analyze_partitioned
-        with tempfile.TemporaryDirectory(prefix="mbrec-partitions-",
-                                         dir=outdir if outdir and os.path.isdir(outdir)
-                                         else None) as work:
-            result = analyze_partitioned(list(traces), partitions, work, per_flow=per_flow,
-                                         progress=say)
-    else:
-        loaded = []
-        for path in traces:
-            size = os.path.getsize(path) if os.path.isfile(path) else 0
-            say(f"reading {path} ({size / 1e6:.1f} MB)")
-            loaded.append(read_trace(path))
-        result = analyze(loaded, per_flow=per_flow, clock=clock, reference=reference,
-                         clock_window=clock_window, progress=say)
+    for path in traces:
+        if not os.path.exists(path):
+            raise MbrecError(f"{path}: no such file")
+    plan = Plan(Options(per_flow, True, clock, reference, clock_window),
+                Executor(jobs, scheduler), partitions,
+                parse_size(memory) if memory else None, spill_dir)
+    result = analyze_files(list(traces), plan, progress=say,
+                           bars=None if (quiet or as_json) else _bar)
     from mbrec.analysis import report as rep
     if outdir:
         _write_outputs(outdir, result, no_plots, say)
@@ -85,16 +100,18 @@ def _write_outputs(outdir, result, no_plots, say):
         os.makedirs(outdir, exist_ok=True)
     except OSError as e:
         raise MbrecError(f"cannot create {outdir}: {e.strerror}") from None
-    say(f"writing report.json and CSVs to {outdir}")
+    say(f"writing report.json, report.html and CSVs to {outdir}")
     rep.write_json(result.report, os.path.join(outdir, "report.json"))
     rep.write_csvs(outdir, result.names, result.results, result.series)
     rep.write_flows_csv(outdir, result.report["flows"])
+    from mbrec.analysis.html_report import write_report
+    write_report(result, os.path.join(outdir, "report.html"))
     if no_plots:
         return
     say("plotting")
     from mbrec.analysis import plots
-    for name, hr in zip(result.names, result.results):
-        plots.plot_cdfs(outdir, name, hr.samples)
+    for name, values, hs in zip(result.names, result.cdf, result.summaries):
+        plots.plot_cdfs(outdir, name, values, {k: v["count"] for k, v in hs.latencies.items()})
     plots.plot_breakdown(outdir, result.report["hosts"])
     for name, s, fn in zip(result.names, result.series, result.flow_names):
         plots.plot_flows(outdir, name, s, fn)

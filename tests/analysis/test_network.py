@@ -327,7 +327,7 @@ def _one(probe, t, seq, end, ack, ip_id, segs=1, src="10.0.0.2", dst="10.0.0.1",
 
 
 def test_retransmitted_tail_of_a_super_segment_and_veth_super_frames():
-    from mbrec.analysis.network import match_direction
+    from mbrec.analysis.match import match_direction
     X, R = netsynth.XMIT, netsynth.RECV
     # b sends a 2-segment skb [1000, 2501) ids 50, 51; its tail [2448, 2501) is lost and
     # retransmitted with id 52. Then a 2-segment skb [2501, 5397) that a veth peer receives
