@@ -286,3 +286,16 @@ def test_bulk_transfer_big_segments_are_seen_whole_at_the_receive_tracepoints(bu
             sent["len"][sent["sport"] == port].sum()), by_port
     for host, t in traces.items():
         assert t.trailer["lost_detail"]["ring_full"] == {}, host
+
+
+def test_partitioned_analysis_reports_the_same_coverage_and_spans(run, report):
+    _, _, out = run
+    r = subprocess.run([sys.executable, "-m", "mbrec", "analyze", str(out / "a.mbrec"),
+                        str(out / "b.mbrec"), "--json", "--no-plots", "--quiet",
+                        "--partitions", "3"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    parts = json.loads(r.stdout)
+    for whole, split in zip(report["hosts"], parts["hosts"]):
+        assert split["coverage"] == whole["coverage"]
+        assert {k: v["count"] for k, v in split["latencies"].items()} == \
+            {k: v["count"] for k, v in whole["latencies"].items()}
