@@ -127,7 +127,10 @@ class Testbed:
             try:
                 p.wait(10)
             except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
+                try:
+                    os.killpg(p.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
                 p.wait()
         for h in self.hosts + ["r"]:
             sh(["ip", "netns", "del", self.ns(h)], check=False)
@@ -178,7 +181,8 @@ class Testbed:
             argv = [sys.executable, "-m", "mbrec", "record", "-o", path, "--host-name", h,
                     "--netns", self.ns(h), "--quiet", "--force", *record_args]
             log = open(os.path.join(out_dir, f"record-{h}.log"), "w")
-            procs[h] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+            procs[h] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
+                                        start_new_session=True)  # teardown stops its group
             self.procs.append(procs[h])
         deadline = time.monotonic() + timeout_s
         waiting = set(hosts)
