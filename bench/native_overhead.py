@@ -85,7 +85,8 @@ class Recorders:
                         os.path.join(self.out, f"rec-{h}.mbrec"), "--force", "--quiet",
                         "--host-name", h, "--netns", self.tb.ns(h), *RECORD_ARGS[self.mode]]
             self.procs[h] = subprocess.Popen(argv, stdout=open(self.logs[h], "w"),
-                                             stderr=subprocess.STDOUT)
+                                             stderr=subprocess.STDOUT, start_new_session=True)
+            self.tb.procs.append(self.procs[h])  # stopped by the testbed if the bench fails
         deadline = time.monotonic() + 300
         while set(self.cpu0) != set(self.procs):
             for h, p in self.procs.items():
