@@ -25,6 +25,7 @@ import numpy as np
 from mbrec.analysis import flows as flows_mod
 from mbrec.analysis import report as rep
 from mbrec.analysis.clock import PairConstraints, clock_source, fit_alignment
+from mbrec.analysis.coverage import coverage
 from mbrec.analysis.host import HostResult, HostSummary, analyze_host
 from mbrec.analysis.match import match_traces
 from mbrec.analysis.network import merge_inputs, network_inputs, network_result
@@ -197,7 +198,7 @@ def merge_host(view, pieces: list[HostPiece]) -> HostPiece:
         sum(h.duplicates for h in sums), run_stats([p.run for p in pieces]), per_flow,
         sum(h.negative for h in sums), min(h.copies_exact for h in sums),
         {k: int(len(v)) for k, v in view.events.items()}, dict(view.lost or {}),
-        list(view.warnings))
+        list(view.warnings), h0.coverage)
     piece = HostPiece(summary, merged_series, _pick([p.summaries for p in pieces], order),
                       first[order])
     piece.cdf = {name: cdf_values([p.run for p in pieces], name)
@@ -218,7 +219,8 @@ def empty_host(view) -> HostPiece:
     none = np.zeros(0, np.int64)
     summary = HostSummary(str(header.get("host", "?")), view.path,
                           str(header.get("boot_id", "")), view.clean, flows, none, none, none,
-                          0, {}, None, 0, 1.0, {}, dict(view.lost or {}), list(view.warnings))
+                          0, {}, None, 0, 1.0, {}, dict(view.lost or {}), list(view.warnings),
+                          coverage(header))
     return HostPiece(summary, {"flow": none, "t": none}, [], none)
 
 

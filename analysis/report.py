@@ -11,6 +11,7 @@ import os
 import numpy as np
 
 from mbrec import __version__
+from mbrec.analysis.coverage import mask_flow_metrics, text_lines as coverage_lines
 from mbrec.analysis.flows import SERIES
 from mbrec.analysis.host import HostSummary
 from mbrec.analysis.latency import NAMES, PROBES_OF, QUANTILES, grouped_stats
@@ -102,7 +103,7 @@ def summarize(hr, per_flow: bool, host_stats: bool = True) -> HostSummary:
                        per_flow_count(sent & rows["retrans"]), int(rows["duplicate"].sum()),
                        latency_stats(hr.samples)[0] if host_stats else {}, per, hr.negative,
                        hr.copies_exact,
-                       hr.events, hr.lost, hr.warnings)
+                       hr.events, hr.lost, hr.warnings, hr.coverage)
 
 
 def host_section(name: str, hs: HostSummary, flow_summ: list) -> tuple[dict, list]:
@@ -113,6 +114,7 @@ def host_section(name: str, hs: HostSummary, flow_summ: list) -> tuple[dict, lis
         v["lost_events_affecting"] = lost_affecting(k, hs.lost)
     names = flow_names(hs.flows)
     nfl = len(names)
+    flow_summ = mask_flow_metrics(flow_summ, hs.coverage)
     flows = []
     for i in range(nfl):
         entry = {"host": name, "flow": i, **names[i], "packets_sent": int(hs.sent[i]),
@@ -138,6 +140,8 @@ def host_section(name: str, hs: HostSummary, flow_summ: list) -> tuple[dict, lis
         "latencies": {k: lat[k] for k in NAMES if k in lat},
         "warnings": hs.warnings,
     }
+    if hs.coverage:
+        section["coverage"] = hs.coverage
     return section, flows
 
 
@@ -191,6 +195,7 @@ def table_text(report: dict, per_flow: bool, clock_lines: list[str] = ()) -> str
         lines.append(f"host {h['host']} ({h['path']}): server in {h['server_flows']} flows, "
                      f"client in {h['client_flows']}; roles from {'/'.join(h['roles_from']) or '-'}"
                      f"; lost events: {lost}" + ("" if h["clean"] else "; UNCLEAN STOP"))
+        lines += coverage_lines(h.get("coverage"))
         if not h["latencies"] and not h["events"].get("pkt"):
             lines.append("  no packet events (a flows-only recording?): layer latencies need "
                          "the packet probes")

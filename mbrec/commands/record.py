@@ -60,8 +60,10 @@ def _groups(spec: str) -> tuple[str, ...]:
               "under /sys/fs/cgroup).")
 @click.option("--sample", type=int, default=0, show_default=True,
               help="Keep 1/2^N packets, the same ones on every host and layer.")
-@click.option("--attach", type=click.Choice(["auto", "fentry", "kprobe"]), default="auto",
-              show_default=True, help="auto = fentry where the kernel supports it, else kprobe.")
+@click.option("--attach", type=click.Choice(["auto", "fentry", "kprobe", "tracepoint"]),
+              default="auto", show_default=True,
+              help="auto = fentry where the kernel supports it, else kprobe, else tracepoint "
+              "(the stable tracepoints only: fewer layers, docs/recorder.md).")
 @click.option("--probes", default="packets", show_default=True,
               help="Probe groups, comma-separated: packets, flows.")
 @click.option("--ring-mb", type=int, default=16, show_default=True,

@@ -16,12 +16,16 @@ from mbrec.errors import MbrecError
 from mbrec.events import PROBE_NAMES, SCHEMA_BY_NAME
 from mbrec.recorder import environment as env
 from mbrec.recorder.btf import read_offsets
-from mbrec.recorder.probes import GROUPS, choose_attach, header_probes, resolve_all
+from mbrec.recorder.probes import (GROUPS, TRACEPOINT_PROBES, choose_attach, header_probes,
+                                   resolve_all, resolve_tracepoints)
 from mbrec.recorder.program import (RINGS, Filters, ProgramConfig, cflags, kprobe_attachments,
-                                    source_path, source_text)
+                                    ring_pages, source_path, source_text,
+                                    tracepoint_attachments)
 from mbrec.recorder.progstats import missed_by_probe, program_probes
 from mbrec.recorder.ringbuf import open_bcc_ring
 
+FALLBACK_NOTE = ("--attach tracepoint (the kernel's stable tracepoints: fewer layers, "
+                 "docs/recorder.md)")
 ANCHOR_INTERVAL = 1.0  # clock anchors, loss counts and the status line
 MAX_SLEEP = 0.2        # between drains: each wake-up costs the traced host a little CPU
 MIN_SLEEP = 0.002
@@ -124,13 +128,61 @@ def plan(opts: RecordOptions, fentry_supported: bool, kf=None):
     return resolved, attach
 
 
-def flow_group(opts: RecordOptions, attach: str):
+def plan_tracepoints(opts: RecordOptions) -> list:
+    """The tracepoint probes of --attach tracepoint that this kernel has (a missing one is a
+    layer the recording lacks, said once here and visible in the header's probe list)."""
+    if "packets" not in opts.groups:
+        return []
+    names = {tp for spec in TRACEPOINT_PROBES for tp in spec.candidates[0]}
+    resolved, missing = resolve_tracepoints(TRACEPOINT_PROBES, env.existing_tracepoints(names))
+    if not resolved:
+        raise MbrecError("this kernel has none of the packet tracepoints ("
+                         + "; ".join(missing) + "); record with --attach fentry or kprobe")
+    for m in missing:
+        say(f"not on this kernel: {m}")
+    return resolved
+
+
+def attach_chain(opts: RecordOptions, bcc) -> list[tuple[str, list]]:
+    """The attach kinds to try in order, each with its resolved packet probes: the one asked
+    for, or for auto fentry (where the kernel has trampolines), then kprobe, then tracepoint,
+    skipping those this kernel cannot serve (and saying why)."""
+    if opts.attach == "tracepoint":
+        return [("tracepoint", plan_tracepoints(opts))]
+    try:
+        resolved, attach = plan(opts, bool(bcc.BPF.support_kfunc()))
+    except MbrecError as e:
+        if opts.attach != "auto":
+            raise
+        why = str(e).split(": this kernel")[0].split(". Nothing was attached")[0]
+        say(f"kernel functions cannot be probed here ({why[:200]}); falling back to "
+            f"{FALLBACK_NOTE}")
+        return [("tracepoint", plan_tracepoints(opts))]
+    if opts.attach == "fentry" and attach == "fentry" and not bcc.BPF.support_kfunc():
+        raise MbrecError("--attach fentry: this kernel has no BPF trampolines (fentry); use "
+                         "--attach kprobe, tracepoint or auto")
+    if opts.attach != "auto":
+        return [(attach, resolved)]
+    chain = [("fentry", resolved)] if attach == "fentry" else []
+    return chain + [("kprobe", resolved), ("tracepoint", plan_tracepoints(opts))]
+
+
+def flow_group(opts: RecordOptions, attach: str, foreign_headers: bool = False):
     """The flows group (recorder/flows.py) for this kernel and attach kind, or None."""
     if "flows" not in opts.groups:
         return None
     from mbrec.recorder.flows import FlowGroup
+    # each schema's ring is --ring-mb (per-ACK snapshots filled a 1 MiB flow ring natively in
+    # under 0.1 s while the recorder waited for a CPU)
+    pages = ring_pages(opts.ring_mb << 20)
+    if attach == "tracepoint":
+        return FlowGroup.for_tracepoints(opts.flow_interval, opts.flow_sample, pages)
+    if foreign_headers:
+        raise MbrecError(f"--probes flows with {attach}: the flow probes compile kernel types, "
+                         "and the kernel headers here are another kernel's; use --attach "
+                         "tracepoint (BTF offsets) or install this kernel's headers")
     return FlowGroup.for_kernel(env.read_kernel_functions(), attach, opts.flow_interval,
-                                opts.flow_sample)
+                                opts.flow_sample, pages)
 
 
 def load(bcc, cfg: ProgramConfig, flows=None):
@@ -139,6 +191,13 @@ def load(bcc, cfg: ProgramConfig, flows=None):
         b = bcc.BPF(text=flows.source(source_text()).encode(), cflags=cflags(cfg))
     else:
         b = bcc.BPF(src_file=source_path().encode(), cflags=cflags(cfg))
+    for tp, bpf_fn in tracepoint_attachments(cfg):
+        try:
+            b.attach_raw_tracepoint(tp=tp.encode(), fn_name=bpf_fn.encode())
+        except Exception as e:
+            b.cleanup()
+            raise MbrecError(f"cannot attach the raw tracepoint {tp} ({str(e).strip()}); "
+                             "nothing stays attached") from None
     done = []
     for fn, bpf_fn in kprobe_attachments(cfg):
         try:
@@ -259,39 +318,37 @@ def record(opts: RecordOptions) -> int:
     filters = build_filters(opts)
     env.check_kernel()
     bcc = env.import_bcc()
-    env.check_headers()
-    fentry_ok = bool(bcc.BPF.support_kfunc())
-    kf = env.read_kernel_functions()
-    resolved, attach = plan(opts, fentry_ok, kf)
-    if attach == "fentry" and not fentry_ok:
-        raise MbrecError("--attach fentry: this kernel has no BPF trampolines (fentry); use "
-                         "--attach kprobe or auto")
+    foreign_headers = env.check_headers()
+    offsets = read_offsets()
+    if foreign_headers and offsets is None:
+        raise MbrecError("this kernel has no BTF (/sys/kernel/btf/vmlinux) and no headers of "
+                         f"its own: apt-get install linux-headers-{os.uname().release}")
+    chain = attach_chain(opts, bcc)
 
-    def configure(attach):
-        flows = flow_group(opts, attach)
+    def configure(attach, resolved):
+        flows = flow_group(opts, attach, foreign_headers)
         cfg = ProgramConfig(tuple(resolved), attach, filters, ring_bytes=opts.ring_mb << 20,
                             offsets=offsets, flow_cflags=tuple(flows.cflags) if flows else ())
         return cfg, flows
 
-    offsets = read_offsets()
-
-    cfg, flows = configure(attach)
-    if not opts.quiet:
-        say(f"compiling the BPF program ({attach}, {len(resolved)} packet probes"
-            + (", flows" if flows else "") + ")...")
     t0 = time.monotonic()
-    try:
-        b = load(bcc, cfg, flows)
-    except MbrecError:
-        raise
-    except Exception as e:
-        if opts.attach != "auto" or attach != "fentry":
-            raise MbrecError(f"loading the BPF program failed: {str(e).strip()[:300]} "
-                             "(rerun with --debug for details)") from None
-        say(f"fentry failed ({str(e).strip()[:120]}); falling back to kprobes")
-        attach = "kprobe"
-        cfg, flows = configure(attach)
-        b = load(bcc, cfg, flows)
+    b = None
+    while b is None:
+        attach, resolved = chain.pop(0)
+        try:
+            cfg, flows = configure(attach, resolved)
+            if not opts.quiet:
+                say(f"compiling the BPF program ({attach}, {len(resolved)} packet probes"
+                    + (", flows" if flows else "") + ")...")
+            b = load(bcc, cfg, flows)
+        except Exception as e:
+            if not chain:
+                if isinstance(e, MbrecError):
+                    raise
+                raise MbrecError(f"loading the BPF program failed: {str(e).strip()[:300]} "
+                                 "(rerun with --debug for details)") from None
+            say(f"{attach} failed ({str(e).strip()[:160]}); falling back to "
+                + (FALLBACK_NOTE if chain[0][0] == "tracepoint" else chain[0][0]))
     compile_s = time.monotonic() - t0
     probes = header_probes(resolved, attach)
     rings = dict(RINGS)
@@ -444,7 +501,10 @@ def print_bpf(opts: RecordOptions) -> None:
     flows = None
     try:
         filters = build_filters(opts)
-        resolved, attach = plan(opts, fentry_supported=opts.attach != "kprobe")
+        if opts.attach == "tracepoint":
+            resolved, attach = plan_tracepoints(opts), "tracepoint"
+        else:
+            resolved, attach = plan(opts, fentry_supported=opts.attach != "kprobe")
         flows = flow_group(opts, attach)
         cfg = ProgramConfig(tuple(resolved), attach, filters, ring_bytes=opts.ring_mb << 20,
                             offsets=read_offsets(),
