@@ -17,7 +17,7 @@ import click
 from mbrec import __version__
 from mbrec.errors import MbrecError
 
-COMMANDS = ("record", "info", "replay", "analyze", "export", "lab")
+COMMANDS = ("record", "fleet", "info", "replay", "analyze", "export", "lab")
 
 
 class LazyGroup(click.Group):

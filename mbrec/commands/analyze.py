@@ -62,7 +62,8 @@ def _progress(quiet: bool):
 @click.option("-q", "--quiet", is_flag=True, help="No progress lines on stderr.")
 def command(traces, outdir, per_flow, no_plots, as_json, clock, reference, clock_window,
             jobs, scheduler, partitions, memory, spill_dir, quiet):
-    """Analyse traces: one file per host, as written by `mbrec record`.
+    """Analyse traces: one file per host, as written by `mbrec record`, or the run
+    directory of `mbrec fleet record`.
 
     \b
     Per host and direction: L_TCP/L_IP/L_NIC 1..4, L_APP_1/2, send-buffer and receive-queue
@@ -73,7 +74,9 @@ def command(traces, outdir, per_flow, no_plots, as_json, clock, reference, clock
     from mbrec.analysis.pipeline import Options
     from mbrec.analysis.run import Plan, analyze_files
 
+    from mbrec.fleet.manifest import expand
     say = _progress(quiet or as_json)
+    traces = expand(traces)  # a run directory of `mbrec fleet record`: its traces
     for path in traces:
         if not os.path.exists(path):
             raise MbrecError(f"{path}: no such file")
