@@ -2,7 +2,7 @@
 # `make check`. Both install what they need first (as root: apt-get and pip).
 PYTHON ?= python3
 APT_PACKAGES = qemu-system-x86 debootstrap e2fsprogs gcc libc6-dev make ca-certificates \
-	chromium chromium-driver fonts-liberation
+	chromium chromium-driver fonts-liberation openssh-server
 DEMO_DIR ?= out/demo
 
 .PHONY: setup demo check test test-fast bench bench-large bench-lab fixtures goldens clean

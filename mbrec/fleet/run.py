@@ -124,8 +124,7 @@ class StopFlag:
     def _on(self, signum, frame):
         if self.why is None:
             self.why = signal.Signals(signum).name
-            print(f"mbrec: {self.why}: stopping every recorder and collecting the traces",
-                  file=sys.stderr, flush=True)
+            say(f"{self.why}: stopping every recorder and collecting the traces")
 
     def __exit__(self, *exc):
         for sig, old in self._old.items():
@@ -133,7 +132,12 @@ class StopFlag:
 
 
 def say(msg: str) -> None:
-    print(f"mbrec: {msg}", file=sys.stderr, flush=True)
+    """A progress line; a closed stderr (a terminal gone, a pipe reader killed) must not stop
+    the run from stopping its recorders and collecting their files."""
+    try:
+        print(f"mbrec: {msg}", file=sys.stderr, flush=True)
+    except (OSError, ValueError):
+        pass
 
 
 def parallel(fn, runs) -> None:
@@ -207,12 +211,19 @@ class Fleet:
                 if self._check() and self._start():
                     self._run_command()
             finally:
-                self._stop_recorders()
-                self._collect()
-                for r in self.runs:
-                    r.ssh.close()
-                shutil.rmtree(self.control_dir, ignore_errors=True)
-                self._finish()
+                for r in self.runs:  # hosts the run stopped for another host's failure
+                    if r.status in ("pending", "checked"):
+                        r.status = "not started" if r.recorder is None else "start aborted"
+                try:
+                    self._stop_recorders()
+                finally:
+                    try:
+                        self._collect()
+                    finally:
+                        for r in self.runs:
+                            r.ssh.close()
+                        shutil.rmtree(self.control_dir, ignore_errors=True)
+                        self._finish()
         return {"ok": 0, "interrupted": 130}.get(self.manifest["status"], 1)
 
     def _check(self) -> bool:
@@ -317,6 +328,7 @@ class Fleet:
         if self.stop.why or any(r.failed for r in self.runs):
             return False
         self.manifest["recording"] = manifest.now_iso()
+        self.save()
         say("every host is recording")
         return True
 

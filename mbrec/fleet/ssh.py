@@ -19,9 +19,12 @@ from mbrec.fleet.inventory import Host
 
 # Runs a remote process with its stdin cut off and watches the ssh channel instead: a line or
 # end of input (mbrec closes it to stop the process, and so does a lost connection) sends it
-# SIGINT, the signal `mbrec record` stops on cleanly. The markers tell mbrec the pid and how
-# the process ended. POSIX sh: run under the remote user's shell as `sh -c WRAPPER sh ARGV...`.
+# SIGINT, the signal `mbrec record` stops on cleanly. A shell starts background processes with
+# SIGINT ignored, so the process gets it back at its default where env can do that (coreutils
+# 8.31 or newer): a recorder still compiling then stops too. The markers tell mbrec the pid
+# and how the process ended. POSIX sh, run as `sh -c WRAPPER sh ARGV...`.
 WRAPPER = """exec 3<&0 </dev/null
+if env --default-signal=INT true 2>/dev/null; then set -- env --default-signal=INT "$@"; fi
 "$@" 3<&- &
 p=$!
 echo "mbrec-fleet: pid $p" >&2
