@@ -260,6 +260,7 @@ netns = ["4026531840"]
     assert "the command exited with status 3" in p.stderr
     a, b = fleet.host("a"), fleet.host("b")
     assert (a["port"], a["user"], a["ports"]) == (fleet.sshd.port, "root", [80])
+    assert b["netns"] == ["4026531840"] and b["destination"] == "127.0.0.1"
     for name in ("a", "b"):
         assert fleet.host(name)["status"] == "ok"
         assert_collected(fleet, name)
@@ -279,6 +280,17 @@ def test_unreachable_host_one_line_nothing_started(fleet):
     dead, a = fleet.host("dead"), fleet.host("a")
     assert dead["status"] == "unreachable" and dead["trace"] is None
     assert a["status"] == "not started" and a["recorder_pid"] is None
+    assert fleet.wait_gone() == []
+
+
+def test_host_without_mbrec_fails_its_check(fleet):
+    p = fleet.record("--", "sleep", "1", remote_mbrec=str(fleet.tmp / "no" / "mbrec"))
+    assert p.returncode == 1
+    for name in ("a", "b"):
+        lines = host_lines(p.stderr, name)
+        assert len(lines) == 1 and "check failed" in lines[0] and "--version" in lines[0]
+        assert fleet.host(name)["status"] == "check failed"
+    assert fleet.manifest()["command_start"] is None
     assert fleet.wait_gone() == []
 
 

@@ -26,7 +26,7 @@ class Host:
     user: str | None = None
     port: int | None = None
     mbrec: str = "mbrec"  # the remote mbrec command line, shell words
-    sudo: bool = False    # run the recorder through `sudo -n`
+    sudo: bool = False    # run mbrec through `sudo -n`
     host_name: str | None = None  # the trace header's host name (default: the host's own)
     netns: list = field(default_factory=list)
     ports: list = field(default_factory=list)
@@ -42,6 +42,11 @@ class Host:
         if not words:
             raise MbrecError(f"host {self.name}: the mbrec command is empty")
         return words
+
+    def recorder_words(self) -> list[str]:
+        """The remote mbrec command as it records: through `sudo -n` (never a password
+        prompt) where the ssh user is not root, so sudoers may allow exactly mbrec."""
+        return (["sudo", "-n"] if self.sudo else []) + self.mbrec_words()
 
     def record_filters(self) -> list[str]:
         """This host's own filter options for `mbrec record` (added to the fleet-wide ones)."""

@@ -242,8 +242,7 @@ class Fleet:
         if err:
             r.fail("unreachable", f"ssh {r.host.destination}: {err}")
             return
-        p = r.ssh.run(["sh", "-c", CHECK, "sh", self.remote_dir, *r.host.mbrec_words()],
-                      sudo=r.host.sudo)
+        p = r.ssh.run(["sh", "-c", CHECK, "sh", self.remote_dir, *r.host.recorder_words()])
         before = time.time_ns()
         t = r.ssh.run(["date", "+%s%N"])  # one short round trip: a tight offset bound
         after = time.time_ns()
@@ -270,14 +269,14 @@ class Fleet:
             # the remote clock was read between before and after: the offset lies within
             c["clock_offset_s"] = round((int(t.stdout) - (before + after) / 2) / 1e9, 6)
             c["clock_offset_bound_s"] = round((after - before) / 2e9, 6)
-        words = " ".join(r.host.mbrec_words())
+        words = " ".join(r.host.recorder_words())
         if "version_error" in kv or not kv.get("version"):
             r.fail("check failed", f"`{words} --version` failed there: "
                    f"{kv.get('version_error') or last_line(p.stderr) or 'no output'} "
                    "(install mbrec on the host or name it with --remote-mbrec)")
         elif c["record_check"] not in (None, "ok"):
             r.fail("check failed", f"`{words} record --check`: {c['record_check']}")
-        elif c["record_check"] is None and c["uid"] != 0:
+        elif c["record_check"] is None and c["uid"] != 0 and not r.host.sudo:
             r.fail("check failed", f"recording needs root: log in as root or pass --sudo "
                    f"(the user there has uid {c['uid']})")
         elif c["record_check"] is None and not c["bcc"]:
@@ -297,9 +296,9 @@ class Fleet:
     def _start(self) -> bool:
         for r in self.runs:
             log = open(r.log_path, "ab")
-            words = [*r.host.mbrec_words(), "record", "-o", r.remote_path,
+            words = [*r.host.recorder_words(), "record", "-o", r.remote_path,
                      *self.opts.record_args, *r.host.record_filters()]
-            r.recorder = r.ssh.spawn(words, log, sudo=r.host.sudo)
+            r.recorder = r.ssh.spawn(words, log)
         say(f"starting {len(self.runs)} recorders, waiting for each to record "
             f"(at most {self.opts.start_timeout:.0f} s)")
         deadline = time.monotonic() + self.opts.start_timeout
@@ -419,14 +418,15 @@ class Fleet:
         """Send a signal to a remote process by its pid; False where the host is not reached."""
         if remote.pid is None or r.ssh.connect():
             return False
-        return r.ssh.run(["kill", f"-{sig}", str(remote.pid)], sudo=r.host.sudo,
+        # with --sudo the pid is sudo's, the ssh user's own, and sudo relays INT and TERM
+        return r.ssh.run(["kill", f"-{sig}", str(remote.pid)],
                          timeout=30).returncode != SSH_FAILED
 
     def _alive(self, r: HostRun, remote: Remote) -> bool | None:
         """Whether the remote process still runs; None where the host is not reached."""
         if remote.pid is None or r.ssh.connect():
             return None
-        p = r.ssh.run(["kill", "-0", str(remote.pid)], sudo=r.host.sudo, timeout=30)
+        p = r.ssh.run(["kill", "-0", str(remote.pid)], timeout=30)
         return None if p.returncode == SSH_FAILED else p.returncode == 0
 
     def _stop_recorders(self) -> None:
@@ -485,7 +485,7 @@ class Fleet:
             r.fail("not collected", f"{r.remote_path} is still on {r.host.destination}: {err}")
             return
         p = r.ssh.run(["sh", "-c", 'test -f "$1" || exit 3; sha256sum "$1"; wc -c < "$1"',
-                       "sh", r.remote_path], sudo=r.host.sudo)
+                       "sh", r.remote_path])
         if p.returncode == 3:
             r.fail("no trace", "the recorder wrote no trace")
             return
@@ -510,7 +510,7 @@ class Fleet:
             return
         if not self.opts.keep_remote:
             r.ssh.run(["sh", "-c", 'rm -f "$1"; rmdir "$2" 2>/dev/null; exit 0', "sh",
-                       r.remote_path, self.remote_dir], sudo=r.host.sudo)
+                       r.remote_path, self.remote_dir])
         if not r.failed:
             r.status = "ok"
 

@@ -109,27 +109,25 @@ class Ssh:
         if os.path.exists(self.control):
             self._ctl("exit")
 
-    def argv(self, words: list[str], sudo: bool = False) -> list[str]:
-        words = (["sudo", "-n"] if sudo else []) + list(words)
+    def argv(self, words: list[str]) -> list[str]:
         return ["ssh", *self.options(), "-o", "ControlMaster=no", self.host.destination,
                 remote_command(words)]
 
-    def run(self, words: list[str], *, sudo: bool = False, timeout: float = 60,
-            input: str | None = None) -> subprocess.CompletedProcess:
+    def run(self, words: list[str], *, timeout: float = 60) -> subprocess.CompletedProcess:
         """Run a command to completion; ssh's status is 255 where ssh itself failed."""
         try:
-            return subprocess.run(self.argv(words, sudo), input=input, capture_output=True,
-                                  text=True, start_new_session=True, timeout=timeout,
-                                  stdin=None if input is not None else subprocess.DEVNULL)
+            return subprocess.run(self.argv(words), capture_output=True, text=True,
+                                  stdin=subprocess.DEVNULL, start_new_session=True,
+                                  timeout=timeout)
         except subprocess.TimeoutExpired:
             return subprocess.CompletedProcess(words, SSH_FAILED, "",
                                                f"no answer in {timeout:.0f} s")
 
-    def spawn(self, words: list[str], log, *, sudo: bool = False, stdout="log",
-              echo=None) -> "Remote":
-        """Start a long-running remote process under WRAPPER; its stdout goes to the log
+    def spawn(self, words: list[str], log, *, stdout="log", echo=None) -> "Remote":
+        """Start a long-running remote process under WRAPPER (as the ssh user: a `sudo -n`
+        in words relays the wrapper's signals to its command); its stdout goes to the log
         unless given (None: this process's stdout)."""
-        argv = self.argv(["sh", "-c", WRAPPER, "sh", *words], sudo)
+        argv = self.argv(["sh", "-c", WRAPPER, "sh", *words])
         return Remote(argv, log, log if stdout == "log" else stdout, echo)
 
     def copy_from(self, remote_path: str, local_path: str, timeout: float = 3600) -> str | None:
