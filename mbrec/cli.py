@@ -43,6 +43,8 @@ def cli(ctx, debug):
     \b
     mbrec record -o a.mbrec -- ab -k -c 10 -n 1000 http://b/   (as root, on each host)
     mbrec analyze a.mbrec b.mbrec -o results/
+    mbrec fleet record --hosts a,b -o run/ -- ab -k -n 1000 http://b/   (over ssh, then:)
+    mbrec analyze run/
     mbrec info a.mbrec          mbrec replay a.mbrec | less
     mbrec export a.mbrec b.mbrec -o run.perfetto-trace   (for ui.perfetto.dev)
     mbrec lab run ab            (a reproducible testbed in QEMU)

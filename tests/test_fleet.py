@@ -154,9 +154,11 @@ Host 127.0.0.1
     def host(self, name: str) -> dict:
         return next(h for h in self.manifest()["hosts"] if h["name"] == name)
 
-    def leftovers(self) -> list[str]:
-        """Processes of this test still running: stand-ins, their wrappers, ssh clients."""
-        marks = (str(self.standin), str(self.config), self.tmpdir)
+    def leftovers(self, remote_only: bool = False) -> list[str]:
+        """Processes of this test still running: stand-ins, their wrappers, ssh clients (or
+        only the processes on the "remote" side: stand-ins and wrappers)."""
+        marks = (str(self.standin),) if remote_only else (str(self.standin), str(self.config),
+                                                          self.tmpdir)
         out = []
         for pid in os.listdir("/proc"):
             if not pid.isdigit() or int(pid) == os.getpid():
@@ -169,9 +171,9 @@ Host 127.0.0.1
                 out.append(f"{pid}: {cmd}")
         return out
 
-    def wait_gone(self, timeout=10) -> list[str]:
+    def wait_gone(self, timeout=10, remote_only=False) -> list[str]:
         deadline = time.monotonic() + timeout
-        while (left := self.leftovers()) and time.monotonic() < deadline:
+        while (left := self.leftovers(remote_only)) and time.monotonic() < deadline:
             time.sleep(0.1)
         return left
 
@@ -183,6 +185,11 @@ Host 127.0.0.1
                     p.wait(60)
                 except subprocess.TimeoutExpired:
                     p.kill()
+        for line in self.leftovers():  # what a killed run leaves here: ssh control connections
+            try:
+                os.kill(int(line.split(":")[0]), signal.SIGTERM)
+            except ProcessLookupError:
+                pass
         self.sshd.stop()
         shutil.rmtree(self.tmpdir, ignore_errors=True)
 
@@ -363,6 +370,38 @@ def test_ctrl_c_stops_every_recorder_and_collects(fleet):
         assert h["stopped_by"] == "SIGINT" and h["recorder_exit"] == 0
         assert_collected(fleet, name)
     assert fleet.wait_gone() == []
+
+
+def test_ctrl_c_stops_a_remote_command_and_its_children(fleet):
+    # the COMMAND on b is a shell whose child (a stand-in, to be seen by its path) would
+    # outlive a signal sent to the shell alone
+    child = fleet.tmp / "child.mbrec"
+    proc = fleet.start("--on", "b", "--", "sh", "-c", '"$@"; echo after', "sh",
+                       sys.executable, str(fleet.standin), "record", "-o", str(child))
+    wait_recording(fleet, proc)
+    deadline = time.monotonic() + 30
+    while not child.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(120) == 130, fleet.stderr()
+    assert read_trace(str(child)).clean  # the child got SIGINT and wrote its trailer
+    assert fleet.manifest()["command_exit"] not in (None, 0)
+    for name in ("a", "b"):
+        assert_collected(fleet, name)
+    assert fleet.wait_gone() == []
+
+
+def test_fleet_killed_leaves_no_recorder_running(fleet):
+    proc = fleet.start("--duration", "60")
+    wait_recording(fleet, proc)
+    proc.kill()  # SIGKILL: mbrec cannot stop anything itself
+    proc.wait()
+    # its ssh clients die with it, the channels close, and each host stops its recorder
+    assert fleet.wait_gone(timeout=30, remote_only=True) == []
+    for name in ("a", "b"):
+        trace = read_trace(str(fleet.remote_dir / f"{name}.mbrec"))
+        assert trace.clean and trace.trailer["stop_reason"] == "SIGINT"
+    assert fleet.manifest()["status"] == "running"  # as far as it got
 
 
 def test_lost_connection_mid_run(fleet):

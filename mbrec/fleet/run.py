@@ -416,17 +416,17 @@ class Fleet:
 
     def _signal(self, r: HostRun, remote: Remote, sig: str) -> bool:
         """Send a signal to a remote process by its pid; False where the host is not reached."""
-        if remote.pid is None or r.ssh.connect():
+        if remote.target is None or r.ssh.connect():
             return False
         # with --sudo the pid is sudo's, the ssh user's own, and sudo relays INT and TERM
-        return r.ssh.run(["kill", f"-{sig}", str(remote.pid)],
+        return r.ssh.run(["kill", f"-{sig}", remote.target],
                          timeout=30).returncode != SSH_FAILED
 
     def _alive(self, r: HostRun, remote: Remote) -> bool | None:
         """Whether the remote process still runs; None where the host is not reached."""
-        if remote.pid is None or r.ssh.connect():
+        if remote.target is None or r.ssh.connect():
             return None
-        p = r.ssh.run(["kill", "-0", str(remote.pid)], timeout=30)
+        p = r.ssh.run(["kill", "-0", remote.target], timeout=30)
         return None if p.returncode == SSH_FAILED else p.returncode == 0
 
     def _stop_recorders(self) -> None:

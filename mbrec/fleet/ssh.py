@@ -8,9 +8,11 @@ mbrec, which then stops the remote processes in order, and not the ssh clients t
 
 from __future__ import annotations
 
+import ctypes
 import os
 import re
 import shlex
+import signal
 import subprocess
 import threading
 import time
@@ -19,16 +21,20 @@ from mbrec.fleet.inventory import Host
 
 # Runs a remote process with its stdin cut off and watches the ssh channel instead: a line or
 # end of input (mbrec closes it to stop the process, and so does a lost connection) sends it
-# SIGINT, the signal `mbrec record` stops on cleanly. A shell starts background processes with
-# SIGINT ignored, so the process gets it back at its default where env can do that (coreutils
-# 8.31 or newer): a recorder still compiling then stops too. The markers tell mbrec the pid
-# and how the process ended. POSIX sh, run as `sh -c WRAPPER sh ARGV...`.
+# SIGINT, the signal `mbrec record` stops on cleanly. The process runs in a process group of
+# its own (setsid) so the signal reaches its children too (a COMMAND's, a recorder's). A shell
+# starts background processes with SIGINT ignored, so the process gets it back at its default
+# where env can do that (coreutils 8.31 or newer): a recorder still compiling then stops too.
+# The markers tell mbrec what to signal (-PGID, or a PID without setsid) and how the process
+# ended. POSIX sh, run as `sh -c WRAPPER sh ARGV...`.
 WRAPPER = """exec 3<&0 </dev/null
 if env --default-signal=INT true 2>/dev/null; then set -- env --default-signal=INT "$@"; fi
+g=
+if command -v setsid >/dev/null 2>&1; then set -- setsid "$@"; g=-; fi
 "$@" 3<&- &
 p=$!
-echo "mbrec-fleet: pid $p" >&2
-{ read -r _ <&3; kill -INT "$p" 2>/dev/null; } &
+echo "mbrec-fleet: pid $g$p" >&2
+{ read -r _ <&3; kill -INT "$g$p" 2>/dev/null; } &
 w=$!
 exec 3<&-
 wait "$p"; rc=$?
@@ -36,9 +42,17 @@ kill "$w" 2>/dev/null
 echo "mbrec-fleet: exit $rc" >&2
 exit "$rc"
 """
-PID_LINE = re.compile(r"^mbrec-fleet: pid (\d+)$")
+PID_LINE = re.compile(r"^mbrec-fleet: pid (-?\d+)$")
 EXIT_LINE = re.compile(r"^mbrec-fleet: exit (\d+)$")
 SSH_FAILED = 255  # what ssh exits with when it, not the remote command, failed
+CONTROL_PERSIST = "60s"
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In a child before exec: SIGTERM when mbrec dies, even by SIGKILL, so the ssh channel
+    closes and the host stops the remote process (Linux prctl)."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def remote_command(words: list[str]) -> str:
@@ -81,9 +95,11 @@ class Ssh:
             except FileNotFoundError:
                 pass
             # -f: ssh forks to the background once authenticated, so its exit status says
-            # whether the host is reachable; ControlPersist keeps the connection until `-O exit`.
+            # whether the host is reachable; ControlPersist keeps the connection until `-O exit`
+            # or, should mbrec be killed, until it has been idle for CONTROL_PERSIST.
             p = subprocess.run(["ssh", *self.options(), "-o", "ControlMaster=yes",
-                                "-o", "ControlPersist=yes", "-N", "-f", self.host.destination],
+                                "-o", f"ControlPersist={CONTROL_PERSIST}", "-N", "-f",
+                                self.host.destination],
                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE, text=True, start_new_session=True,
                                timeout=self.connect_timeout + 30)
@@ -166,12 +182,15 @@ class Remote:
     def __init__(self, argv: list[str], log, stdout, echo=None):
         self.log = log
         self.echo = echo
-        self.pid: int | None = None
+        self.pid: int | None = None      # the remote process's
+        self.target: str | None = None   # what kill signals there: -PGID, or the PID
         self.exit_status: int | None = None   # the remote process's, from the wrapper
         self.recording = threading.Event()
         self.lines: list[str] = []
+        # started from the main thread: the death signal follows the thread that forks
         self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=stdout,
-                                     stderr=subprocess.PIPE, start_new_session=True)
+                                     stderr=subprocess.PIPE, start_new_session=True,
+                                     preexec_fn=_die_with_parent)
         self.started = time.time()
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -180,7 +199,7 @@ class Remote:
         for raw in self.proc.stderr:
             line = raw.decode(errors="replace").rstrip("\n")
             if m := PID_LINE.match(line):
-                self.pid = int(m.group(1))
+                self.target, self.pid = m.group(1), abs(int(m.group(1)))
                 continue
             if m := EXIT_LINE.match(line):
                 self.exit_status = int(m.group(1))
