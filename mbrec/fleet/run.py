@@ -140,8 +140,23 @@ def say(msg: str) -> None:
         pass
 
 
+def echo(line: str) -> None:
+    """A remote COMMAND's stderr line, passed on as it is."""
+    try:
+        print(line, file=sys.stderr, flush=True)
+    except (OSError, ValueError):
+        pass
+
+
 def parallel(fn, runs) -> None:
-    threads = [threading.Thread(target=fn, args=(r,), daemon=True) for r in runs]
+    """fn(run) for every host at once; a bug in one host's step fails that host, in run.json."""
+    def guarded(r):
+        try:
+            fn(r)
+        except Exception as e:  # noqa: BLE001 - reported per host, the run goes on
+            r.fail("internal error", f"{fn.__name__}: {type(e).__name__}: {e}")
+
+    threads = [threading.Thread(target=guarded, args=(r,), daemon=True) for r in runs]
     for t in threads:
         t.start()
     for t in threads:
@@ -348,8 +363,7 @@ class Fleet:
         if opts.command and opts.on:
             r = next(r for r in self.runs if r.name == opts.on)
             log = open(os.path.join(opts.run_dir, "logs", "command.log"), "ab")
-            remote = r.ssh.spawn(opts.command, log, stdout=None,
-                                 echo=lambda line: print(line, file=sys.stderr, flush=True))
+            remote = r.ssh.spawn(opts.command, log, stdout=None, echo=echo)
             say(f"running on {opts.on}: {' '.join(opts.command)}")
         elif opts.command:
             say(f"running: {' '.join(opts.command)}")
@@ -385,6 +399,8 @@ class Fleet:
             m["command_exit"] = self._end_local(proc, why)
         elif remote is not None:
             m["command_exit"] = self._end_remote_command(remote, why)
+            remote.log.close()
+            m["command_log"] = "logs/command.log"  # its stderr (stdout was passed on)
         m["command_end"] = manifest.now_iso()
         m["stop_reason"] = why
         if m["command_exit"] not in (None, 0):
@@ -515,6 +531,9 @@ class Fleet:
             r.status = "ok"
 
     def _finish(self) -> None:
+        for r in self.runs:
+            if r.recorder is not None:
+                r.recorder.log.close()
         m = self.manifest
         m["stop"] = m["stop"] or manifest.now_iso()
         if self.stop.why:

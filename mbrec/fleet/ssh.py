@@ -97,12 +97,16 @@ class Ssh:
             # -f: ssh forks to the background once authenticated, so its exit status says
             # whether the host is reachable; ControlPersist keeps the connection until `-O exit`
             # or, should mbrec be killed, until it has been idle for CONTROL_PERSIST.
-            p = subprocess.run(["ssh", *self.options(), "-o", "ControlMaster=yes",
-                                "-o", f"ControlPersist={CONTROL_PERSIST}", "-N", "-f",
-                                self.host.destination],
-                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, text=True, start_new_session=True,
-                               timeout=self.connect_timeout + 30)
+            timeout = self.connect_timeout + 30
+            try:
+                p = subprocess.run(["ssh", *self.options(), "-o", "ControlMaster=yes",
+                                    "-o", f"ControlPersist={CONTROL_PERSIST}", "-N", "-f",
+                                    self.host.destination],
+                                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.PIPE, text=True, start_new_session=True,
+                                   timeout=timeout)
+            except subprocess.TimeoutExpired:
+                return f"no login within {timeout} s"
             if p.returncode != 0:
                 return last_line(p.stderr) or f"ssh exited with status {p.returncode}"
             return None
@@ -112,14 +116,13 @@ class Ssh:
             return False
         return self._ctl("check").returncode == 0
 
-    def master_pid(self) -> int | None:
-        m = re.search(r"pid=(\d+)", self._ctl("check").stderr)
-        return int(m.group(1)) if m else None
-
-    def _ctl(self, op: str):
-        return subprocess.run(["ssh", *self.options(), "-O", op, self.host.destination],
-                              stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                              start_new_session=True, timeout=30)
+    def _ctl(self, op: str) -> subprocess.CompletedProcess:
+        argv = ["ssh", *self.options(), "-O", op, self.host.destination]
+        try:
+            return subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True,
+                                  text=True, start_new_session=True, timeout=30)
+        except subprocess.TimeoutExpired:
+            return subprocess.CompletedProcess(argv, SSH_FAILED, "", "no answer")
 
     def close(self) -> None:
         if os.path.exists(self.control):

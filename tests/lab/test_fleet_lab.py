@@ -8,6 +8,7 @@ Under TCG nothing here asserts a timing: structure, counts, and the delay netem 
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from labutil import lab, vm_skip_reason
@@ -19,6 +20,7 @@ if vm_skip_reason():
     pytestmark = [pytest.mark.lab, pytest.mark.skip(reason=vm_skip_reason())]
 
 DELAY_NS = 5_000_000  # the scenario's netem, each way
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +60,14 @@ def test_fleet_run_directory_analysed_with_packet_clocks(fleet_run):
     assert p.returncode == 0, p.stderr[-2000:]
     report = json.loads(p.stdout)
     assert sorted(h["host"] for h in report["hosts"]) == ["a", "b"]
+    # the same results as the two-vm scenario's own recording (its committed fixture): every
+    # latency, and one server-side request latency per ab request
+    two_vm = json.loads((FIXTURES / "two-vm" / "golden-report.json").read_text())
+    ours = {h["host"]: h["latencies"] for h in report["hosts"]}
+    for h in two_vm["hosts"]:
+        assert set(ours[h["host"]]) == set(h["latencies"]), h["host"]
+    for name in ("L_TCP_2", "L_APP_2"):
+        assert ours["b"][name]["count"] == 1000
     cross = report["cross_host"]
     (pair,) = cross["alignment"]["pairs"]
     assert pair["method"] == "packets" and pair["quality"] == "accurate"
