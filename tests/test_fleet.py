@@ -24,14 +24,15 @@ from pathlib import Path
 
 import pytest
 
+from mbrec.errors import MbrecError
+from mbrec.fleet import inventory, manifest
 from mbrec.trace.reader import read_trace
 
 SSHD = "/usr/sbin/sshd"
 STANDIN = Path(__file__).with_name("fleet_standin.py")
 
-pytestmark = pytest.mark.skipif(
-    not (os.path.exists(SSHD) and shutil.which("ssh-keygen") and os.geteuid() == 0),
-    reason="needs root and openssh-server (apt-get install openssh-server)")
+NO_SSHD = None if (os.path.exists(SSHD) and shutil.which("ssh-keygen") and os.geteuid() == 0) \
+    else "needs root and openssh-server (apt-get install openssh-server)"
 
 
 def free_port() -> int:
@@ -196,6 +197,8 @@ Host 127.0.0.1
 
 @pytest.fixture
 def fleet(tmp_path):
+    if NO_SSHD:
+        pytest.skip(NO_SSHD)
     f = Fleet(tmp_path)
     yield f
     f.stop()
@@ -445,3 +448,51 @@ def test_bad_arguments_are_one_line(fleet, tmp_path):
     p = fleet.record("--", "true")
     assert p.returncode == 2 and "not an empty directory" in p.stderr
     assert (fleet.run_dir / "keep.txt").read_text() == "mine"
+
+
+def test_host_names_from_ssh_destinations():
+    assert [inventory.name_of(d) for d in ("a", "root@10.0.0.1", "ssh://alice@web:2222",
+                                           "bob@[fe80::1]:22", "h:22")] == \
+        ["a", "10.0.0.1", "web", "fe80__1", "h"]
+    hosts = inventory.from_list("root@x, y ,", "sudo-less mbrec", False)
+    assert [(h.name, h.destination) for h in hosts] == [("x", "root@x"), ("y", "y")]
+    assert hosts[0].mbrec_words() == ["sudo-less", "mbrec"]
+    assert inventory.Host("z", "z", sudo=True).recorder_words() == ["sudo", "-n", "mbrec"]
+
+
+def test_inventory_defaults_and_host_values(tmp_path):
+    f = tmp_path / "hosts.toml"
+    f.write_text('''[defaults]
+user = "alice"
+sudo = true
+ports = 80
+[hosts.web]
+destination = "10.0.0.1"
+port = 2222
+netns = ["web"]
+[hosts.client]
+ports = [443, 8080]
+''')
+    web, client = inventory.from_file(str(f), None, False)
+    assert (web.name, web.destination, web.user, web.port, web.sudo) == \
+        ("web", "10.0.0.1", "alice", 2222, True)
+    assert web.record_filters() == ["--netns", "web", "--port", "80"]
+    assert (client.destination, client.ports, client.mbrec) == ("client", [443, 8080], "mbrec")
+    f.write_text("[hosts.a]\nport = \"22\"\n")
+    with pytest.raises(MbrecError, match="port must be an integer"):
+        inventory.from_file(str(f), None, False)
+
+
+def test_run_directory_expands_to_its_collected_traces(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    with pytest.raises(MbrecError, match="without run.json"):
+        manifest.expand([str(run)])
+    (run / "a.mbrec").write_bytes(b"")
+    manifest.write(str(run), {"format": manifest.FORMAT, "status": "failed", "hosts": [
+        {"name": "a", "trace": "a.mbrec", "status": "ok"},
+        {"name": "b", "trace": None, "status": "unreachable"}]})
+    warnings = []
+    assert manifest.expand([str(run), "x.mbrec"], warnings.append) == \
+        [str(run / "a.mbrec"), "x.mbrec"]
+    assert len(warnings) == 1 and "host b has no trace (unreachable" in warnings[0]

@@ -76,7 +76,7 @@ def command(traces, outdir, per_flow, no_plots, as_json, clock, reference, clock
 
     from mbrec.fleet.manifest import expand
     say = _progress(quiet or as_json)
-    traces = expand(traces)  # a run directory of `mbrec fleet record`: its traces
+    traces = expand(traces, say)  # a run directory of `mbrec fleet record`: its traces
     for path in traces:
         if not os.path.exists(path):
             raise MbrecError(f"{path}: no such file")

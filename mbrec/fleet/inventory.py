@@ -14,6 +14,7 @@ from mbrec.errors import MbrecError
 HOST_KEYS = {"destination": str, "user": str, "port": int, "mbrec": str, "sudo": bool,
              "host_name": str, "netns": list, "ports": list, "addrs": list, "cgroup": str,
              "ssh_options": list}
+TYPE_NAMES = {str: "a string", int: "an integer", bool: "true or false", list: "a list"}
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 
 
@@ -110,7 +111,7 @@ def _typed(table: dict, where: str) -> dict:
         if want is list and not isinstance(value, list):
             value = [value]
         if not isinstance(value, want) or (want is int and isinstance(value, bool)):
-            raise MbrecError(f"{where}: {key} must be a {want.__name__}, not {value!r}")
+            raise MbrecError(f"{where}: {key} must be {TYPE_NAMES[want]}, not {value!r}")
         out[key] = value
     return out
 

@@ -46,11 +46,17 @@ def read(run_dir: str) -> dict:
     return data
 
 
-def traces_of_run(run_dir: str) -> list[str]:
-    """The traces a run directory holds, in the manifest's host order."""
+def traces_of_run(run_dir: str, warn=None) -> list[str]:
+    """The traces a run directory holds, in the manifest's host order; warn(line) for each
+    host without one."""
     data = read(run_dir)
-    paths = [os.path.join(run_dir, h["trace"]) for h in data.get("hosts", ())
-             if h.get("trace")]
+    paths = []
+    for h in data.get("hosts", ()):
+        if h.get("trace"):
+            paths.append(os.path.join(run_dir, h["trace"]))
+        elif warn is not None:
+            warn(f"{run_dir}: host {h.get('name')} has no trace ({h.get('status')}; "
+                 f"see {MANIFEST})")
     if not paths:
         raise MbrecError(f"{run_dir}: the run collected no trace (see {MANIFEST}: "
                          f"status {data.get('status')!r})")
@@ -60,9 +66,9 @@ def traces_of_run(run_dir: str) -> list[str]:
     return paths
 
 
-def expand(paths) -> list[str]:
+def expand(paths, warn=None) -> list[str]:
     """Trace arguments with every run directory replaced by its traces."""
     out = []
     for p in paths:
-        out += traces_of_run(p) if os.path.isdir(p) else [p]
+        out += traces_of_run(p, warn) if os.path.isdir(p) else [p]
     return out
