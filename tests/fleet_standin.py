@@ -7,6 +7,7 @@ it prints the "recording on HOST" line, writes a real trace through mbrec's Trac
 (synthetic packet events, clock anchors), and on SIGINT, SIGTERM or SIGHUP writes the trailer
 and exits 0. Options before the subcommand make it misbehave the way a recorder can:
 
+  --start-delay S      wait S seconds before recording (as the recorder compiles its BPF)
   --fail-start MSG     exit 2 with `mbrec: error: MSG` before recording
   --exit-after S       exit 1 after S seconds of recording, without a trailer (a crash)
   --ignore-sigint      ignore SIGINT (a recorder that hangs on stop)
@@ -29,6 +30,7 @@ def main() -> int:
     p = argparse.ArgumentParser(prog="mbrec")
     p.add_argument("--version", action="store_true")
     p.add_argument("--fail-start")
+    p.add_argument("--start-delay", type=float, default=0.0)
     p.add_argument("--exit-after", type=float)
     p.add_argument("--ignore-sigint", action="store_true")
     sub = p.add_subparsers(dest="cmd")
@@ -46,6 +48,7 @@ def main() -> int:
     if args.check:
         print("mbrec: record --check: ok (test stand-in)", file=sys.stderr)
         return 0
+    time.sleep(args.start_delay)  # signals at their defaults, as in the recorder's compile
     if args.fail_start:
         print(f"mbrec: error: {args.fail_start}", file=sys.stderr)
         return 2

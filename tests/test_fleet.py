@@ -140,10 +140,10 @@ Host 127.0.0.1
         return subprocess.run(self.args(*extra, **kw), capture_output=True, text=True,
                               timeout=timeout, env=self.env)
 
-    def start(self, *extra):
+    def start(self, *extra, **kw):
         """A fleet run in the background, its stderr in a file (stopped at the test's end)."""
         err = open(self.tmp / "fleet.err", "w")
-        self.procs.append(subprocess.Popen(self.args(*extra), stderr=err, env=self.env))
+        self.procs.append(subprocess.Popen(self.args(*extra, **kw), stderr=err, env=self.env))
         return self.procs[-1]
 
     def stderr(self) -> str:
@@ -322,6 +322,35 @@ mbrec = "{fleet.mbrec('--fail-start', 'this kernel has no BTF')}"
     # a was recording or about to: stopped, and what it wrote collected
     a = fleet.host("a")
     assert a["status"] in ("ok", "start aborted") and a["stopped_by"] == "SIGINT"
+    assert fleet.wait_gone() == []
+
+
+def test_recorder_not_recording_in_time(fleet):
+    p = fleet.record("--start-timeout", "2", "--", "sleep", "1",
+                     remote_mbrec=fleet.mbrec("--start-delay", "60"))
+    assert p.returncode == 1
+    for name in ("a", "b"):
+        lines = host_lines(p.stderr, name)
+        assert len(lines) == 1 and "not recording after 2 s" in lines[0], p.stderr
+        h = fleet.host(name)
+        assert h["status"] == "start failed" and h["trace"] is None
+        assert h["stopped_by"] == "SIGINT"  # it stopped while it "compiled"
+    assert fleet.manifest()["command_start"] is None
+    assert fleet.wait_gone() == []
+
+
+def test_ctrl_c_while_the_recorders_start(fleet):
+    proc = fleet.start("--", "true", remote_mbrec=fleet.mbrec("--start-delay", "60"))
+    deadline = time.monotonic() + 60
+    while "starting 2 recorders" not in fleet.stderr() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(1)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(120) == 130, fleet.stderr()
+    m = fleet.manifest()
+    assert m["status"] == "interrupted" and m["command_start"] is None
+    for name in ("a", "b"):
+        assert fleet.host(name)["status"] == "start aborted"
     assert fleet.wait_gone() == []
 
 
