@@ -237,7 +237,7 @@ def test_two_hosts_recorded_collected_and_analysed(fleet):
         assert_collected(fleet, name)
         # the stand-in keeps the arguments it was given: the recorder got the options
         assert read_trace(str(fleet.run_dir / h["trace"])).header["options"]["args"] == \
-            ["--port", "80"]
+            ["--port", "80"]  # (--host-name, which the stand-in reads, is NAME)
     assert not fleet.remote_dir.exists()  # verified copies leave nothing behind
     assert fleet.wait_gone() == []
     a = subprocess.run([sys.executable, "-m", "mbrec", "analyze", str(fleet.run_dir), "-q",
@@ -505,7 +505,7 @@ ports = [443, 8080]
     web, client = inventory.from_file(str(f), None, False)
     assert (web.name, web.destination, web.user, web.port, web.sudo) == \
         ("web", "10.0.0.1", "alice", 2222, True)
-    assert web.record_filters() == ["--netns", "web", "--port", "80"]
+    assert web.record_filters() == ["--netns", "web", "--port", "80", "--host-name", "web"]
     assert (client.destination, client.ports, client.mbrec) == ("client", [443, 8080], "mbrec")
     f.write_text("[hosts.a]\nport = \"22\"\n")
     with pytest.raises(MbrecError, match="port must be an integer"):

@@ -28,7 +28,7 @@ class Host:
     port: int | None = None
     mbrec: str = "mbrec"  # the remote mbrec command line, shell words
     sudo: bool = False    # run mbrec through `sudo -n`
-    host_name: str | None = None  # the trace header's host name (default: the host's own)
+    host_name: str | None = None  # the trace header's host name (default: name)
     netns: list = field(default_factory=list)
     ports: list = field(default_factory=list)
     addrs: list = field(default_factory=list)
@@ -60,9 +60,9 @@ class Host:
             out += ["--addr", str(a)]
         if self.cgroup:
             out += ["--cgroup", self.cgroup]
-        if self.host_name:
-            out += ["--host-name", self.host_name]
-        return out
+        # the trace's host name is the fleet's name for the host, unique in the run and the
+        # trace file's name, unless told otherwise (cloned hosts often share a hostname)
+        return out + ["--host-name", self.host_name or self.name]
 
     def to_json(self) -> dict:
         return {k: getattr(self, k) for k in ("name", "destination", "user", "port", "mbrec",
