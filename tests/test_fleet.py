@@ -423,6 +423,18 @@ def test_ctrl_c_stops_a_remote_command_and_its_children(fleet):
     assert fleet.wait_gone() == []
 
 
+def test_ctrl_c_is_the_normal_end_without_command_or_duration(fleet):
+    proc = fleet.start()
+    wait_recording(fleet, proc)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(120) == 0, fleet.stderr()
+    m = fleet.manifest()
+    assert m["status"] == "ok" and m["stop_reason"] == "SIGINT" and m["command"] == []
+    for name in ("a", "b"):
+        assert_collected(fleet, name)
+    assert fleet.wait_gone() == []
+
+
 def test_fleet_killed_leaves_no_recorder_running(fleet):
     proc = fleet.start("--duration", "60")
     wait_recording(fleet, proc)

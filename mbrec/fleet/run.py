@@ -114,6 +114,7 @@ class StopFlag:
 
     def __init__(self):
         self.why: str | None = None
+        self.expected = False  # the run was to last until a signal
         self._old = {}
 
     def __enter__(self):
@@ -395,6 +396,9 @@ class Fleet:
                         say(f"{r.name}: {r.status}: {r.errors[-1]}")
                         why = "recorder ended"
                 time.sleep(0.1)
+        if why == "interrupted" and not opts.command and opts.duration is None:
+            why = self.stop.why  # "until Ctrl-C": the stop that was asked for
+            self.stop.expected = True
         if proc is not None:
             m["command_exit"] = self._end_local(proc, why)
         elif remote is not None:
@@ -536,7 +540,7 @@ class Fleet:
                 r.recorder.log.close()
         m = self.manifest
         m["stop"] = m["stop"] or manifest.now_iso()
-        if self.stop.why:
+        if self.stop.why and not self.stop.expected:
             m["status"] = "interrupted"
             m["errors"].append(f"interrupted by {self.stop.why}")
         elif any(r.failed or r.status != "ok" for r in self.runs) or \
