@@ -26,6 +26,7 @@ import pytest
 
 from mbrec.errors import MbrecError
 from mbrec.fleet import inventory, manifest
+from mbrec.fleet.ssh import Ssh
 from mbrec.trace.reader import read_trace
 
 SSHD = "/usr/sbin/sshd"
@@ -432,6 +433,23 @@ def test_ctrl_c_is_the_normal_end_without_command_or_duration(fleet):
     assert m["status"] == "ok" and m["stop_reason"] == "SIGINT" and m["command"] == []
     for name in ("a", "b"):
         assert_collected(fleet, name)
+    assert fleet.wait_gone() == []
+
+
+def test_a_stop_right_after_the_start_reaches_the_process(fleet):
+    # the channel's input ends at once: the stop may come before the process has its group
+    ssh = Ssh(inventory.Host("a", "a"), fleet.tmpdir, str(fleet.config))
+    assert ssh.connect() is None
+    try:
+        for i in range(3):
+            with open(fleet.tmp / f"log{i}", "wb") as log:
+                rec = ssh.spawn([sys.executable, str(fleet.standin), "--start-delay", "60",
+                                 "record", "-o", str(fleet.tmp / f"{i}.mbrec")], log)
+                rec.stop()
+                assert rec.wait(30)
+            assert rec.exit_status not in (None, 0) and rec.target.startswith("-")
+    finally:
+        ssh.close()
     assert fleet.wait_gone() == []
 
 
