@@ -1,11 +1,17 @@
 # Shared commands. The README's two commands are `make demo` and `make check`; .ci/run runs
 # `make check`. Both install what they need first (as root: apt-get and pip).
 PYTHON ?= python3
+# chromium: the report.html browser test; python3-bpfcc and linux-headers-amd64 (any Debian
+# kernel's: BCC compiles its helpers against a header tree, mbrec reads kernel structs at BTF
+# offsets), apache2, ab and iperf3: native recording on this machine's kernel
+# (tests/test_native_record.py, make bench-native); openssh-server: the sshd that the fleet tests
+# log in to (tests/test_fleet.py).
 APT_PACKAGES = qemu-system-x86 debootstrap e2fsprogs gcc libc6-dev make ca-certificates \
-	chromium chromium-driver fonts-liberation openssh-server
+	chromium chromium-driver fonts-liberation \
+	python3-bpfcc linux-headers-amd64 iproute2 apache2 apache2-utils iperf3 openssh-server
 DEMO_DIR ?= out/demo
 
-.PHONY: setup demo check test test-fast bench bench-large bench-lab fixtures goldens clean
+.PHONY: setup demo check test test-fast fuzz bench bench-large bench-scale bench-lab bench-native fixtures goldens clean
 
 setup:
 	@if [ "$$(id -u)" != 0 ]; then echo "make setup: run as root (it installs Debian packages)"; exit 1; fi
@@ -34,6 +40,12 @@ test:
 test-fast:
 	$(PYTHON) -m pytest -q -m "not lab"
 
+# The trace fuzzer's long run (tests/fuzz_long.py; its figures are in docs/robustness.md):
+# structure-aware and byte-level cases through info, replay and analyze, about 25 minutes.
+FUZZ_CASES ?= 100000
+fuzz:
+	$(PYTHON) tests/fuzz_long.py --cases $(FUZZ_CASES)
+
 # Benchmarks (docs/performance.md has the results and the machine): `make bench` runs the
 # host-native ones (trace I/O, analyzer against a dictionary matcher, clock alignment, Perfetto
 # export and report.html; minutes);
@@ -51,10 +63,24 @@ bench:
 bench-large:
 	$(PYTHON) bench/analyze.py --copies 4000 --large
 
+# The partitioned analysis at scale: two hosts, 200 M events (generated a slice at a time),
+# analysed serially, in 2 local processes and on a 2-worker Dask LocalCluster, L_NET included;
+# about 25 GB of spill space in $TMPDIR and an hour.
+bench-scale:
+	$(PYTHON) bench/scale.py --events 200e6 --modes serial,jobs2,dask2
+
 bench-lab: setup
 	rm -rf $(BENCH_DIR)/overhead
 	mbrec lab run -o $(BENCH_DIR)/overhead --timeout 3600 -- sh /mnt/src/bench/overhead.sh 10000 4 10
 	$(PYTHON) bench/overhead_report.py $(BENCH_DIR)/overhead/overhead.jsonl
+
+# Recording overhead on this machine's real CPUs (root, a few minutes): ab and iperf3 through the
+# native namespace testbed with no recording, mbrec --attach tracepoint (packets and flows, and
+# packets only) and the MicroBPF-style baseline on the same tracepoints, interleaved and rotated.
+bench-native: setup
+	rm -rf $(BENCH_DIR)/native
+	$(PYTHON) bench/native_overhead.py -o $(BENCH_DIR)/native
+	$(PYTHON) bench/overhead_report.py $(BENCH_DIR)/native/overhead.jsonl
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache

@@ -708,40 +708,82 @@ def realtime_offsets(clocks: list[dict]) -> tuple[np.ndarray, np.ndarray, np.nda
     return mono[order], off[order], unc[order]
 
 
+def _inverse_of_increasing(v, xp, fp):
+    """The inverse at v of the piecewise-linear x -> f through (xp, fp), fp increasing.
+    Beyond the first and last anchor the end segments go on (a drift is assumed to continue;
+    with a single anchor, the offset is constant)."""
+    out = np.interp(v, fp, xp)
+    lo_m = hi_m = 1.0
+    if len(xp) > 1:
+        if fp[1] > fp[0]:
+            lo_m = (xp[1] - xp[0]) / (fp[1] - fp[0])
+        if fp[-1] > fp[-2]:
+            hi_m = (xp[-1] - xp[-2]) / (fp[-1] - fp[-2])
+    out = np.where(v < fp[0], xp[0] + lo_m * (v - fp[0]), out)
+    return np.where(v > fp[-1], xp[-1] + hi_m * (v - fp[-1]), out)
+
+
+def _simplify(x: np.ndarray, y: np.ndarray, tol: float) -> np.ndarray:
+    """Indices of the knots of a polyline that keep every dropped knot within tol (ns)."""
+    keep, i = [0], 0
+    for j in range(2, len(x)):
+        m = (y[j] - y[i]) / (x[j] - x[i])
+        inner = slice(i + 1, j)
+        if np.max(np.abs(y[i] + m * (x[inner] - x[i]) - y[inner])) > tol:
+            keep.append(j - 1)
+            i = j - 1
+    if len(x) > 1:
+        keep.append(len(x) - 1)
+    return np.array(keep, dtype=np.int64)
+
+
 def realtime_pair(from_host, to_host, clocks_from, clocks_to) -> PairAlignment | None:
     """B's clock from A's through both hosts' CLOCK_REALTIME anchors (trusts NTP/PTP).
 
-    Between anchors the realtime-monotonic offset is interpolated linearly, so an NTP step
-    recorded between two anchors becomes a ramp; with one anchor it is a constant.
+    Each host's realtime reading is interpolated linearly between its own anchors (so an NTP
+    step recorded between two anchors becomes a ramp, and a monotonic clock that drifts against
+    realtime is followed): the two hosts agree on realtime, R_A(t_A) = R_B(t_B), so
+    t_B = R_B^-1(R_A(t_A)). That is piecewise linear with a knot at every anchor of either
+    host; it is evaluated exactly at those knots, so the answer is the same function whichever
+    host comes first (and exactly its inverse when they are swapped). The interval is the
+    anchors' read uncertainty: an estimate, not a guarantee.
     """
     ma, oa, ua = realtime_offsets(clocks_from)
     mb, ob, ub = realtime_offsets(clocks_to)
     if len(ma) == 0 or len(mb) == 0:
         return None
-    t0a = int(ma[0])
-    t0b = int(mb[0])
-    # t_B = t_A + offA(t_A) - offB(t_B): one line per A-anchor interval (offB taken at its median;
-    # both monotonic clocks are slewed alike by NTP, so offsets change only at steps)
-    knots = (ma - t0a).astype(np.float64)
-    offa = (oa - oa[0]).astype(np.float64)
-    offb = float(np.median(ob - ob[0]))
-    base = float((oa[0] - ob[0]) + (t0a - t0b))
+    t0a, t0b = int(ma[0]), int(mb[0])
+    # centred: x = t_A - t0a, y = t_B - t0b; each host's realtime relative to one shared origin
+    xa = (ma - t0a).astype(np.float64)
+    ra = xa + (oa - oa[0]).astype(np.float64)
+    xb = (mb - t0b).astype(np.float64)
+    rb = xb + (ob - ob[0]).astype(np.float64) - float((oa[0] + t0a) - (ob[0] + t0b))
+    # a realtime step backwards between two anchors: the clock is taken to have held still
+    ra, rb = np.maximum.accumulate(ra), np.maximum.accumulate(rb)
+    knots_r = np.unique(np.concatenate([ra, rb]))
+    kx = _inverse_of_increasing(knots_r, xa, ra)
+    ky = _inverse_of_increasing(knots_r, xb, rb)
+    kx, first = np.unique(kx, return_index=True)
+    ky = ky[first]
+    keep = _simplify(kx, ky, tol=1.0)
+    kx, ky = kx[keep], ky[keep]
     unc = 0.5 * float(np.max(ua) + np.max(ub))
-    fits = []
-    if len(knots) == 1:
-        slopes, icpts, starts = [1.0], [base - offb], [-np.inf]
+    if len(kx) == 1:
+        slopes, icpts, starts = np.array([1.0]), np.array([ky[0] - kx[0]]), [-np.inf]
     else:
-        slopes = 1.0 + np.diff(offa) / np.maximum(np.diff(knots), 1.0)
-        icpts = base - offb + offa[:-1] - (slopes - 1.0) * knots[:-1]
-        starts = np.r_[-np.inf, knots[1:-1]]
-    for m, c in zip(np.atleast_1d(slopes), np.atleast_1d(icpts)):
-        fits.append(LineFit(float(m), float(c), float(m), float(m),
-                            Envelope.of([m], [c - unc], False), Envelope.of([m], [c + unc], True),
-                            "approximate", note="trusts the hosts' CLOCK_REALTIME (NTP/PTP): "
-                            "the bound is the anchors' read uncertainty only, not a guarantee"))
+        slopes = np.diff(ky) / np.diff(kx)
+        icpts = ky[:-1] - slopes * kx[:-1]
+        starts = np.r_[-np.inf, kx[1:-1]]
+    fits = [LineFit(float(m), float(c), float(m), float(m),
+                    Envelope.of([m], [c - unc], False), Envelope.of([m], [c + unc], True),
+                    "approximate", note="trusts the hosts' CLOCK_REALTIME (NTP/PTP): the "
+                    "interval is the anchors' read uncertainty only, an estimate, not a "
+                    "guarantee")
+            for m, c in zip(slopes, icpts)]
     return PairAlignment(from_host, to_host, "realtime", t0a, t0b,
                          np.asarray(starts, dtype=np.float64), fits,
-                         note="CLOCK_REALTIME anchors, not a guaranteed bound")
+                         note=f"CLOCK_REALTIME anchors ({len(ma)} + {len(mb)}), an estimate, "
+                              "not a guaranteed bound")
 
 
 def causality_check(pair: PairAlignment, s_ab, r_ab, s_ba, r_ba) -> dict:
@@ -956,7 +998,9 @@ def fit_alignment(sources: list[ClockSource], hosts: list[str], constraints: dic
                 if rt is None:
                     raise MbrecError(f"--clock realtime: {si.path if not si.clocks else sj.path} "
                                      "has no clock anchors: use --clock packets")
-                rt.causality = causality_check(rt, *c.need_points("--clock realtime"))
+                s_ab, r_ab, s_ba, r_ba = c.need_points("--clock realtime")
+                rt.causality = causality_check(rt, s_ab, r_ab, s_ba, r_ba)
+                rt.fits[0].n_fwd, rt.fits[0].n_bwd = len(s_ab), len(s_ba)  # frames checked
                 if not rt.causality["ok"]:
                     worst = max(rt.causality["from_to"]["worst_violation_ns"],
                                 rt.causality["to_from"]["worst_violation_ns"])

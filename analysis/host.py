@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from mbrec.analysis import app as app_mod
+from mbrec.analysis.coverage import ABSENT, coverage
 from mbrec.analysis.latency import samples
 from mbrec.analysis.packets import FlowTable, PacketTable, packet_table, prepare
 
@@ -25,6 +26,7 @@ class HostResult:
     warnings: list = field(default_factory=list)
     clean: bool = True
     flow_ids: dict = field(default_factory=dict)  # schema -> (flow, local endpoint) per event
+    coverage: dict | None = None  # what the probe set splits (analysis/coverage.py)
 
 
 def analyze_host(trace) -> HostResult:
@@ -37,15 +39,17 @@ def analyze_host(trace) -> HostResult:
     app = app_mod.app_latency(table, pieces)
     sndbuf = app_mod.send_buffer_wait(table, events, prep)
     rcvq = app_mod.receive_queue_wait(table, events, prep)
-    s, neg = samples(table, app, sndbuf, rcvq)
-    exact = float(pieces["exact"].mean()) if len(pieces["exact"]) else 1.0
     header = trace.header or {}
+    cov = coverage(header)
+    s, neg = samples(table, app, sndbuf, rcvq, stack=cov is not None and
+                     cov["latencies"]["L_STACK_2"]["status"] != ABSENT)
+    exact = float(pieces["exact"].mean()) if len(pieces["exact"]) else 1.0
     return HostResult(host=str(header.get("host", "?")), path=trace.path,
                       boot_id=str(header.get("boot_id", "")), table=table, samples=s,
                       negative=neg, copies_exact=exact,
                       events={k: int(len(v)) for k, v in trace.events.items()},
                       lost=dict(trace.lost or {}), warnings=list(trace.warnings),
-                      clean=trace.clean, flow_ids=prep.ids)
+                      clean=trace.clean, flow_ids=prep.ids, coverage=cov)
 
 
 @dataclass
@@ -69,3 +73,4 @@ class HostSummary:
     events: dict = field(default_factory=dict)
     lost: dict = field(default_factory=dict)
     warnings: list = field(default_factory=list)
+    coverage: dict | None = None  # what the probe set splits (analysis/coverage.py)

@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from mbrec.analysis.coverage import STACK_NAMES, stack_samples
+
 NAMES = ["L_TCP_1", "L_IP_1", "L_NIC_1", "L_NIC_2", "L_IP_2", "L_TCP_2", "L_APP_2",
          "L_TCP_3", "L_IP_3", "L_NIC_3", "L_NIC_4", "L_IP_4", "L_TCP_4", "L_APP_1",
-         "W_SND_1", "W_SND_3", "W_RCV_2", "W_RCV_4"]
+         "W_SND_1", "W_SND_3", "W_RCV_2", "W_RCV_4", *STACK_NAMES]
 NAME_ID = {n: i for i, n in enumerate(NAMES)}
 # (host is client, direction 0=send/1=receive) -> index used in the name
 _INDEX = {(True, 0): 1, (True, 1): 4, (False, 1): 2, (False, 0): 3}
@@ -35,6 +37,7 @@ PROBES_OF["L_APP_1"] = PROBES_OF["L_APP_2"] = ["skb_copy_datagram_iter", "tcp_re
                                                "tcp_transmit_skb"]
 PROBES_OF["W_SND_1"] = PROBES_OF["W_SND_3"] = ["tcp_sendmsg", "tcp_transmit_skb"]
 PROBES_OF["W_RCV_2"] = PROBES_OF["W_RCV_4"] = ["tcp_v4_rcv", "tcp_recvmsg"]
+PROBES_OF["L_STACK_2"] = PROBES_OF["L_STACK_4"] = ["ip_rcv", "skb_copy_datagram_iter"]
 
 QUANTILES = (0.5, 0.9, 0.99, 0.999)
 
@@ -45,11 +48,12 @@ def _acts_as_client(flows, flow: np.ndarray, actor: np.ndarray) -> np.ndarray:
     return flows.client[flow] == actor
 
 
-def samples(table, app: dict, sndbuf: dict, rcvq: dict) -> tuple[dict, int]:
+def samples(table, app: dict, sndbuf: dict, rcvq: dict, stack: bool = False) -> tuple[dict, int]:
     """All latency samples of one host as columns: name id, flow, t (start), value (ns), row.
 
     Returns (samples, number of negative values dropped: these mean a mismatch or a clock step
-    and are reported, never averaged in).
+    and are reported, never averaged in). stack: also L_STACK_2/4, for a recording without
+    tcp_v4_rcv.
     """
     rows, flows = table.pkt, table.flows
     parts = []
@@ -67,6 +71,10 @@ def samples(table, app: dict, sndbuf: dict, rcvq: dict) -> tuple[dict, int]:
             num = np.where(client[idx], _INDEX[(True, direction)], _INDEX[(False, direction)])
             name = np.array([NAME_ID[f"L_{layer}_{k}"] for k in (1, 2, 3, 4)])[num - 1]
             parts.append((name, rows["flow"][idx], ts[idx, a], ts[idx, b] - ts[idx, a], idx))
+    if stack:  # recorded without tcp_v4_rcv: the receive IP+TCP span (analysis/coverage.py)
+        part = stack_samples(table, client, NAME_ID)
+        if part is not None:
+            parts.append(part)
     # receive NIC layer: per wire frame, to the ip_rcv of the skb it was merged into
     w = table.wire
     fr = np.nonzero((w["direction"] == 1) & (w["row"] >= 0))[0]

@@ -70,6 +70,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from mbrec.events import CONSTANTS, PROBE_IDS, RECV_PROBES, SEND_PROBES
+from mbrec.analysis.flowid import address_words, mix
 from mbrec.analysis.join import NONE, group_ids, grouped_cummax_before, stab, unwrap32
 
 PACKET_TABLE_VERSION = 1
@@ -154,29 +155,10 @@ class PacketTable:
         return len(self.pkt["flow"])
 
 
-def _words(addr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The two little-endian 64-bit words of (n, 16) address bytes, without copying."""
-    w = addr.view("<u8") if addr.ndim == 2 and addr.strides[-1] == 1 else \
-        np.ascontiguousarray(addr, dtype=np.uint8).reshape(-1, 16).view("<u8")
-    return w[:, 0], w[:, 1]
-
-
 def _local_index(l0, l1, lp, r0, r1, rp):
     lp, rp = lp.astype(np.uint64), rp.astype(np.uint64)
     gt = (l1 > r1) | ((l1 == r1) & ((l0 > r0) | ((l0 == r0) & (lp > rp))))
     return gt.astype(np.int8)
-
-
-def _mix(v: np.ndarray) -> np.ndarray:
-    """splitmix64 finaliser: spreads bits so a sum of mixed words is a good 64-bit hash."""
-    v = v.astype(np.uint64, copy=True)
-    with np.errstate(over="ignore"):
-        v ^= v >> np.uint64(30)
-        v *= np.uint64(0xBF58476D1CE4E5B9)
-        v ^= v >> np.uint64(27)
-        v *= np.uint64(0x94D049BB133111EB)
-        v ^= v >> np.uint64(31)
-    return v
 
 
 @dataclass
@@ -196,8 +178,8 @@ class _Ends:
 def _ends(recs: np.ndarray, recv: np.ndarray | None) -> _Ends:
     """pkt records: receive probes have the local endpoint as destination. sock/flow/tcp
     records come from the socket: saddr/sport are local."""
-    s0, s1 = _words(recs["saddr"])
-    d0, d1 = _words(recs["daddr"])
+    s0, s1 = address_words(recs["saddr"])
+    d0, d1 = address_words(recs["daddr"])
     sp, dp = recs["sport"], recs["dport"]
     if recv is None or not recv.any():
         return _Ends(s0, s1, sp, d0, d1, dp, recs["family"], recs["sock_cookie"])
@@ -251,8 +233,8 @@ def _flows_v4(events, names):
         f = recs["family"]
         if not (f == AF_INET).all():
             return None
-        s0, s1 = _words(recs["saddr"])
-        d0, d1 = _words(recs["daddr"])
+        s0, s1 = address_words(recs["saddr"])
+        d0, d1 = address_words(recs["daddr"])
         if (s1 != 0).any() or (d1 != 0).any():
             return None
         src.append(((s0 & np.uint64(0xFFFFFFFF)) << np.uint64(16)) | recs["sport"].astype(np.uint64))
@@ -267,7 +249,7 @@ def _flows_v4(events, names):
     e_local = np.where(recv, e_d, e_s)
     local = ((e_local == hi) & (lo != hi)).astype(np.int8)
     with np.errstate(over="ignore"):
-        h = _mix(lo * np.uint64(0x9E3779B97F4A7C15) + hi)
+        h = mix(lo * np.uint64(0x9E3779B97F4A7C15) + hi)
     flow, rep = hash_groups(h)
     if (lo != lo[rep][flow]).any() or (hi != hi[rep][flow]).any():
         flow, _, rep = group_ids(lo, hi)
@@ -298,7 +280,7 @@ def _flows_general(events, names):
         h = a0[0] * np.uint64(0x9E3779B97F4A7C15) + a0[1] * np.uint64(0xC2B2AE3D27D4EB4F)
         h += a1[0] * np.uint64(0x165667B19E3779F9) + a1[1] * np.uint64(0xD6E8FEB86659FD93)
         h += (p0 << np.uint64(16) | p1) * np.uint64(0xFF51AFD7ED558CCD) + fam
-        h = _mix(h)
+        h = mix(h)
     flow, rep = hash_groups(h)
     if any((c != c[rep][flow]).any() for c in cols):  # a hash collision: exact grouping
         flow, _, rep = group_ids(*cols)
@@ -342,7 +324,7 @@ def _cookies_per_flow(flow, cookie, nflows) -> list:
     if len(keep) == 0:
         return result
     with np.errstate(over="ignore"):
-        h = _mix(cookie[keep].astype(np.uint64)) + _mix(flow[keep].astype(np.uint64))
+        h = mix(cookie[keep].astype(np.uint64)) + mix(flow[keep].astype(np.uint64))
     _, rep = hash_groups(h)
     for f, c in zip(flow[keep][rep].tolist(), cookie[keep][rep].tolist()):  # one per socket
         result[int(f)].append(int(c))
@@ -501,9 +483,9 @@ def _links(ev: dict, mode: str) -> np.ndarray:
     zl = ev["end64"] <= seq64
     if zl.any():
         with np.errstate(over="ignore"):
-            h = _mix(stream[zl].astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+            h = mix(stream[zl].astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
                      + seq64[zl].astype(np.uint64))
-            h = _mix(h ^ (ev["ack"][zl].astype(np.uint64) << np.uint64(8))
+            h = mix(h ^ (ev["ack"][zl].astype(np.uint64) << np.uint64(8))
                      ^ ev["flags"][zl].astype(np.uint64))
         key[zl] = ((h >> np.uint64(2)).astype(np.int64) << 1) | 1
     order = np.argsort(key, kind="stable")  # ev is in time order, so this is (key, time)

@@ -76,6 +76,7 @@ def split_trace(path: str, ti: int, parts: int, workdir: str, progress=None,
             "lost": meta.lost, "trailer": meta.trailer, "notes": meta.notes,
             "warnings": [w.replace(path, shown) for w in meta.warnings(reader)],
             "file_size": reader.file_size, "bytes_lost": reader.bytes_lost,
+            "frames_lost": reader.frames_lost, "records_lost": dict(reader.records_lost),
             "files": files, "dtypes": dtypes, "counts": counts,
             "wire_flows": np.array(sorted(wire_flows), dtype=np.uint64)}
 
@@ -166,7 +167,8 @@ def whole_trace_view(meta: dict) -> Trace:
     return Trace(path=meta["path"], header=meta["header"], events=events, clocks=meta["clocks"],
                  lost=meta["lost"], trailer=meta["trailer"], notes=meta["notes"],
                  warnings=meta["warnings"], file_size=meta["file_size"],
-                 bytes_lost=meta["bytes_lost"])
+                 bytes_lost=meta["bytes_lost"], frames_lost=meta["frames_lost"],
+                 records_lost=meta["records_lost"])
 
 
 class _CountOnly:

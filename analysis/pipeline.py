@@ -25,6 +25,7 @@ import numpy as np
 from mbrec.analysis import flows as flows_mod
 from mbrec.analysis import report as rep
 from mbrec.analysis.clock import PairConstraints, clock_source, fit_alignment
+from mbrec.analysis.coverage import coverage
 from mbrec.analysis.host import HostResult, HostSummary, analyze_host
 from mbrec.analysis.match import match_traces
 from mbrec.analysis.network import merge_inputs, network_inputs, network_result
@@ -107,18 +108,22 @@ def analyze_partition(index, traces: list, hosts: list[str], options: Options,
             results.append(None)
             continue
         hr = analyze_host(t)
+        results.append(hr)
+        if kind == "nat":  # their per-host results are the connection partitions' business
+            out.hosts.append(None)
+            continue
         series = _series(t, hr)
         summ = flows_mod.flow_summaries(series, len(hr.table.flows), t.events.get("tcp"),
                                         _ids(hr, "tcp"), t.events.get("sock"), _ids(hr, "sock"))
         first = _first_seen(hr, None if positions is None else positions[k])
-        piece = HostPiece(rep.summarize(hr, options.per_flow), series, summ, first)
+        # a connection partition's samples go to disk; their statistics merge exactly
+        piece = HostPiece(rep.summarize(hr, options.per_flow, host_stats=whole), series, summ,
+                          first)
         if whole:
             piece.result = hr
-        elif kind == "keyed":  # the samples go to disk; the statistics merge exactly
-            piece.summary.latencies = {}
+        else:
             piece.run = write_run(hr.samples, os.path.join(run_dir, f"s{k}-p{index}.npy"))
         out.hosts.append(piece)
-        results.append(hr)
     present = [k for k, r in enumerate(results) if r is not None]
     if options.cross_host and len(present) >= 2:
         sub = [traces[k] for k in present]
@@ -133,8 +138,6 @@ def analyze_partition(index, traces: list, hosts: list[str], options: Options,
                            for k, m in matches.items()}
         if whole:
             out.matches = matches
-    if kind == "nat":  # their per-host results are the connection partitions' business
-        out.hosts = [None] * len(traces)
     return out
 
 
@@ -195,7 +198,7 @@ def merge_host(view, pieces: list[HostPiece]) -> HostPiece:
         sum(h.duplicates for h in sums), run_stats([p.run for p in pieces]), per_flow,
         sum(h.negative for h in sums), min(h.copies_exact for h in sums),
         {k: int(len(v)) for k, v in view.events.items()}, dict(view.lost or {}),
-        list(view.warnings))
+        list(view.warnings), h0.coverage)
     piece = HostPiece(summary, merged_series, _pick([p.summaries for p in pieces], order),
                       first[order])
     piece.cdf = {name: cdf_values([p.run for p in pieces], name)
@@ -216,7 +219,8 @@ def empty_host(view) -> HostPiece:
     none = np.zeros(0, np.int64)
     summary = HostSummary(str(header.get("host", "?")), view.path,
                           str(header.get("boot_id", "")), view.clean, flows, none, none, none,
-                          0, {}, None, 0, 1.0, {}, dict(view.lost or {}), list(view.warnings))
+                          0, {}, None, 0, 1.0, {}, dict(view.lost or {}), list(view.warnings),
+                          coverage(header))
     return HostPiece(summary, {"flow": none, "t": none}, [], none)
 
 
@@ -284,11 +288,8 @@ def report_inputs(traces, names):
 
 def check_inputs(traces) -> list[str]:
     """Refuse what cannot be analysed together; return warnings for what can, with caveats."""
-    versions = {int((t.header or {}).get("format_version", -1)) for t in traces}
-    if len(versions) > 1:
-        listing = ", ".join(f"{t.path} v{(t.header or {}).get('format_version')}" for t in traces)
-        raise MbrecError(f"the traces have different format versions ({listing}): analyse "
-                         "traces recorded by the same mbrec version together")
+    # traces of different format versions analyse together: the reader decodes every
+    # version into the same layouts
     ids = {}
     for t in traces:
         tid = (t.header or {}).get("trace_id")

@@ -11,6 +11,7 @@ import os
 import numpy as np
 
 from mbrec import __version__
+from mbrec.analysis.coverage import mask_flow_metrics, text_lines as coverage_lines
 from mbrec.analysis.flows import SERIES
 from mbrec.analysis.host import HostSummary
 from mbrec.analysis.latency import NAMES, PROBES_OF, QUANTILES, grouped_stats
@@ -86,8 +87,10 @@ def flow_names(flows) -> list[dict]:
     return out
 
 
-def summarize(hr, per_flow: bool) -> HostSummary:
-    """A host's whole analysis (analysis.host.HostResult) as the report needs it."""
+def summarize(hr, per_flow: bool, host_stats: bool = True) -> HostSummary:
+    """A host's analysis (analysis.host.HostResult) as the report needs it. host_stats=False:
+    the host's latency statistics are left to the caller (a partition's samples are merged
+    with the other partitions' first)."""
     rows, nfl = hr.table.pkt, len(hr.table.flows)
     sent = rows["direction"] == 0
 
@@ -98,8 +101,9 @@ def summarize(hr, per_flow: bool) -> HostSummary:
     return HostSummary(hr.host, hr.path, hr.boot_id, hr.clean, hr.table.flows,
                        per_flow_count(sent), per_flow_count(~sent),
                        per_flow_count(sent & rows["retrans"]), int(rows["duplicate"].sum()),
-                       latency_stats(hr.samples)[0], per, hr.negative, hr.copies_exact,
-                       hr.events, hr.lost, hr.warnings)
+                       latency_stats(hr.samples)[0] if host_stats else {}, per, hr.negative,
+                       hr.copies_exact,
+                       hr.events, hr.lost, hr.warnings, hr.coverage)
 
 
 def host_section(name: str, hs: HostSummary, flow_summ: list) -> tuple[dict, list]:
@@ -110,6 +114,7 @@ def host_section(name: str, hs: HostSummary, flow_summ: list) -> tuple[dict, lis
         v["lost_events_affecting"] = lost_affecting(k, hs.lost)
     names = flow_names(hs.flows)
     nfl = len(names)
+    flow_summ = mask_flow_metrics(flow_summ, hs.coverage)
     flows = []
     for i in range(nfl):
         entry = {"host": name, "flow": i, **names[i], "packets_sent": int(hs.sent[i]),
@@ -135,6 +140,8 @@ def host_section(name: str, hs: HostSummary, flow_summ: list) -> tuple[dict, lis
         "latencies": {k: lat[k] for k in NAMES if k in lat},
         "warnings": hs.warnings,
     }
+    if hs.coverage:
+        section["coverage"] = hs.coverage
     return section, flows
 
 
@@ -188,6 +195,7 @@ def table_text(report: dict, per_flow: bool, clock_lines: list[str] = ()) -> str
         lines.append(f"host {h['host']} ({h['path']}): server in {h['server_flows']} flows, "
                      f"client in {h['client_flows']}; roles from {'/'.join(h['roles_from']) or '-'}"
                      f"; lost events: {lost}" + ("" if h["clean"] else "; UNCLEAN STOP"))
+        lines += coverage_lines(h.get("coverage"))
         if not h["latencies"] and not h["events"].get("pkt"):
             lines.append("  no packet events (a flows-only recording?): layer latencies need "
                          "the packet probes")
@@ -227,7 +235,7 @@ def table_text(report: dict, per_flow: bool, clock_lines: list[str] = ()) -> str
                 if st:
                     lines.append(f"{'-'.join(p['hosts'])} {key} ({e.get('direction', '')}): "
                                  f"n {st['count']} p50 {_us(st['p50'])} us, p99 "
-                                 f"{_us(st['p99'])} us; guaranteed p50 range "
+                                 f"{_us(st['p99'])} us; {_range_label(p)} p50 range "
                                  f"[{_us(lo and lo['p50'])}, {_us(hi and hi['p50'])}] us "
                                  f"(clock {p.get('clock_method')}, {p.get('clock_quality')})")
     elif cross:
@@ -237,6 +245,12 @@ def table_text(report: dict, per_flow: bool, clock_lines: list[str] = ()) -> str
     lines.extend(clock_lines)
     lines.append(report["where_the_time_went"])
     return "\n".join(lines)
+
+
+def _range_label(pair: dict) -> str:
+    """Only a packet or shared-clock alignment bounds L_NET; the realtime anchors estimate it."""
+    return ("guaranteed" if pair.get("clock_method") in ("shared", "packets")
+            else "estimated (not guaranteed)")
 
 
 MAX_FLOW_LINES = 10

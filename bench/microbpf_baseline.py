@@ -5,7 +5,7 @@ The same packet probes as `mbrec record` (the same BPF program, compiled with
 (8 pages per CPU), one wake-up and one Python callback per event that decodes the event
 (`table.event`) and writes one text line to a line-buffered file. Run as root in the lab guest:
 
-    python3 bench/microbpf_baseline.py -o OUT.txt --netns a [--duration S]
+    python3 bench/microbpf_baseline.py -o OUT.txt --netns a [--duration S] [--attach tracepoint]
 
 It stops on SIGINT/SIGTERM or after --duration and prints, on stderr, one JSON line with the
 events written, the events the perf buffer reported lost, and the CPU seconds it used.
@@ -24,7 +24,7 @@ import time
 from mbrec.recorder import environment as env
 from mbrec.recorder.program import ProgramConfig
 from mbrec.recorder.btf import read_offsets
-from mbrec.recorder.session import RecordOptions, build_filters, load, plan
+from mbrec.recorder.session import RecordOptions, build_filters, load, plan, plan_tracepoints
 from mbrec.events import PKT
 from mbrec.render import probe_name
 
@@ -54,10 +54,16 @@ def main():
     ap.add_argument("-o", "--output", required=True)
     ap.add_argument("--netns", action="append", default=[])
     ap.add_argument("--duration", type=float)
+    ap.add_argument("--attach", choices=["auto", "tracepoint"], default="auto",
+                    help="tracepoint: the tracepoints mbrec record --attach tracepoint uses")
     args = ap.parse_args()
-    opts = RecordOptions(output=args.output, netns=tuple(args.netns))
+    opts = RecordOptions(output=args.output, netns=tuple(args.netns), attach=args.attach)
     bcc = env.import_bcc()
-    resolved, attach = plan(opts, bool(bcc.BPF.support_kfunc()))
+    env.check_headers()
+    if args.attach == "tracepoint":
+        resolved, attach = plan_tracepoints(opts), "tracepoint"
+    else:
+        resolved, attach = plan(opts, bool(bcc.BPF.support_kfunc()))
     cfg = ProgramConfig(tuple(resolved), attach, build_filters(opts), offsets=read_offsets(),
                         extra_cflags=("-DMBREC_PERF_BASELINE",))
     b = load(bcc, cfg)

@@ -1,7 +1,7 @@
 """Benchmark: the partitioned analysis at scale, cross-host part included, by executor.
 
     python bench/scale.py --events 200e6            # make bench-scale: two hosts, 200 M events
-    python bench/scale.py --events 20e6 --modes serial,jobs2,dask2
+    python bench/scale.py --events 2e6 --modes whole,serial,jobs2,dask2
 
 The traces: mbrec.synthetic_gt's client/server scenario replicated as independent connections,
 written a slice of copies at a time (the generator never holds more than one slice). Each mode
@@ -17,7 +17,6 @@ import sys
 import tempfile
 import time
 
-import numpy as np
 
 from mbrec.events import SCHEMA_BY_NAME
 from mbrec.synthetic import make_header
@@ -34,14 +33,16 @@ from mbrec.analysis.run import Plan, analyze_files
 mode, parts, *paths = sys.argv[1:]
 parts = int(parts)
 cluster = None
-if mode == "serial":
+if mode == "whole":  # the traces read whole, one partition in memory
+    ex, parts = Executor(), 1
+elif mode == "serial":
     ex = Executor()
 elif mode.startswith("jobs"):
     ex = Executor(jobs=int(mode[4:]))
 else:
     from distributed import LocalCluster
     cluster = LocalCluster(n_workers=int(mode[4:]), threads_per_worker=1, processes=True,
-                           dashboard_address=None, host="127.0.0.1")
+                           dashboard_address=":0", host="127.0.0.1")
     ex = Executor(scheduler=cluster.scheduler_address)
 t0 = time.perf_counter()
 a = analyze_files(paths, Plan(Options(), ex, parts))
@@ -61,7 +62,8 @@ in_process = mode == "serial"
 worker_cpu = 0.0 if in_process else sum(w["cpu_s"] for w in by_pid.values())
 print(json.dumps({"wall_s": wall, "cpu_s": me.ru_utime + me.ru_stime + worker_cpu,
                   "client_peak_mb": me.ru_maxrss / 1024,
-                  "worker_peak_mb": 0.0 if in_process else max(w["peak"] for w in by_pid.values()),
+                  "worker_peak_mb": max([0.0] + [w["peak"] for w in by_pid.values()
+                                                  if not in_process]),
                   "workers": len(by_pid),
                   "l_net_frames": sum(d["frames"] for d in pair["directions"]),
                   "clock": a.report["cross_host"]["alignment"]["pairs"][0]["quality"]}))
@@ -95,7 +97,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--events", type=float, default=200e6)
     ap.add_argument("--partitions", type=int, default=0, help="default: 1 per 2 M events")
-    ap.add_argument("--modes", default="serial,jobs2,dask2")
+    ap.add_argument("--modes", default="serial,jobs2,dask2",
+                    help="whole (in memory), serial, jobsN (N processes), daskN (LocalCluster)")
     ap.add_argument("--keep", help="write (or reuse) the traces here")
     args = ap.parse_args()
     work = args.keep or tempfile.mkdtemp(prefix="mbrec-scale-")
@@ -124,7 +127,7 @@ def main():
         r = json.loads(out.stdout.strip().splitlines()[-1])
         r["events_per_s"] = total / r["wall_s"] if total else None
         results[mode] = r
-        print(f"{mode:>7}: {parts} partitions, wall {r['wall_s']:.1f} s, CPU {r['cpu_s']:.1f} s, "
+        print(f"{mode:>7}: {1 if mode == 'whole' else parts} partitions, wall {r['wall_s']:.1f} s, CPU {r['cpu_s']:.1f} s, "
               f"client peak {r['client_peak_mb']:.0f} MB, largest worker {r['worker_peak_mb']:.0f} "
               f"MB, {r['events_per_s'] / 1e6:.2f} M events/s, L_NET frames "
               f"{r['l_net_frames']:,}, clock {r['clock']}", flush=True)
@@ -133,6 +136,8 @@ def main():
             if mode != "serial":
                 print(f"{mode} / serial events/s: "
                       f"{results['serial']['wall_s'] / r['wall_s']:.2f}x")
+    print(f"(load average {os.getloadavg()[0]:.1f} at the end; other work on the machine "
+          "skews the parallel ratios)")
 
 
 if __name__ == "__main__":

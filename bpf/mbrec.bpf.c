@@ -8,8 +8,9 @@
  * counted per probe in mbrec_lost, never silent.
  *
  * Everything the recorder decides at start is a -D constant (mbrec/recorder/program.py):
- *   MBREC_ATTACH_<PROBE>   0 = not compiled, 1 = fentry (KFUNC_PROBE), 2 = kprobe. BCC attaches
- *                          every KFUNC_PROBE at load, so only the chosen kind is compiled.
+ *   MBREC_ATTACH_<PROBE>   0 = not compiled, 1 = fentry (KFUNC_PROBE), 2 = kprobe, 3 = raw
+ *                          tracepoint (the stable-ABI probe set at the end of this file). BCC
+ *                          attaches every KFUNC_PROBE at load, so only the chosen kind is compiled.
  *   MBREC_FN_<PROBE>       the kernel function a fentry probe attaches to (kprobes are attached
  *                          by name from Python).
  *   MBREC_IP_RCV_CORE      1: the IP receive probe is ip_rcv_core(skb, net), which both
@@ -74,6 +75,7 @@
 #define MBREC_OFF_TCB_SEQ __builtin_offsetof(struct tcp_skb_cb, seq)
 #define MBREC_OFF_TCB_END_SEQ __builtin_offsetof(struct tcp_skb_cb, end_seq)
 #define MBREC_OFF_TCB_TCP_FLAGS __builtin_offsetof(struct tcp_skb_cb, tcp_flags)
+#define MBREC_OFF_TP_COPIED_SEQ __builtin_offsetof(struct tcp_sock, copied_seq)
 /* struct member reads, for code that has the kernel types (flows.bpf.h) */
 #define RD(dst, src) bpf_probe_read_kernel((void *)&(dst), sizeof(dst), (const void *)&(src))
 #else
@@ -747,10 +749,297 @@ int mbrec_kp_skb_copy_datagram_iter(struct pt_regs *ctx, struct sk_buff *skb, in
 }
 #endif
 
+/* ---- raw tracepoints (3): the kernel's stable interface, where kprobes and fentry are refused ----
+ * Each tracepoint stands for the layer whose probe id it records (docs/recorder.md): no
+ * tracepoint sits at tcp_transmit_skb, ip_queue_xmit or tcp_v4_rcv, so those layers are absent.
+ * Arguments are the tracepoint's TP_PROTO, in ctx->args[]. */
+#ifdef MBREC_SKB_SPAN_LEN
+/* Every sk_buff field a packet program reads lies in one span (MBREC_SKB_SPAN_OFF/LEN, from
+ * the BTF offsets: mbrec/recorder/program.py): one read of it into a per-CPU buffer instead of
+ * one helper call per field, before the netns filter most runs stop at (a tracepoint fires for
+ * every namespace's packets). One slot per probe: a program never runs nested in itself on a
+ * CPU, but another one may interrupt it (a softirq's), so programs never share a slot. */
+struct mbrec_skb_span {
+	u8 b[MBREC_SKB_SPAN_LEN];
+};
+BPF_PERCPU_ARRAY(mbrec_skb_span_buf, struct mbrec_skb_span, MBREC_PROBE_MAX);
+#define SKBF(dst, span, f) \
+	__builtin_memcpy(&(dst), (span)->b + (MBREC_OFF_SKB_##f - MBREC_SKB_SPAN_OFF), sizeof(dst))
+
+static __always_inline struct mbrec_skb_span *mbrec_skb_span(struct sk_buff *skb, u32 probe)
+{
+	struct mbrec_skb_span *span = mbrec_skb_span_buf.lookup(&probe);
+	if (!span || bpf_probe_read_kernel(span->b, MBREC_SKB_SPAN_LEN,
+					   (const char *)skb + MBREC_SKB_SPAN_OFF))
+		return NULL;
+	return span;
+}
+
+/* The same for the socket's fields (struct sock_common and the few after it). */
+struct mbrec_sk_span {
+	u8 b[MBREC_SK_SPAN_LEN];
+};
+BPF_PERCPU_ARRAY(mbrec_sk_span_buf, struct mbrec_sk_span, MBREC_PROBE_MAX);
+#define SKF(dst, span, f) \
+	__builtin_memcpy(&(dst), (span)->b + (MBREC_OFF_SK_##f - MBREC_SK_SPAN_OFF), sizeof(dst))
+#define SKF_AT(f) (MBREC_OFF_SK_##f - MBREC_SK_SPAN_OFF)
+
+static __always_inline struct mbrec_sk_span *mbrec_sk_span(struct sock *sk, u32 probe)
+{
+	struct mbrec_sk_span *span = mbrec_sk_span_buf.lookup(&probe);
+	if (!span || bpf_probe_read_kernel(span->b, MBREC_SK_SPAN_LEN,
+					   (const char *)sk + MBREC_SK_SPAN_OFF))
+		return NULL;
+	return span;
+}
+
+/* mbrec_sock_tuple from a copy of the socket, and e->netns; 0 if not an INET socket. */
+static __always_inline int mbrec_sock_tuple_span(struct mbrec_pkt_event *e,
+						 struct mbrec_sk_span *span, int out)
+{
+	u16 family = 0, dport = 0, num = 0;
+	SKF(family, span, FAMILY);
+	SKF(dport, span, DPORT);
+	SKF(num, span, NUM);
+	u8 *local = out ? e->saddr : e->daddr;
+	u8 *remote = out ? e->daddr : e->saddr;
+	if (family == MBREC_AF_INET6) {
+		u32 w[4] = {};
+		SKF(w, span, V6_DADDR);
+		if (w[0] == 0 && w[1] == 0 && w[2] == 0xffff0000U) /* ::ffff:a.b.c.d */
+			family = MBREC_AF_INET;
+	}
+	if (family == MBREC_AF_INET) {
+		e->family = MBREC_AF_INET;
+		__builtin_memcpy(local, span->b + SKF_AT(RCV_SADDR), 4);
+		__builtin_memcpy(remote, span->b + SKF_AT(DADDR), 4);
+	} else if (family == MBREC_AF_INET6) {
+		e->family = MBREC_AF_INET6;
+		__builtin_memcpy(local, span->b + SKF_AT(V6_RCV_SADDR), 16);
+		__builtin_memcpy(remote, span->b + SKF_AT(V6_DADDR), 16);
+	} else {
+		return 0;
+	}
+	e->sport = out ? num : MBREC_NTOHS(dport);
+	e->dport = out ? MBREC_NTOHS(dport) : num;
+	struct net *net = NULL;
+	SKF(net, span, NET);
+	e->netns = mbrec_netns_of_net(net);
+	return 1;
+}
+
+/* A full TCP socket (not a request or timewait one, whose fields end with sock_common). */
+static __always_inline int mbrec_sk_span_tcp(struct mbrec_sk_span *span)
+{
+	u8 state = 0;
+	u16 proto = 0, type = 0;
+	SKF(state, span, STATE);
+	if (state == MBREC_TCP_TIME_WAIT || state == MBREC_TCP_NEW_SYN_RECV)
+		return 0;
+	SKF(proto, span, PROTOCOL);
+	SKF(type, span, TYPE);
+	return proto == MBREC_IPPROTO_TCP && type == MBREC_SOCK_STREAM;
+}
+
+/* One packet at a device or receive tracepoint. dev: the tracepoint's device argument, or
+ * NULL for skb->dev; at_data: the IP header is at skb->data (receive, before the IP layer has
+ * set the network header), else at head + network_header. slot: where net_dev_start_xmit
+ * leaves its event for net_dev_xmit, or NULL. */
+static __always_inline int mbrec_tp_packet(void *ctx, u8 probe, struct sk_buff *skb,
+					   struct net_device *dev, int at_data,
+					   struct mbrec_pkt_event *slot)
+{
+	struct mbrec_skb_span *span = mbrec_skb_span(skb, probe);
+	if (!span)
+		return 0;
+	u16 proto = 0;
+	SKBF(proto, span, PROTOCOL);
+	u16 eth_proto = MBREC_NTOHS(proto);
+	if (eth_proto != MBREC_ETH_P_IP && eth_proto != MBREC_ETH_P_IPV6)
+		return 0;
+	if (!dev)
+		SKBF(dev, span, DEV);
+	struct mbrec_pkt_event e = {};
+	e.netns = mbrec_netns_of_dev(dev);
+	if (!(MBREC_NETNS_OK(e.netns)))
+		return 0;
+	unsigned char *head = NULL, *ip = NULL;
+	SKBF(head, span, HEAD);
+	if (at_data) {
+		SKBF(ip, span, DATA);
+	} else {
+		u16 nh = 0;
+		SKBF(nh, span, NETWORK_HEADER);
+		ip = head + nh;
+	}
+	if (!mbrec_parse_ip(&e, ip, eth_proto))
+		return 0;
+	mbrec_init(&e, probe, skb);
+	if (dev)
+		RDO(e.ifindex, dev, MBREC_OFF_DEV_IFINDEX);
+	u32 end = 0; /* an offset from head on 64-bit kernels (NET_SKBUFF_DATA_USES_OFFSET) */
+	u16 segs = 0;
+	SKBF(end, span, END);
+	RDO(segs, head + end, MBREC_OFF_SHINFO_GSO_SEGS);
+	e.gso_segs = segs ? segs : 1;
+	struct sock *sk = NULL;
+	SKBF(sk, span, SK);
+	e.sock_cookie = mbrec_sock_id(sk);
+	if (slot)
+		*slot = e;
+	return mbrec_submit(ctx, &e, sk);
+}
+#endif
+
+#if MBREC_ATTACH_DEV_QUEUE_XMIT == 3
+/* net:net_dev_queue(skb): in __dev_queue_xmit, before the qdisc */
+int mbrec_tp_dev_queue_xmit(struct bpf_raw_tracepoint_args *ctx)
+{
+	return mbrec_tp_packet(ctx, MBREC_PROBE_DEV_QUEUE_XMIT, (struct sk_buff *)ctx->args[0],
+			       NULL, 0, NULL);
+}
+#endif
+
+#if MBREC_ATTACH_QDISC_DEQUEUE == 3
+/* qdisc:qdisc_dequeue(qdisc, txq, packets, skb): skb is NULL when nothing was dequeued, else
+ * the head of what goes to the driver (a bulk dequeue chains more: only the head is recorded). */
+int mbrec_tp_qdisc_dequeue(struct bpf_raw_tracepoint_args *ctx)
+{
+	struct sk_buff *skb = (struct sk_buff *)ctx->args[3];
+	if (!skb)
+		return 0;
+	return mbrec_tp_packet(ctx, MBREC_PROBE_QDISC_DEQUEUE, skb, NULL, 0, NULL);
+}
+#endif
+
+#if MBREC_ATTACH_NET_DEV_XMIT == 3
+/* The skb may be freed (or already received by a veth peer) when the driver returns, so
+ * net_dev_xmit re-emits the event net_dev_start_xmit built for the same skb on this CPU (the
+ * driver runs with bottom halves off: nothing else transmits on the CPU in between, except a
+ * nested device such as a tunnel, whose outer skb then goes without its net_dev_xmit event). */
+BPF_PERCPU_ARRAY(mbrec_xmit_slot, struct mbrec_pkt_event, 1);
+#endif
+
+#if MBREC_ATTACH_DEV_HARD_START_XMIT == 3
+/* net:net_dev_start_xmit(skb, dev): per skb handed to the driver (each software-GSO segment) */
+int mbrec_tp_dev_hard_start_xmit(struct bpf_raw_tracepoint_args *ctx)
+{
+	struct mbrec_pkt_event *slot = NULL;
+#if MBREC_ATTACH_NET_DEV_XMIT == 3
+	u32 zero = 0;
+	slot = mbrec_xmit_slot.lookup(&zero);
+	if (slot)
+		slot->skb = 0;
+#endif
+	return mbrec_tp_packet(ctx, MBREC_PROBE_DEV_HARD_START_XMIT, (struct sk_buff *)ctx->args[0],
+			       (struct net_device *)ctx->args[1], 0, slot);
+}
+#endif
+
+#if MBREC_ATTACH_NET_DEV_XMIT == 3
+/* net:net_dev_xmit(skb, rc, dev, skb_len): the driver returned; rc 0 = NETDEV_TX_OK (a busy
+ * driver's skb is handed over again later, and recorded then). */
+int mbrec_tp_net_dev_xmit(struct bpf_raw_tracepoint_args *ctx)
+{
+	u32 zero = 0;
+	struct mbrec_pkt_event *slot = mbrec_xmit_slot.lookup(&zero);
+	if (!slot || slot->skb != ctx->args[0])
+		return 0;
+	struct mbrec_pkt_event e = *slot;
+	slot->skb = 0;
+	if ((int)ctx->args[1] != 0)
+		return 0;
+	e.ts_ns = bpf_ktime_get_ns();
+	e.probe = MBREC_PROBE_NET_DEV_XMIT;
+	return mbrec_submit(ctx, &e, NULL);
+}
+#endif
+
+#if MBREC_ATTACH_ETH_TYPE_TRANS == 3
+/* The driver's hand-over to the stack, once per wire frame, whichever API the driver uses:
+ * net:netif_rx (veth, loopback), napi_gro_receive_entry, netif_receive_skb_entry,
+ * netif_receive_skb_list_entry (each skb of the list). One program attached to each. */
+int mbrec_tp_eth_type_trans(struct bpf_raw_tracepoint_args *ctx)
+{
+	return mbrec_tp_packet(ctx, MBREC_PROBE_ETH_TYPE_TRANS, (struct sk_buff *)ctx->args[0],
+			       NULL, 1, NULL);
+}
+#endif
+
+#if MBREC_ATTACH_IP_RCV == 3
+/* net:netif_receive_skb(skb): __netif_receive_skb_core, after GRO, just before the protocol
+ * handler (ip_rcv) runs: the IP receive layer's entry. */
+int mbrec_tp_ip_rcv(struct bpf_raw_tracepoint_args *ctx)
+{
+	return mbrec_tp_packet(ctx, MBREC_PROBE_IP_RCV, (struct sk_buff *)ctx->args[0], NULL, 1,
+			       NULL);
+}
+#endif
+
+#if MBREC_ATTACH_SKB_COPY_DATAGRAM_ITER == 3
+/* skb:skb_copy_datagram_iovec(skb, len): the copy to the application, TCP sockets only (as
+ * mbrec_on_skb_copy_datagram_iter, from copies of the skb and the socket). The tracepoint has
+ * no offset argument; a TCP read copies from tp->copied_seq, which the kernel advances only
+ * after the copy, so offset = copied_seq - cb->seq (a MSG_PEEK read copies from its own
+ * position: its offset is not seen). */
+int mbrec_tp_skb_copy_datagram_iter(struct bpf_raw_tracepoint_args *ctx)
+{
+	struct sk_buff *skb = (struct sk_buff *)ctx->args[0];
+	int size = (int)ctx->args[1];
+	struct mbrec_skb_span *ss = mbrec_skb_span(skb, MBREC_PROBE_SKB_COPY_DATAGRAM_ITER);
+	if (!ss)
+		return 0;
+	struct sock *sk = NULL;
+	SKBF(sk, ss, SK);
+	if (!sk)
+		return 0;
+	struct mbrec_sk_span *ks = mbrec_sk_span(sk, MBREC_PROBE_SKB_COPY_DATAGRAM_ITER);
+	if (!ks || !mbrec_sk_span_tcp(ks))
+		return 0;
+	struct mbrec_pkt_event e = {};
+	if (!mbrec_sock_tuple_span(&e, ks, 0))
+		return 0;
+	if (!(MBREC_NETNS_OK(e.netns)))
+		return 0;
+	mbrec_init(&e, MBREC_PROBE_SKB_COPY_DATAGRAM_ITER, skb);
+	u32 seq = 0, copied = 0;
+	__builtin_memcpy(&seq, ss->b + (MBREC_OFF_SKB_CB + MBREC_OFF_TCB_SEQ - MBREC_SKB_SPAN_OFF),
+			 sizeof(seq));
+	RDO(copied, sk, MBREC_OFF_TP_COPIED_SEQ);
+	int offset = (int)(copied - seq);
+	/* ack, flags from the TCP header the skb arrived with (still in its head) */
+	unsigned char *head = NULL;
+	u16 th_off = 0;
+	SKBF(head, ss, HEAD);
+	SKBF(th_off, ss, TRANSPORT_HEADER);
+	struct mbrec_tcph th;
+	if (th_off != 0xffff && !bpf_probe_read_kernel(&th, sizeof(th), head + th_off)) {
+		e.ack = MBREC_NTOHL(th.ack_seq);
+		e.tcp_flags = th.flags;
+	}
+	e.seq = seq + (offset > 0 ? offset : 0);
+	e.len = size > 0 ? size : 0;
+	e.end_seq = e.seq + e.len;
+	SKBF(e.ifindex, ss, IIF);
+	u32 end = 0;
+	u16 segs = 0;
+	SKBF(end, ss, END);
+	RDO(segs, head + end, MBREC_OFF_SHINFO_GSO_SEGS);
+	e.gso_segs = segs ? segs : 1;
+	e.sock_cookie = mbrec_sock_id(sk);
+	/* sampled on the skb's first byte, as the layers below saw it */
+	return mbrec_submit_key(ctx, &e, sk, seq);
+}
+#endif
+
 /* ---- flow and socket probes (issue 5): built with -DMBREC_FLOWS ----
  * flows.bpf.h may use everything above: RD(), mbrec_lost/mbrec_count_lost(), the netns and
  * socket helpers, MBREC_NETNS_OK/MBREC_PORT_OK, mbrec_sock_id()/MBREC_COOKIE(), the hash.
  * Give each schema its own BPF_RINGBUF_OUTPUT (see RINGS in mbrec/recorder/program.py). */
 #ifdef MBREC_FLOWS
 #include "flows.bpf.h"
+#endif
+/* --attach tracepoint: the flow group on tracepoints, at BTF offsets (-DMBREC_FLOWS_TP) */
+#ifdef MBREC_FLOWS_TP
+#include "flows_tp.bpf.h"
 #endif

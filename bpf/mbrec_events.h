@@ -45,6 +45,10 @@
 #define MBREC_PROBE_TCP_TIMEOUT 15
 #define MBREC_PROBE_TCP_STATE 16
 #define MBREC_PROBE_FLOW_PERIODIC 17
+/* Tracepoint-only layers (--attach tracepoint): the qdisc handing an skb to the device, and
+ * the driver's return from transmitting it. */
+#define MBREC_PROBE_QDISC_DEQUEUE 18
+#define MBREC_PROBE_NET_DEV_XMIT 19
 #define MBREC_PROBE_MAX 32
 
 /* Address families as the kernel numbers them. */

@@ -17,6 +17,7 @@ import click
 from mbrec import __version__
 from mbrec.errors import MbrecError
 
+NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())  # click >= 8.2
 COMMANDS = ("record", "fleet", "info", "replay", "analyze", "export", "lab")
 
 
@@ -54,11 +55,23 @@ def cli(ctx, debug):
 
 def main(argv=None) -> None:
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    args = list(sys.argv[1:] if argv is None else argv)
     try:
-        cli.main(args=argv, prog_name="mbrec", standalone_mode=False)
+        # not cli.main(): click turns a closed stdout into exit status 1; here it is 0
+        with cli.make_context("mbrec", args) as ctx:
+            cli.invoke(ctx)
+    except click.exceptions.Exit as e:  # --help, --version
+        sys.exit(e.exit_code)
     except click.exceptions.Abort:
         click.echo("mbrec: interrupted", err=True)
         sys.exit(130)
+    except NO_ARGS_IS_HELP as e:  # `mbrec` alone: the help is the answer
+        e.show()
+        sys.exit(e.exit_code)
+    except click.exceptions.UsageError as e:  # one line: what is wrong, and where to look
+        where = e.ctx.command_path if e.ctx is not None else "mbrec"
+        click.echo(f"mbrec: error: {e.format_message()} (see '{where} --help')", err=True)
+        sys.exit(e.exit_code)
     except click.exceptions.ClickException as e:
         e.show()
         sys.exit(e.exit_code)
@@ -67,8 +80,11 @@ def main(argv=None) -> None:
             traceback.print_exc()
         click.echo(f"mbrec: error: {e}", err=True)
         sys.exit(e.exit_code)
-    except BrokenPipeError:
-        sys.stderr.close()  # `mbrec replay | head` is fine
+    except BrokenPipeError:  # `mbrec replay | head` is fine: stop quietly
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
         sys.exit(0)
     except KeyboardInterrupt:
         click.echo("mbrec: interrupted", err=True)

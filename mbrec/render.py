@@ -6,7 +6,7 @@ import ipaddress
 
 import numpy as np
 
-from mbrec.events import CONSTANTS, PROBE_NAMES, TCP_FLAG_NAMES
+from mbrec.events import CONSTANTS, PROBE_NAMES, SCHEMA_BY_NAME, TCP_FLAG_NAMES
 
 AF_INET = CONSTANTS["MBREC_AF_INET"]
 SOCK_KINDS = {CONSTANTS["MBREC_SOCK_WRITE"]: "write", CONSTANTS["MBREC_SOCK_READ"]: "read"}
@@ -46,6 +46,9 @@ def record_dicts(schema: str, recs: np.ndarray) -> list[dict]:
     """One dict per record, with addresses, flags, probe and kind names spelled out."""
     names = recs.dtype.names
     columns = {n: recs[n].tolist() for n in names if recs[n].ndim == 1 and n != "pad"}
+    if schema not in SCHEMA_BY_NAME:  # a layout this mbrec does not know: fields as they are
+        keys = list(columns)
+        return [dict(zip(keys, row)) for row in zip(*(columns[k] for k in keys))]
     if "saddr" in names:
         columns["saddr"] = addr_strings(recs["saddr"], recs["family"])
         columns["daddr"] = addr_strings(recs["daddr"], recs["family"])
@@ -67,6 +70,8 @@ def record_dicts(schema: str, recs: np.ndarray) -> list[dict]:
 def text_line(host: str, schema: str, d: dict) -> str:
     """One event as one line, in the spirit of `perf script`."""
     ts = d["ts_ns"] / 1e9
+    if schema not in SCHEMA_BY_NAME:
+        return f"{host:>10} {ts:17.9f} {schema} {d}"
     conn = f"{d['saddr']}:{d['sport']} > {d['daddr']}:{d['dport']}"
     if schema == "pkt":
         return (f"{host:>10} {ts:17.9f} [{d['cpu']:03d}] {d['probe']:<22} {conn} "

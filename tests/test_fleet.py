@@ -441,7 +441,7 @@ def test_a_stop_right_after_the_start_reaches_the_process(fleet):
     ssh = Ssh(inventory.Host("a", "a"), fleet.tmpdir, str(fleet.config))
     assert ssh.connect() is None
     try:
-        for i in range(3):
+        for i in range(5):
             with open(fleet.tmp / f"log{i}", "wb") as log:
                 rec = ssh.spawn([sys.executable, str(fleet.standin), "--start-delay", "60",
                                  "record", "-o", str(fleet.tmp / f"{i}.mbrec")], log)

@@ -1,5 +1,6 @@
 """The flows group's decisions without a kernel: which hooks, which -D flags, the source."""
 
+import os
 import re
 
 import pytest
@@ -8,6 +9,7 @@ from mbrec.errors import MbrecError
 from mbrec.events import CONSTANTS, PROBE_IDS
 from mbrec.recorder import flows
 from mbrec.recorder.probes import KernelFunctions
+from mbrec.recorder.program import source_text
 
 LAB_61 = ["tcp_set_state", "tcp_ack", "tcp_ack_update_rtt", "tcp_enter_recovery", "tcp_syn_ack_timeout",
           "tcp_retransmit_timer", "tcp_sendmsg_locked", "tcp_recvmsg", "sk_stream_wait_memory"]
@@ -100,3 +102,22 @@ def test_reasons_match_the_header():
     assert flows.REASON_PERIODIC == CONSTANTS["MBREC_FLOW_PERIODIC"]
     assert flows.REASON_STOP == CONSTANTS["MBREC_FLOW_STOP"]
     assert set(flows.FLOW_RINGS.values()) == {"flow", "tcp", "sock"}
+
+
+def test_tracepoint_plan_and_flags():
+    have = {tp for _, tp, _ in flows.TP_FLOW_HOOKS} - {"tcp:tcp_cong_state_set"}
+    plan = flows.plan_flow_tracepoints(have)
+    assert {h.probe for h in plan.hooks} == {"tcp_ack", "tcp_state", "tcp_retransmit",
+                                             "tcp_sendmsg", "tcp_recvmsg", "flow_periodic"}
+    assert sorted(m.split(":")[0] for m in plan.missing) == ["tcp_enter_recovery",
+                                                             "tcp_timeout"]
+    assert {h.attach for h in plan.hooks} == {"raw_tracepoint", "test_run"}
+    src = flows.FlowGroup(plan).source(source_text())
+    for h in plan.hooks:
+        for prog in h.programs:
+            assert re.search(rf"\bint {prog}\(struct bpf_raw_tracepoint_args \*ctx", src), prog
+    assert "mbrec_flow_tick" in src and '#include "flows_tp.bpf.h"' not in src
+    if os.access("/sys/kernel/btf/vmlinux", os.R_OK):
+        flags = flows.flow_cflags(plan)
+        assert "-DMBREC_FLOWS_TP" in flags and "-DMBREC_FLOWS" not in flags
+        assert any(f.startswith("-DMBREC_OFF_TP_SND_CWND=") for f in flags)

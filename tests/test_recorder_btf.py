@@ -75,3 +75,11 @@ def test_every_field_resolves_on_this_kernel():
     assert offs["SKB_LIST"] == 0 and offs["TCB_SEQ"] == 0 and offs["TCB_END_SEQ"] == 4
     assert offs["SK_DADDR"] + 4 == offs["SK_RCV_SADDR"]  # skc_addrpair
     assert offs["SK_DPORT"] + 2 == offs["SK_NUM"]        # skc_portpair
+
+
+@pytest.mark.skipif(not os.access(btf.BTF_PATH, os.R_OK), reason="no readable kernel BTF here")
+def test_every_tracepoint_flow_field_resolves_on_this_kernel():
+    offs = btf.read_offsets(fields=btf.FLOW_TP_FIELDS)
+    assert set(offs) == set(btf.FLOW_TP_FIELDS)
+    assert offs["TCB_TCP_GSO_SEGS"] == 8  # after seq and end_seq
+    assert all(offs[f"TP_{f}"] > offs["ICSK_BACKOFF"] for f in ("SND_CWND", "BYTES_SENT"))

@@ -62,9 +62,10 @@ def test_kernel_version_gate():
     assert env.kernel_version("4.14.67-66.56.amzn1.x86_64") == (4, 14)
 
 
-def test_missing_headers_name_the_package():
+def test_missing_headers_name_the_package(tmp_path, monkeypatch):
+    monkeypatch.delenv("BCC_KERNEL_SOURCE", raising=False)
     with pytest.raises(MbrecError, match="apt-get install linux-headers-0.0.0-none"):
-        env.check_headers("0.0.0-none")
+        env.check_headers("0.0.0-none", src=str(tmp_path))
 
 
 def test_netns_by_pid_is_the_process_namespace():

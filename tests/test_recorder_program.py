@@ -1,13 +1,19 @@
 """The -D constants that configure the BPF program, and the probe/kprobe plan."""
 
+import os
 import re
 
 import pytest
 
 from mbrec import events
-from mbrec.recorder.probes import PACKET_PROBES, kernel_functions, resolve_all
+from mbrec.errors import MbrecError
+from mbrec.events import PROBE_IDS
+from mbrec.recorder import environment as env
+from mbrec.recorder.probes import (PACKET_PROBES, TRACEPOINT_PROBES, header_probes,
+                                   kernel_functions, resolve_all, resolve_tracepoints)
 from mbrec.recorder.program import (Filters, ProgramConfig, addr_words, cflags,
-                                    kprobe_attachments, ring_pages, source_text)
+                                    kprobe_attachments, ring_pages, source_text,
+                                    tracepoint_attachments)
 
 from test_recorder_probes import FILTERS_61, KALLSYMS_61
 
@@ -85,3 +91,72 @@ def test_ring_pages_is_a_power_of_two(nbytes, pages):
 def test_pkt_record_size_fits_the_ring_stride():
     # 8-byte header + record, 8-byte aligned: the bulk drain assumes a fixed stride.
     assert events.PKT.itemsize % 8 == 0
+
+
+# ---- --attach tracepoint ----
+
+ALL_TRACEPOINTS = {tp for spec in TRACEPOINT_PROBES for tp in spec.candidates[0]}
+
+
+def test_tracepoint_plan_keeps_what_the_kernel_has_and_names_the_rest():
+    have = ALL_TRACEPOINTS - {"qdisc:qdisc_dequeue", "net:napi_gro_receive_entry"}
+    done, missing = resolve_tracepoints(TRACEPOINT_PROBES, have)
+    by_name = {r.spec.name: r.functions for r in done}
+    assert "qdisc_dequeue" not in by_name and missing == [
+        "qdisc_dequeue: no tracepoint qdisc:qdisc_dequeue"]
+    # the driver hand-over: every receive API's tracepoint that exists, one program
+    assert by_name["eth_type_trans"] == ("net:netif_rx", "net:netif_receive_skb_entry",
+                                         "net:netif_receive_skb_list_entry")
+    assert by_name["ip_rcv"] == ("net:netif_receive_skb",)
+    # same probe ids as the function probes of the same layers
+    assert {r.spec.probe_id for r in done} >= {PROBE_IDS[p] for p in (
+        "dev_queue_xmit", "dev_hard_start_xmit", "eth_type_trans", "ip_rcv",
+        "skb_copy_datagram_iter")}
+
+
+def test_tracepoint_config_compiles_raw_tracepoint_programs_attached_from_python():
+    done, _ = resolve_tracepoints(TRACEPOINT_PROBES, ALL_TRACEPOINTS)
+    cfg = ProgramConfig(tuple(done), "tracepoint", offsets={"SKB_DEV": 16, "SKB_DATA": 200,
+                                                            "SK_NUM": 14})
+    d = defines(cflags(cfg))
+    assert d["MBREC_ATTACH_DEV_HARD_START_XMIT"] == "3" and d["MBREC_SOCK_COOKIE"] == "0"
+    # the sk_buff and sock fields are copied in one read each: from the first to 8 bytes past
+    # the last
+    assert (d["MBREC_SKB_SPAN_OFF"], d["MBREC_SKB_SPAN_LEN"]) == ("16", "192")
+    assert (d["MBREC_SK_SPAN_OFF"], d["MBREC_SK_SPAN_LEN"]) == ("14", "8")
+    with pytest.raises(MbrecError, match="BTF"):  # no offsets: the kernel has no BTF
+        cflags(ProgramConfig(tuple(done), "tracepoint"))
+    assert not any(k.startswith("MBREC_FN_") for k in d)
+    pairs = tracepoint_attachments(cfg)
+    assert ("netif_rx", "mbrec_tp_eth_type_trans") in pairs
+    assert ("netif_receive_skb_list_entry", "mbrec_tp_eth_type_trans") in pairs
+    assert ("skb_copy_datagram_iovec", "mbrec_tp_skb_copy_datagram_iter") in pairs
+    src = source_text()
+    for _, fn in pairs:
+        assert re.search(rf"\bint {fn}\(struct bpf_raw_tracepoint_args \*ctx", src), fn
+    for spec in TRACEPOINT_PROBES:
+        assert f"MBREC_ATTACH_{spec.c_name} == 3" in src
+    assert tracepoint_attachments(ProgramConfig(cfg.resolved, "kprobe")) == []
+    assert header_probes(done, "tracepoint")[0]["attach"] == "raw_tracepoint"
+
+
+def test_a_debian_header_pair_is_joined_into_one_tree(tmp_path):
+    src = tmp_path / "src"
+    for ver in ("6.1.0-40", "6.1.0-57"):
+        (src / f"linux-headers-{ver}-common/include/linux").mkdir(parents=True)
+        (src / f"linux-headers-{ver}-common/arch/x86/include/asm").mkdir(parents=True)
+        (src / f"linux-headers-{ver}-amd64/include/generated").mkdir(parents=True)
+        (src / f"linux-headers-{ver}-amd64/arch/x86/include/generated").mkdir(parents=True)
+    (src / "linux-headers-6.2.0-1-common/include/linux").mkdir(parents=True)  # no arch part
+    tree = env.foreign_header_tree(str(src), str(tmp_path / "out"))
+    if os.uname().machine != "x86_64":
+        assert tree is None
+        return
+    assert tree.endswith("bcc-linux-headers-6.1.0-57")
+    for sub, part in (("include/linux", "common"), ("include/generated", "amd64"),
+                      ("arch/x86/include/asm", "common"),
+                      ("arch/x86/include/generated", "amd64")):
+        assert os.path.realpath(os.path.join(tree, sub)) == str(
+            src / f"linux-headers-6.1.0-57-{part}" / sub), sub
+    assert env.foreign_header_tree(str(src), str(tmp_path / "out")) == tree  # reused
+    assert env.foreign_header_tree(str(tmp_path / "none"), str(tmp_path / "out2")) is None

@@ -8,7 +8,9 @@ import time
 
 import click
 
-from mbrec.errors import MbrecError
+from mbrec.commands.common import OutputDir
+
+OUTPUT_NAMES = ("report.json", "report.html", "*.csv", "*.png", "*.svg")  # _write_outputs
 
 
 def _bar(desc: str, total, unit: str):
@@ -36,7 +38,7 @@ def _progress(quiet: bool):
 @click.command()
 @click.argument("traces", nargs=-1, required=True, type=click.Path(dir_okay=True))
 @click.option("-o", "--output", "outdir", type=click.Path(file_okay=False),
-              help="Write report.json, CSVs and plots into this directory.")
+              help="Write report.json, report.html, CSVs and plots into this directory.")
 @click.option("--per-flow", is_flag=True, help="Also print the latency table of every flow.")
 @click.option("--no-plots", is_flag=True, help="Skip the PNG/SVG plots (faster).")
 @click.option("--json", "as_json", is_flag=True, help="Print report.json to stdout, not tables.")
@@ -60,8 +62,10 @@ def _progress(quiet: bool):
 @click.option("--spill-dir", type=click.Path(file_okay=False), default=None,
               help="Where partitions are spilled [default: the system's temporary directory].")
 @click.option("-q", "--quiet", is_flag=True, help="No progress lines on stderr.")
+@click.option("--force", is_flag=True, help="Replace the report already in the -o directory "
+              "(the previous run's outputs are removed first).")
 def command(traces, outdir, per_flow, no_plots, as_json, clock, reference, clock_window,
-            jobs, scheduler, partitions, memory, spill_dir, quiet):
+            jobs, scheduler, partitions, memory, spill_dir, quiet, force):
     """Analyse traces: one file per host, as written by `mbrec record`, or the run
     directory of `mbrec fleet record`.
 
@@ -73,21 +77,22 @@ def command(traces, outdir, per_flow, no_plots, as_json, clock, reference, clock
     from mbrec.analysis.engine import Executor, parse_size
     from mbrec.analysis.pipeline import Options
     from mbrec.analysis.run import Plan, analyze_files
-
     from mbrec.fleet.manifest import expand
+
     say = _progress(quiet or as_json)
     traces = expand(traces, say)  # a run directory of `mbrec fleet record`: its traces
-    for path in traces:
-        if not os.path.exists(path):
-            raise MbrecError(f"{path}: no such file")
+    out = OutputDir(outdir, force=force, inputs=traces, marker="report.json",
+                    products=OUTPUT_NAMES) if outdir else None  # checked before any work
     plan = Plan(Options(per_flow, True, clock, reference, clock_window),
                 Executor(jobs, scheduler), partitions,
                 parse_size(memory) if memory else None, spill_dir)
     result = analyze_files(list(traces), plan, progress=say,
                            bars=None if (quiet or as_json) else _bar)
     from mbrec.analysis import report as rep
-    if outdir:
-        _write_outputs(outdir, result, no_plots, say)
+    if out is not None:
+        with out.writing() as tmp:
+            say(f"writing report.json, report.html and CSVs to {outdir}")
+            _write_outputs(tmp, result, no_plots, say)
     if as_json:
         import json
         click.echo(json.dumps(result.report, indent=1, default=str, allow_nan=False))
@@ -99,11 +104,6 @@ def command(traces, outdir, per_flow, no_plots, as_json, clock, reference, clock
 
 def _write_outputs(outdir, result, no_plots, say):
     from mbrec.analysis import report as rep
-    try:
-        os.makedirs(outdir, exist_ok=True)
-    except OSError as e:
-        raise MbrecError(f"cannot create {outdir}: {e.strerror}") from None
-    say(f"writing report.json, report.html and CSVs to {outdir}")
     rep.write_json(result.report, os.path.join(outdir, "report.json"))
     rep.write_csvs(outdir, result.names, result.results, result.series)
     rep.write_flows_csv(outdir, result.report["flows"])

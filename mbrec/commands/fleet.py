@@ -13,7 +13,7 @@ FORWARDED = (
     ("--addr", "ADDR", "Only packets with this address at either end. Repeatable."),
     ("--cgroup", "PATH", "Only flows of sockets in this cgroup v2."),
     ("--sample", "N", "Keep 1/2^N packets, the same ones on every host."),
-    ("--attach", "MODE", "auto, fentry or kprobe."),
+    ("--attach", "MODE", "auto, fentry, kprobe or tracepoint."),
     ("--probes", "GROUPS", "Probe groups, comma-separated: packets, flows."),
     ("--ring-mb", "MIB", "Ring buffer size per event type, MiB."),
     ("--flow-interval", "S", "flows group: snapshot every live flow every S seconds."),

@@ -47,6 +47,10 @@ def summarize(trace: Trace) -> dict:
         "lost": trace.lost,
         "lost_total": lost_total,
         "clean_stop": trace.clean,
+        "stop_reason": (trace.trailer or {}).get("integrity") or (trace.trailer or {}).get(
+            "stop_reason"),
+        "frames_lost": trace.frames_lost,
+        "records_lost": trace.records_lost,
         "bytes_per_event": trace.file_size / total if total else None,
         "bytes_lost": trace.bytes_lost,
         "clock_anchors": len(trace.clocks),
@@ -54,18 +58,30 @@ def summarize(trace: Trace) -> dict:
     }
 
 
+def _end(info: dict) -> str:
+    if info["clean_stop"]:
+        return "clean stop" + (f" ({info['stop_reason']})" if info["stop_reason"] else "")
+    if info["stop_reason"]:
+        return f"UNCLEAN ({info['stop_reason']})"
+    return "UNCLEAN (no trailer: killed or crashed)"
+
+
 def render(info: dict) -> str:
     lines = [f"{info['file']}",
              f"  host        {info['host']}  (kernel {info['kernel']}, boot_id {info['boot_id']})",
              f"  recorded by mbrec {info['mbrec_version']}, format v{info['format_version']}",
              f"  time span   {info['duration_s']:.3f} s",
-             f"  end         {'clean stop' if info['clean_stop'] else 'UNCLEAN (no trailer: killed or crashed)'}",
+             f"  end         {_end(info)}",
              f"  events      {info['events_total']}"]
     for name, n in info["events"].items():
         if n:
             lines.append(f"    {name:<28}{n:>12}")
     for probe, n in info["packet_probe_events"].items():
         lines.append(f"      {probe:<26}{n:>12}")
+    if info["records_lost"]:
+        lines.append("  damaged     " + ", ".join(
+            f"{n} {k} records" for k, n in info["records_lost"].items())
+            + " written but not in the file")
     lost = info["lost_total"]
     lines.append(f"  lost        {lost}" + ("" if not lost else "  (" + ", ".join(
         f"{k} {v}" for k, v in info["lost"].items() if v) + ")"))

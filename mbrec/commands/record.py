@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import math
 
 import click
 
@@ -30,6 +31,20 @@ def _addrs(values):
     return tuple(out)
 
 
+def _groups(spec: str) -> tuple[str, ...]:
+    """--probes, checked before anything else (root, BCC) so a typo is named as one."""
+    from mbrec.recorder.probes import GROUPS
+    known = list(dict.fromkeys([*GROUPS, "flows"]))
+    groups = tuple(g.strip() for g in spec.split(",") if g.strip())
+    if not groups:
+        raise MbrecError(f"--probes {spec!r}: give one or more of {', '.join(known)}")
+    for g in groups:
+        if g not in known:
+            raise MbrecError(f"--probes {g}: no such probe group; the groups are "
+                             f"{', '.join(known)}")
+    return groups
+
+
 @click.command(context_settings={"ignore_unknown_options": False})
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="Trace file to write (one per host).")
@@ -45,8 +60,10 @@ def _addrs(values):
               "under /sys/fs/cgroup).")
 @click.option("--sample", type=int, default=0, show_default=True,
               help="Keep 1/2^N packets, the same ones on every host and layer.")
-@click.option("--attach", type=click.Choice(["auto", "fentry", "kprobe"]), default="auto",
-              show_default=True, help="auto = fentry where the kernel supports it, else kprobe.")
+@click.option("--attach", type=click.Choice(["auto", "fentry", "kprobe", "tracepoint"]),
+              default="auto", show_default=True,
+              help="auto = fentry where the kernel supports it, else kprobe, else tracepoint "
+              "(the stable tracepoints only: fewer layers, docs/recorder.md).")
 @click.option("--probes", default="packets", show_default=True,
               help="Probe groups, comma-separated: packets, flows.")
 @click.option("--ring-mb", type=int, default=16, show_default=True,
@@ -72,9 +89,13 @@ def command(output, duration, host_name, netns, ports, addrs, cgroup, sample, at
     """
     from mbrec.recorder.session import RecordOptions, print_bpf as show_bpf, record
 
-    groups = tuple(g.strip() for g in probes.split(",") if g.strip())
-    if duration is not None and duration <= 0:
+    groups = _groups(probes)
+    if duration is not None and not (math.isfinite(duration) and duration > 0):
         raise MbrecError(f"--duration {duration}: give a positive number of seconds")
+    if not (math.isfinite(flow_interval) and flow_interval >= 0):
+        raise MbrecError(f"--flow-interval {flow_interval}: give a number of seconds, 0 or more")
+    if flow_sample < 0:
+        raise MbrecError(f"--flow-sample {flow_sample}: give 0 or more")
     if ring_mb < 1:
         raise MbrecError(f"--ring-mb {ring_mb}: give at least 1")
     opts = RecordOptions(output=output, duration=duration, host_name=host_name,

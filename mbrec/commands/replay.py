@@ -63,17 +63,32 @@ def merged(readers):
 def _parse_flow(flow: str) -> tuple[np.ndarray | None, int | None]:
     """--flow ADDR, :PORT or ADDR:PORT as (16-byte address field or None, port or None)."""
     import ipaddress
-    addr, _, port = flow.rpartition(":") if ":" in flow else (flow, "", "")
-    try:
-        field = None
-        if addr:
-            packed = ipaddress.ip_address(addr.strip("[]")).packed
-            field = np.zeros(16, dtype=np.uint8)
-            field[:len(packed)] = np.frombuffer(packed, dtype=np.uint8)
-        return field, (int(port) if port else None)
-    except ValueError:
-        raise MbrecError(f"--flow {flow!r}: expected ADDR, :PORT or ADDR:PORT, e.g. "
-                         "10.0.0.2:80 or [::1]:80") from None
+    usage = "expected ADDR, :PORT or ADDR:PORT, e.g. 10.0.0.2:80, :80 or [::1]:80"
+    if flow.startswith("[") and "]" in flow:  # [IPv6] or [IPv6]:PORT
+        addr, _, rest = flow[1:].partition("]")
+        if rest and not rest.startswith(":"):
+            raise MbrecError(f"--flow {flow!r}: {usage}")
+        port = rest[1:] if rest else None
+    elif flow.count(":") > 1:  # a bare IPv6 address: no port
+        addr, port = flow, None
+    elif ":" in flow:
+        addr, _, port = flow.rpartition(":")
+    else:
+        addr, port = flow, None
+    if not addr and not port:
+        raise MbrecError(f"--flow {flow!r} is empty: {usage}")
+    if port is not None and not (port.isdigit() and int(port) <= 65535):
+        raise MbrecError(f"--flow {flow!r}: the port must be a number from 0 to 65535")
+    field = None
+    if addr:
+        try:
+            packed = ipaddress.ip_address(addr).packed
+        except ValueError:
+            raise MbrecError(f"--flow {flow!r}: {addr!r} is not an IPv4 or IPv6 address; "
+                             f"{usage}") from None
+        field = np.zeros(16, dtype=np.uint8)
+        field[:len(packed)] = np.frombuffer(packed, dtype=np.uint8)
+    return field, (int(port) if port else None)
 
 
 def _flow_mask(recs, flow: tuple[np.ndarray | None, int | None]) -> np.ndarray:
@@ -91,12 +106,22 @@ def _flow_mask(recs, flow: tuple[np.ndarray | None, int | None]) -> np.ndarray:
 
 
 def _parse_time(spec: str) -> tuple[float, float]:
+    """--time START:END (either may be left out) in seconds from the first event."""
+    import math
+    usage = "expected START:END in seconds from the first event, e.g. 1.5:3 or 2:"
+    start, _, end = spec.partition(":")
+    if not start.strip() and not end.strip():
+        raise MbrecError(f"--time {spec!r} is empty: {usage}")
     try:
-        start, _, end = spec.partition(":") if ":" in spec else (spec, "", "")
-        return (float(start) if start else 0.0, float(end) if end else float("inf"))
+        lo = float(start) if start.strip() else 0.0
+        hi = float(end) if end.strip() else math.inf
     except ValueError:
-        raise MbrecError(f"--time {spec!r}: expected START:END in seconds from the first "
-                         "event, e.g. 1.5:3 or 2:") from None
+        raise MbrecError(f"--time {spec!r}: {usage}") from None
+    if not math.isfinite(lo) or (end.strip() and not math.isfinite(hi)):
+        raise MbrecError(f"--time {spec!r}: give finite numbers of seconds; {usage}")
+    if not lo < hi:
+        raise MbrecError(f"--time {spec!r}: the start must come before the end; {usage}")
+    return lo, hi
 
 
 @click.command()
@@ -112,11 +137,13 @@ def _parse_time(spec: str) -> tuple[float, float]:
 def command(files, fmt, types, flow, time_spec):
     """Print every event of trace FILES in timestamp order, like `perf script`."""
     if fmt == "microbpf":
-        if types or flow or time_spec:
+        if types or flow is not None or time_spec is not None:
             raise MbrecError("--format microbpf prints whole traces: drop --type, --flow and "
                              "--time")
         _microbpf(files)
         return
+    window = _parse_time(time_spec) if time_spec is not None else None
+    flow = _parse_flow(flow) if flow is not None else None
     readers = [TraceReader(f) for f in files]
     schemas = {t for t in types if t in ("pkt", "sock", "flow", "tcp")}
     probes = {PROBE_IDS[t] for t in types if t in PROBE_IDS}
@@ -124,8 +151,6 @@ def command(files, fmt, types, flow, time_spec):
     if unknown:
         raise MbrecError(f"--type {sorted(unknown)[0]!r} is not an event type or probe; use "
                          f"one of pkt, sock, flow, tcp, {', '.join(sorted(PROBE_IDS))}")
-    window = _parse_time(time_spec) if time_spec else None
-    flow = _parse_flow(flow) if flow else None
     t0 = None
     for chunks, order, owner, pos in merged(readers):
         if t0 is None:

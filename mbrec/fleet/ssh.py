@@ -25,13 +25,14 @@ from mbrec.fleet.inventory import Host
 # its own (setsid) so the signal reaches its children too (a COMMAND's, a recorder's). A shell
 # starts background processes with SIGINT ignored, so the process gets it back at its default
 # where env can do that (coreutils 8.31 or newer): a recorder still compiling then stops too.
-# A stop that comes before setsid has made the group is retried until the group exists. The
+# env comes first, so that by the time the group exists its SIGINT is no longer ignored; a
+# stop that comes before setsid has made the group is retried until the group exists. The
 # markers tell mbrec what to signal (-PGID, or a PID without setsid) and how the process ended.
 # POSIX sh, run as `sh -c WRAPPER sh ARGV...`.
 WRAPPER = """exec 3<&0 </dev/null
-if env --default-signal=INT true 2>/dev/null; then set -- env --default-signal=INT "$@"; fi
 g=
 if command -v setsid >/dev/null 2>&1; then set -- setsid "$@"; g=-; fi
+if env --default-signal=INT true 2>/dev/null; then set -- env --default-signal=INT "$@"; fi
 "$@" 3<&- &
 p=$!
 echo "mbrec-fleet: pid $g$p" >&2

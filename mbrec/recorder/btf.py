@@ -59,6 +59,20 @@ FIELDS = {
     "TCB_SEQ": ("tcp_skb_cb", "seq"),
     "TCB_END_SEQ": ("tcp_skb_cb", "end_seq"),
     "TCB_TCP_FLAGS": ("tcp_skb_cb", "tcp_flags"),
+    "TP_COPIED_SEQ": ("tcp_sock", "copied_seq"),
+}
+
+
+# The flow probes on tracepoints (bpf/flows_tp.bpf.h) read these too: MBREC_OFF_<name>.
+FLOW_TP_FIELDS = {
+    "TCB_TCP_GSO_SEGS": ("tcp_skb_cb", "tcp_gso_segs"),
+    "ICSK_BACKOFF": ("inet_connection_sock", "icsk_backoff"),
+    **{f"TP_{f.upper()}": ("tcp_sock", f) for f in (
+        "bytes_sent", "bytes_acked", "bytes_received", "bytes_retrans", "snd_cwnd",
+        "snd_ssthresh", "snd_wnd", "rcv_wnd", "mss_cache", "advmss", "packets_out",
+        "sacked_out", "lost_out", "retrans_out", "total_retrans", "srtt_us", "mdev_us",
+        "rtt_min", "snd_una", "snd_nxt", "write_seq", "rcv_nxt", "rate_delivered",
+        "rate_interval_us")},
 }
 
 
@@ -147,18 +161,27 @@ class Btf:
         return total
 
 
-def field_offsets(btf: Btf) -> dict[str, int]:
-    return {name: btf.offset(s, path) for name, (s, path) in FIELDS.items()}
+def field_offsets(btf: Btf, fields: dict = FIELDS) -> dict[str, int]:
+    return {name: btf.offset(s, path) for name, (s, path) in fields.items()}
 
 
-def read_offsets(path: str = BTF_PATH) -> dict[str, int] | None:
+def read_offsets(path: str = BTF_PATH, fields: dict = FIELDS) -> dict[str, int] | None:
     """The offsets for this kernel, or None where it has no BTF (then headers are used)."""
     try:
         with open(path, "rb") as f:
             blob = f.read()
     except OSError:
         return None
-    return field_offsets(Btf(blob))
+    return field_offsets(Btf(blob), fields)
+
+
+def field_span(offsets: dict[str, int], prefix: str) -> tuple[int, int]:
+    """(offset, length) of the part of a struct holding every field named prefix*, which the
+    tracepoint programs copy in one read: from the first field to 8 bytes past the last (no
+    such field is wider), a multiple of 8."""
+    offs = [v for k, v in offsets.items() if k.startswith(prefix)]
+    start = min(offs)
+    return start, -(-(max(offs) + 8 - start) // 8) * 8
 
 
 def offset_cflags(offsets: dict[str, int] | None) -> list[str]:

@@ -29,17 +29,84 @@ def check_kernel(release: str | None = None) -> None:
                          "Linux 5.8 or newer; upgrade the kernel")
 
 
-def check_headers(release: str | None = None) -> None:
+# Debian's header packages by machine: (package suffix, kernel arch directory)
+DEBIAN_HEADER_ARCH = {"x86_64": ("amd64", "x86"), "aarch64": ("arm64", "arm64")}
+HEADER_TREE_DIR = "/run/mbrec"
+
+
+def check_headers(release: str | None = None, src: str = "/usr/src") -> bool:
+    """Make sure BCC finds kernel headers. True when they are another kernel's (then only
+    programs that read kernel structs at BTF offsets may be compiled: see foreign_header_tree)."""
     release = release or os.uname().release
     build = f"/lib/modules/{release}/build"
-    if os.path.isdir(build) or os.path.exists("/sys/kernel/kheaders.tar.xz"):
-        return
+    if os.environ.get("BCC_KERNEL_SOURCE") or os.path.isdir(build) or \
+            os.path.exists("/sys/kernel/kheaders.tar.xz"):
+        return False
+    tree = foreign_header_tree(src)
+    if tree:
+        os.environ["BCC_KERNEL_SOURCE"] = tree
+        return True
     raise MbrecError(f"kernel headers for {release} are missing ({build} does not exist): "
-                     f"apt-get install linux-headers-{release}")
+                     f"apt-get install linux-headers-{release}; where that package does not "
+                     "exist but the kernel has BTF, any Debian kernel's headers do "
+                     "(apt-get install linux-headers-amd64)")
+
+
+def foreign_header_tree(src: str = "/usr/src", out_dir: str = HEADER_TREE_DIR) -> str | None:
+    """BCC compiles its own helper headers against a kernel tree (bpf.h, ptrace.h, types); it
+    looks for one at /lib/modules/RELEASE/build or in kheaders. On a kernel without either,
+    the newest Debian linux-headers-VERSION-{common,ARCH} pair under src does: BPF helpers and
+    uapi are stable, and mbrec reads every kernel struct at offsets from this kernel's BTF.
+    Debian splits a tree in two directories and BCC_KERNEL_SOURCE names one, so the pair is
+    joined by symlinks under out_dir. None when no pair is installed."""
+    arch = DEBIAN_HEADER_ARCH.get(os.uname().machine)
+    if arch is None or not os.path.isdir(src):
+        return None
+    suffix, karch = arch
+    versions = []
+    for name in os.listdir(src):
+        m = re.fullmatch(r"linux-headers-(\d+)\.(\d+)\.(\d+)-(\d+)-common", name)
+        if m and os.path.isdir(os.path.join(src, name[:-len("common")] + suffix)):
+            versions.append((tuple(int(x) for x in m.groups()), name[:-len("-common")]))
+    if not versions:
+        return None
+    base = os.path.join(src, max(versions)[1])
+    common, built = base + "-common", f"{base}-{suffix}"
+    tree = os.path.join(out_dir, "bcc-" + os.path.basename(base))
+    if os.path.exists(os.path.join(tree, "include", "linux")):
+        return tree
+    for sub in ("include", f"arch/{karch}/include"):
+        os.makedirs(os.path.join(tree, sub), exist_ok=True)
+        for part in (common, built):
+            d = os.path.join(part, sub)
+            for entry in (os.listdir(d) if os.path.isdir(d) else ()):
+                link = os.path.join(tree, sub, entry)
+                if not os.path.lexists(link):
+                    os.symlink(os.path.join(d, entry), link)
+    return tree
+
+
+def existing_tracepoints(names) -> set[str]:
+    """Which of the "category:event" tracepoints this kernel has."""
+    events = os.path.join(os.path.dirname(tracing_file("available_events")), "events")
+    return {n for n in names if os.path.isdir(os.path.join(events, *n.split(":")))}
+
+
+DEBIAN_DIST_PACKAGES = "/usr/lib/python3/dist-packages"
 
 
 def import_bcc():
-    """The bcc module, or one line that says how to get it."""
+    """The bcc module, or one line that says how to get it. Debian's python3-bpfcc is pure
+    Python over libbcc.so, so a Python other than /usr/bin/python3 (a virtualenv) can use it:
+    its directory is appended to sys.path, after everything else."""
+    try:
+        import bcc  # noqa: F401
+        return bcc
+    except ImportError:
+        pass
+    if os.path.isfile(os.path.join(DEBIAN_DIST_PACKAGES, "bcc", "__init__.py")) and \
+            DEBIAN_DIST_PACKAGES not in sys.path:
+        sys.path.append(DEBIAN_DIST_PACKAGES)
     try:
         import bcc  # noqa: F401
     except ImportError:
@@ -69,8 +136,9 @@ def read_kernel_functions():
             kallsyms = f.read()
     except OSError as e:
         raise MbrecError(f"cannot read {e.filename} ({e.strerror}): this kernel cannot trace "
-                         "functions (no ftrace/kprobes); record on a kernel built with them, "
-                         "e.g. a stock distribution kernel or `mbrec lab`") from None
+                         "functions (no ftrace/kprobes); record with --attach tracepoint, or "
+                         "on a kernel built with them, e.g. a stock distribution kernel or "
+                         "`mbrec lab`") from None
     return kernel_functions(filters, kallsyms)
 
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 from mbrec.errors import MbrecError
 from mbrec.events import CONSTANTS
+from mbrec.recorder.btf import FLOW_TP_FIELDS, field_span, offset_cflags, read_offsets
 from mbrec.recorder.probes import KernelFunctions, ProbeSpec, Resolved, resolve
 
 # Function hooks: (probe name, kernel function candidates, -D suffix, entry fn, return fn).
@@ -64,6 +65,18 @@ KPROBE_PROGRAMS = {
 FLOW_TRACEPOINTS = (
     ("tcp_state", "sock:inet_sock_set_state", "mbrec_flow_tp_set_state", ""),
     ("tcp_retransmit", "tcp:tcp_retransmit_skb", "mbrec_flow_tp_retransmit", "TCP_RETRANSMIT_SKB"),
+)
+
+# --attach tracepoint (bpf/flows_tp.bpf.h): (probe name, "category:event", BPF program). The
+# congestion-state tracepoint serves two probes (fast recovery and timeouts), one program.
+TP_FLOW_HOOKS = (
+    ("tcp_ack", "tcp:tcp_probe", "mbrec_flow_tp_tcp_ack"),
+    ("tcp_state", "sock:inet_sock_set_state", "mbrec_flow_tp_tcp_state"),
+    ("tcp_retransmit", "tcp:tcp_retransmit_skb", "mbrec_flow_tp_tcp_retransmit"),
+    ("tcp_enter_recovery", "tcp:tcp_cong_state_set", "mbrec_flow_tp_tcp_cong_state_set"),
+    ("tcp_timeout", "tcp:tcp_cong_state_set", ""),
+    ("tcp_sendmsg", "sock:sock_send_length", "mbrec_flow_tp_tcp_sendmsg"),
+    ("tcp_recvmsg", "sock:sock_recv_length", "mbrec_flow_tp_tcp_recvmsg"),
 )
 
 # Ring buffer map -> schema (added to program.RINGS when the group is on).
@@ -140,6 +153,18 @@ def plan_flows(kf: KernelFunctions, attach: str, tracepoints: set[str]) -> FlowP
     return FlowPlan(tuple(hooks), tuple(missing), attach)
 
 
+def plan_flow_tracepoints(existing: set[str]) -> FlowPlan:
+    """The tracepoint flow hooks this kernel has (existing: "category:event" names)."""
+    hooks, missing = [], []
+    for probe, tp, prog in TP_FLOW_HOOKS:
+        if tp in existing:
+            hooks.append(FlowHook(probe, tp, "raw_tracepoint", "", (prog,) if prog else ()))
+        else:
+            missing.append(f"{probe}: tracepoint {tp} does not exist in this kernel")
+    hooks.append(FlowHook("flow_periodic", TICK_PROGRAM, "test_run"))
+    return FlowPlan(tuple(hooks), tuple(missing), "tracepoint")
+
+
 def flow_cflags(plan: FlowPlan, *, sample: int = 1, rtt_events: bool = False,
                 ring_pages: int = 256, max_flows: int = 65536) -> list[str]:
     """-D flags for bpf/flows.bpf.h (added to program.cflags() when the group is on)."""
@@ -148,6 +173,16 @@ def flow_cflags(plan: FlowPlan, *, sample: int = 1, rtt_events: bool = False,
                          "(one snapshot every N ACKs per flow)")
     if ring_pages & (ring_pages - 1):
         raise ValueError("ring_pages must be a power of two")
+    if plan.attach == "tracepoint":  # bpf/flows_tp.bpf.h reads kernel structs at BTF offsets
+        offsets = read_offsets(fields=FLOW_TP_FIELDS)
+        if offsets is None:
+            raise MbrecError("--attach tracepoint --probes flows needs the kernel's BTF "
+                             "(/sys/kernel/btf/vmlinux), which this kernel lacks")
+        span_off, span_len = field_span(offsets, "TP_")  # rtt_min's value is 4 bytes in
+        return ["-DMBREC_FLOWS_TP", f"-DMBREC_FLOW_SAMPLE={sample}",
+                f"-DMBREC_FLOW_RING_PAGES={ring_pages}", f"-DMBREC_FLOW_MAX={max_flows}",
+                f"-DMBREC_TP_SPAN_OFF={span_off}", f"-DMBREC_TP_SPAN_LEN={span_len}",
+                *offset_cflags(offsets)]
     flags = ["-DMBREC_FLOWS", f"-DMBREC_FLOW_SAMPLE={sample}",
              f"-DMBREC_FLOW_RING_PAGES={ring_pages}", f"-DMBREC_FLOW_MAX={max_flows}"]
     if plan.attach == "fentry":
@@ -158,13 +193,13 @@ def flow_cflags(plan: FlowPlan, *, sample: int = 1, rtt_events: bool = False,
     return flags
 
 
-def inline_flows(source: str, header_text: str) -> str:
-    """mbrec.bpf.c with flows.bpf.h pasted in place of its #include: BCC only turns functions
-    of the main file into programs and rewrites map calls there, so the header must be text of
-    the main file, not an included file."""
-    line = '#include "flows.bpf.h"'
+def inline_flows(source: str, header_text: str, header: str = "flows.bpf.h") -> str:
+    """mbrec.bpf.c with the flow header pasted in place of its #include: BCC only turns
+    functions of the main file into programs and rewrites map calls there, so the header must
+    be text of the main file, not an included file."""
+    line = f'#include "{header}"'
     if line not in source:
-        raise ValueError("mbrec.bpf.c has no #include \"flows.bpf.h\"")
+        raise ValueError(f"mbrec.bpf.c has no #include \"{header}\"")
     return source.replace(line, header_text, 1)
 
 
@@ -172,7 +207,7 @@ def attach_flows(bpf, plan: FlowPlan) -> list[dict]:
     """Attach the kprobes and raw tracepoints (fentry programs were attached by BCC at load).
     Returns the trace header's probe entries."""
     for h in plan.hooks:
-        if h.attach == "raw_tracepoint":
+        if h.attach == "raw_tracepoint" and h.programs:
             bpf.attach_raw_tracepoint(tp=h.function.split(":")[1].encode(),
                                       fn_name=h.programs[0].encode())
         elif h.attach in ("kprobe", "kretprobe"):
@@ -273,25 +308,36 @@ def read_tracepoints() -> set[str]:
 class FlowGroup:
     """The flows group of one recording: plan, -D flags, source, attach, snapshots."""
 
-    def __init__(self, plan: FlowPlan, interval_s: float = 1.0, sample: int = 1):
+    def __init__(self, plan: FlowPlan, interval_s: float = 1.0, sample: int = 1,
+                 ring_pages: int = 256):
         if interval_s < 0:
             raise MbrecError(f"--flow-interval {interval_s}: give seconds >= 0 (0 = no periodic "
                              "snapshots, only per-ACK, close and stop records)")
         self.plan = plan
         self.interval_s = interval_s
         self.sample = sample
-        self.cflags = flow_cflags(plan, sample=sample)
+        self.cflags = flow_cflags(plan, sample=sample, ring_pages=ring_pages)
         self.ticker: FlowTicker | None = None
         self.header_probes: list[dict] = []
 
     @classmethod
-    def for_kernel(cls, kf: KernelFunctions, attach: str, interval_s: float, sample: int):
+    def for_kernel(cls, kf: KernelFunctions, attach: str, interval_s: float, sample: int,
+                   ring_pages: int = 256):
         plan = plan_flows(kf, attach, read_tracepoints())
         needed = {"tcp_state", "tcp_ack"}
         broken = [m for m in plan.missing if m.split(":")[0] in needed]
         if broken:
             raise MbrecError("the flows group cannot run here: " + "; ".join(broken))
-        return cls(plan, interval_s, sample)
+        return cls(plan, interval_s, sample, ring_pages)
+
+    @classmethod
+    def for_tracepoints(cls, interval_s: float, sample: int, ring_pages: int = 256):
+        from mbrec.recorder import environment as env
+        plan = plan_flow_tracepoints(env.existing_tracepoints({tp for _, tp, _ in TP_FLOW_HOOKS}))
+        broken = [m for m in plan.missing if m.split(":")[0] == "tcp_state"]
+        if broken:
+            raise MbrecError("the flows group cannot run on tracepoints here: " + "; ".join(broken))
+        return cls(plan, interval_s, sample, ring_pages)
 
     @property
     def probe_ids(self) -> list[int]:
@@ -299,8 +345,9 @@ class FlowGroup:
 
     def source(self, text: str) -> str:
         from importlib import resources
-        header = resources.files("mbrec.bpf").joinpath("flows.bpf.h").read_text()
-        return inline_flows(text, header)
+        name = "flows_tp.bpf.h" if self.plan.attach == "tracepoint" else "flows.bpf.h"
+        header = resources.files("mbrec.bpf").joinpath(name).read_text()
+        return inline_flows(text, header, name)
 
     def attach(self, bpf) -> list[dict]:
         entries = attach_flows(bpf, self.plan)

@@ -54,6 +54,24 @@ PACKET_PROBES = (
     ProbeSpec("skb_copy_datagram_iter", "packets", (("skb_copy_datagram_iter",),)),
 )
 
+# --attach tracepoint: the kernel's stable tracepoints, each recorded as the layer it stands
+# for (same probe ids, so the analysis reads them as those layers; docs/recorder.md has the
+# table). Candidates are "category:event" names; a probe attaches to every one of them the
+# kernel has (the driver hand-over has one tracepoint per receive API, each frame passes one).
+# There is no tracepoint at tcp_transmit_skb, ip_queue_xmit or tcp_v4_rcv: those layers are
+# absent in this mode.
+RX_HANDOVER_TRACEPOINTS = ("net:netif_rx", "net:napi_gro_receive_entry",
+                           "net:netif_receive_skb_entry", "net:netif_receive_skb_list_entry")
+TRACEPOINT_PROBES = (
+    ProbeSpec("dev_queue_xmit", "packets", (("net:net_dev_queue",),)),
+    ProbeSpec("qdisc_dequeue", "packets", (("qdisc:qdisc_dequeue",),)),
+    ProbeSpec("dev_hard_start_xmit", "packets", (("net:net_dev_start_xmit",),)),
+    ProbeSpec("net_dev_xmit", "packets", (("net:net_dev_xmit",),)),
+    ProbeSpec("eth_type_trans", "packets", (RX_HANDOVER_TRACEPOINTS,)),
+    ProbeSpec("ip_rcv", "packets", (("net:netif_receive_skb",),)),
+    ProbeSpec("skb_copy_datagram_iter", "packets", (("skb:skb_copy_datagram_iovec",),)),
+)
+
 # Probe groups for --probes; the flow group (issue 5) adds its specs here.
 GROUPS: dict[str, tuple[ProbeSpec, ...]] = {"packets": PACKET_PROBES,
                                             "flows": ()}  # resolved by recorder/flows.py
@@ -149,6 +167,19 @@ def resolve_all(specs, kf: KernelFunctions) -> tuple[list[Resolved], list[Unreso
     return done, missing
 
 
+def resolve_tracepoints(specs, existing: set[str]) -> tuple[list[Resolved], list[str]]:
+    """The tracepoint probes this kernel has (``existing``: "category:event" names), each with
+    every candidate tracepoint that exists; and one line per probe it lacks."""
+    done, missing = [], []
+    for spec in specs:
+        present = tuple(tp for tp in spec.candidates[0] if tp in existing)
+        if present:
+            done.append(Resolved(spec, present))
+        else:
+            missing.append(f"{spec.name}: no tracepoint {' / '.join(spec.candidates[0])}")
+    return done, missing
+
+
 def choose_attach(mode: str, fentry_supported: bool) -> str:
     """The attach kind for --attach MODE: auto means fentry where the kernel supports it."""
     if mode == "auto":
@@ -158,5 +189,6 @@ def choose_attach(mode: str, fentry_supported: bool) -> str:
 
 def header_probes(resolved: list[Resolved], attach: str) -> list[dict]:
     """The trace header's "probes" list: one entry per attached kernel function."""
-    return [{"name": r.spec.name, "function": fn, "attach": attach, "probe_id": r.spec.probe_id}
+    kind = "raw_tracepoint" if attach == "tracepoint" else attach
+    return [{"name": r.spec.name, "function": fn, "attach": kind, "probe_id": r.spec.probe_id}
             for r in resolved for fn in r.functions]

@@ -12,13 +12,17 @@ import os
 from dataclasses import dataclass, field
 from importlib import resources
 
-from mbrec.recorder.btf import offset_cflags
+from mbrec.errors import MbrecError
+from mbrec.recorder.btf import field_span, offset_cflags
 from mbrec.recorder.probes import Resolved
 
 # Ring buffer map -> schema name. One schema per ring keeps every record the same size, which
 # is what makes the bulk drain cheap. The flow group (issue 5) adds its rings here.
 RINGS: dict[str, str] = {"mbrec_pkt_ring": "pkt",
                          "mbrec_flow_ring": "flow", "mbrec_tcp_ring": "tcp", "mbrec_sock_ring": "sock"}
+
+# --attach kind -> the MBREC_ATTACH_<PROBE> value of bpf/mbrec.bpf.c
+ATTACH_KINDS = {"fentry": 1, "kprobe": 2, "tracepoint": 3}
 
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
@@ -37,7 +41,7 @@ class Filters:
 @dataclass(frozen=True)
 class ProgramConfig:
     resolved: tuple[Resolved, ...]
-    attach: str  # "fentry" or "kprobe"
+    attach: str  # "fentry", "kprobe" or "tracepoint"
     filters: Filters = field(default_factory=Filters)
     ring_bytes: int = 16 << 20
     # kernel struct offsets from BTF (recorder/btf.py); None: compile the kernel headers
@@ -100,23 +104,42 @@ def ring_pages(ring_bytes: int) -> int:
 
 
 def cflags(cfg: ProgramConfig) -> list[str]:
-    kind = {"fentry": 1, "kprobe": 2}[cfg.attach]
+    kind = ATTACH_KINDS[cfg.attach]
     flags = [f"-I{source_dir()}", f"-DMBREC_RINGBUF_PAGES={ring_pages(cfg.ring_bytes)}",
              f"-DMBREC_SOCK_COOKIE={1 if cfg.attach == 'fentry' else 0}"]
     for r in cfg.resolved:
         c = r.spec.c_name
         flags.append(f"-DMBREC_ATTACH_{c}={kind}")
+        if cfg.attach == "tracepoint":  # attached by name from Python (tracepoint_attachments)
+            continue
         if r.spec.name == "ip_rcv":
             flags.append(f"-DMBREC_IP_RCV_CORE={1 if r.functions == ('ip_rcv_core',) else 0}")
             if len(r.functions) == 2:
                 flags.append(f"-DMBREC_FN_IP_LIST_RCV={r.functions[1]}")
         flags.append(f"-DMBREC_FN_{c}={r.functions[0]}")
-    # The flow probes use kernel types, so with them the headers are compiled anyway.
-    flags.extend(offset_cflags(None if cfg.flow_cflags else cfg.offsets))
+    # The flow probes use kernel types, so with them the headers are compiled anyway (not the
+    # tracepoint flow probes, -DMBREC_FLOWS_TP: they read BTF offsets too).
+    offsets = None if "-DMBREC_FLOWS" in cfg.flow_cflags else cfg.offsets
+    flags.extend(offset_cflags(offsets))
+    if cfg.attach == "tracepoint":
+        if offsets is None:
+            raise MbrecError("--attach tracepoint needs the kernel's BTF "
+                             "(/sys/kernel/btf/vmlinux), which this kernel lacks")
+        for name, prefix in (("SKB", "SKB_"), ("SK", "SK_")):
+            off, length = field_span(offsets, prefix)
+            flags += [f"-DMBREC_{name}_SPAN_OFF={off}", f"-DMBREC_{name}_SPAN_LEN={length}"]
     flags.extend(cfg.flow_cflags)  # includes -DMBREC_FLOWS when the flows group is on
     flags.extend(filter_macros(cfg.filters))
     flags.extend(cfg.extra_cflags)
     return flags
+
+
+def tracepoint_attachments(cfg: ProgramConfig) -> list[tuple[str, str]]:
+    """(tracepoint event, BPF function name) pairs to attach as raw tracepoints."""
+    if cfg.attach != "tracepoint":
+        return []
+    return [(tp.split(":")[1], f"mbrec_tp_{r.spec.name}")
+            for r in cfg.resolved for tp in r.functions]
 
 
 def kprobe_attachments(cfg: ProgramConfig) -> list[tuple[str, str]]:

@@ -16,12 +16,16 @@ from mbrec.errors import MbrecError
 from mbrec.events import PROBE_NAMES, SCHEMA_BY_NAME
 from mbrec.recorder import environment as env
 from mbrec.recorder.btf import read_offsets
-from mbrec.recorder.probes import GROUPS, choose_attach, header_probes, resolve_all
+from mbrec.recorder.probes import (GROUPS, TRACEPOINT_PROBES, choose_attach, header_probes,
+                                   resolve_all, resolve_tracepoints)
 from mbrec.recorder.program import (RINGS, Filters, ProgramConfig, cflags, kprobe_attachments,
-                                    source_path, source_text)
+                                    ring_pages, source_path, source_text,
+                                    tracepoint_attachments)
 from mbrec.recorder.progstats import missed_by_probe, program_probes
 from mbrec.recorder.ringbuf import open_bcc_ring
 
+FALLBACK_NOTE = ("--attach tracepoint (the kernel's stable tracepoints: fewer layers, "
+                 "docs/recorder.md)")
 ANCHOR_INTERVAL = 1.0  # clock anchors, loss counts and the status line
 MAX_SLEEP = 0.2        # between drains: each wake-up costs the traced host a little CPU
 MIN_SLEEP = 0.002
@@ -124,13 +128,61 @@ def plan(opts: RecordOptions, fentry_supported: bool, kf=None):
     return resolved, attach
 
 
-def flow_group(opts: RecordOptions, attach: str):
+def plan_tracepoints(opts: RecordOptions) -> list:
+    """The tracepoint probes of --attach tracepoint that this kernel has (a missing one is a
+    layer the recording lacks, said once here and visible in the header's probe list)."""
+    if "packets" not in opts.groups:
+        return []
+    names = {tp for spec in TRACEPOINT_PROBES for tp in spec.candidates[0]}
+    resolved, missing = resolve_tracepoints(TRACEPOINT_PROBES, env.existing_tracepoints(names))
+    if not resolved:
+        raise MbrecError("this kernel has none of the packet tracepoints ("
+                         + "; ".join(missing) + "); record with --attach fentry or kprobe")
+    for m in missing:
+        say(f"not on this kernel: {m}")
+    return resolved
+
+
+def attach_chain(opts: RecordOptions, bcc) -> list[tuple[str, list]]:
+    """The attach kinds to try in order, each with its resolved packet probes: the one asked
+    for, or for auto fentry (where the kernel has trampolines), then kprobe, then tracepoint,
+    skipping those this kernel cannot serve (and saying why)."""
+    if opts.attach == "tracepoint":
+        return [("tracepoint", plan_tracepoints(opts))]
+    try:
+        resolved, attach = plan(opts, bool(bcc.BPF.support_kfunc()))
+    except MbrecError as e:
+        if opts.attach != "auto":
+            raise
+        why = str(e).split(": this kernel")[0].split(". Nothing was attached")[0]
+        say(f"kernel functions cannot be probed here ({why[:200]}); falling back to "
+            f"{FALLBACK_NOTE}")
+        return [("tracepoint", plan_tracepoints(opts))]
+    if opts.attach == "fentry" and attach == "fentry" and not bcc.BPF.support_kfunc():
+        raise MbrecError("--attach fentry: this kernel has no BPF trampolines (fentry); use "
+                         "--attach kprobe, tracepoint or auto")
+    if opts.attach != "auto":
+        return [(attach, resolved)]
+    chain = [("fentry", resolved)] if attach == "fentry" else []
+    return chain + [("kprobe", resolved), ("tracepoint", plan_tracepoints(opts))]
+
+
+def flow_group(opts: RecordOptions, attach: str, foreign_headers: bool = False):
     """The flows group (recorder/flows.py) for this kernel and attach kind, or None."""
     if "flows" not in opts.groups:
         return None
     from mbrec.recorder.flows import FlowGroup
+    # each schema's ring is --ring-mb (per-ACK snapshots filled a 1 MiB flow ring natively in
+    # under 0.1 s while the recorder waited for a CPU)
+    pages = ring_pages(opts.ring_mb << 20)
+    if attach == "tracepoint":
+        return FlowGroup.for_tracepoints(opts.flow_interval, opts.flow_sample, pages)
+    if foreign_headers:
+        raise MbrecError(f"--probes flows with {attach}: the flow probes compile kernel types, "
+                         "and the kernel headers here are another kernel's; use --attach "
+                         "tracepoint (BTF offsets) or install this kernel's headers")
     return FlowGroup.for_kernel(env.read_kernel_functions(), attach, opts.flow_interval,
-                                opts.flow_sample)
+                                opts.flow_sample, pages)
 
 
 def load(bcc, cfg: ProgramConfig, flows=None):
@@ -139,6 +191,13 @@ def load(bcc, cfg: ProgramConfig, flows=None):
         b = bcc.BPF(text=flows.source(source_text()).encode(), cflags=cflags(cfg))
     else:
         b = bcc.BPF(src_file=source_path().encode(), cflags=cflags(cfg))
+    for tp, bpf_fn in tracepoint_attachments(cfg):
+        try:
+            b.attach_raw_tracepoint(tp=tp.encode(), fn_name=bpf_fn.encode())
+        except Exception as e:
+            b.cleanup()
+            raise MbrecError(f"cannot attach the raw tracepoint {tp} ({str(e).strip()}); "
+                             "nothing stays attached") from None
     done = []
     for fn, bpf_fn in kprobe_attachments(cfg):
         try:
@@ -259,39 +318,37 @@ def record(opts: RecordOptions) -> int:
     filters = build_filters(opts)
     env.check_kernel()
     bcc = env.import_bcc()
-    env.check_headers()
-    fentry_ok = bool(bcc.BPF.support_kfunc())
-    kf = env.read_kernel_functions()
-    resolved, attach = plan(opts, fentry_ok, kf)
-    if attach == "fentry" and not fentry_ok:
-        raise MbrecError("--attach fentry: this kernel has no BPF trampolines (fentry); use "
-                         "--attach kprobe or auto")
+    foreign_headers = env.check_headers()
+    offsets = read_offsets()
+    if foreign_headers and offsets is None:
+        raise MbrecError("this kernel has no BTF (/sys/kernel/btf/vmlinux) and no headers of "
+                         f"its own: apt-get install linux-headers-{os.uname().release}")
+    chain = attach_chain(opts, bcc)
 
-    def configure(attach):
-        flows = flow_group(opts, attach)
+    def configure(attach, resolved):
+        flows = flow_group(opts, attach, foreign_headers)
         cfg = ProgramConfig(tuple(resolved), attach, filters, ring_bytes=opts.ring_mb << 20,
                             offsets=offsets, flow_cflags=tuple(flows.cflags) if flows else ())
         return cfg, flows
 
-    offsets = read_offsets()
-
-    cfg, flows = configure(attach)
-    if not opts.quiet:
-        say(f"compiling the BPF program ({attach}, {len(resolved)} packet probes"
-            + (", flows" if flows else "") + ")...")
     t0 = time.monotonic()
-    try:
-        b = load(bcc, cfg, flows)
-    except MbrecError:
-        raise
-    except Exception as e:
-        if opts.attach != "auto" or attach != "fentry":
-            raise MbrecError(f"loading the BPF program failed: {str(e).strip()[:300]} "
-                             "(rerun with --debug for details)") from None
-        say(f"fentry failed ({str(e).strip()[:120]}); falling back to kprobes")
-        attach = "kprobe"
-        cfg, flows = configure(attach)
-        b = load(bcc, cfg, flows)
+    b = None
+    while b is None:
+        attach, resolved = chain.pop(0)
+        try:
+            cfg, flows = configure(attach, resolved)
+            if not opts.quiet:
+                say(f"compiling the BPF program ({attach}, {len(resolved)} packet probes"
+                    + (", flows" if flows else "") + ")...")
+            b = load(bcc, cfg, flows)
+        except Exception as e:
+            if not chain:
+                if isinstance(e, MbrecError):
+                    raise
+                raise MbrecError(f"loading the BPF program failed: {str(e).strip()[:300]} "
+                                 "(rerun with --debug for details)") from None
+            say(f"{attach} failed ({str(e).strip()[:160]}); falling back to "
+                + (FALLBACK_NOTE if chain[0][0] == "tracepoint" else chain[0][0]))
     compile_s = time.monotonic() - t0
     probes = header_probes(resolved, attach)
     rings = dict(RINGS)
@@ -318,6 +375,19 @@ def record(opts: RecordOptions) -> int:
     return run_loop(opts, b, writer, rec, probes, header["host"], flows)
 
 
+def stop_outcome(why: str | None, error: BaseException | None) -> tuple[bool, str]:
+    """(clean, stop_reason) for the trailer: only a requested stop (a signal, --duration, the
+    command's end) is clean; an exception is not, and its reason names it."""
+    if error is None and why is not None:
+        return True, why
+    if isinstance(error, KeyboardInterrupt):
+        return True, "SIGINT"
+    if error is None:
+        return False, "error: the recording loop ended without a reason"
+    text = str(error).strip().splitlines()[0][:300] if str(error).strip() else ""
+    return False, f"error: {type(error).__name__}" + (f": {text}" if text else "")
+
+
 def run_loop(opts, b, writer, rec, probes, host, flows=None) -> int:
     from mbrec.trace.format import clock_anchor
 
@@ -326,8 +396,8 @@ def run_loop(opts, b, writer, rec, probes, host, flows=None) -> int:
     def on_signal(signum, frame):
         stop["why"] = signal.Signals(signum).name
 
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, on_signal)
+    handlers = {sig: signal.signal(sig, on_signal)
+                for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     if not opts.quiet:
         for p in probes:
             say(f"  {p['name']:<24} {p['attach']:<7} {p['function']}")
@@ -336,16 +406,18 @@ def run_loop(opts, b, writer, rec, probes, host, flows=None) -> int:
         say(warning)
     say(f"recording on {host}: {len(probes)} probes attached, writing {opts.output} "
         "(Ctrl-C to stop)")
-    child = subprocess.Popen(list(opts.command)) if opts.command else None
     live = sys.stderr.isatty() and not opts.quiet
     start = time.monotonic()
     next_tick = start + ANCHOR_INTERVAL
     last_events, last_t, last_lost = 0, start, {}
     lost = {}
+    child = None
     child_rc = None
     rate_now = 0.0
-    pacer = DrainPacer(rec.capacity, start)
+    error = None
     try:
+        child = subprocess.Popen(list(opts.command)) if opts.command else None
+        pacer = DrainPacer(rec.capacity, start)
         while stop["why"] is None:
             drained = rec.drain()
             wait = pacer.sleep_for(drained, time.monotonic(), rate_now)
@@ -374,11 +446,26 @@ def run_loop(opts, b, writer, rec, probes, host, flows=None) -> int:
                 stop["why"] = "command exited"
             elif rec.fill() < 0.25:
                 time.sleep(wait)
+    except BaseException as e:  # recorded in the trailer, then raised again
+        error = e
+        raise
     finally:
+        # Each step of the shutdown is attempted even if one before it fails, so the trailer
+        # (with the loss counters) is always written and says how the recording ended.
+        failures = []
+
+        def attempt(step, default=None):
+            try:
+                return step()
+            except Exception as e:
+                failures.append(e)
+                return default
+
         if flows is not None:
-            flows.stop()  # a final record of every flow still open
-        rec.drain_all()
-        lost = rec.lost()
+            attempt(flows.stop)  # a final record of every flow still open
+        attempt(rec.drain_all)
+        lost = attempt(rec.lost, lost)
+        detail = attempt(rec.lost_detail, {})
         if child is not None and child.poll() is None:
             child.send_signal(signal.SIGINT)
             try:
@@ -386,19 +473,25 @@ def run_loop(opts, b, writer, rec, probes, host, flows=None) -> int:
             except subprocess.TimeoutExpired:
                 child.kill()
                 child_rc = child.wait()
-        writer.close(clean=True, lost=lost,
-                     extra={"stop_reason": stop["why"] or "error",
-                            "lost_detail": rec.lost_detail(),
+        clean, reason = stop_outcome(stop["why"], error or (failures[0] if failures else None))
+        writer.close(clean=clean, lost=lost,
+                     extra={"stop_reason": reason, "lost_detail": detail,
                             "records_skipped": sum(r.skipped for r, _ in rec.rings)})
-        rec.close()
-        b.cleanup()
+        attempt(rec.close)
+        attempt(b.cleanup)
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
     if live:
         sys.stderr.write("\n")
     elapsed = time.monotonic() - start
     total_lost = sum(lost.values())
     say(f"recorded {rec.events:,} events in {elapsed:.1f} s, lost {total_lost:,}"
         + (f" ({', '.join(f'{k} {v}' for k, v in lost.items())})" if total_lost else "")
-        + f"; {opts.output}: {writer.bytes_written / 1e6:.1f} MB, clean stop ({stop['why']})")
+        + f"; {opts.output}: {writer.bytes_written / 1e6:.1f} MB, "
+        + (f"clean stop ({reason})" if clean else f"NOT a clean stop ({reason})"))
+    if failures:
+        raise MbrecError(f"stopping the recording failed ({reason}); {opts.output} was closed "
+                         "with clean: false")
     say(f"next: mbrec info {opts.output}; mbrec analyze {opts.output} [the other hosts' traces]")
     return child_rc or 0
 
@@ -408,7 +501,10 @@ def print_bpf(opts: RecordOptions) -> None:
     flows = None
     try:
         filters = build_filters(opts)
-        resolved, attach = plan(opts, fentry_supported=opts.attach != "kprobe")
+        if opts.attach == "tracepoint":
+            resolved, attach = plan_tracepoints(opts), "tracepoint"
+        else:
+            resolved, attach = plan(opts, fentry_supported=opts.attach != "kprobe")
         flows = flow_group(opts, attach)
         cfg = ProgramConfig(tuple(resolved), attach, filters, ring_bytes=opts.ring_mb << 20,
                             offsets=read_offsets(),

@@ -1,8 +1,9 @@
-"""Trace file format v2: the constants and the header, shared by writer and reader.
+"""Trace file format v3: the constants and the header, shared by writer and reader.
 
 See docs/trace-format.md for the full specification. In short: a 16-byte signature (a zstd
 skippable frame), then independent zstd frames, each holding one or more msgpack maps whose
-"t" key says what they are: header, events, clock, lost, note, trailer.
+"t" key says what they are: frame (v3: the frame's sequence number, first in every frame),
+header, events, clock, lost, note, trailer.
 """
 
 from __future__ import annotations
@@ -16,8 +17,15 @@ import uuid
 from mbrec import __version__
 from mbrec.events import SCHEMAS
 
-FORMAT_VERSION = 2
-READABLE_VERSIONS = frozenset({1, 2})  # v1: no sequence deltas in events objects
+FORMAT_VERSION = 3
+# v1: no sequence deltas in events objects; v2: no frame sequence numbers
+READABLE_VERSIONS = frozenset({1, 2, 3})
+FRAME_SEQUENCE_SINCE = 3
+
+# What one frame may hold: the writer never exceeds these, so a reader refuses anything larger
+# as damage without decompressing it (a few KB of zstd can claim gigabytes).
+MAX_FRAME_BYTES = 64 << 20   # decompressed size of one frame
+MAX_FRAME_OBJECTS = 65536    # msgpack objects in one frame
 MAGIC = "mbrec-trace"
 SUFFIX = ".mbrec"
 

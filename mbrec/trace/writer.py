@@ -11,12 +11,15 @@ import zstandard
 
 from mbrec.errors import MbrecError
 from mbrec.events import dtype_from_header
-from mbrec.trace.format import clock_anchor, seq_deltas, signature
+from mbrec.trace.format import (MAX_FRAME_BYTES, MAX_FRAME_OBJECTS, clock_anchor, seq_deltas,
+                                signature)
 
 
 # zstd level 3: with sequence ranges stored as lengths, <= 12 bytes per packet event on the
 # lab's traces (level 1: 13.3), for 1.5x the compression CPU (docs/performance.md, Trace I/O)
 ZSTD_LEVEL = 3
+# A frame's objects other than its sequence number stay below this, well inside MAX_FRAME_BYTES.
+MAX_BATCH_BYTES = MAX_FRAME_BYTES - (1 << 20)
 
 
 class TraceWriter:
@@ -26,6 +29,9 @@ class TraceWriter:
     when ``flush_interval`` seconds have passed since the last frame, when ``frame_bytes`` are
     pending, or at close. Each frame is compressed on its own and written with one write(), so
     a recorder killed at any instant leaves a file readable up to its last complete frame.
+    Every frame starts with its sequence number, and none exceeds MAX_FRAME_BYTES or
+    MAX_FRAME_OBJECTS (larger batches are split), so a reader can tell a frame that is missing,
+    repeated or out of place, and refuse an oversized one without decompressing it.
     """
 
     def __init__(self, path: str, header: dict, *, force: bool = False, level: int = ZSTD_LEVEL,
@@ -47,6 +53,8 @@ class TraceWriter:
         self._cctx = zstandard.ZstdCompressor(level=level, write_checksum=True)
         self._pending: list[bytes] = []
         self._pending_bytes = 0
+        self._pending_objects = 0
+        self._seq = 0  # the next frame's sequence number
         self._flush_interval = flush_interval
         self._frame_bytes = frame_bytes
         self._last_frame = time.monotonic()
@@ -77,6 +85,15 @@ class TraceWriter:
             raise ValueError("count is required for raw bytes")
         if count == 0:
             return
+        itemsize = len(memoryview(data).cast("B")) // count
+        per_batch = max(1, MAX_BATCH_BYTES // max(itemsize, 1))
+        if count > per_batch:  # split, so that no frame outgrows MAX_FRAME_BYTES
+            view = memoryview(data).cast("B")
+            for i in range(0, count, per_batch):
+                k = min(per_batch, count - i)
+                self.write_events(schema_id, view[i * itemsize:(i + k) * itemsize], k,
+                                  owned=owned)
+            return
         self.counts[schema_id] = self.counts.get(schema_id, 0) + count
         deltas = self._deltas.get(schema_id)
         if deltas:
@@ -88,9 +105,11 @@ class TraceWriter:
                    + self._packer.pack("s") + self._packer.pack(schema_id)
                    + self._packer.pack("n") + self._packer.pack(count)
                    + self._packer.pack("data") + b"\xc6" + len(view).to_bytes(4, "big"))
+        self._make_room(len(prefix) + len(view))
         self._pending.append(prefix)
         self._pending.append(view)
         self._pending_bytes += len(prefix) + len(view)
+        self._pending_objects += 1
         self.tick()
 
     _map4, _map5 = b"\x84", b"\x85"  # msgpack fixmap headers: 4 or 5 keys
@@ -105,9 +124,20 @@ class TraceWriter:
 
     def write_object(self, obj: dict) -> None:
         packed = self._packer.pack(obj)
+        if len(packed) > MAX_BATCH_BYTES:
+            raise ValueError(f"a {obj.get('t')} object of {len(packed)} bytes is larger than a "
+                             "frame may hold")
+        self._make_room(len(packed))
         self._pending.append(packed)
         self._pending_bytes += len(packed)
+        self._pending_objects += 1
         self.tick()
+
+    def _make_room(self, nbytes: int) -> None:
+        """Close the current frame first if one more object would take it past the limits."""
+        if self._pending and (self._pending_bytes + nbytes > MAX_BATCH_BYTES or
+                              self._pending_objects + 1 >= MAX_FRAME_OBJECTS):
+            self.flush()
 
     def tick(self) -> None:
         """Close the current frame if it is due; call this periodically when idle."""
@@ -120,11 +150,14 @@ class TraceWriter:
         self._last_frame = time.monotonic()
         if not self._pending:
             return
-        cobj = self._cctx.compressobj(size=self._pending_bytes)
-        parts = [cobj.compress(p) for p in self._pending]
+        seq = self._packer.pack({"t": "frame", "seq": self._seq})
+        self._seq += 1
+        cobj = self._cctx.compressobj(size=len(seq) + self._pending_bytes)
+        parts = [cobj.compress(seq)] + [cobj.compress(p) for p in self._pending]
         parts.append(cobj.flush())
         self._pending.clear()
         self._pending_bytes = 0
+        self._pending_objects = 0
         self._write_raw(b"".join(parts))
 
     def _write_raw(self, data: bytes) -> None:

@@ -58,7 +58,7 @@ def test_local_processes_reproduce_the_golden(fixture, monkeypatch):
 def dask_cluster():
     from distributed import LocalCluster
     cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                           dashboard_address=None, host="127.0.0.1")
+                           dashboard_address=":0", host="127.0.0.1")
     yield cluster
     cluster.close()
 
@@ -199,3 +199,30 @@ def test_ctrl_c_stops_cleanly(tmp_path, jobs):
                         capture_output=True, text=True).stdout.splitlines()
     running = [line for line in ps if not line.lstrip().startswith("Z")]  # exited, unreaped
     assert running == [], ps  # no process of the group is left running
+
+
+def _die(item):
+    """A worker that dies outright (as an out-of-memory kill would leave it)."""
+    os._exit(3)
+
+
+def test_a_local_worker_that_dies_fails_the_run_in_one_line():
+    from mbrec.analysis.engine import run_map
+    with pytest.raises(MbrecError, match=r"a worker process died while analysing partition 5"):
+        run_map(_die, [5, 6], Executor(jobs=2), describe=lambda p: f"partition {p}")
+
+
+def test_a_dask_worker_that_dies_fails_the_run_in_one_line():
+    import dask
+    from distributed import LocalCluster
+
+    from mbrec.analysis.engine import run_map
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+        cluster = LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                               dashboard_address=":0", host="127.0.0.1")
+        try:
+            with pytest.raises(MbrecError, match=r"Dask workers died analysing partition 5"):
+                run_map(_die, [5], Executor(scheduler=cluster.scheduler_address),
+                        describe=lambda p: f"partition {p}")
+        finally:
+            cluster.close()

@@ -18,7 +18,7 @@ import os
 
 import numpy as np
 import pytest
-from labutil import lab, vm_skip_reason
+from labutil import data, lab, uncovered, vm_skip_reason
 
 from mbrec.events import PACKET_PROBES, PROBE_IDS, RECV_PROBES, SEND_PROBES
 from mbrec.trace.reader import read_trace
@@ -30,52 +30,6 @@ if vm_skip_reason():
     pytestmark = [pytest.mark.lab, pytest.mark.skip(reason=vm_skip_reason())]
 
 
-
-
-# ---- pure helpers: byte-range coverage per flow ----
-
-def flow_keys(pkt):
-    """One hashable key per event: (saddr, daddr, sport, dport) in packet orientation."""
-    raw = np.zeros(len(pkt), dtype=[("s", "V16"), ("d", "V16"), ("sp", "<u2"), ("dp", "<u2")])
-    raw["s"] = pkt["saddr"].view("V16").ravel()
-    raw["d"] = pkt["daddr"].view("V16").ravel()
-    raw["sp"] = pkt["sport"]
-    raw["dp"] = pkt["dport"]
-    return raw
-
-
-def data(pkt, probe):
-    sel = pkt[(pkt["probe"] == PROBE_IDS[probe]) & (pkt["len"] > 0)]
-    return sel
-
-
-def uncovered(need, have) -> list:
-    """Ranges [seq, end_seq) of `need` not covered by the union of the ranges in `have` of the
-    same flow. Sequence numbers are taken relative to 1 GiB before the flow's first needed seq
-    (mod 2^32), so segments that arrived out of order, below the first one, stay in range."""
-    misses = []
-    nk, hk = flow_keys(need), flow_keys(have)
-    for key in np.unique(nk):
-        n = need[nk == key]
-        h = have[hk == key]
-        base = (int(n["seq"][0]) - (1 << 30)) % (1 << 32)
-        rel = lambda a: (a.astype(np.int64) - base) % (1 << 32)  # noqa: E731
-        ns, ne = rel(n["seq"]), rel(n["seq"]) + n["len"].astype(np.int64)
-        hs, he = rel(h["seq"]), rel(h["seq"]) + h["len"].astype(np.int64)
-        order = np.argsort(hs)
-        merged = []
-        for s, e in zip(hs[order], he[order]):
-            if merged and s <= merged[-1][1]:
-                merged[-1][1] = max(merged[-1][1], e)
-            else:
-                merged.append([s, e])
-        starts = np.array([m[0] for m in merged] or [0])
-        ends = np.array([m[1] for m in merged] or [0])
-        for s, e in zip(ns, ne):
-            i = np.searchsorted(starts, s, side="right") - 1
-            if not merged or i < 0 or ends[i] < e:
-                misses.append((key, int(s), int(e)))
-    return misses
 
 
 # ---- the ab scenario, recorded by the lab on a and b ----
