@@ -4,10 +4,11 @@ PYTHON ?= python3
 # chromium: the report.html browser test; python3-bpfcc and linux-headers-amd64 (any Debian
 # kernel's: BCC compiles its helpers against a header tree, mbrec reads kernel structs at BTF
 # offsets), apache2, ab and iperf3: native recording on this machine's kernel
-# (tests/test_native_record.py, make bench-native).
+# (tests/test_native_record.py, make bench-native); openssh-server: the sshd that the fleet tests
+# log in to (tests/test_fleet.py).
 APT_PACKAGES = qemu-system-x86 debootstrap e2fsprogs gcc libc6-dev make ca-certificates \
 	chromium chromium-driver fonts-liberation \
-	python3-bpfcc linux-headers-amd64 iproute2 apache2 apache2-utils iperf3
+	python3-bpfcc linux-headers-amd64 iproute2 apache2 apache2-utils iperf3 openssh-server
 DEMO_DIR ?= out/demo
 
 .PHONY: setup demo check test test-fast fuzz bench bench-large bench-scale bench-lab bench-native fixtures goldens clean

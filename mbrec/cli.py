@@ -18,7 +18,7 @@ from mbrec import __version__
 from mbrec.errors import MbrecError
 
 NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())  # click >= 8.2
-COMMANDS = ("record", "info", "replay", "analyze", "export", "lab")
+COMMANDS = ("record", "fleet", "info", "replay", "analyze", "export", "lab")
 
 
 class LazyGroup(click.Group):
@@ -44,6 +44,8 @@ def cli(ctx, debug):
     \b
     mbrec record -o a.mbrec -- ab -k -c 10 -n 1000 http://b/   (as root, on each host)
     mbrec analyze a.mbrec b.mbrec -o results/
+    mbrec fleet record --hosts a,b -o run/ -- ab -k -n 1000 http://b/   (over ssh, then:)
+    mbrec analyze run/
     mbrec info a.mbrec          mbrec replay a.mbrec | less
     mbrec export a.mbrec b.mbrec -o run.perfetto-trace   (for ui.perfetto.dev)
     mbrec lab run ab            (a reproducible testbed in QEMU)

@@ -66,7 +66,8 @@ def _progress(quiet: bool):
               "(the previous run's outputs are removed first).")
 def command(traces, outdir, per_flow, no_plots, as_json, clock, reference, clock_window,
             jobs, scheduler, partitions, memory, spill_dir, quiet, force):
-    """Analyse traces: one file per host, as written by `mbrec record`.
+    """Analyse traces: one file per host, as written by `mbrec record`, or the run
+    directory of `mbrec fleet record`.
 
     \b
     Per host and direction: L_TCP/L_IP/L_NIC 1..4, L_APP_1/2, send-buffer and receive-queue
@@ -76,8 +77,10 @@ def command(traces, outdir, per_flow, no_plots, as_json, clock, reference, clock
     from mbrec.analysis.engine import Executor, parse_size
     from mbrec.analysis.pipeline import Options
     from mbrec.analysis.run import Plan, analyze_files
+    from mbrec.fleet.manifest import expand
 
     say = _progress(quiet or as_json)
+    traces = expand(traces, say)  # a run directory of `mbrec fleet record`: its traces
     out = OutputDir(outdir, force=force, inputs=traces, marker="report.json",
                     products=OUTPUT_NAMES) if outdir else None  # checked before any work
     plan = Plan(Options(per_flow, True, clock, reference, clock_window),

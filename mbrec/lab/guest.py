@@ -511,6 +511,10 @@ def run_job(job: dict, role: str) -> int:
             from mbrec.lab import smoke
             status = smoke.run(layout, s, facts)
             return status
+        if s["kind"] == "fleet":
+            from mbrec.lab import fleetlab
+            status = fleetlab.run(layout, s, job, role, facts)
+            return status
         status = run_scenario(layout, s, job, role, facts)
         return status
     except Exception as e:  # the job failed: say why in one line, keep what was written so far

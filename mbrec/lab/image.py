@@ -28,6 +28,7 @@ PACKAGES = (
     "python3", "python3-bpfcc", "python3-msgpack", "python3-zstandard", "python3-click", "python3-numpy",
     "iproute2", "iputils-ping", "ethtool", "procps",
     "apache2", "apache2-utils", "iperf3",
+    "openssh-server",  # `mbrec fleet record` between the two VMs (keys made per run)
 )
 # ext4 and virtio_blk are modules in Debian's kernel: the initrd needs them to find the root disk.
 INITRD_MODULES = ("virtio_pci", "virtio_blk", "ext4", "virtio_net", "9pnet_virtio", "9p")

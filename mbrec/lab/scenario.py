@@ -94,8 +94,10 @@ def validate(s: dict, where: str) -> dict:
             if direction not in s["network"]:
                 bad(f"event changes {direction!r}, which network does not configure")
             _check_netem(netem, f"event {direction}", bad)
-    if s["kind"] not in ("workload", "smoke"):
-        bad("kind must be workload or smoke")
+    if s["kind"] not in ("workload", "smoke", "fleet"):
+        bad("kind must be workload, smoke or fleet")
+    if s["kind"] == "fleet" and (s["vms"] != 2 or s["record"]):
+        bad("kind fleet: two VMs, and no record list (mbrec fleet record records a and b)")
     return s
 
 

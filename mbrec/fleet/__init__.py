@@ -1,0 +1,1 @@
+"""Recording on many hosts over ssh: inventory, transport, orchestration, run manifest."""
