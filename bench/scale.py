@@ -27,7 +27,6 @@ SLICE_COPIES = 250
 
 DRIVER = r"""
 import os
-os.environ.setdefault("NUMPY_MADVISE_HUGEPAGE", "0")  # as mbrec's command line does
 import json, resource, sys, time
 from mbrec.analysis.engine import Executor
 from mbrec.analysis.pipeline import Options
