@@ -60,14 +60,16 @@ def split_trace(path: str, ti: int, parts: int, workdir: str, progress=None,
         order = np.argsort(part, kind="stable")
         bounds = np.searchsorted(part[order], np.arange(parts + 1))
         base = seen.get(name, 0)
+        grouped = recs[order]  # one gather; each partition's records are then one slice
+        positions = order + base
         for p in np.flatnonzero(np.diff(bounds)).tolist():
-            sel = order[bounds[p]:bounds[p + 1]]
+            lo, hi = int(bounds[p]), int(bounds[p + 1])
             key = (p, name)
             if key not in files:
                 files[key] = os.path.join(workdir, f"t{ti}-p{p}-{name}")
-            _append(files[key] + ".bin", recs[sel].tobytes())
-            _append(files[key] + ".pos", (sel + base).astype(np.int64).tobytes())
-            counts[key] = counts.get(key, 0) + len(sel)
+            _append(files[key] + ".bin", memoryview(grouped[lo:hi]).cast("B"))
+            _append(files[key] + ".pos", memoryview(positions[lo:hi]).cast("B"))
+            counts[key] = counts.get(key, 0) + hi - lo
         seen[name] = base + len(recs)
         tick(len(recs))
     for name, dtype in reader.schemas.values():
@@ -121,7 +123,7 @@ def load_nat_partition(metas: list[dict], flows: list[np.ndarray], parts: int,
     return traces
 
 
-def _append(path: str, data: bytes) -> None:
+def _append(path: str, data) -> None:
     try:
         with open(path, "ab") as f:
             f.write(data)
