@@ -48,7 +48,7 @@ def test_partitioned_serial_reproduces_the_golden(fixture, parts, monkeypatch):
                        rtol=RTOL) == []
 
 
-@pytest.mark.parametrize("fixture", by_name("ab", "multi", "two-vm"), ids=lambda f: f.name)
+@pytest.mark.parametrize("fixture", FIXTURES, ids=[f.name for f in FIXTURES])
 def test_local_processes_reproduce_the_golden(fixture, monkeypatch):
     rep = analysed(fixture, monkeypatch, Executor(jobs=2), partitions=7)
     assert differences(rep, golden(fixture), rtol=RTOL) == []
@@ -64,7 +64,7 @@ def dask_cluster():
 
 
 @pytest.mark.parametrize("parts", [7, 64])
-@pytest.mark.parametrize("fixture", by_name("ab", "multi"), ids=lambda f: f.name)
+@pytest.mark.parametrize("fixture", FIXTURES, ids=[f.name for f in FIXTURES])
 def test_dask_cluster_reproduces_the_golden(fixture, parts, dask_cluster, monkeypatch):
     rep = analysed(fixture, monkeypatch, Executor(scheduler=dask_cluster.scheduler_address),
                    partitions=parts)
