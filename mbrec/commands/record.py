@@ -46,7 +46,7 @@ def _groups(spec: str) -> tuple[str, ...]:
 
 
 @click.command(context_settings={"ignore_unknown_options": False})
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+@click.option("-o", "--output", type=click.Path(dir_okay=False),
               help="Trace file to write (one per host).")
 @click.option("--duration", type=float, help="Stop after S seconds.")
 @click.option("--host-name", help="Host name for the trace header (default: this host's).")
@@ -74,11 +74,16 @@ def _groups(spec: str) -> tuple[str, ...]:
               help="flows group: snapshot a flow on every Nth ACK (0 = no per-ACK snapshots).")
 @click.option("--quiet", is_flag=True, help="No live status line or probe list.")
 @click.option("--force", is_flag=True, help="Overwrite the output file.")
+@click.option("--check", is_flag=True, help="Say whether this host can record, and how "
+              "(each probe's function and attach kind, what is missing and its fix); no "
+              "recording. Exit 0 when it can.")
+@click.option("--json", "as_json", is_flag=True, help="With --check: the findings as JSON.")
 @click.option("--print-bpf", is_flag=True, help="Print the BPF program and its -D constants, "
               "then exit.")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def command(output, duration, host_name, netns, ports, addrs, cgroup, sample, attach, probes,
-            ring_mb, flow_interval, flow_sample, quiet, force, print_bpf, command):
+            ring_mb, flow_interval, flow_sample, quiet, force, check, as_json, print_bpf,
+            command):
     """Record packet events at every TCP/IP layer on this host (as root).
 
     Runs until Ctrl-C (or SIGTERM), --duration S, or COMMAND exits:
@@ -89,6 +94,10 @@ def command(output, duration, host_name, netns, ports, addrs, cgroup, sample, at
     """
     from mbrec.recorder.session import RecordOptions, print_bpf as show_bpf, record
 
+    if check:
+        return _check(attach, as_json)
+    if output is None:
+        raise click.UsageError("Missing option '-o' / '--output'.")
     groups = _groups(probes)
     if duration is not None and not (math.isfinite(duration) and duration > 0):
         raise MbrecError(f"--duration {duration}: give a positive number of seconds")
@@ -109,3 +118,15 @@ def command(output, duration, host_name, netns, ports, addrs, cgroup, sample, at
     rc = record(opts)
     if rc:
         raise SystemExit(rc)
+
+
+def _check(attach: str, as_json: bool) -> None:
+    from mbrec.recorder.check import render, run_check
+    result = run_check(attach)
+    if as_json:
+        import json
+        click.echo(json.dumps(result.as_dict(), indent=1))
+    else:
+        click.echo("\n".join(render(result)))
+    if result.verdict is None:
+        raise SystemExit(1)

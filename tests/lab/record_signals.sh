@@ -7,6 +7,9 @@ set -u
 OUT=/mnt/out
 REC=/tmp/rec
 mkdir -p $REC
+# first, without recording: can this kernel record, and how (tests/test_record_check.py)
+python3 -m mbrec record --check --json >$OUT/check.json 2>$OUT/check.err
+echo $? >$OUT/check.rc
 ip netns exec b python3 -m http.server 8080 --bind 10.0.2.1 >/dev/null 2>&1 &
 SRV=$!
 python3 -m mbrec record -o $REC/a.mbrec --netns a --host-name a --attach kprobe --quiet \

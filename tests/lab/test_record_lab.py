@@ -14,6 +14,7 @@ veth/the router pass it whole or as pieces; the receiver may coalesce), so the c
 sequence-space coverage, not on one record per wire segment.
 """
 
+import json
 import os
 
 import numpy as np
@@ -134,6 +135,19 @@ def signals(tmp_path_factory):
     out = tmp_path_factory.mktemp("rec-signals") / "out"
     r = lab("run", "-o", str(out), "--", "sh /mnt/src/tests/lab/record_signals.sh")
     return r, out
+
+
+def test_check_says_the_stock_kernel_records_with_fentry(signals):
+    """`mbrec record --check` on Debian's stock kernel: every packet probe resolves, fentry,
+    kprobes and tracepoints all attach, and auto picks fentry."""
+    r, out = signals
+    assert (out / "check.rc").read_text().strip() == "0", (out / "check.err").read_text()
+    check = json.loads((out / "check.json").read_text())
+    assert check["verdict"] == "fentry"
+    modes = {m["kind"]: m for m in check["modes"]}
+    assert all(modes[k]["usable"] for k in ("fentry", "kprobe", "tracepoint")), modes
+    assert set(modes["fentry"]["probes"]) == set(PACKET_PROBES)
+    assert {f["name"]: f["ok"] for f in check["facts"]}["headers"]
 
 
 def test_sigint_stops_cleanly_with_a_summary(signals):

@@ -1,0 +1,230 @@
+"""`mbrec record --check`: whether this host can record, and how, without recording.
+
+Every fact the recorder depends on is looked at the way the recorder itself will use it: the
+kernel functions and tracepoints are resolved by the same code (recorder/probes.py), and each
+attach kind is tried for real by loading and attaching one empty program (where the process may
+load BPF at all). Each problem comes with the package or setting that fixes it. The verdict is
+the attach kind `mbrec record --attach MODE` would use; exit 0 when there is one.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+
+from mbrec.errors import MbrecError
+from mbrec.recorder import environment as env
+from mbrec.recorder.probes import (PACKET_PROBES, TRACEPOINT_PROBES, resolve_all,
+                                   resolve_tracepoints)
+
+ATTACH_ORDER = ("fentry", "kprobe", "tracepoint")  # what --attach auto tries, best first
+PRIVILEGES = ("root (or CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN): loading BPF programs, "
+              "attaching probes, reading /proc/kallsyms and tracefs")
+EMPTY_PROGRAM = "int mbrec_check(void *ctx) { return 0; }\n"
+
+
+@dataclass
+class Fact:
+    name: str
+    ok: bool | None          # None: could not be looked at (said in detail)
+    detail: str
+    fix: str = ""
+
+
+@dataclass
+class AttachMode:
+    kind: str
+    usable: bool
+    detail: str
+    probes: dict = field(default_factory=dict)   # probe name -> function(s) or tracepoint(s)
+    missing: list = field(default_factory=list)  # probes this mode cannot serve, with why
+
+
+@dataclass
+class Check:
+    facts: list[Fact]
+    modes: list[AttachMode]
+    requested: str
+    verdict: str | None      # the attach kind recording would use, None: it cannot
+    privileges: str = PRIVILEGES
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _fact(name, fn) -> Fact:
+    try:
+        return fn()
+    except MbrecError as e:
+        return Fact(name, False, str(e))
+
+
+def run_check(requested: str = "auto", root: bool | None = None) -> Check:
+    """root: whether to try attaching (default: whether this process is root)."""
+    release = os.uname().release
+    root = os.geteuid() == 0 if root is None else root
+    facts = [
+        Fact("kernel", env.kernel_version(release) >= env.MIN_RINGBUF_KERNEL,
+             f"{release} ({os.uname().machine}); BPF ring buffers need 5.8 or newer",
+             "" if env.kernel_version(release) >= env.MIN_RINGBUF_KERNEL
+             else "upgrade to Linux 5.8 or newer"),
+        Fact("btf", os.path.exists("/sys/kernel/btf/vmlinux"), "/sys/kernel/btf/vmlinux "
+             + ("present: kernel structs read at BTF offsets" if
+                os.path.exists("/sys/kernel/btf/vmlinux") else "missing"),
+             "" if os.path.exists("/sys/kernel/btf/vmlinux") else
+             "a kernel built with CONFIG_DEBUG_INFO_BTF (Debian's are), or this kernel's "
+             f"headers: apt-get install linux-headers-{release}"),
+        Fact("privileges", root, "running as root" if root else "not root: the attach kinds "
+             "are resolved but not tried", "" if root else "run as root (sudo mbrec record "
+             "--check)"),
+    ]
+    facts.append(_headers_fact(release))
+    try:  # as the recorder does: BCC is pointed at the header tree found above
+        env.check_headers(release)
+    except MbrecError:
+        pass
+    bcc, bcc_fact = _bcc()
+    facts.append(bcc_fact)
+    facts.append(_fact("tracefs", lambda: Fact(
+        "tracefs", True, os.path.dirname(env.tracing_file("available_events")))))
+    kf, kf_fact = _kernel_functions()
+    facts.append(kf_fact)
+    modes = [_function_mode(kind, kf, bcc if root else None) for kind in ("fentry", "kprobe")]
+    modes.append(_tracepoint_mode(bcc if root else None))
+    usable = {m.kind for m in modes if m.usable}
+    basics = all(f.ok is not False for f in facts if f.name in ("kernel", "bcc", "privileges"))
+    if not basics:
+        verdict = None
+    elif requested == "auto":
+        verdict = next((k for k in ATTACH_ORDER if k in usable), None)
+    else:
+        verdict = requested if requested in usable else None
+    return Check(facts, modes, requested, verdict)
+
+
+def _headers_fact(release: str) -> Fact:
+    build = f"/lib/modules/{release}/build"
+    if os.environ.get("BCC_KERNEL_SOURCE"):
+        return Fact("headers", True, f"BCC_KERNEL_SOURCE={os.environ['BCC_KERNEL_SOURCE']}")
+    if os.path.isdir(build):
+        return Fact("headers", True, f"{build}: this kernel's own")
+    if os.path.exists("/sys/kernel/kheaders.tar.xz"):
+        return Fact("headers", True, "/sys/kernel/kheaders.tar.xz: this kernel's own")
+    if os.path.isdir("/usr/src") and any(n.startswith("linux-headers-") and
+                                         n.endswith("-common") for n in os.listdir("/usr/src")):
+        return Fact("headers", True, f"none of {release}'s own; another Debian kernel's "
+                    "(BCC's helpers only): --attach tracepoint works, fentry and kprobe "
+                    "flows need this kernel's own",
+                    f"apt-get install linux-headers-{release} (for --probes flows with fentry "
+                    "or kprobes)")
+    return Fact("headers", False, f"none: {build} does not exist and no Debian header "
+                "package is installed", f"apt-get install linux-headers-{release}, or where "
+                "that does not exist, any Debian kernel's: apt-get install linux-headers-amd64")
+
+
+def _bcc():
+    try:
+        bcc = env.import_bcc()
+    except MbrecError as e:
+        return None, Fact("bcc", False, str(e), "apt-get install python3-bpfcc")
+    version = getattr(bcc, "__version__", "unknown")
+    return bcc, Fact("bcc", True, f"BCC {version} ({os.path.dirname(bcc.__file__)})")
+
+
+def _kernel_functions():
+    try:
+        kf = env.read_kernel_functions()
+    except MbrecError as e:
+        return None, Fact("kernel functions", False, str(e).split("; record with")[0],
+                          "a kernel with kprobes and ftrace (a stock distribution kernel), or "
+                          "--attach tracepoint")
+    return kf, Fact("kernel functions", True, f"available_filter_functions lists "
+                    f"{len(kf.traceable)} functions")
+
+
+def _function_mode(kind: str, kf, bcc) -> AttachMode:
+    if kf is None:
+        return AttachMode(kind, False, "the kernel's functions cannot be traced here")
+    resolved, missing = resolve_all(PACKET_PROBES, kf)
+    probes = {r.spec.name: "+".join(r.functions) for r in resolved}
+    why_missing = [f"{m.spec.name}: {' / '.join(m.reasons)}" for m in missing]
+    if missing:
+        return AttachMode(kind, False, "probes missing on this kernel", probes, why_missing)
+    if bcc is None:
+        return AttachMode(kind, False, "not tried (needs root and BCC)", probes)
+    fn = resolved[0].functions[0]
+    if kind == "fentry":
+        if not bcc.BPF.support_kfunc():
+            return AttachMode(kind, False, "this kernel (or BCC) has no BPF trampolines",
+                              probes)
+        error = _try(bcc, f"KFUNC_PROBE({fn}) {{ return 0; }}\n", None)
+    else:
+        error = _try(bcc, EMPTY_PROGRAM, lambda b: b.attach_kprobe(event=fn.encode(),
+                                                                   fn_name=b"mbrec_check"))
+    if error:
+        return AttachMode(kind, False, f"attaching an empty program to {fn} failed: {error}",
+                          probes)
+    return AttachMode(kind, True, f"an empty program attached to {fn}", probes)
+
+
+def _tracepoint_mode(bcc) -> AttachMode:
+    names = {tp for spec in TRACEPOINT_PROBES for tp in spec.candidates[0]}
+    try:
+        existing = env.existing_tracepoints(names)
+    except MbrecError as e:
+        return AttachMode("tracepoint", False, str(e))
+    resolved, missing = resolve_tracepoints(TRACEPOINT_PROBES, existing)
+    probes = {r.spec.name: "+".join(r.functions) for r in resolved}
+    if not resolved:
+        return AttachMode("tracepoint", False, "none of the packet tracepoints exist", probes,
+                          missing)
+    if bcc is None:
+        return AttachMode("tracepoint", False, "not tried (needs root and BCC)", probes,
+                          missing)
+    tp = resolved[0].functions[0].split(":")[1]
+    error = _try(bcc, EMPTY_PROGRAM, lambda b: b.attach_raw_tracepoint(
+        tp=tp.encode(), fn_name=b"mbrec_check"))
+    if error:
+        return AttachMode("tracepoint", False, f"attaching an empty program to the raw "
+                          f"tracepoint {tp} failed: {error}", probes, missing)
+    return AttachMode("tracepoint", True, f"an empty program attached to the raw tracepoint "
+                      f"{tp}; layers without a tracepoint are absent", probes, missing)
+
+
+def _try(bcc, text: str, attach) -> str:
+    """'' when the program loads (and attach(b) succeeds), else the error's first line. The
+    program is detached and unloaded at once."""
+    b = None
+    try:
+        b = bcc.BPF(text=text.encode())
+        if attach is not None:
+            attach(b)
+        return ""
+    except Exception as e:  # BCC raises plain Exceptions with the kernel's errno text
+        return (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+    finally:
+        if b is not None:
+            b.cleanup()
+
+
+def render(check: Check) -> list[str]:
+    """The report as terminal lines: facts, attach kinds, verdict, fixes."""
+    mark = {True: "ok  ", False: "FAIL", None: "?   "}
+    out = [f"{mark[f.ok]} {f.name}: {f.detail}" for f in check.facts]
+    for m in check.modes:
+        out.append(f"{'ok  ' if m.usable else 'no  '} --attach {m.kind}: {m.detail}")
+        for name, fn in m.probes.items():
+            out.append(f"       {name:<24} {fn}")
+        for why in m.missing:
+            out.append(f"       missing: {why}")
+    out.append(f"needs: {check.privileges}")
+    fixes = [f"  {f.name}: {f.fix}" for f in check.facts if f.fix]
+    if fixes:
+        out.append("to fix:")
+        out += fixes
+    if check.verdict:
+        out.append(f"verdict: mbrec record can record here (--attach {check.requested} uses "
+                   f"{check.verdict})")
+    else:
+        out.append(f"verdict: mbrec record cannot record here with --attach {check.requested}")
+    return out
