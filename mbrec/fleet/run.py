@@ -258,7 +258,9 @@ class Fleet:
         if err:
             r.fail("unreachable", f"ssh {r.host.destination}: {err}")
             return
-        p = r.ssh.run(["sh", "-c", CHECK, "sh", self.remote_dir, *r.host.recorder_words()])
+        # `record --check` compiles and attaches a BPF program: as long as a recorder's start
+        p = r.ssh.run(["sh", "-c", CHECK, "sh", self.remote_dir, *r.host.recorder_words()],
+                      timeout=self.opts.start_timeout)
         before = time.time_ns()
         t = r.ssh.run(["date", "+%s%N"])  # one short round trip: a tight offset bound
         after = time.time_ns()

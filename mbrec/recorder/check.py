@@ -89,8 +89,7 @@ def run_check(requested: str = "auto", root: bool | None = None) -> Check:
         "tracefs", True, os.path.dirname(env.tracing_file("available_events")))))
     kf, kf_fact = _kernel_functions()
     facts.append(kf_fact)
-    modes = [_function_mode(kind, kf, bcc if root else None) for kind in ("fentry", "kprobe")]
-    modes.append(_tracepoint_mode(bcc if root else None))
+    modes = _attach_modes(kf, bcc if root else None)
     usable = {m.kind for m in modes if m.usable}
     basics = all(f.ok is not False for f in facts if f.name in ("kernel", "bcc", "privileges"))
     if not basics:
@@ -142,32 +141,77 @@ def _kernel_functions():
                     f"{len(kf.traceable)} functions")
 
 
-def _function_mode(kind: str, kf, bcc) -> AttachMode:
+def _attach_modes(kf, bcc) -> list[AttachMode]:
+    """fentry, kprobe and tracepoint, each resolved, then tried with one module of empty
+    programs (one BCC compile where everything works: compiling is most of the check's time,
+    minutes under emulation): a fentry program on the first packet function (BCC attaches it
+    at load), a kprobe on the same function and a raw tracepoint program."""
+    fentry = kprobe = None
     if kf is None:
-        return AttachMode(kind, False, "the kernel's functions cannot be traced here")
-    resolved, missing = resolve_all(PACKET_PROBES, kf)
-    probes = {r.spec.name: "+".join(r.functions) for r in resolved}
-    why_missing = [f"{m.spec.name}: {' / '.join(m.reasons)}" for m in missing]
-    if missing:
-        return AttachMode(kind, False, "probes missing on this kernel", probes, why_missing)
-    if bcc is None:
-        return AttachMode(kind, False, "not tried (needs root and BCC)", probes)
-    fn = resolved[0].functions[0]
-    if kind == "fentry":
-        if not bcc.BPF.support_kfunc():
-            return AttachMode(kind, False, "this kernel (or BCC) has no BPF trampolines",
-                              probes)
-        error = _try(bcc, f"KFUNC_PROBE({fn}) {{ return 0; }}\n", None)
+        fentry, kprobe = (AttachMode(k, False, "the kernel's functions cannot be traced here")
+                          for k in ("fentry", "kprobe"))
+        functions = {}
     else:
-        error = _try(bcc, EMPTY_PROGRAM, lambda b: b.attach_kprobe(event=fn.encode(),
-                                                                   fn_name=b"mbrec_check"))
-    if error:
-        return AttachMode(kind, False, f"attaching an empty program to {fn} failed: {error}",
-                          probes)
-    return AttachMode(kind, True, f"an empty program attached to {fn}", probes)
+        resolved, missing = resolve_all(PACKET_PROBES, kf)
+        functions = {r.spec.name: "+".join(r.functions) for r in resolved}
+        if missing:
+            why = [f"{m.spec.name}: {' / '.join(m.reasons)}" for m in missing]
+            fentry, kprobe = (AttachMode(k, False, "probes missing on this kernel", functions,
+                                         why) for k in ("fentry", "kprobe"))
+        fn = resolved[0].functions[0] if resolved else None
+    tracepoint = _tracepoints()
+    if bcc is None:
+        for m in (fentry, kprobe, tracepoint):
+            if m is not None and m.usable:
+                m.usable, m.detail = False, "not tried (needs root and BCC)"
+        return [fentry or AttachMode("fentry", False, "not tried (needs root and BCC)",
+                                     functions),
+                kprobe or AttachMode("kprobe", False, "not tried (needs root and BCC)",
+                                     functions), tracepoint]
+    if fentry is None and not bcc.BPF.support_kfunc():
+        fentry = AttachMode("fentry", False, "this kernel (or BCC) has no BPF trampolines",
+                            functions)
+    tp = tracepoint.probes.get("dev_hard_start_xmit", "").split("+")[0].split(":")[-1] \
+        if tracepoint.usable else None
+    text = EMPTY_PROGRAM
+    if fentry is None:
+        text += f"KFUNC_PROBE({fn}) {{ return 0; }}\n"
+    b, error = _load(bcc, text)
+    if b is None and fentry is None:  # the fentry program is what failed: without it
+        fentry = AttachMode("fentry", False, f"attaching an empty fentry program to {fn} "
+                            f"failed: {error}", functions)
+        b, error = _load(bcc, EMPTY_PROGRAM)
+    if b is None:
+        return [m or AttachMode(k, False, f"BPF programs do not load: {error}", functions)
+                for k, m in (("fentry", fentry), ("kprobe", kprobe))] + [
+            AttachMode("tracepoint", False, f"BPF programs do not load: {error}",
+                       tracepoint.probes, tracepoint.missing)]
+    try:
+        if fentry is None:
+            fentry = AttachMode("fentry", True, f"an empty program attached to {fn}",
+                                functions)
+        if kprobe is None:
+            error = _attach(lambda: b.attach_kprobe(event=fn.encode(), fn_name=b"mbrec_check"))
+            kprobe = AttachMode("kprobe", not error, f"attaching an empty program to {fn} "
+                                f"failed: {error}" if error else
+                                f"an empty program attached to {fn}", functions)
+        if tp is not None:
+            error = _attach(lambda: b.attach_raw_tracepoint(tp=tp.encode(),
+                                                             fn_name=b"mbrec_check"))
+            if error:
+                tracepoint.usable = False
+                tracepoint.detail = (f"attaching an empty program to the raw tracepoint {tp} "
+                                     f"failed: {error}")
+            else:
+                tracepoint.detail = (f"an empty program attached to the raw tracepoint {tp}; "
+                                     "layers without a tracepoint are absent")
+    finally:
+        b.cleanup()
+    return [fentry, kprobe, tracepoint]
 
 
-def _tracepoint_mode(bcc) -> AttachMode:
+def _tracepoints() -> AttachMode:
+    """The tracepoint probes this kernel has (usable: to be tried)."""
     names = {tp for spec in TRACEPOINT_PROBES for tp in spec.candidates[0]}
     try:
         existing = env.existing_tracepoints(names)
@@ -175,36 +219,26 @@ def _tracepoint_mode(bcc) -> AttachMode:
         return AttachMode("tracepoint", False, str(e))
     resolved, missing = resolve_tracepoints(TRACEPOINT_PROBES, existing)
     probes = {r.spec.name: "+".join(r.functions) for r in resolved}
-    if not resolved:
-        return AttachMode("tracepoint", False, "none of the packet tracepoints exist", probes,
-                          missing)
-    if bcc is None:
-        return AttachMode("tracepoint", False, "not tried (needs root and BCC)", probes,
-                          missing)
-    tp = resolved[0].functions[0].split(":")[1]
-    error = _try(bcc, EMPTY_PROGRAM, lambda b: b.attach_raw_tracepoint(
-        tp=tp.encode(), fn_name=b"mbrec_check"))
-    if error:
-        return AttachMode("tracepoint", False, f"attaching an empty program to the raw "
-                          f"tracepoint {tp} failed: {error}", probes, missing)
-    return AttachMode("tracepoint", True, f"an empty program attached to the raw tracepoint "
-                      f"{tp}; layers without a tracepoint are absent", probes, missing)
+    if "dev_hard_start_xmit" not in probes:
+        return AttachMode("tracepoint", False, "the wire tracepoint net:net_dev_start_xmit "
+                          "does not exist", probes, missing)
+    return AttachMode("tracepoint", True, "to be tried", probes, missing)
 
 
-def _try(bcc, text: str, attach) -> str:
-    """'' when the program loads (and attach(b) succeeds), else the error's first line. The
-    program is detached and unloaded at once."""
-    b = None
+def _load(bcc, text: str):
+    """(module, '') when the program compiles and loads, else (None, the error's first line)."""
     try:
-        b = bcc.BPF(text=text.encode())
-        if attach is not None:
-            attach(b)
-        return ""
+        return bcc.BPF(text=text.encode()), ""
     except Exception as e:  # BCC raises plain Exceptions with the kernel's errno text
+        return None, (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+
+
+def _attach(step) -> str:
+    try:
+        step()
+        return ""
+    except Exception as e:
         return (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-    finally:
-        if b is not None:
-            b.cleanup()
 
 
 def render(check: Check) -> list[str]:
