@@ -20,7 +20,9 @@ from mbrec.recorder.probes import (PACKET_PROBES, TRACEPOINT_PROBES, resolve_all
 ATTACH_ORDER = ("fentry", "kprobe", "tracepoint")  # what --attach auto tries, best first
 PRIVILEGES = ("root (or CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN): loading BPF programs, "
               "attaching probes, reading /proc/kallsyms and tracefs")
-EMPTY_PROGRAM = "int mbrec_check(void *ctx) { return 0; }\n"
+# one function per program type: BCC loads a function once, with the type of its first use
+EMPTY_PROGRAM = ("int mbrec_check_kprobe(void *ctx) { return 0; }\n"
+                 "int mbrec_check_raw_tp(void *ctx) { return 0; }\n")
 
 
 @dataclass
@@ -191,13 +193,14 @@ def _attach_modes(kf, bcc) -> list[AttachMode]:
             fentry = AttachMode("fentry", True, f"an empty program attached to {fn}",
                                 functions)
         if kprobe is None:
-            error = _attach(lambda: b.attach_kprobe(event=fn.encode(), fn_name=b"mbrec_check"))
+            error = _attach(lambda: b.attach_kprobe(event=fn.encode(),
+                                                     fn_name=b"mbrec_check_kprobe"))
             kprobe = AttachMode("kprobe", not error, f"attaching an empty program to {fn} "
                                 f"failed: {error}" if error else
                                 f"an empty program attached to {fn}", functions)
         if tp is not None:
             error = _attach(lambda: b.attach_raw_tracepoint(tp=tp.encode(),
-                                                             fn_name=b"mbrec_check"))
+                                                             fn_name=b"mbrec_check_raw_tp"))
             if error:
                 tracepoint.usable = False
                 tracepoint.detail = (f"attaching an empty program to the raw tracepoint {tp} "
