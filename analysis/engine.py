@@ -91,7 +91,6 @@ def _leave_sigint() -> None:
     import signal
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     no_huge_page_advice()
-    glibc_malloc_defaults()
 
 
 def no_huge_page_advice() -> None:

@@ -61,12 +61,7 @@ def tuple_hash(recs) -> np.ndarray:
                    ^ mix(endpoint_hash(recs["daddr"], recs["dport"]) + np.uint64(1)))
 
 
-def partition_of(recs, parts: int) -> np.ndarray:
-    """The partition of every record: its connection's hash modulo the partition count, so a
-    connection's events of every host and schema land in the same partition."""
-    return partition_of_hash(record_flow_hash(recs), parts)
-
-
-def partition_of_hash(h: np.ndarray, parts: int) -> np.ndarray:
-    """partition_of from record_flow_hash values already computed."""
-    return (h % np.uint64(parts)).astype(np.int64)
+def partition_of(flow_hashes: np.ndarray, parts: int) -> np.ndarray:
+    """The partition of every record from its record_flow_hash: the connection's hash modulo
+    the partition count, so a connection's events of every host and schema land together."""
+    return (flow_hashes % np.uint64(parts)).astype(np.int64)

@@ -17,7 +17,7 @@ import os
 
 import numpy as np
 
-from mbrec.analysis.flowid import partition_of_hash, record_flow_hash
+from mbrec.analysis.flowid import partition_of, record_flow_hash
 from mbrec.analysis.match import RECV, XMIT
 from mbrec.errors import MbrecError
 from mbrec.trace.reader import Trace, TraceMeta, TraceReader
@@ -53,7 +53,7 @@ def split_trace(path: str, ti: int, parts: int, workdir: str, progress=None,
         name, recs = batch
         dtypes[name] = recs.dtype
         h = record_flow_hash(recs)
-        part = partition_of_hash(h, parts)
+        part = partition_of(h, parts)
         if name == "pkt":
             wire = (recs["probe"] == XMIT) | (recs["probe"] == RECV)
             wire_flows.update(np.unique(h[wire]).tolist())
