@@ -1,4 +1,4 @@
-"""`mbrec lab`: a reproducible multi-host testbed on Debian 12's stock kernel in QEMU."""
+"""`mbrec lab`: a reproducible multi-host testbed on Debian's stock kernels in QEMU."""
 
 from __future__ import annotations
 
@@ -10,33 +10,47 @@ import click
 
 @click.group()
 def command():
-    """A multi-host testbed in QEMU: Debian 12's stock kernel with BCC, hosts as network namespaces.
+    """A multi-host testbed in QEMU: a Debian suite's stock kernel with BCC, hosts as network namespaces.
 
     \b
     mbrec lab run ab                 the MicroBPF evaluation: apache2 on b, ab -k -c 10 from a
+    mbrec lab run ab --suite trixie  the same on Debian 13's kernel (bookworm, trixie, sid)
     mbrec lab run ab --no-record     the same without mbrec record
     mbrec lab run --vms 2 two-vm     two VMs, two kernels, two clocks
     mbrec lab run -- uname -a        a command in the guest (hosts a and b are up)
-    mbrec lab list                   the scenarios
+    mbrec lab list                   the suites (and which images are built) and the scenarios
     """
+
+
+def _suite_option(f):
+    return click.option("--suite", default="bookworm", show_default=True, metavar="SUITE",
+                        help="Debian suite of the image: bookworm (6.1), trixie (6.12) or sid.")(f)
 
 
 @command.command()
 @click.option("--force", is_flag=True, help="Rebuild even if a cached image matches the recipe.")
-def build(force):
-    """Build the VM image (debootstrap bookworm; about 2 min; cached in ~/.cache/mbrec/lab/)."""
+@_suite_option
+def build(force, suite):
+    """Build the VM image of a Debian suite (debootstrap; a few minutes; cached in ~/.cache/mbrec/lab/)."""
     from mbrec.lab import image
-    img = image.build(force=force)
+    img = image.build(force=force, suite_name=image.suite(suite).name)
     click.echo(str(img.dir))
 
 
 @command.command(name="list")
 def list_scenarios():
-    """List the scenarios with their descriptions."""
-    from mbrec.lab import scenario
+    """List the suites, which of their images are built, and the scenarios."""
+    from mbrec.lab import image, scenario
+    click.echo("suites (mbrec lab build --suite S; run --suite S):")
+    for s in image.SUITES.values():
+        img = image.cached_image(suite_name=s.name)
+        state = f"built: {img.dir}" if img else "not built"
+        default = " (default)" if s.name == image.DEFAULT_SUITE else ""
+        click.echo(f"  {s.name:10} {s.release}{default}, {s.brings}; {state}")
+    click.echo("scenarios (mbrec lab run SCENARIO):")
     for name in scenario.names():
         s = scenario.load(name)
-        click.echo(f"{name:10} {s.get('description', '')}")
+        click.echo(f"  {name:10} {s.get('description', '')}")
 
 
 class _RunCommand(click.Command):
@@ -60,7 +74,8 @@ class _RunCommand(click.Command):
 @click.option("--timeout", type=float, help="Hard timeout in seconds (default: the scenario's).")
 @click.option("--record-args", default="", help="Extra options for every mbrec record, e.g. "
               "'--probes packets,flows'.")
-def run(scenario, vms, keep, out, no_record, timeout, record_args):
+@_suite_option
+def run(scenario, vms, keep, out, no_record, timeout, record_args, suite):
     """Run SCENARIO or `-- COMMAND` (run by sh in the guest) in the lab; exits with the guest's status.
 
     With a COMMAND, SCENARIO (default: a and b through the router, nothing injected) only sets up the network.
@@ -77,5 +92,5 @@ def run(scenario, vms, keep, out, no_record, timeout, record_args):
     if keep and timeout is None:
         timeout = 24 * 3600.0
     status = lab_run.run(scenario, command_text, vms=vms, keep=keep, out=out, record=not no_record,
-                         timeout_s=timeout, record_args=shlex.split(record_args))
+                         timeout_s=timeout, record_args=shlex.split(record_args), suite=suite)
     sys.exit(status)

@@ -6,7 +6,7 @@ Topology. One VM: hosts a, b (and c) are network namespaces, each joined by a ve
 which routes between them and stands for the network. netem on r's interface toward host y is the delay
 "x->y": it lands between x's NIC and y's NIC. Two VMs: VM a's root namespace is host a (its virtio NIC);
 VM b's root namespace is the router (its virtio NIC faces a) with host b in namespace b behind a veth pair.
-The addresses are the same in both layouts (host h is 10.0.N.1, see mbrec.lab.scenario.SUBNET).
+The addresses are the same in both layouts (host h is 10.0.N.1 and fd00:0:0:N::1, see mbrec.lab.scenario.SUBNET).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import threading
 import time
 from pathlib import Path
 
-from mbrec.lab.scenario import expand, host_ip, router_ip
+from mbrec.lab.scenario import expand, host_ip, host_ip6, router_ip, router_ip6
 
 OUT = Path("/mnt/out")
 REC_DIR = Path("/tmp/rec")
@@ -110,11 +110,13 @@ def topology_commands(layout: Layout, hosts: list[str]) -> tuple[list[str], dict
     for h in hosts:
         local = h in layout.local
         if vm2 and h == "a" and local:  # VM a: host a is the root namespace, eth0 faces the router in VM b
-            root += [f"addr add {host_ip(h)}/24 dev eth0", "link set eth0 up",
-                     f"route add default via {router_ip(h)}"]
+            root += [f"addr add {host_ip(h)}/24 dev eth0", f"addr add {host_ip6(h)}/64 dev eth0 nodad",
+                     "link set eth0 up", f"route add default via {router_ip(h)}",
+                     f"route add ::/0 via {router_ip6(h)}"]
             continue
         if vm2 and h == "a":  # VM b: the router (root namespace) has eth0 facing VM a
-            router += [f"addr add {router_ip(h)}/24 dev eth0", "link set eth0 up"]
+            router += [f"addr add {router_ip(h)}/24 dev eth0", f"addr add {router_ip6(h)}/64 dev eth0 nodad",
+                       "link set eth0 up"]
             continue
         if not local:
             continue
@@ -122,9 +124,12 @@ def topology_commands(layout: Layout, hosts: list[str]) -> tuple[list[str], dict
         root += [f"netns add {h}", f"link add {h}-eth0 type veth peer name {rif}", f"link set {h}-eth0 netns {h}"]
         if layout.router_ns:
             root.append(f"link set {rif} netns {layout.router_ns}")
-        router += [f"addr add {router_ip(h)}/24 dev {rif}", f"link set {rif} up"]
+        router += [f"addr add {router_ip(h)}/24 dev {rif}", f"addr add {router_ip6(h)}/64 dev {rif} nodad",
+                   f"link set {rif} up"]
+        # nodad: the addresses are usable at once (duplicate detection would hold them for about 2 s)
         per_ns[h] = ["link set lo up", f"link set {h}-eth0 name eth0", f"addr add {host_ip(h)}/24 dev eth0",
-                     "link set eth0 up", f"route add default via {router_ip(h)}"]
+                     f"addr add {host_ip6(h)}/64 dev eth0 nodad", "link set eth0 up",
+                     f"route add default via {router_ip(h)}", f"route add ::/0 via {router_ip6(h)}"]
     return root, per_ns
 
 
@@ -143,7 +148,7 @@ def build_topology(layout: Layout, hosts: list[str]) -> None:
     for ns, lines in per_ns.items():
         ip_batch(ns, lines)
     if layout.router_ns != "-":
-        sh(layout.run(layout.router_ns, "sysctl -qw net.ipv4.ip_forward=1"))
+        sh(layout.run(layout.router_ns, "sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1"))
 
 
 def all_ifaces(layout: Layout, hosts: list[str]) -> list[tuple]:

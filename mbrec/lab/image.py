@@ -1,6 +1,7 @@
-"""`mbrec lab build`: a Debian 12 VM image built from Debian packages only, cached by a hash of its recipe.
+"""`mbrec lab build`: a Debian VM image built from Debian packages only, cached by a hash of its recipe.
 
-The image holds a stock kernel with matching headers, BCC and the scenarios' tools. It carries no mbrec code:
+One image per Debian suite (bookworm, trixie, sid): each holds that suite's stock kernel with matching headers,
+its BCC and the scenarios' tools. It carries no mbrec code:
 the guest mounts the source tree over 9p at boot, so editing mbrec never needs a rebuild.
 """
 
@@ -21,7 +22,22 @@ from pathlib import Path
 
 from mbrec.errors import MbrecError
 
-SUITE = "bookworm"
+@dataclass(frozen=True)
+class Suite:
+    """A Debian suite the lab builds images of: its archive suites and what it brings."""
+
+    name: str
+    release: str  # what users call it
+    updates: bool  # has <suite>-updates and <suite>-security
+    brings: str  # kernel and BCC, as the archive had them when the lab was written
+
+
+SUITES = {s.name: s for s in (
+    Suite("bookworm", "Debian 12", True, "kernel 6.1, BCC 0.26"),
+    Suite("trixie", "Debian 13", True, "kernel 6.12, BCC 0.31"),
+    Suite("sid", "Debian unstable", False, "kernel 6.17+ (7.x), BCC 0.35+"),
+)}
+DEFAULT_SUITE = "bookworm"
 # One apt run installs the kernel and its headers from the same suites, so their versions match.
 PACKAGES = (
     "linux-image-amd64", "linux-headers-amd64", "initramfs-tools", "kmod",
@@ -76,10 +92,22 @@ def cache_root() -> Path:
     return Path(base) / "mbrec" / "lab"
 
 
+def suite(name: str | None) -> Suite:
+    """The named suite (default bookworm); an unknown name is one line listing the known ones."""
+    name = name or DEFAULT_SUITE
+    if name not in SUITES:
+        raise MbrecError(f"unknown lab suite {name!r}; the known suites are {', '.join(SUITES)}")
+    return SUITES[name]
+
+
 def host_mirrors(sources_dir: Path = Path("/etc/apt/sources.list.d"),
-                 sources_list: Path = Path("/etc/apt/sources.list")) -> dict:
-    """The host's Debian mirror URIs for the main and the security archive, read from its apt sources."""
+                 sources_list: Path = Path("/etc/apt/sources.list"), suite_name: str = DEFAULT_SUITE) -> dict:
+    """The host's Debian mirror URIs for the main and the security archive, read from its apt sources.
+
+    The entries for the suite itself come first; a host of another Debian release lends its mirrors (one
+    that carries the host's suite carries the others)."""
     main = security = None
+    any_main = any_security = None
     files = sorted(sources_dir.glob("*.sources")) + sorted(sources_dir.glob("*.list"))
     if sources_list.exists():
         files.append(sources_list)
@@ -89,15 +117,21 @@ def host_mirrors(sources_dir: Path = Path("/etc/apt/sources.list.d"),
         except OSError:
             continue
         for uri, suites in _source_entries(text, deb822=path.suffix == ".sources"):
-            if f"{SUITE}-security" in suites and security is None:
+            if f"{suite_name}-security" in suites and security is None:
                 security = uri
-            elif SUITE in suites and main is None:
+            elif suite_name in suites and main is None:
                 main = uri
-    if main is None:
-        main = "http://deb.debian.org/debian"
-    if security is None:
-        security = "http://security.debian.org/debian-security"
+            if any(x.endswith("-security") and x[:-9] in DEBIAN_CODENAMES for x in suites):
+                any_security = any_security or uri
+            elif any(x in DEBIAN_CODENAMES for x in suites):
+                any_main = any_main or uri
+    main = main or any_main or "http://deb.debian.org/debian"
+    security = security or any_security or "http://security.debian.org/debian-security"
     return {"main": main.rstrip("/"), "security": security.rstrip("/")}
+
+
+# Codenames whose mirror entries can serve any of the lab's suites.
+DEBIAN_CODENAMES = ("bullseye", "bookworm", "trixie", "forky", "sid", "stable", "testing", "unstable")
 
 
 def _source_entries(text: str, deb822: bool):
@@ -120,11 +154,11 @@ def _source_entries(text: str, deb822: bool):
                 yield parts[1], [parts[2]]
 
 
-def recipe(mirrors: dict | None = None) -> dict:
+def recipe(mirrors: dict | None = None, suite_name: str = DEFAULT_SUITE) -> dict:
     """Everything that determines the image; its hash names the cache entry."""
     return {
-        "suite": SUITE,
-        "mirrors": mirrors or host_mirrors(),
+        "suite": suite(suite_name).name,
+        "mirrors": mirrors or host_mirrors(suite_name=suite_name),
         "packages": list(PACKAGES),
         "initrd_modules": list(INITRD_MODULES),
         "initrd_hook": INITRD_HOOK,
@@ -137,8 +171,8 @@ def recipe_hash(r: dict) -> str:
     return hashlib.sha256(json.dumps(r, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def cached_image(r: dict | None = None) -> Image | None:
-    r = r or recipe()
+def cached_image(r: dict | None = None, suite_name: str = DEFAULT_SUITE) -> Image | None:
+    r = r or recipe(suite_name=suite_name)
     d = cache_root() / recipe_hash(r)
     image = Image(d, d / "rootfs.img", d / "vmlinuz", d / "initrd.img", r)
     done = d / "recipe.json"
@@ -157,8 +191,8 @@ def require_tools(*tools: tuple[str, str]) -> None:
             raise MbrecError(f"{binary} not found; install it with: apt-get install {package}")
 
 
-def check_mirror(url: str) -> None:
-    probe = f"{url}/dists/{SUITE}/Release"
+def check_mirror(url: str, suite_name: str = DEFAULT_SUITE) -> None:
+    probe = f"{url}/dists/{suite_name}/Release"
     try:
         with urllib.request.urlopen(probe, timeout=15) as response:
             response.read(1)
@@ -168,13 +202,13 @@ def check_mirror(url: str) -> None:
                          f"mirror in /etc/apt/sources.list.d") from None
 
 
-def build(force: bool = False) -> Image:
+def build(force: bool = False, suite_name: str = DEFAULT_SUITE) -> Image:
     """Build the image unless a cached one matches the recipe. Needs root, debootstrap and the mirror."""
-    r = recipe()
+    r = recipe(suite_name=suite_name)
     if not force:
         image = cached_image(r)
         if image is not None:
-            progress(f"image {image.dir} is cached (recipe {recipe_hash(r)})")
+            progress(f"{r['suite']} image {image.dir} is cached (recipe {recipe_hash(r)})")
             return image
     if os.geteuid() != 0:
         raise MbrecError("building the lab image needs root (debootstrap, chroot); rerun as root "
@@ -186,7 +220,7 @@ def build(force: bool = False) -> Image:
     if free < MIN_FREE_BYTES:
         raise MbrecError(f"not enough disk space in {root}: {free >> 20} MiB free, the build needs "
                          f"{MIN_FREE_BYTES >> 20} MiB; free some space or set XDG_CACHE_HOME elsewhere")
-    check_mirror(r["mirrors"]["main"])
+    check_mirror(r["mirrors"]["main"], r["suite"])
 
     final = root / recipe_hash(r)
     work = root / f"{recipe_hash(r)}.build-{os.getpid()}"
@@ -205,12 +239,12 @@ def build(force: bool = False) -> Image:
         work.rename(final)
     except BaseException:
         _unmount_all(work / "root")
-        keep = root / "failed-build.log"
+        keep = root / f"failed-build-{r['suite']}.log"
         if log.exists():
             shutil.copy(log, keep)
         shutil.rmtree(work, ignore_errors=True)
         raise
-    progress(f"image built in {time.monotonic() - started:.0f} s: {final}")
+    progress(f"{r['suite']} image built in {time.monotonic() - started:.0f} s: {final}")
     return cached_image(r)
 
 
@@ -223,19 +257,21 @@ def _run(argv: list[str], log: Path, what: str) -> None:
     if rc != 0:
         tail = log.read_text(errors="replace").strip().splitlines()[-1:] or [""]
         raise MbrecError(f"{what} failed (exit {rc}): {tail[0][:200]}; full log: "
-                         f"{cache_root() / 'failed-build.log'}")
+                         f"{cache_root()}/failed-build-*.log")
 
 
 def _build_tree(tree: Path, r: dict, log: Path) -> None:
     t = time.monotonic()
-    progress(f"debootstrap {SUITE} from {r['mirrors']['main']} (about 30 s)")
-    _run(["debootstrap", "--variant=minbase", SUITE, str(tree), r["mirrors"]["main"]], log, "debootstrap")
+    name = r["suite"]
+    progress(f"debootstrap {name} from {r['mirrors']['main']} (about 30 s)")
+    _run(["debootstrap", "--variant=minbase", name, str(tree), r["mirrors"]["main"]], log, "debootstrap")
     progress(f"debootstrap done in {time.monotonic() - t:.0f} s")
 
-    (tree / "etc/apt/sources.list").write_text(
-        f"deb {r['mirrors']['main']} {SUITE} main\n"
-        f"deb {r['mirrors']['main']} {SUITE}-updates main\n"
-        f"deb {r['mirrors']['security']} {SUITE}-security main\n")
+    sources = f"deb {r['mirrors']['main']} {name} main\n"
+    if SUITES[name].updates:
+        sources += (f"deb {r['mirrors']['main']} {name}-updates main\n"
+                    f"deb {r['mirrors']['security']} {name}-security main\n")
+    (tree / "etc/apt/sources.list").write_text(sources)
     (tree / "etc/apt/apt.conf.d/90mbrec").write_text(
         'Acquire::Check-Valid-Until "false";\nAcquire::Languages "none";\n'
         'APT::Install-Recommends "false";\n')

@@ -44,10 +44,12 @@ def default_out(name: str) -> Path:
 
 
 def run(scenario_name: str | None, command: str | None, *, vms: int | None, keep: bool, out: Path | None,
-        record: bool, timeout_s: float | None, quiet: bool = False, record_args: list | None = None) -> int:
+        record: bool, timeout_s: float | None, quiet: bool = False, record_args: list | None = None,
+        suite: str | None = None) -> int:
     if os.geteuid() != 0:
         raise MbrecError("mbrec lab run needs root (to build the image and run QEMU with 9p shares); "
                          "rerun as root")
+    suite_name = lab_image.suite(suite).name
     vm.require_qemu()
     if scenario_name:
         s = lab_scenario.load(scenario_name)
@@ -61,7 +63,7 @@ def run(scenario_name: str | None, command: str | None, *, vms: int | None, keep
     if command and s["vms"] == 2:
         raise MbrecError("-- COMMAND runs in one VM; drop --vms 2")
 
-    image = lab_image.cached_image() or lab_image.build()
+    image = lab_image.cached_image(suite_name=suite_name) or lab_image.build(suite_name=suite_name)
     out = Path(out or default_out(scenario_name or "command")).resolve()
     out.mkdir(parents=True, exist_ok=True)
     if any(out.glob("status-*")):
@@ -69,12 +71,12 @@ def run(scenario_name: str | None, command: str | None, *, vms: int | None, keep
 
     pack_pylib(out / PYLIB_TAR)
     job = {"scenario_name": scenario_name, "scenario": s, "command": command, "record": record,
-           "record_args": list(record_args or [])}
+           "record_args": list(record_args or []), "suite": suite_name}
     (out / "job.json").write_text(json.dumps(job, indent=1) + "\n")
     roles = ["a", "b"] if s["vms"] == 2 else ["a"]
     accel, why = vm.detect_accel()
     timeout = timeout_s or s["timeout_s"]
-    progress(f"{'scenario ' + scenario_name if scenario_name else 'command'} in {len(roles)} VM(s), "
+    progress(f"{'scenario ' + scenario_name if scenario_name else 'command'} in {len(roles)} {suite_name} VM(s), "
              f"accelerator {accel} ({why}), output {out}, timeout {timeout:.0f} s")
 
     started = time.monotonic()
@@ -151,7 +153,9 @@ def write_ground_truth(out: Path, job: dict, roles: list, statuses: dict, timing
     s = job["scenario"]
     truth = {
         "scenario": job["scenario_name"], "command": job["command"], "description": s.get("description"),
-        "vms": s["vms"], "hosts": {h: {"ip": lab_scenario.host_ip(h), "recorded": h in s["record"]}
+        "suite": job.get("suite", lab_image.DEFAULT_SUITE),
+        "vms": s["vms"], "hosts": {h: {"ip": lab_scenario.host_ip(h), "ip6": lab_scenario.host_ip6(h),
+                                   "recorded": h in s["record"]}
                                    for h in s["hosts"]},
         "configured": {"network": s["network"], "host_egress": s["host_egress"], "offloads": s["offloads"],
                        "events": s["events"]},

@@ -12,7 +12,8 @@ from mbrec.errors import MbrecError
 
 SCENARIO_DIR = Path(__file__).parent / "scenarios"
 HOSTS = ("a", "b", "c")
-# host -> its subnet number: host h is 10.0.N.1, the router's side of its link 10.0.N.254
+# host -> its subnet number: host h is 10.0.N.1, the router's side of its link 10.0.N.254; every
+# link is dual-stack: host h is also fd00:0:0:N::1, the router fd00:0:0:N::fe (both /64)
 SUBNET = {"a": 1, "b": 2, "c": 3}
 NETEM_KEYS = {"delay_ms", "jitter_ms", "loss_pct", "rate_mbit"}
 OFFLOADS = ("tso", "gso", "gro")
@@ -30,6 +31,14 @@ def host_ip(host: str) -> str:
 
 def router_ip(host: str) -> str:
     return f"10.0.{SUBNET[host]}.254"
+
+
+def host_ip6(host: str) -> str:
+    return f"fd00:0:0:{SUBNET[host]}::1"
+
+
+def router_ip6(host: str) -> str:
+    return f"fd00:0:0:{SUBNET[host]}::fe"
 
 
 def names() -> list[str]:
@@ -110,5 +119,6 @@ def _check_netem(netem, where, bad):
 
 
 def expand(cmd: str) -> str:
-    """Workload commands name hosts as {a}, {b}, {c}: their addresses."""
-    return cmd.format(**{h: host_ip(h) for h in HOSTS})
+    """Workload commands name hosts as {a}, {b}, {c} (their IPv4 addresses) or {a6}, {b6}, {c6}
+    (their IPv6 addresses; in a URL: http://[{b6}]/)."""
+    return cmd.format(**{h: host_ip(h) for h in HOSTS}, **{f"{h}6": host_ip6(h) for h in HOSTS})

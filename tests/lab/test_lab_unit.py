@@ -1,6 +1,10 @@
 """The lab's host-side logic without QEMU: scenarios, mirrors, recipe hash, output parsing."""
 
 import json
+import os
+import re
+import subprocess
+import sys
 
 import pytest
 
@@ -111,7 +115,9 @@ def test_one_vm_topology_puts_every_host_behind_the_router():
     for h, n in (("a", 1), ("b", 2), ("c", 3)):
         assert f"netns add {h}" in root and f"link set r-{h} netns r" in root
         assert f"addr add 10.0.{n}.254/24 dev r-{h}" in per_ns["r"]
-        assert per_ns[h][-1] == f"route add default via 10.0.{n}.254"
+        assert per_ns[h][-2:] == [f"route add default via 10.0.{n}.254", f"route add ::/0 via fd00:0:0:{n}::fe"]
+        assert f"addr add fd00:0:0:{n}::1/64 dev eth0 nodad" in per_ns[h]
+        assert f"addr add fd00:0:0:{n}::fe/64 dev r-{h} nodad" in per_ns["r"]
     # netem for x->y sits on the router's interface toward y
     s = scenario.load("asym")
     targets = {d: (ns, i) for d, ns, i, _ in guest.network_targets(guest.Layout(s["hosts"], 1, "a"), s)}
@@ -121,6 +127,7 @@ def test_one_vm_topology_puts_every_host_behind_the_router():
 def test_two_vm_topology_routes_through_vm_b():
     a_root, a_ns = guest.topology_commands(guest.Layout(["a", "b"], 2, "a"), ["a", "b"])
     assert a_ns == {} and "addr add 10.0.1.1/24 dev eth0" in a_root
+    assert "addr add fd00:0:0:1::1/64 dev eth0 nodad" in a_root and "route add ::/0 via fd00:0:0:1::fe" in a_root
     layout_b = guest.Layout(["a", "b"], 2, "b")
     b_root, b_ns = guest.topology_commands(layout_b, ["a", "b"])
     assert "addr add 10.0.1.254/24 dev eth0" in b_root and "addr add 10.0.2.254/24 dev r-b" in b_root
@@ -166,3 +173,45 @@ def test_build_refuses_without_disk_space(monkeypatch, tmp_path):
     monkeypatch.setattr("shutil.disk_usage", lambda path: usage(10 << 30, 9 << 30, 1 << 30))
     with pytest.raises(MbrecError, match="not enough disk space"):
         image.build()
+
+
+def test_each_suite_has_its_own_recipe_and_the_default_is_bookworm():
+    mirrors = {"main": "http://m/debian", "security": "http://m/security"}
+    hashes = {s: image.recipe_hash(image.recipe(mirrors, suite_name=s)) for s in image.SUITES}
+    assert len(set(hashes.values())) == len(image.SUITES)
+    assert image.recipe(mirrors)["suite"] == "bookworm"
+    assert hashes["bookworm"] == image.recipe_hash(image.recipe(mirrors))
+
+
+def test_unknown_suite_is_one_line_naming_the_known_ones():
+    with pytest.raises(MbrecError, match="unknown lab suite 'buster'; the known suites are bookworm, trixie, sid"):
+        image.suite("buster")
+    r = subprocess.run([sys.executable, "-m", "mbrec", "lab", "build", "--suite", "buster"], capture_output=True,
+                       text=True)
+    assert r.returncode != 0 and r.stdout == ""
+    assert r.stderr.strip().splitlines() == ["mbrec: error: unknown lab suite 'buster'; the known suites are "
+                                             "bookworm, trixie, sid"]
+
+
+def test_a_suite_the_host_does_not_list_borrows_the_hosts_debian_mirrors(tmp_path):
+    (tmp_path / "debian.sources").write_text(
+        "Types: deb\nURIs: http://mirror.example/debian\nSuites: bookworm bookworm-updates\n\n"
+        "Types: deb\nURIs: http://mirror.example/debian-security\nSuites: bookworm-security\n")
+    m = image.host_mirrors(tmp_path, tmp_path / "absent", suite_name="trixie")
+    assert m == {"main": "http://mirror.example/debian", "security": "http://mirror.example/debian-security"}
+
+
+def test_lab_list_names_every_suite_and_whether_it_is_built(tmp_path):
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path)}
+    r = subprocess.run([sys.executable, "-m", "mbrec", "lab", "list"], capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    for s in image.SUITES:
+        assert re.search(rf"^  {s} .*; not built$", r.stdout, re.M), r.stdout
+    assert re.search(r"^  ab ", r.stdout, re.M)
+
+
+def test_scenarios_name_ipv6_addresses():
+    assert scenario.expand("ab http://[{b6}]/ {a6}") == "ab http://[fd00:0:0:2::1]/ fd00:0:0:1::1"
+    for name in ("ipv6", "dual-stack"):
+        s = scenario.load(name)
+        assert any("[{b6}]" in w["cmd"] for w in s["workload"]), name
