@@ -66,7 +66,7 @@ def main():
         resolved, attach = plan(opts, bool(bcc.BPF.support_kfunc()))
     cfg = ProgramConfig(tuple(resolved), attach, build_filters(opts), offsets=read_offsets(),
                         extra_cflags=("-DMBREC_PERF_BASELINE",))
-    b = load(bcc, cfg)
+    b, kprobes = load(bcc, cfg)  # kprobes: None (auto attaches fentry in the lab)
     table = b["mbrec_pkt_perf"]
     out = open(args.output, "w", buffering=1)  # MicroBPF: line-buffered, one write per event
     stats = {"events": 0, "lost": 0}

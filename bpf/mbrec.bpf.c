@@ -15,6 +15,10 @@
  *                          by name from Python).
  *   MBREC_IP_RCV_CORE      1: the IP receive probe is ip_rcv_core(skb, net), which both
  *                          ip_rcv and ip_list_rcv call; 0: ip_rcv and ip_list_rcv themselves.
+ *   MBREC_IP6_RCV_CORE     the same for IPv6: ip6_rcv_core(skb, dev, net), or ipv6_rcv and
+ *                          ipv6_list_rcv. IP6_QUEUE_XMIT, IP6_RCV and TCP_V6_RCV are the IPv6
+ *                          functions of the IP send, IP receive and TCP receive layers: they
+ *                          record as those layers (same probe ids).
  *   MBREC_SOCK_COOKIE      1: the send probes call bpf_get_socket_cookie() (fentry only on
  *                          6.1: kprobe programs lack the helper), other probes read the cookie
  *                          the kernel then holds in sk->sk_cookie; 0: the sock address is the id.
@@ -162,6 +166,9 @@ struct mbrec_tcph {
 #endif
 #ifndef MBREC_IP_RCV_CORE
 #define MBREC_IP_RCV_CORE 1
+#endif
+#ifndef MBREC_IP6_RCV_CORE
+#define MBREC_IP6_RCV_CORE 1
 #endif
 
 /* Lost events per probe id, per CPU (summed by user space); shared by every probe group. */
@@ -672,22 +679,8 @@ int mbrec_kp_eth_type_trans(struct pt_regs *ctx, struct sk_buff *skb, struct net
 }
 #endif
 
-#if MBREC_IP_RCV_CORE
-/* ip_rcv_core(skb, net): both receive paths (ip_rcv, ip_list_rcv) pass through it. */
-#if MBREC_ATTACH_IP_RCV == 1
-MBREC_KFUNC(MBREC_FN_IP_RCV, struct sk_buff *skb, struct net *net)
-{
-	return mbrec_on_ip_rcv(ctx, skb, mbrec_netns_of_net(net));
-}
-#elif MBREC_ATTACH_IP_RCV == 2
-int mbrec_kp_ip_rcv(struct pt_regs *ctx, struct sk_buff *skb, struct net *net)
-{
-	return mbrec_on_ip_rcv(ctx, skb, mbrec_netns_of_net(net));
-}
-#endif
-#else
-/* No traceable ip_rcv_core: probe ip_rcv(skb, dev, ...) and ip_list_rcv(list, ...), whose
- * argument is a list of skbs (walked up to MBREC_LIST_MAX; more are counted as lost). */
+/* The list receive functions (ip_list_rcv, ipv6_list_rcv) take a list of skbs, walked up to
+ * MBREC_LIST_MAX; more are counted as lost. */
 #define MBREC_LIST_MAX 16
 static __always_inline int mbrec_on_ip_list_rcv(void *ctx, struct list_head *head)
 {
@@ -703,6 +696,22 @@ static __always_inline int mbrec_on_ip_list_rcv(void *ctx, struct list_head *hea
 		mbrec_count_lost(MBREC_PROBE_IP_RCV);
 	return 0;
 }
+
+#if MBREC_IP_RCV_CORE
+/* ip_rcv_core(skb, net): both receive paths (ip_rcv, ip_list_rcv) pass through it. */
+#if MBREC_ATTACH_IP_RCV == 1
+MBREC_KFUNC(MBREC_FN_IP_RCV, struct sk_buff *skb, struct net *net)
+{
+	return mbrec_on_ip_rcv(ctx, skb, mbrec_netns_of_net(net));
+}
+#elif MBREC_ATTACH_IP_RCV == 2
+int mbrec_kp_ip_rcv(struct pt_regs *ctx, struct sk_buff *skb, struct net *net)
+{
+	return mbrec_on_ip_rcv(ctx, skb, mbrec_netns_of_net(net));
+}
+#endif
+#else
+/* No traceable ip_rcv_core: probe ip_rcv(skb, dev, ...) and ip_list_rcv(list, ...). */
 #if MBREC_ATTACH_IP_RCV == 1
 MBREC_KFUNC(MBREC_FN_IP_RCV, struct sk_buff *skb)
 {
@@ -731,6 +740,75 @@ MBREC_KFUNC(MBREC_FN_TCP_V4_RCV, struct sk_buff *skb)
 }
 #elif MBREC_ATTACH_TCP_V4_RCV == 2
 int mbrec_kp_tcp_v4_rcv(struct pt_regs *ctx, struct sk_buff *skb)
+{
+	return mbrec_on_tcp_v4_rcv(ctx, skb);
+}
+#endif
+
+/* IPv6: the IP send layer. Its fallback, ip6_xmit, also sends SYN-ACKs (on the listener, for a
+ * request socket's skb) and RSTs/timewait ACKs (on the per-netns control socket): the socket's
+ * addresses are not the packet's there, so only an skb the socket owns is recorded. */
+#if MBREC_ATTACH_IP6_QUEUE_XMIT == 1
+MBREC_KFUNC(MBREC_FN_IP6_QUEUE_XMIT, struct sock *sk, struct sk_buff *skb)
+{
+	if (mbrec_skb_sk(skb) != sk)
+		return 0;
+	return mbrec_on_ip_queue_xmit(ctx, sk, skb, MBREC_COOKIE(sk));
+}
+#elif MBREC_ATTACH_IP6_QUEUE_XMIT == 2
+int mbrec_kp_ip6_queue_xmit(struct pt_regs *ctx, struct sock *sk, struct sk_buff *skb)
+{
+	if (mbrec_skb_sk(skb) != sk)
+		return 0;
+	return mbrec_on_ip_queue_xmit(ctx, sk, skb, 0);
+}
+#endif
+
+/* IPv6: the IP receive layer, ip6_rcv_core(skb, dev, net) on both paths, else ipv6_rcv(skb, dev,
+ * ...) and ipv6_list_rcv(list, ...). */
+#if MBREC_IP6_RCV_CORE
+#if MBREC_ATTACH_IP6_RCV == 1
+MBREC_KFUNC(MBREC_FN_IP6_RCV, struct sk_buff *skb, struct net_device *dev, struct net *net)
+{
+	return mbrec_on_ip_rcv(ctx, skb, mbrec_netns_of_net(net));
+}
+#elif MBREC_ATTACH_IP6_RCV == 2
+int mbrec_kp_ip6_rcv(struct pt_regs *ctx, struct sk_buff *skb, struct net_device *dev,
+		     struct net *net)
+{
+	return mbrec_on_ip_rcv(ctx, skb, mbrec_netns_of_net(net));
+}
+#endif
+#else
+#if MBREC_ATTACH_IP6_RCV == 1
+MBREC_KFUNC(MBREC_FN_IP6_RCV, struct sk_buff *skb)
+{
+	return mbrec_on_ip_rcv(ctx, skb, 0);
+}
+MBREC_KFUNC(MBREC_FN_IP6_LIST_RCV, struct list_head *head)
+{
+	return mbrec_on_ip_list_rcv(ctx, head);
+}
+#elif MBREC_ATTACH_IP6_RCV == 2
+int mbrec_kp_ip6_rcv(struct pt_regs *ctx, struct sk_buff *skb)
+{
+	return mbrec_on_ip_rcv(ctx, skb, 0);
+}
+int mbrec_kp_ip6_list_rcv(struct pt_regs *ctx, struct list_head *head)
+{
+	return mbrec_on_ip_list_rcv(ctx, head);
+}
+#endif
+#endif
+
+/* IPv6: the TCP receive layer (the same handler: the IP header is at network_header). */
+#if MBREC_ATTACH_TCP_V6_RCV == 1
+MBREC_KFUNC(MBREC_FN_TCP_V6_RCV, struct sk_buff *skb)
+{
+	return mbrec_on_tcp_v4_rcv(ctx, skb);
+}
+#elif MBREC_ATTACH_TCP_V6_RCV == 2
+int mbrec_kp_tcp_v6_rcv(struct pt_regs *ctx, struct sk_buff *skb)
 {
 	return mbrec_on_tcp_v4_rcv(ctx, skb);
 }

@@ -18,6 +18,12 @@ ip_list_rcv
 ip_rcv_core
 tcp_v4_rcv
 skb_copy_datagram_iter
+inet6_csk_xmit
+ip6_xmit
+ipv6_rcv
+ipv6_list_rcv
+ip6_rcv_core
+tcp_v6_rcv
 tcp_retransmit_skb
 __tcp_retransmit_skb
 __tcp_send_ack.part.0
@@ -36,6 +42,12 @@ ffffffff81a00700 T ip_list_rcv
 ffffffff81a00800 t ip_rcv_core
 ffffffff81a00900 T tcp_v4_rcv
 ffffffff81a00a00 T skb_copy_datagram_iter
+ffffffff81a01100 T inet6_csk_xmit
+ffffffff81a01200 T ip6_xmit
+ffffffff81a01300 T ipv6_rcv
+ffffffff81a01400 T ipv6_list_rcv
+ffffffff81a01500 t ip6_rcv_core
+ffffffff81a01600 T tcp_v6_rcv
 ffffffff81a00b00 t __tcp_send_ack.part.0
 ffffffff81a00c00 T __tcp_send_ack
 ffffffff81a00d00 t __netif_receive_skb_core.constprop.0
@@ -52,8 +64,11 @@ def kf61():
 def test_every_packet_probe_resolves_on_61_to_the_traceable_name():
     done, missing = resolve_all(PACKET_PROBES, kf61())
     assert missing == []
-    got = {r.spec.name: r.functions for r in done}
+    got = {r.spec.label: r.functions for r in done}
     assert got == {
+        "ip_queue_xmit (IPv6)": ("inet6_csk_xmit",),
+        "ip_rcv (IPv6)": ("ip6_rcv_core",),
+        "tcp_v4_rcv (IPv6)": ("tcp_v6_rcv",),
         "tcp_transmit_skb": ("__tcp_transmit_skb",),
         "ip_queue_xmit": ("__ip_queue_xmit",),
         "dev_queue_xmit": ("__dev_queue_xmit",),  # dev_queue_xmit: kallsyms only (wrapper)
@@ -116,6 +131,27 @@ def test_attach_choice_and_header_entries():
     done, _ = resolve_all(PACKET_PROBES, kf)
     entries = header_probes(done, "kprobe")
     ip = [e for e in entries if e["name"] == "ip_rcv"]
-    assert [e["function"] for e in ip] == ["ip_rcv", "ip_list_rcv"]
+    assert [e["function"] for e in ip] == ["ip_rcv", "ip_list_rcv", "ip6_rcv_core"]
     assert {e["probe_id"] for e in ip} == {6}
-    assert len(entries) == 9 and all(e["attach"] == "kprobe" for e in entries)
+    assert len(entries) == 12 and all(e["attach"] == "kprobe" for e in entries)
+
+
+def test_ipv6_functions_fall_back_and_are_optional():
+    text = FILTERS_61.replace("ip6_rcv_core\n", "").replace("inet6_csk_xmit\n", "")
+    done, missing = resolve_all(PACKET_PROBES, kernel_functions(text, KALLSYMS_61))
+    got = {r.spec.label: r.functions for r in done}
+    assert got["ip_queue_xmit (IPv6)"] == ("ip6_xmit",)
+    assert got["ip_rcv (IPv6)"] == ("ipv6_rcv", "ipv6_list_rcv")
+    assert missing == []
+    text = FILTERS_61.replace("tcp_v6_rcv\n", "")
+    _, missing = resolve_all(PACKET_PROBES, kernel_functions(text, KALLSYMS_61))
+    assert [(m.spec.label, m.spec.optional) for m in missing] == [("tcp_v4_rcv (IPv6)", True)]
+    assert not any(s.optional for s in PACKET_PROBES if not s.ipv6)
+
+
+def test_the_ipv6_specs_record_as_their_layers():
+    v6 = [s for s in PACKET_PROBES if s.ipv6]
+    assert {s.name for s in v6} == {"ip_queue_xmit", "ip_rcv", "tcp_v4_rcv"}
+    assert len({s.c_name for s in PACKET_PROBES}) == len(PACKET_PROBES)  # distinct -D names
+    assert [probes.kprobe_program(s) for s in v6] == ["mbrec_kp_ip6_queue_xmit", "mbrec_kp_ip6_rcv",
+                                                       "mbrec_kp_tcp_v6_rcv"]

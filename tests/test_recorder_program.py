@@ -49,15 +49,18 @@ def test_kprobe_config_attaches_by_name_from_python():
     assert d["MBREC_SOCK_COOKIE"] == "0"
     pairs = dict(kprobe_attachments(cfg))
     assert pairs["ip_rcv"] == "mbrec_kp_ip_rcv" and pairs["ip_list_rcv"] == "mbrec_kp_ip_list_rcv"
+    assert pairs["inet6_csk_xmit"] == "mbrec_kp_ip6_queue_xmit" and pairs["tcp_v6_rcv"] == "mbrec_kp_tcp_v6_rcv"
+    assert pairs["ip6_rcv_core"] == "mbrec_kp_ip6_rcv" and d["MBREC_IP6_RCV_CORE"] == "1"
     assert pairs["__dev_queue_xmit"] == "mbrec_kp_dev_queue_xmit"
     assert kprobe_attachments(ProgramConfig(cfg.resolved, "fentry")) == []
 
 
 def test_every_wrapper_the_python_side_names_exists_in_the_source():
     src = source_text()
-    cfg = ProgramConfig(resolved(FILTERS_61.replace("ip_rcv_core\n", "")), "kprobe")
-    for _, fn in kprobe_attachments(cfg):
-        assert re.search(rf"\bint {fn}\(struct pt_regs \*ctx", src), fn
+    for text in (FILTERS_61, FILTERS_61.replace("ip_rcv_core\n", "").replace("ip6_rcv_core\n", "")):
+        cfg = ProgramConfig(resolved(text), "kprobe")
+        for _, fn in kprobe_attachments(cfg):
+            assert re.search(rf"\bint {fn}\(struct pt_regs \*ctx", src), fn
     for spec in PACKET_PROBES:
         assert f"MBREC_ATTACH_{spec.c_name} == 1" in src
         assert f"MBREC_PROBE_{spec.name.upper()}" in src

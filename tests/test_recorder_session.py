@@ -30,13 +30,16 @@ def test_record_never_imports_plotting_or_the_analyzer():
     assert out == "[]"
 
 
-def test_recording_through_kprobes_warns_that_skipped_runs_may_go_uncounted():
+def test_kprobes_warn_only_where_skipped_runs_cannot_be_counted():
+    from types import SimpleNamespace
+
     from mbrec.recorder.session import kprobe_warning
     fentry = [{"name": "tcp_ack", "attach": "fexit", "function": "tcp_ack"},
               {"name": "tcp_state", "attach": "raw_tracepoint", "function": "sock:inet_sock_set_state"}]
     assert kprobe_warning(fentry) is None
     kp = fentry + [{"name": "tcp_rtt", "attach": "kprobe", "function": "tcp_ack_update_rtt"}]
-    assert "unreported" in kprobe_warning(kp)
+    assert kprobe_warning(kp, SimpleNamespace(stats_fd=5)) is None  # hits - runs are counted
+    assert "uncounted" in kprobe_warning(kp, SimpleNamespace(stats_fd=None))
 
 
 def test_drain_pacer_polls_fast_until_a_rate_is_known_and_follows_bursts():

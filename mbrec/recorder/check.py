@@ -155,7 +155,10 @@ def _attach_modes(kf, bcc) -> list[AttachMode]:
         functions = {}
     else:
         resolved, missing = resolve_all(PACKET_PROBES, kf)
-        functions = {r.spec.name: "+".join(r.functions) for r in resolved}
+        functions = {r.spec.label: "+".join(r.functions) for r in resolved}
+        functions.update({m.spec.label: "absent: IPv6 packets lack this layer"
+                          for m in missing if m.spec.optional})
+        missing = [m for m in missing if not m.spec.optional]
         if missing:
             why = [f"{m.spec.name}: {' / '.join(m.reasons)}" for m in missing]
             fentry, kprobe = (AttachMode(k, False, "probes missing on this kernel", functions,

@@ -203,18 +203,18 @@ def inline_flows(source: str, header_text: str, header: str = "flows.bpf.h") -> 
     return source.replace(line, header_text, 1)
 
 
-def attach_flows(bpf, plan: FlowPlan) -> list[dict]:
-    """Attach the kprobes and raw tracepoints (fentry programs were attached by BCC at load).
-    Returns the trace header's probe entries."""
+def attach_flows(bpf, plan: FlowPlan, kprobes=None) -> list[dict]:
+    """Attach the kprobes (through kprobes, recorder/kprobes.py, which counts their misses) and
+    raw tracepoints (fentry programs were attached by BCC at load). Returns the trace header's
+    probe entries."""
     for h in plan.hooks:
         if h.attach == "raw_tracepoint" and h.programs:
             bpf.attach_raw_tracepoint(tp=h.function.split(":")[1].encode(),
                                       fn_name=h.programs[0].encode())
         elif h.attach in ("kprobe", "kretprobe"):
-            bpf.attach_kprobe(event=h.function.encode(), fn_name=h.programs[0].encode())
+            kprobes.attach(bpf, h.function, h.programs[0])
             if len(h.programs) > 1:
-                bpf.attach_kretprobe(event=h.function.encode(), fn_name=h.programs[1].encode(),
-                                     maxactive=64)
+                kprobes.attach(bpf, h.function, h.programs[1], ret=True, maxactive=64)
     return [h.header() for h in plan.hooks]
 
 
@@ -349,8 +349,8 @@ class FlowGroup:
         header = resources.files("mbrec.bpf").joinpath(name).read_text()
         return inline_flows(text, header, name)
 
-    def attach(self, bpf) -> list[dict]:
-        entries = attach_flows(bpf, self.plan)
+    def attach(self, bpf, kprobes=None) -> list[dict]:
+        entries = attach_flows(bpf, self.plan, kprobes)
         self.ticker = FlowTicker(bpf, self.interval_s)
         return entries
 

@@ -25,13 +25,25 @@ class ProbeSpec:
 
     Each candidate is a tuple of functions that are all attached together (the IP receive
     layer without ip_rcv_core needs both ip_rcv and ip_list_rcv). ``macro`` is the suffix of
-    the -D names the BPF program uses (MBREC_ATTACH_<macro>, MBREC_FN_<macro>).
+    the -D names the BPF program uses (MBREC_ATTACH_<macro>, MBREC_FN_<macro>); two specs of one
+    layer (its IPv4 and its IPv6 function) share the name and differ in macro. An ``ipv6`` probe
+    is optional: a kernel without it leaves that layer out for IPv6 packets instead of failing.
     """
 
     name: str
     group: str
     candidates: tuple[tuple[str, ...], ...]
     macro: str = ""
+    ipv6: bool = False
+
+    @property
+    def optional(self) -> bool:
+        return self.ipv6
+
+    @property
+    def label(self) -> str:
+        """The probe's name, and the family where a layer has one function per family."""
+        return f"{self.name} (IPv6)" if self.ipv6 else self.name
 
     @property
     def probe_id(self) -> int:
@@ -52,6 +64,16 @@ PACKET_PROBES = (
     ProbeSpec("ip_rcv", "packets", (("ip_rcv_core",), ("ip_rcv", "ip_list_rcv"))),
     ProbeSpec("tcp_v4_rcv", "packets", (("tcp_v4_rcv",),)),
     ProbeSpec("skb_copy_datagram_iter", "packets", (("skb_copy_datagram_iter",),)),
+    # The IPv6 functions of the three layers that have one per family (the device layers and
+    # the copy serve both). An IPv4-mapped socket (a v6 socket talking to an IPv4 peer) sends and
+    # receives through the IPv4 functions, so these see IPv6 packets only. inet6_csk_xmit is
+    # TCP's queue_xmit for IPv6, as __ip_queue_xmit is for IPv4; ip6_xmit (which it calls) also
+    # sends SYN-ACKs and control replies on another socket, which the probe skips.
+    ProbeSpec("ip_queue_xmit", "packets", (("inet6_csk_xmit",), ("ip6_xmit",)), "IP6_QUEUE_XMIT",
+              ipv6=True),
+    ProbeSpec("ip_rcv", "packets", (("ip6_rcv_core",), ("ipv6_rcv", "ipv6_list_rcv")), "IP6_RCV",
+              ipv6=True),
+    ProbeSpec("tcp_v4_rcv", "packets", (("tcp_v6_rcv",),), "TCP_V6_RCV", ipv6=True),
 )
 
 # --attach tracepoint: the kernel's stable tracepoints, each recorded as the layer it stands
@@ -185,6 +207,13 @@ def choose_attach(mode: str, fentry_supported: bool) -> str:
     if mode == "auto":
         return "fentry" if fentry_supported else "kprobe"
     return mode
+
+
+def kprobe_program(spec: ProbeSpec, list_variant: bool = False) -> str:
+    """The BPF function bpf/mbrec.bpf.c defines for a probe's kprobe (the IP receive layer's
+    list function has its own)."""
+    c = spec.c_name.lower()
+    return f"mbrec_kp_{c.replace('_rcv', '_list_rcv')}" if list_variant else f"mbrec_kp_{c}"
 
 
 def header_probes(resolved: list[Resolved], attach: str) -> list[dict]:

@@ -14,7 +14,7 @@ from importlib import resources
 
 from mbrec.errors import MbrecError
 from mbrec.recorder.btf import field_span, offset_cflags
-from mbrec.recorder.probes import Resolved
+from mbrec.recorder.probes import Resolved, kprobe_program
 
 # Ring buffer map -> schema name. One schema per ring keeps every record the same size, which
 # is what makes the bulk drain cheap. The flow group (issue 5) adds its rings here.
@@ -112,10 +112,10 @@ def cflags(cfg: ProgramConfig) -> list[str]:
         flags.append(f"-DMBREC_ATTACH_{c}={kind}")
         if cfg.attach == "tracepoint":  # attached by name from Python (tracepoint_attachments)
             continue
-        if r.spec.name == "ip_rcv":
-            flags.append(f"-DMBREC_IP_RCV_CORE={1 if r.functions == ('ip_rcv_core',) else 0}")
+        if r.spec.name == "ip_rcv":  # IP_RCV or IP6_RCV: the core function, or the pair
+            flags.append(f"-DMBREC_{c}_CORE={1 if len(r.functions) == 1 else 0}")
             if len(r.functions) == 2:
-                flags.append(f"-DMBREC_FN_IP_LIST_RCV={r.functions[1]}")
+                flags.append(f"-DMBREC_FN_{c.replace('_RCV', '_LIST_RCV')}={r.functions[1]}")
         flags.append(f"-DMBREC_FN_{c}={r.functions[0]}")
     # The flow probes use kernel types, so with them the headers are compiled anyway (not the
     # tracepoint flow probes, -DMBREC_FLOWS_TP: they read BTF offsets too).
@@ -148,9 +148,7 @@ def kprobe_attachments(cfg: ProgramConfig) -> list[tuple[str, str]]:
         return []
     out = []
     for r in cfg.resolved:
+        out.append((r.functions[0], kprobe_program(r.spec)))
         if r.spec.name == "ip_rcv" and len(r.functions) == 2:
-            out.append((r.functions[0], "mbrec_kp_ip_rcv"))
-            out.append((r.functions[1], "mbrec_kp_ip_list_rcv"))
-        else:
-            out.append((r.functions[0], f"mbrec_kp_{r.spec.name}"))
+            out.append((r.functions[1], kprobe_program(r.spec, list_variant=True)))
     return out

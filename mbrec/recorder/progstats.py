@@ -47,6 +47,10 @@ def program_probes(program_names, probes: list[dict]) -> dict[str, str]:
     """Each loaded BPF program's probe, from the trace header's probe list: a program belongs to
     the probe whose kernel function (or tracepoint event, or probe name) ends its name, e.g.
     kfunc____ip_queue_xmit and mbrec_kp_ip_queue_xmit both to ip_queue_xmit."""
+    from mbrec.recorder.probes import PACKET_PROBES, kprobe_program
+    known = {}  # the packet probes' kprobe programs, by the name bpf/mbrec.bpf.c gives them
+    for spec in PACKET_PROBES:
+        known[kprobe_program(spec)] = known[kprobe_program(spec, True)] = spec.name
     keys = []
     for p in probes:
         for fn in str(p.get("function", "")).split("+"):
@@ -56,6 +60,9 @@ def program_probes(program_names, probes: list[dict]) -> dict[str, str]:
     out = {}
     for prog in program_names:
         name = prog.decode() if isinstance(prog, bytes) else str(prog)
+        if name in known:
+            out[name] = known[name]
+            continue
         for key, probe in keys:
             if key and name.endswith(key):
                 out[name] = probe

@@ -21,7 +21,8 @@ from mbrec.recorder.probes import (GROUPS, TRACEPOINT_PROBES, choose_attach, hea
 from mbrec.recorder.program import (RINGS, Filters, ProgramConfig, cflags, kprobe_attachments,
                                     ring_pages, source_path, source_text,
                                     tracepoint_attachments)
-from mbrec.recorder.progstats import missed_by_probe, program_probes
+from mbrec.recorder.kprobes import TracefsKprobes, kprobe_losses
+from mbrec.recorder.progstats import missed_by_probe, program_probes, prog_counters
 from mbrec.recorder.ringbuf import open_bcc_ring
 
 FALLBACK_NOTE = ("--attach tracepoint (the kernel's stable tracepoints: fewer layers, "
@@ -119,11 +120,15 @@ def plan(opts: RecordOptions, fentry_supported: bool, kf=None):
     kf = kf or env.read_kernel_functions()
     specs = probe_specs(opts.groups)
     resolved, missing = resolve_all(specs, kf)
-    if missing:
-        found = ", ".join(f"{r.spec.name}={'+'.join(r.functions)}" for r in resolved) or "none"
-        why = "; ".join(f"{m.spec.name}: {' / '.join(m.reasons)}" for m in missing)
+    required = [m for m in missing if not m.spec.optional]
+    if required:
+        found = ", ".join(f"{r.spec.label}={'+'.join(r.functions)}" for r in resolved) or "none"
+        why = "; ".join(f"{m.spec.name}: {' / '.join(m.reasons)}" for m in required)
         raise MbrecError(f"cannot probe {why}. Nothing was attached (these would have been: "
                          f"{found}); this kernel lacks the functions above")
+    for m in missing:  # an IPv6 function: that family's packets lack this layer
+        say(f"not on this kernel: {m.spec.label} ({' / '.join(m.reasons)}); IPv6 packets will "
+            "lack this layer")
     attach = choose_attach(opts.attach, fentry_supported)
     return resolved, attach
 
@@ -186,7 +191,9 @@ def flow_group(opts: RecordOptions, attach: str, foreign_headers: bool = False):
 
 
 def load(bcc, cfg: ProgramConfig, flows=None):
-    """Compile and load; fentry probes attach here (BCC attaches KFUNC_PROBEs at load)."""
+    """Compile and load; fentry probes attach here (BCC attaches KFUNC_PROBEs at load). Returns
+    the BCC module and, in kprobe mode, the kprobes registered in tracefs (recorder/kprobes.py),
+    which the caller closes before the module."""
     if flows is not None:  # flows.bpf.h is pasted into the main file (see flows.inline_flows)
         b = bcc.BPF(text=flows.source(source_text()).encode(), cflags=cflags(cfg))
     else:
@@ -198,30 +205,41 @@ def load(bcc, cfg: ProgramConfig, flows=None):
             b.cleanup()
             raise MbrecError(f"cannot attach the raw tracepoint {tp} ({str(e).strip()}); "
                              "nothing stays attached") from None
+    kprobes = None
+    if cfg.attach == "kprobe":
+        try:
+            kprobes = TracefsKprobes(bcc.libbcc.lib)
+        except MbrecError:
+            b.cleanup()
+            raise
     done = []
     for fn, bpf_fn in kprobe_attachments(cfg):
         try:
-            b.attach_kprobe(event=fn, fn_name=bpf_fn)
+            kprobes.attach(b, fn, bpf_fn)
         except Exception as e:
+            kprobes.close()
             b.cleanup()
             raise MbrecError(f"cannot attach a kprobe to {fn} ({str(e).strip()}); attached "
                              f"before it: {', '.join(done) or 'none'} (all detached again)") from None
         done.append(fn)
     if flows is not None:
         try:
-            flows.header_probes = flows.attach(b)
+            flows.header_probes = flows.attach(b, kprobes)
         except Exception as e:
+            if kprobes is not None:
+                kprobes.close()
             b.cleanup()
             raise MbrecError(f"cannot attach the flows group ({str(e).strip()[:200]}); "
                              "nothing stays attached") from None
-    return b
+    return b, kprobes
 
 
 class Recorder:
     """Drains every ring of a loaded program into a TraceWriter."""
 
-    def __init__(self, b, writer, probe_ids, rings):
+    def __init__(self, b, writer, probe_ids, rings, kprobes=None):
         self.b = b
+        self.kprobes = kprobes  # recorder/kprobes.py, in kprobe mode
         self.writer = writer
         self.probe_ids = probe_ids
         self.rings = []
@@ -257,17 +275,27 @@ class Recorder:
         self.prog_fds = {(n.decode() if isinstance(n, bytes) else n): f.fd
                          for n, f in self.b.funcs.items()}
         self.prog_probe = program_probes(self.prog_fds, probes)
+        if self.kprobes is not None:  # counted from the kprobes' own counters (lost_detail)
+            for name in self.kprobes.prog_fds():
+                self.prog_fds.pop(name, None)
 
     def lost_detail(self) -> dict[str, dict[str, int]]:
-        """Events lost per probe, by cause: the ring was full (counted by the program), or the
-        kernel skipped the program's run (its recursion-miss counter)."""
+        """Events lost per probe, by cause: the ring was full (counted by the program), the
+        kernel skipped the program's run (its recursion-miss counter; for a kprobe program its
+        kprobe's hits minus its runs), or the kprobe itself was missed (kprobe_profile)."""
         ring = {}
         for pid in self.probe_ids:
             n = int(self.lost_table.sum(self.lost_table.Key(pid)).value)
             if n:
                 ring[PROBE_NAMES[pid]] = n
-        return {"ring_full": ring,
-                "program_skipped": missed_by_probe(self.prog_fds, self.prog_probe)}
+        skipped = missed_by_probe(self.prog_fds, self.prog_probe)
+        detail = {"ring_full": ring, "program_skipped": skipped}
+        if self.kprobes is not None:
+            kp_skipped, kp_missed = kprobe_losses(self.kprobes, self.prog_probe, prog_counters)
+            for probe, n in kp_skipped.items():
+                skipped[probe] = skipped.get(probe, 0) + n
+            detail["kprobe_missed"] = kp_missed
+        return detail
 
     def lost(self) -> dict[str, int]:
         """Events lost per probe, whatever the cause."""
@@ -295,13 +323,16 @@ def status_line(elapsed, rate, events, lost, nbytes) -> str:
             f"lost {lost:,}  {nbytes / 1e6:8.1f} MB ")
 
 
-def kprobe_warning(probes: list[dict]) -> str | None:
-    """What a user recording through kprobes must know (seen in the lab on 6.1: docs/metrics.md,
-    "The kprobe build against traffic"), or None."""
+def kprobe_warning(probes: list[dict], kprobes=None) -> str | None:
+    """What a user recording through kprobes must know, or None: the runs the kernel skips are
+    counted from the kprobes' hits and the programs' runs (recorder/kprobes.py), which needs BPF
+    run statistics; without them a skipped run goes uncounted on kernels before 6.7."""
+    if kprobes is None or kprobes.stats_fd is not None:
+        return None
     if any(p["attach"].startswith(("kprobe", "kretprobe")) for p in probes):
-        return ("warning: with kprobes, a run the kernel skips (the probe fired while another "
-                "BPF program ran on that CPU) is not counted on every kernel, so some losses may "
-                "go unreported; fentry (the default where the kernel allows it) counts them")
+        return ("warning: BPF run statistics are unavailable (BPF_ENABLE_STATS refused), so a "
+                "kprobe run the kernel skips (the probe fired while another BPF program ran on "
+                "that CPU) goes uncounted before Linux 6.7; fentry counts them")
     return None
 
 
@@ -340,7 +371,7 @@ def record(opts: RecordOptions) -> int:
             if not opts.quiet:
                 say(f"compiling the BPF program ({attach}, {len(resolved)} packet probes"
                     + (", flows" if flows else "") + ")...")
-            b = load(bcc, cfg, flows)
+            b, kprobes = load(bcc, cfg, flows)
         except Exception as e:
             if not chain:
                 if isinstance(e, MbrecError):
@@ -370,7 +401,7 @@ def record(opts: RecordOptions) -> int:
     options.update(opts.options_extra)
     header = make_header(options=options, probes=probes, host=opts.host_name)
     writer = TraceWriter(opts.output, header, force=opts.force)
-    rec = Recorder(b, writer, sorted(probe_ids), rings)
+    rec = Recorder(b, writer, sorted(probe_ids), rings, kprobes)
     rec.watch_programs(probes)
     return run_loop(opts, b, writer, rec, probes, header["host"], flows)
 
@@ -401,7 +432,7 @@ def run_loop(opts, b, writer, rec, probes, host, flows=None) -> int:
     if not opts.quiet:
         for p in probes:
             say(f"  {p['name']:<24} {p['attach']:<7} {p['function']}")
-    warning = kprobe_warning(probes)
+    warning = kprobe_warning(probes, rec.kprobes)
     if warning:
         say(warning)
     say(f"recording on {host}: {len(probes)} probes attached, writing {opts.output} "
@@ -478,6 +509,8 @@ def run_loop(opts, b, writer, rec, probes, host, flows=None) -> int:
                      extra={"stop_reason": reason, "lost_detail": detail,
                             "records_skipped": sum(r.skipped for r, _ in rec.rings)})
         attempt(rec.close)
+        if rec.kprobes is not None:
+            attempt(rec.kprobes.close)
         attempt(b.cleanup)
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
