@@ -75,7 +75,8 @@ def packet_flow(n_requests: int, *, t0: int = 1_000_000_000, request_len: int = 
 def write_trace(path: str, events: dict[str, np.ndarray], *, host: str = "synthetic",
                 boot_id: str = "00000000-0000-0000-0000-000000000000",
                 kernel: str = "synthetic", batch: int = 65536, lost: dict | None = None,
-                clean: bool = True, force: bool = False, **writer_options) -> str:
+                clean: bool = True, force: bool = False, trailer: dict | None = None,
+                **writer_options) -> str:
     """Write events (schema name -> records) as a trace, in batches, and close it."""
     header = make_header(host=host, boot_id=boot_id, kernel=kernel,
                          options={"synthetic": True})
@@ -87,7 +88,7 @@ def write_trace(path: str, events: dict[str, np.ndarray], *, host: str = "synthe
         if lost:
             w.write_object({"t": "lost", "counts": lost})
         if clean:
-            w.close(lost=lost)
+            w.close(lost=lost, extra=trailer)
         else:
             w.abandon()
     return path

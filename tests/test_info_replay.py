@@ -29,6 +29,15 @@ def two_hosts(tmp_path):
     return pa, pb, a, b
 
 
+def test_info_shows_the_losses_by_cause(tmp_path):
+    detail = {"ring_full": {}, "program_skipped": {"ip_rcv": 3}, "kprobe_missed": {"ip_rcv": 2}}
+    p = write_trace(str(tmp_path / "k.mbrec"), {"pkt": packet_flow(50, seed=3)}, host="k",
+                    lost={"ip_rcv": 5}, trailer={"lost_detail": detail, "stop_reason": "SIGINT"})
+    info = json.loads(run_cli("info", "--json", p))
+    assert info["lost_by_cause"] == {"ring_full": 0, "program_skipped": 3, "kprobe_missed": 2}
+    assert "  lost by     ring full 0, program skipped 3, kprobe missed 2" in run_cli("info", p).splitlines()
+
+
 def test_info_json_describes_each_file(two_hosts):
     pa, pb, a, b = two_hosts
     out = [json.loads(line) for line in run_cli("info", "--json", pa, pb).splitlines()]

@@ -46,6 +46,9 @@ def summarize(trace: Trace) -> dict:
         "packet_probe_events": per_probe,
         "lost": trace.lost,
         "lost_total": lost_total,
+        # by cause, from the trailer: ring_full, program_skipped, kprobe_missed (docs/recorder.md)
+        "lost_by_cause": {cause: int(sum(counts.values()))
+                          for cause, counts in (trace.trailer or {}).get("lost_detail", {}).items()},
         "clean_stop": trace.clean,
         "stop_reason": (trace.trailer or {}).get("integrity") or (trace.trailer or {}).get(
             "stop_reason"),
@@ -85,6 +88,9 @@ def render(info: dict) -> str:
     lost = info["lost_total"]
     lines.append(f"  lost        {lost}" + ("" if not lost else "  (" + ", ".join(
         f"{k} {v}" for k, v in info["lost"].items() if v) + ")"))
+    if lost and info["lost_by_cause"]:
+        lines.append("  lost by     " + ", ".join(
+            f"{cause.replace('_', ' ')} {n}" for cause, n in info["lost_by_cause"].items()))
     if info["probes"]:
         lines.append("  probes      " + ", ".join(
             f"{p.get('name')}={p.get('function')}/{p.get('attach')}" for p in info["probes"]))
