@@ -11,7 +11,7 @@ APT_PACKAGES = qemu-system-x86 debootstrap e2fsprogs gcc libc6-dev make ca-certi
 	python3-bpfcc linux-headers-amd64 iproute2 apache2 apache2-utils iperf3 openssh-server
 DEMO_DIR ?= out/demo
 
-.PHONY: setup demo check test test-fast fuzz bench bench-large bench-scale bench-lab bench-native fixtures goldens clean
+.PHONY: setup demo check check-kernels test test-fast fuzz bench bench-large bench-scale bench-lab bench-native fixtures goldens clean
 
 setup:
 	@if [ "$$(id -u)" != 0 ]; then echo "make setup: run as root (it installs Debian packages)"; exit 1; fi
@@ -35,6 +35,13 @@ check: setup test
 
 test:
 	MBREC_LAB_TESTS=1 $(PYTHON) -m pytest -q -ra
+
+# The kernel matrix in full (docs/kernels.md): the ab scenario recorded and analysed on every lab
+# suite's kernel (bookworm 6.1, trixie 6.12, sid 7.x) with fentry and with kprobes, the IPv6
+# scenarios, and record --check in each; builds the images it lacks (minutes each).
+check-kernels: setup
+	MBREC_LAB_TESTS=1 MBREC_LAB_SUITES=bookworm,trixie,sid MBREC_LAB_KPROBE_SUITES=bookworm,trixie,sid \
+		$(PYTHON) -m pytest -q -ra tests/lab/test_kernels_lab.py tests/lab/test_ipv6_lab.py
 
 # Without the QEMU lab: seconds, for the edit-test loop.
 test-fast:

@@ -195,12 +195,20 @@ def _attach_modes(kf, bcc) -> list[AttachMode]:
         if fentry is None:
             fentry = AttachMode("fentry", True, f"an empty program attached to {fn}",
                                 functions)
-        if kprobe is None:
-            error = _attach(lambda: b.attach_kprobe(event=fn.encode(),
-                                                     fn_name=b"mbrec_check_kprobe"))
+        if kprobe is None:  # as mbrec record attaches kprobes: through tracefs (recorder/kprobes.py)
+            from mbrec.recorder.kprobes import TracefsKprobes
+            kprobes = []
+            error = _attach(lambda: kprobes.append(TracefsKprobes(bcc.libbcc.lib)) or
+                            kprobes[0].attach(b, fn, "mbrec_check_kprobe"))
+            stats = bool(kprobes) and kprobes[0].stats_fd is not None
+            for k in kprobes:
+                k.close()
             kprobe = AttachMode("kprobe", not error, f"attaching an empty program to {fn} "
                                 f"failed: {error}" if error else
-                                f"an empty program attached to {fn}", functions)
+                                f"an empty program attached to {fn} through kprobe_events; "
+                                + ("skipped runs counted (BPF run statistics on)" if stats else
+                                   "BPF_ENABLE_STATS refused: a skipped run goes uncounted "
+                                   "before Linux 6.7"), functions)
         if tp is not None:
             error = _attach(lambda: b.attach_raw_tracepoint(tp=tp.encode(),
                                                              fn_name=b"mbrec_check_raw_tp"))

@@ -110,3 +110,23 @@ def test_the_analysis_finds_every_request(run):
     for name in ("L_TCP_1", "L_IP_1", "L_NIC_1", "L_NIC_4", "L_IP_4", "L_TCP_4"):
         assert by_host["a"]["latencies"][name]["count"] > 0, name
     assert np.isfinite(pair["L_NET_1"]["l_net"]["p50"])
+
+
+CHECK_SUITES = sorted({s for s, _ in RUNS})
+
+
+@pytest.mark.parametrize("suite", CHECK_SUITES)
+def test_check_gives_its_verdict_on_each_kernel(suite, tmp_path):
+    """`mbrec record --check` in each suite's guest: every probe (IPv6 ones too) resolves, all
+    three attach kinds attach, and auto picks fentry."""
+    out = tmp_path / "check"
+    r = lab("run", "--suite", suite, "-o", str(out), "--",
+            "python3 -m mbrec record --check --json > /mnt/out/check.json", timeout=1800)
+    assert r.returncode == 0, r.stderr[-3000:]
+    check = json.loads((out / "check.json").read_text())
+    assert check["verdict"] == "fentry"
+    modes = {m["kind"]: m for m in check["modes"]}
+    assert all(modes[k]["usable"] for k in ("fentry", "kprobe", "tracepoint")), modes
+    v6 = {f"{p} (IPv6)" for p in ("ip_queue_xmit", "ip_rcv", "tcp_v4_rcv")}
+    assert set(modes["kprobe"]["probes"]) == set(PACKET_PROBES) | v6
+    assert not any("absent" in f for f in modes["kprobe"]["probes"].values())

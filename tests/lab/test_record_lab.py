@@ -146,7 +146,8 @@ def test_check_says_the_stock_kernel_records_with_fentry(signals):
     assert check["verdict"] == "fentry"
     modes = {m["kind"]: m for m in check["modes"]}
     assert all(modes[k]["usable"] for k in ("fentry", "kprobe", "tracepoint")), modes
-    assert set(modes["fentry"]["probes"]) == set(PACKET_PROBES)
+    v6 = {f"{p} (IPv6)" for p in ("ip_queue_xmit", "ip_rcv", "tcp_v4_rcv")}
+    assert set(modes["fentry"]["probes"]) == set(PACKET_PROBES) | v6
     assert {f["name"]: f["ok"] for f in check["facts"]}["headers"]
 
 
