@@ -105,11 +105,15 @@ def test_every_loss_has_a_cause(run):
 
 
 def test_the_analysis_finds_every_request(run):
-    _, _, gt, _, report = run
+    """Every request of ab, except at most one per event the trace says was lost (kprobes miss
+    runs when a softirq interrupts a kprobe handler: counted, as kprobe_missed)."""
+    _, _, gt, traces, report = run
     assert gt["commands"][0]["parsed"]["complete_requests"] == REQUESTS
     pair = report["cross_host"]["network"]["pairs"][0]
     assert pair["clock_method"] == "shared"
-    assert pair["rtt_decomposition"]["requests"] == REQUESTS
+    lost = sum(sum(t.lost.values()) for t in traces.values())
+    found = pair["rtt_decomposition"]["requests"]
+    assert found == REQUESTS if lost == 0 else REQUESTS - lost <= found <= REQUESTS, (found, lost)
     for key in ("L_NET_1", "L_NET_2"):
         assert pair[key]["l_net"]["count"] > 0
     by_host = {h["host"]: h for h in report["hosts"]}

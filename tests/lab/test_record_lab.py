@@ -51,7 +51,9 @@ def no_ring_losses(t) -> bool:
     """Nothing lost to a full ring; runs the kernel skipped (a program never runs nested in
     itself on one CPU) are reported, rare, and all the trace's losses are accounted for."""
     detail = t.trailer["lost_detail"]
-    skipped = detail["program_skipped"]
+    skipped = dict(detail["program_skipped"])
+    for probe, n in detail.get("kprobe_missed", {}).items():  # kprobes: their misses too
+        skipped[probe] = skipped.get(probe, 0) + n
     events = sum(len(r) for r in t.events.values())
     return (detail["ring_full"] == {} and sum(skipped.values()) <= 0.01 * events
             and t.lost == t.trailer["lost"] == {k: v for k, v in skipped.items() if v})
