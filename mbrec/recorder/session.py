@@ -432,7 +432,8 @@ def run_loop(opts, b, writer, rec, probes, host, flows=None) -> int:
     if not opts.quiet:
         for p in probes:
             say(f"  {p['name']:<24} {p['attach']:<7} {p['function']}")
-    warning = kprobe_warning(probes, rec.kprobes)
+    kprobes = getattr(rec, "kprobes", None)  # recorder/kprobes.py, in kprobe mode
+    warning = kprobe_warning(probes, kprobes)
     if warning:
         say(warning)
     say(f"recording on {host}: {len(probes)} probes attached, writing {opts.output} "
@@ -509,8 +510,8 @@ def run_loop(opts, b, writer, rec, probes, host, flows=None) -> int:
                      extra={"stop_reason": reason, "lost_detail": detail,
                             "records_skipped": sum(r.skipped for r, _ in rec.rings)})
         attempt(rec.close)
-        if rec.kprobes is not None:
-            attempt(rec.kprobes.close)
+        if kprobes is not None:
+            attempt(kprobes.close)
         attempt(b.cleanup)
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
