@@ -27,8 +27,9 @@ import tempfile
 import time
 
 from mbrec.errors import MbrecError
-from mbrec.lab.guest import ip_batch, sh
+from mbrec.lab.guestenv import sh
 from mbrec.lab.scenario import host_ip, router_ip
+from mbrec.lab.topology import ip_batch
 
 APACHE_MODULES = "/usr/lib/apache2/modules"
 PAGE_BYTES = 4096  # the lab's ab scenario fetches a 4 KiB file
