@@ -14,7 +14,7 @@ setup(
     python_requires=">=3.11",
     # analysis/ and bpf/ live at the top of the repository but install inside the package.
     packages=["mbrec", "mbrec.commands", "mbrec.trace", "mbrec.lab", "mbrec.analysis",
-              "mbrec.bpf", "mbrec.recorder", "mbrec.fleet"],
+              "mbrec.bpf", "mbrec.recorder", "mbrec.fleet", "mbrec.testing"],
     package_dir={"mbrec": "mbrec", "mbrec.analysis": "analysis", "mbrec.bpf": "bpf"},
     package_data={"mbrec.bpf": ["*.c", "*.h"], "mbrec.lab": ["*.sh", "scenarios/*"]},
     # perfetto: Perfetto's own trace protos for `mbrec export`; plotly: the plotting library

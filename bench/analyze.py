@@ -4,7 +4,7 @@ dictionary-based matcher in the style of MicroBPF's nic/process_entries.py, on t
     python bench/analyze.py [--copies 150] [--repeat 3] [--keep DIR]
     python bench/analyze.py --copies 4000 --large     # 50 M events, about 14 GB of memory
 
-The trace: mbrec.synthetic_gt's client/server scenario (TSO, GRO, coalescing, partial reads,
+The trace: mbrec.testing.clientserver's client/server scenario (TSO, GRO, coalescing, partial reads,
 delayed ACKs, retransmissions, reordering, missing hooks) replicated as `copies` x 4 concurrent
 connections, one file per host. Measured in one process, one core, same run:
   read        read_trace of both files (zstd + msgpack + numpy concatenate)
@@ -33,8 +33,8 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 
 from mbrec.events import PROBE_IDS  # noqa: E402
-from mbrec.synthetic import write_trace  # noqa: E402
-from mbrec.synthetic_gt import exchanges, replicate  # noqa: E402
+from mbrec.testing.synthetic import write_trace  # noqa: E402
+from mbrec.testing.clientserver import exchanges, replicate  # noqa: E402
 
 
 def make_traces(copies: int, outdir: str) -> list[str]:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import zstandard
 
-from mbrec.synthetic import random_records
+from mbrec.testing.synthetic import random_records
 from mbrec.trace.format import make_header
 from mbrec.trace.reader import read_trace
 from mbrec.trace.writer import ZSTD_LEVEL, TraceWriter

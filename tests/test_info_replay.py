@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from mbrec.synthetic import packet_flow, random_records, write_trace
+from mbrec.testing.synthetic import packet_flow, random_records, write_trace
 
 
 def run_cli(*args):

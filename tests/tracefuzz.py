@@ -27,7 +27,7 @@ import numpy as np
 
 import tracecraft as tc
 from mbrec.events import SCHEMA_BY_NAME
-from mbrec.synthetic import random_records, write_trace
+from mbrec.testing.synthetic import random_records, write_trace
 
 ODD_STRINGS = ["", "ts_ns", "pkt", "frame", "header", "trailer", "\x00", "é" * 3, "x" * 300]
 

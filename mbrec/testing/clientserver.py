@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from mbrec.events import CONSTANTS, FLOW, PKT, PROBE_IDS, SOCK
-from mbrec.synthetic import ipv4
+from mbrec.testing.synthetic import ipv4
 
 ACK = CONSTANTS["MBREC_TCP_ACK"]
 FIN = CONSTANTS["MBREC_TCP_FIN"]
