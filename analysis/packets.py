@@ -72,6 +72,7 @@ import numpy as np
 from mbrec.events import CONSTANTS, PROBE_IDS, RECV_PROBES, SEND_PROBES
 from mbrec.analysis.flowid import address_words, mix
 from mbrec.analysis.join import NONE, group_ids, grouped_cummax_before, stab, unwrap32
+from mbrec.analysis.kernels import nearest_links, pair_groups
 
 PACKET_TABLE_VERSION = 1
 AF_INET = CONSTANTS["MBREC_AF_INET"]
@@ -248,11 +249,7 @@ def _flows_v4(events, names):
     lo, hi = np.minimum(e_s, e_d), np.maximum(e_s, e_d)
     e_local = np.where(recv, e_d, e_s)
     local = ((e_local == hi) & (lo != hi)).astype(np.int8)
-    with np.errstate(over="ignore"):
-        h = mix(lo * np.uint64(0x9E3779B97F4A7C15) + hi)
-    flow, rep = hash_groups(h)
-    if (lo != lo[rep][flow]).any() or (hi != hi[rep][flow]).any():
-        flow, _, rep = group_ids(lo, hi)
+    flow, rep = pair_groups(lo, hi)
     ep_addr = np.zeros((len(rep), 2, 16), np.uint8)
     ep_port = np.zeros((len(rep), 2), np.uint16)
     for k, e in enumerate((lo[rep], hi[rep])):
@@ -471,86 +468,20 @@ def _links(ev: dict, mode: str) -> np.ndarray:
     pair one to one), then the key alone for the events still unlinked (the send path's upper
     layers run before the IP header exists)."""
     n = len(ev["t"])
-    link = np.full(n, NONE, np.int64)
     if n == 0:
-        return link
-    stream, seq64 = ev["stream"].astype(np.int64), ev["seq64"]
-    base = int(seq64.min())
-    span = int(seq64.max()) - base + 1
-    if (int(stream.max()) + 1) * span >= (1 << 61):
-        return link  # an implausibly long trace: let stab() do all the work
-    key = (stream * span + (seq64 - base)) << 1
-    zl = ev["end64"] <= seq64
-    if zl.any():
-        with np.errstate(over="ignore"):
-            h = mix(stream[zl].astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
-                     + seq64[zl].astype(np.uint64))
-            h = mix(h ^ (ev["ack"][zl].astype(np.uint64) << np.uint64(8))
-                     ^ ev["flags"][zl].astype(np.uint64))
-        key[zl] = ((h >> np.uint64(2)).astype(np.int64) << 1) | 1
-    order = np.argsort(key, kind="stable")  # ev is in time order, so this is (key, time)
-    sk = key[order]
-    new_group = np.r_[True, sk[1:] != sk[:-1]]
-    # a zero-length key is a hash: members that differ from their group's first are left out
-    ok = np.ones(n, bool)
-    szl = np.nonzero(zl[order])[0]
-    if len(szl):
-        gfirst = np.maximum.accumulate(np.where(new_group, np.arange(n), 0))
-        for f in ("stream", "seq64", "ack", "flags"):
-            v = ev[f][order]
-            ok[szl] &= v[szl] == v[gfirst[szl]]
-    ok_ev = np.empty(n, bool)
-    ok_ev[order] = ok
-    # pass 1: (key, IP id); the group rank keeps the key's order, the IP id splits groups
+        return np.full(0, NONE, np.int64)
+    zl = ev["end64"] <= ev["seq64"]
+    stream_kind = ev["stream"].astype(np.int64) * 2 + zl
+    ack_flags = np.where(zl, (ev["ack"].astype(np.int64) << 8) | ev["flags"], 0)
+    before = mode == "before"
     ip_id = ev["ip_id"].astype(np.int64)
-    if (ip_id != 0).any():
-        rank = np.empty(n, np.int64)
-        rank[order] = np.cumsum(new_group) - 1
-        order1 = np.argsort(rank * 65536 + ip_id, kind="stable")
-        k1 = (rank * 65536 + ip_id)[order1]
-        ng1 = np.r_[True, k1[1:] != k1[:-1]]
-        found = _link_groups(ev["layer"][order1], ng1, ok_ev[order1], mode)
-        hit = found >= 0
-        link[order1[hit]] = order1[found[hit]]
-    # pass 2: the key alone, for what pass 1 left unlinked
-    found = _link_groups(ev["layer"][order], new_group, ok, mode)
-    hit = (found >= 0) & (link[order] < 0)
-    link[order[hit]] = order[found[hit]]
-    return link
-
-
-def _link_groups(layer: np.ndarray, new_group: np.ndarray, ok: np.ndarray,
-                 mode: str) -> np.ndarray:
-    """Within groups of a sorted array (time order inside a group): per position, the nearest
-    earlier position at a smaller layer ("before") or nearest later at a larger layer
-    ("after"), -1 if none."""
-    n = len(layer)
-    pos = np.arange(n)
-    found = np.full(n, NONE, np.int64)
-    # Usually the linked event is the neighbour in the group (the layers of one packet follow
-    # each other in time); only the others need the running search below.
-    if mode == "before":
-        nb = np.r_[NONE, pos[:-1]]
-        near = ~new_group & (np.r_[0, layer[:-1]] < layer)
-    else:
-        nb = np.r_[pos[1:], NONE]
-        near = np.r_[~new_group[1:], False] & (np.r_[layer[1:], 0] > layer)
-    near &= ok & ok[np.maximum(nb, 0)]
-    found[near] = nb[near]
-    todo = ok & ~near
-    if todo.any():
-        gfirst = np.maximum.accumulate(np.where(new_group, pos, 0))
-        glast = np.minimum.accumulate(np.where(np.r_[new_group[1:], True], pos, n)[::-1])[::-1]
-        for k in np.unique(layer[todo]).tolist():
-            mine = todo & (layer == k)
-            if mode == "before":
-                cand = np.maximum.accumulate(np.where((layer < k) & ok, pos, -1))
-                good = mine & (cand >= gfirst)
-            else:
-                cand = np.minimum.accumulate(np.where((layer > k) & ok, pos, n)[::-1])[::-1]
-                good = mine & (cand <= glast)
-            found[good] = cand[good]
-    return found
+    by_key = nearest_links((stream_kind, ev["seq64"], ack_flags, np.zeros(n, np.int64)),
+                           ev["layer"], before)
+    if not (ip_id != 0).any():
+        return by_key
+    by_key_and_id = nearest_links((stream_kind, ev["seq64"], ack_flags, ip_id), ev["layer"],
+                                  before)
+    return np.where(by_key_and_id >= 0, by_key_and_id, by_key)
 
 
 def _first_of_each(key: np.ndarray) -> np.ndarray:

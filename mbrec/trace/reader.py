@@ -665,18 +665,31 @@ class TraceReader:
 
     def batches(self, obj: dict) -> tuple[str, np.ndarray] | None:
         """Decode one events object (checked by objects()) into (schema name, records)."""
+        raw = self.raw_batch(obj)
+        if raw is None:
+            return None
+        name, records, deltas = raw
+        if deltas:
+            records = records.copy()
+            undo_deltas(records, deltas)
+        return name, records
+
+    def raw_batch(self, obj: dict) -> tuple[str, np.ndarray, list] | None:
+        """One events object as (schema name, read-only records over its bytes, the v2 delta
+        pairs still to undo): for callers that copy the records anyway, so the deltas are
+        undone once, in the copy."""
         try:
             name, dtype = self.schemas[int(obj["s"])]
-            records = np.frombuffer(obj["data"], dtype=dtype)
-            deltas = obj.get("d")
-            if deltas:  # v2: fields stored as differences from another field
-                records = records.copy()
-                for f, base in deltas:
-                    records[f] += records[base]
+            return name, np.frombuffer(obj["data"], dtype=dtype), obj.get("d") or []
         except Exception:
             self._warn("bad-events", "skipped a damaged event batch")
             return None
-        return name, records
+
+
+def undo_deltas(records: np.ndarray, deltas: list) -> None:
+    """v2: fields stored as differences from another field, back to values (in place)."""
+    for f, base in deltas:
+        records[f] += records[base]
 
 
 @dataclass
@@ -711,22 +724,31 @@ class TraceMeta:
 
 
 def read_trace(path: str) -> Trace:
-    """Read a whole trace into memory, one array per event type."""
+    """Read a whole trace into memory, one array per event type.
+
+    Each record is copied once, from its frame's bytes into the one array of its type (allocated
+    when every frame has been read), and v2 deltas are undone there."""
     reader = TraceReader(path)
-    parts: dict[str, list[np.ndarray]] = {}
+    parts: dict[str, list[tuple[np.ndarray, list]]] = {}
     meta = TraceMeta()
     for obj in reader.objects():
         if obj["t"] == "events":
-            batch = reader.batches(obj)
+            batch = reader.raw_batch(obj)
             if batch is not None:
-                parts.setdefault(batch[0], []).append(batch[1])
+                parts.setdefault(batch[0], []).append(batch[1:])
         else:
             meta.take(obj)
     events = {}
     for name, dtype in reader.schemas.values():
-        arrays = parts.get(name, [])
-        events[name] = (np.concatenate(arrays) if len(arrays) > 1 else
-                        arrays[0] if arrays else np.empty(0, dtype=dtype))
+        pieces = parts.get(name, [])
+        out = np.empty(sum(len(r) for r, _ in pieces), dtype=dtype)
+        at = 0
+        for records, deltas in pieces:
+            dest = out[at:at + len(records)]
+            dest[...] = records
+            undo_deltas(dest, deltas)
+            at += len(records)
+        events[name] = out
     return Trace(path=reader.path, header=reader.header, events=events, clocks=meta.clocks,
                  lost=meta.lost, trailer=meta.trailer, notes=meta.notes,
                  warnings=meta.warnings(reader), file_size=reader.file_size,

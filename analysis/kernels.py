@@ -1,0 +1,117 @@
+"""Compiled kernels for the analysis passes that numpy can only express as several sorts.
+
+Each kernel is a pure function of arrays (arrays in, arrays out) compiled by numba, with the
+same result as the numpy formulation it replaces: one pass over the events with a hash table
+instead of an argsort and a handful of gathers. Compiled code is cached next to this file
+(numba's ``cache=True``), so only the first run on a machine pays the compile.
+
+Hash tables here are open-addressed with linear probing, sized to a power of two at least twice
+the number of keys they can hold, keyed on exact values (no hash is trusted for equality).
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+@numba.njit(cache=True, inline="always")
+def _mix(x):
+    """splitmix64's finaliser: every input bit reaches every output bit."""
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def _table_bits(n: int) -> int:
+    return max(4, int(2 * max(n, 1) - 1).bit_length())
+
+
+@numba.njit(cache=True)
+def _pair_groups(lo, hi, bits):
+    n = len(lo)
+    mask = (1 << bits) - 1
+    slot_group = np.full(1 << bits, -1, np.int64)
+    group = np.empty(n, np.int64)
+    reps = np.empty(n, np.int64)
+    ngroups = 0
+    for i in range(n):
+        h = _mix(lo[i] * _GOLDEN + hi[i])
+        s = np.int64(h >> np.uint64(64 - bits))
+        while True:
+            g = slot_group[s]
+            if g < 0:
+                slot_group[s] = ngroups
+                reps[ngroups] = i
+                group[i] = ngroups
+                ngroups += 1
+                break
+            r = reps[g]
+            if lo[r] == lo[i] and hi[r] == hi[i]:
+                group[i] = g
+                break
+            s = (s + 1) & mask
+    return group, reps[:ngroups].copy()
+
+
+def pair_groups(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Dense ids for equal (lo, hi) pairs of uint64, in first-seen order.
+
+    Returns (group id per element, index of each group's first element)."""
+    lo = np.ascontiguousarray(lo, np.uint64)
+    hi = np.ascontiguousarray(hi, np.uint64)
+    return _pair_groups(lo, hi, _table_bits(len(lo)))
+
+
+@numba.njit(cache=True)
+def _nearest_links(w0, w1, w2, w3, layer, before, bits):
+    n = len(w0)
+    mask = (1 << bits) - 1
+    slot_group = np.full(1 << bits, -1, np.int64)
+    rep = np.empty(n, np.int64)
+    nearest = np.full((n, 4), -1, np.int64)  # per group: the latest (or next) event per layer
+    link = np.full(n, -1, np.int64)
+    ngroups = 0
+    for k in range(n):
+        i = k if before else n - 1 - k
+        h = _mix(np.uint64(w0[i]) * _GOLDEN + np.uint64(w1[i]))
+        h = _mix(h ^ (np.uint64(w2[i]) << np.uint64(16)) ^ np.uint64(w3[i]))
+        s = np.int64(h >> np.uint64(64 - bits))
+        while True:
+            g = slot_group[s]
+            if g < 0:
+                g = ngroups
+                slot_group[s] = g
+                rep[g] = i
+                ngroups += 1
+                break
+            r = rep[g]
+            if w0[r] == w0[i] and w1[r] == w1[i] and w2[r] == w2[i] and w3[r] == w3[i]:
+                break
+            s = (s + 1) & mask
+        here = layer[i]
+        best = -1
+        if before:  # the latest earlier event at a smaller layer
+            for lay in range(here):
+                if nearest[g, lay] > best:
+                    best = nearest[g, lay]
+        else:  # the earliest later event at a larger layer
+            for lay in range(here + 1, 4):
+                c = nearest[g, lay]
+                if c >= 0 and (best < 0 or c < best):
+                    best = c
+        link[i] = best
+        nearest[g, here] = i
+    return link
+
+
+def nearest_links(key: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+                  layer: np.ndarray, before: bool) -> np.ndarray:
+    """Per event (array order = time order), among the events with the same 4-word key: the
+    nearest earlier one at a smaller layer (before=True) or the nearest later one at a larger
+    layer (before=False); -1 where there is none. Layers are 0..3."""
+    words = [np.ascontiguousarray(w, np.int64) for w in key]
+    return _nearest_links(*words, np.ascontiguousarray(layer, np.int64), before,
+                          _table_bits(len(layer)))
