@@ -26,9 +26,8 @@ setup:
 # The main job on its embedded default: MicroBPF's evaluation (Apache + ab -k -c 10, two hosts,
 # a known delay on the wire) recorded in the lab VM, then analysed.
 demo: setup
-	rm -rf $(DEMO_DIR)
-	mbrec lab run ab -o $(DEMO_DIR)
-	mbrec analyze $(DEMO_DIR)/*.mbrec -o $(DEMO_DIR)/analysis
+	mbrec lab run ab -o $(DEMO_DIR) --force
+	mbrec analyze $(DEMO_DIR)/*.mbrec -o $(DEMO_DIR)/analysis --force
 
 # Everything, the lab VM tests included (they skip with the reason where QEMU cannot run).
 check: setup test
@@ -70,8 +69,7 @@ bench-scale:
 	$(PYTHON) bench/scale.py --events 200e6 --modes serial,jobs2,dask2
 
 bench-lab: setup
-	rm -rf $(BENCH_DIR)/overhead
-	mbrec lab run -o $(BENCH_DIR)/overhead --timeout 3600 -- sh /mnt/src/bench/overhead.sh 10000 4 10
+	mbrec lab run -o $(BENCH_DIR)/overhead --force --timeout 3600 -- sh /mnt/src/bench/overhead.sh 10000 4 10
 	$(PYTHON) bench/overhead_report.py $(BENCH_DIR)/overhead/overhead.jsonl
 
 # Recording overhead on this machine's real CPUs (root, a few minutes): ab and iperf3 through the

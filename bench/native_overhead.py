@@ -161,7 +161,7 @@ def loadavg() -> list[float]:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("-o", "--out", required=True)
+    ap.add_argument("-o", "--output", dest="out", required=True)
     ap.add_argument("--requests", type=int, default=50000)
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--iperf-seconds", type=float, default=3)
