@@ -31,8 +31,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from mbrec.events import CONSTANTS
-from mbrec.render import TCP_STATES, addr_strings
+from mbrec.events import CONSTANTS, TCP_STATES
+from mbrec.render import addr_strings
 
 FLOW_ACK = CONSTANTS["MBREC_FLOW_ACK"]
 

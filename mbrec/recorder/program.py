@@ -16,8 +16,9 @@ from mbrec.errors import MbrecError
 from mbrec.recorder.btf import field_span, offset_cflags
 from mbrec.recorder.probes import Resolved
 
-# Ring buffer map -> schema name. One schema per ring keeps every record the same size, which
-# is what makes the bulk drain cheap. The flow group (issue 5) adds its rings here.
+# Every ring buffer map of the BPF program -> its schema name (the one list: a program built
+# without a probe group has no map for that group's rings, and the recorder skips them). One
+# schema per ring keeps every record the same size, which is what makes the bulk drain cheap.
 RINGS: dict[str, str] = {"mbrec_pkt_ring": "pkt",
                          "mbrec_flow_ring": "flow", "mbrec_tcp_ring": "tcp", "mbrec_sock_ring": "sock"}
 

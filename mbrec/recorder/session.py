@@ -355,7 +355,6 @@ def record(opts: RecordOptions) -> int:
     probe_ids = {r.spec.probe_id for r in resolved}
     if flows is not None:
         probes += flows.header_probes
-        rings.update(flows_module().FLOW_RINGS)
         probe_ids.update(flows.probe_ids)
     options = {"netns": list(filters.netns), "netns_spec": list(opts.netns),
                "ports": list(filters.ports), "addrs": list(filters.addrs),
