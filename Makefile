@@ -55,7 +55,7 @@ fuzz:
 BENCH_DIR ?= out/bench
 bench:
 	$(PYTHON) bench/trace_io.py --events 2000000 --real fixtures/ab/a.mbrec fixtures/two-vm/a.mbrec
-	$(PYTHON) bench/analyze.py --copies 150 --repeat 3
+	$(PYTHON) bench/analyze.py --copies 158 --repeat 3
 	$(PYTHON) bench/align.py
 	$(PYTHON) bench/export.py
 

@@ -745,7 +745,7 @@ def read_trace(path: str) -> Trace:
         at = 0
         for records, deltas in pieces:
             dest = out[at:at + len(records)]
-            dest[...] = records
+            dest.view(np.uint8)[...] = records.view(np.uint8)  # a memcpy, not a per-field copy
             undo_deltas(dest, deltas)
             at += len(records)
         events[name] = out
