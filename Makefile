@@ -11,7 +11,7 @@ APT_PACKAGES = qemu-system-x86 debootstrap e2fsprogs gcc libc6-dev make ca-certi
 	python3-bpfcc linux-headers-amd64 iproute2 apache2 apache2-utils iperf3 openssh-server
 DEMO_DIR ?= out/demo
 
-.PHONY: setup demo check test test-fast fuzz bench bench-large bench-scale bench-lab bench-native fixtures goldens clean
+.PHONY: setup demo check lint test test-fast fuzz bench bench-large bench-scale bench-lab bench-native fixtures goldens clean
 
 setup:
 	@if [ "$$(id -u)" != 0 ]; then echo "make setup: run as root (it installs Debian packages)"; exit 1; fi
@@ -30,7 +30,12 @@ demo: setup
 	mbrec analyze $(DEMO_DIR)/*.mbrec -o $(DEMO_DIR)/analysis --force
 
 # Everything, the lab VM tests included (they skip with the reason where QEMU cannot run).
-check: setup test
+check: setup lint test
+
+# ruff (ruff.toml: a small rule set of likely bugs) and mypy (mypy.ini) on mbrec/ and analysis/.
+lint:
+	$(PYTHON) -m ruff check .
+	PYTHON=$(PYTHON) .ci/typecheck
 
 test:
 	MBREC_LAB_TESTS=1 $(PYTHON) -m pytest -q -ra

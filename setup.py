@@ -25,9 +25,10 @@ setup(
     install_requires=["msgpack>=1.0", "zstandard>=0.19", "click>=8.0", "numpy>=1.24",
                       "matplotlib>=3.6", "tqdm>=4.60", "perfetto>=0.59", "plotly>=5.0", "numba>=0.59"],
     # dask: `mbrec analyze --scheduler` on a Dask cluster (the tests start a LocalCluster);
-    # selenium drives Debian's chromium + chromium-driver for the report.html browser test
+    # selenium drives Debian's chromium + chromium-driver for the report.html browser test;
+    # ruff and mypy: `make lint`
     extras_require={"dask": ["distributed>=2024.1"],
                     "test": ["pytest", "hypothesis", "scipy", "distributed>=2024.1",
-                             "selenium>=4.10"]},
+                             "selenium>=4.10", "ruff", "mypy"]},
     entry_points={"console_scripts": ["mbrec = mbrec.cli:main"]},
 )

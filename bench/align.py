@@ -17,10 +17,10 @@ import time
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from mbrec.analysis import clock, match, network  # noqa: E402
-from mbrec.events import PKT  # noqa: E402
+from mbrec.analysis import clock, match, network
+from mbrec.events import PKT
 
 
 def constraints(n, rng, alpha=1 + 150e-6, beta=2 * 86_400 * 10**9, span_s=3600.0):

@@ -31,11 +31,11 @@ import time
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from mbrec.events import PROBE_IDS  # noqa: E402
-from mbrec.testing.synthetic import write_trace  # noqa: E402
-from mbrec.testing.clientserver import exchanges, replicate  # noqa: E402
+from mbrec.events import PROBE_IDS
+from mbrec.testing.synthetic import write_trace
+from mbrec.testing.clientserver import exchanges, replicate
 
 
 def make_traces(copies: int, outdir: str) -> list[str]:

@@ -162,7 +162,7 @@ def parallel(fn, runs) -> None:
     def guarded(r):
         try:
             fn(r)
-        except Exception as e:  # noqa: BLE001 - reported per host, the run goes on
+        except Exception as e:  # reported per host, the run goes on
             r.fail("internal error", f"{fn.__name__}: {type(e).__name__}: {e}")
 
     threads = [threading.Thread(target=guarded, args=(r,), daemon=True) for r in runs]
@@ -227,7 +227,7 @@ class Fleet:
                              os.path.join(opts.run_dir, "logs", f"{h.name}.log"))
                      for h in hosts]
         self.remote_dir = remote_dir
-        self.manifest = {"format": manifest.FORMAT, "version": manifest.VERSION,
+        self.manifest: dict = {"format": manifest.FORMAT, "version": manifest.VERSION,
                          "mbrec_version": __version__, "run_id": run_id, "status": "running",
                          "errors": [], "record_args": opts.record_args,
                          "duration": opts.duration, "remote_dir": remote_dir,
@@ -457,7 +457,8 @@ class Fleet:
             if not remote.wait(COMMAND_GRACE):
                 r = next(r for r in self.runs if r.name == self.opts.on)
                 self._signal(r, remote, "KILL")
-                remote.wait(STOP_GRACE) or remote.kill_local()
+                if not remote.wait(STOP_GRACE):
+                    remote.kill_local()
         remote.wait(5)
         return remote.exit_status if remote.exit_status is not None else remote.proc.returncode
 
@@ -513,7 +514,8 @@ class Fleet:
             deadline = time.monotonic() + grace
             while time.monotonic() < deadline and self._alive(r, rec):
                 time.sleep(0.5)
-        rec.wait(5) or rec.kill_local()
+        if not rec.wait(5):
+            rec.kill_local()
         alive = self._alive(r, rec)
         if alive:
             r.fail("not stopped", f"recorder pid {rec.pid} still runs on {r.host.destination}")

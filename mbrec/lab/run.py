@@ -124,7 +124,7 @@ def run(scenario_name: str | None, command: str | None, *, vms: int | None, keep
     for role in roles:
         f = out / f"status-{role}"
         statuses[role] = int(f.read_text().strip()) if f.exists() else None
-    timing = {"accelerator": accel, "accelerator_reason": why, "wall_s": round(wall, 1),
+    timing: dict = {"accelerator": accel, "accelerator_reason": why, "wall_s": round(wall, 1),
               "boot_to_init_s": {g.role: None if g.init_at is None else round(g.init_at - g.started, 1)
                                  for g in guests}}
     write_ground_truth(out, job, roles, statuses, timing)

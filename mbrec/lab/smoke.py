@@ -49,13 +49,13 @@ def attach_all(functions):
         bpf = BPF(text=bpf_text(functions))
         for fn in functions:
             report[fn]["fentry"]["attached"] = True
-    except Exception as e:  # noqa: BLE001 - BCC raises plain Exception
+    except Exception as e:  # BCC raises plain Exception
         say(f"smoke: fentry programs did not all load ({e}); trying one function at a time")
         for fn in functions:
             try:
                 BPF(text=bpf_text([fn])).cleanup()
                 report[fn]["fentry"]["attached"] = True
-            except Exception as e1:  # noqa: BLE001
+            except Exception as e1:
                 report[fn]["fentry"] = {"attached": False, "error": str(e1)[:300]}
         bpf = BPF(text=bpf_text(functions).split("KFUNC_PROBE(")[0])
     compile_s = time.monotonic() - t
@@ -63,7 +63,7 @@ def attach_all(functions):
         try:
             bpf.attach_kprobe(event=fn, fn_name=f"kp_{i}")
             report[fn]["kprobe"]["attached"] = True
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             report[fn]["kprobe"] = {"attached": False, "error": str(e)[:300]}
     return bpf, report, compile_s
 

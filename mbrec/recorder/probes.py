@@ -160,7 +160,8 @@ def resolve(spec: ProbeSpec, kf: KernelFunctions) -> Resolved | Unresolved:
 
 
 def resolve_all(specs, kf: KernelFunctions) -> tuple[list[Resolved], list[Unresolved]]:
-    done, missing = [], []
+    done: list = []
+    missing: list = []
     for spec in specs:
         r = resolve(spec, kf)
         (done if isinstance(r, Resolved) else missing).append(r)

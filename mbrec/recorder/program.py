@@ -68,7 +68,8 @@ def addr_words(text: str) -> tuple[int, int, int, int]:
     """An address as the four little-endian u32 words the event's 16 address bytes hold."""
     addr = ipaddress.ip_address(text)
     raw = addr.packed.ljust(16, b"\0")
-    return tuple(int.from_bytes(raw[i:i + 4], "little") for i in range(0, 16, 4))
+    w0, w1, w2, w3 = (int.from_bytes(raw[i:i + 4], "little") for i in range(0, 16, 4))
+    return w0, w1, w2, w3
 
 
 def _any_of(terms: list[str]) -> str:

@@ -93,7 +93,7 @@ def flows_module():
 
 def probe_specs(groups) -> list:
     """The function probes of the packet-style groups (the flows group plans its own)."""
-    specs = []
+    specs: list = []
     for g in groups:
         if g == "flows" and flows_module() is not None:
             continue
@@ -198,7 +198,7 @@ def load(bcc, cfg: ProgramConfig, flows=None):
             b.cleanup()
             raise MbrecError(f"cannot attach the raw tracepoint {tp} ({str(e).strip()}); "
                              "nothing stays attached") from None
-    done = []
+    done: list = []
     for fn, bpf_fn in kprobe_attachments(cfg):
         try:
             b.attach_kprobe(event=fn, fn_name=bpf_fn)
@@ -390,7 +390,7 @@ def stop_outcome(why: str | None, error: BaseException | None) -> tuple[bool, st
 def run_loop(opts, b, writer, rec, probes, host, flows=None) -> int:
     from mbrec.trace.format import clock_anchor
 
-    stop = {"why": None}
+    stop: dict[str, str | None] = {"why": None}
 
     def on_signal(signum, frame):
         stop["why"] = signal.Signals(signum).name
@@ -408,7 +408,8 @@ def run_loop(opts, b, writer, rec, probes, host, flows=None) -> int:
     live = sys.stderr.isatty() and not opts.quiet
     start = time.monotonic()
     next_tick = start + ANCHOR_INTERVAL
-    last_events, last_t, last_lost = 0, start, {}
+    last_events, last_t = 0, start
+    last_lost: dict[str, int] = {}
     lost = {}
     child = None
     child_rc = None

@@ -129,7 +129,7 @@ def test_asymmetric_delays_error_is_half_the_asymmetry():
 
 
 def test_extreme_slopes_match_an_lp_solver():
-    linprog = pytest.importorskip("scipy.optimize").linprog
+    from scipy.optimize import linprog  # a test dependency (setup.py extras "test")
     rng = np.random.default_rng(5)
     s_ab, r_ab, s_ba, r_ba = _constraints(300, 1 + 40e-6, 12345.0, 10_000, 25_000, 30_000,
                                           int(2e9), rng, t0=0)
