@@ -1,4 +1,4 @@
-"""Quick regression guard for the trace I/O hot path (issue 9's CI guard for trace I/O).
+"""Quick regression guard for the trace I/O hot path (in CI).
 
 It fails only on a gross regression: the writer and the reader must stay within 5x of the bare
 zstd work they wrap (today about 1.5x and 2x), measured on the same bytes in the same run.

@@ -126,7 +126,7 @@ def test_netem_delay_bounds_l_net(fixture):
 @pytest.mark.parametrize("fixture", with_scenario("latency"), ids=ids(with_scenario("latency")))
 def test_median_l_net_is_the_netem_delay(fixture):
     """One request at a time (nothing queues) and 40 ms each way: the median frame took the
-    configured delay, within 5 % + 10 us, in each direction (issue 7). TCG's emulated forwarding
+    configured delay, within 5 % + 10 us, in each direction. TCG's emulated forwarding
     through the router adds about 0.3 ms a frame, which is why the delay is this large."""
     rep, t = report(fixture), truth(fixture)
     for d in net_directions(rep).values():

@@ -34,7 +34,7 @@ def _addrs(values):
 def _groups(spec: str) -> tuple[str, ...]:
     """--probes, checked before anything else (root, BCC) so a typo is named as one."""
     from mbrec.recorder.probes import GROUPS
-    known = list(dict.fromkeys([*GROUPS, "flows"]))
+    known = list(GROUPS)
     groups = tuple(g.strip() for g in spec.split(",") if g.strip())
     if not groups:
         raise MbrecError(f"--probes {spec!r}: give one or more of {', '.join(known)}")

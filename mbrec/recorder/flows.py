@@ -1,8 +1,8 @@
-"""The `flows` probe group: 16 flow metrics, TCP events and application reads/writes (issue 5).
+"""The `flows` probe group: 16 flow metrics, TCP events and application reads/writes.
 
 The BPF side is bpf/flows.bpf.h, compiled into the one program (mbrec.bpf.c with -DMBREC_FLOWS).
 This module decides which hooks the running kernel offers (same rules as the packet probes:
-bpf/probes.py's resolve(); tracepoints preferred where one serves), turns that into -D flags,
+recorder/probes.py's resolve(); tracepoints preferred where one serves), turns that into -D flags,
 attaches what BCC does not attach at load, and takes the periodic and final snapshots.
 
 Hooks, by probe name (the ids in bpf/mbrec_events.h):

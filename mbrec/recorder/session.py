@@ -16,7 +16,7 @@ from mbrec.errors import MbrecError
 from mbrec.events import PROBE_NAMES, SCHEMA_BY_NAME
 from mbrec.recorder import environment as env
 from mbrec.recorder.btf import read_offsets
-from mbrec.recorder.probes import (GROUPS, TRACEPOINT_PROBES, choose_attach, header_probes,
+from mbrec.recorder.probes import (GROUPS, PACKET_PROBES, TRACEPOINT_PROBES, choose_attach, header_probes,
                                    resolve_all, resolve_tracepoints)
 from mbrec.recorder.program import (RINGS, Filters, ProgramConfig, cflags, kprobe_attachments,
                                     ring_pages, source_path, source_text,
@@ -82,27 +82,12 @@ def say(msg: str) -> None:
     print(f"mbrec: {msg}", file=sys.stderr, flush=True)
 
 
-def flows_module():
-    """mbrec.recorder.flows (issue 5), or None where this version lacks it."""
-    try:
-        from mbrec.recorder import flows
-    except ImportError:
-        return None
-    return flows
-
-
 def probe_specs(groups) -> list:
-    """The function probes of the packet-style groups (the flows group plans its own)."""
-    specs: list = []
+    """The function probes of the packets group (the flows group plans its own)."""
     for g in groups:
-        if g == "flows" and flows_module() is not None:
-            continue
         if g not in GROUPS:
-            known = list(GROUPS) + (["flows"] if flows_module() is not None else [])
-            raise MbrecError(f"--probes {g}: this version has the probe groups "
-                             f"{', '.join(known)}")
-        specs.extend(GROUPS[g])
-    return specs
+            raise MbrecError(f"--probes {g}: the probe groups are {', '.join(GROUPS)}")
+    return list(PACKET_PROBES) if "packets" in groups else []
 
 
 def build_filters(opts: RecordOptions) -> Filters:
