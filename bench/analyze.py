@@ -4,7 +4,7 @@ dictionary-based matcher in the style of MicroBPF's nic/process_entries.py, on t
     python bench/analyze.py [--copies 158] [--repeat 3] [--keep DIR]    # 2.0 M events
     python bench/analyze.py --copies 4000 --large     # 50.8 M events, about 14 GB of memory
 
-The trace: mbrec.synthetic_gt's client/server scenario (TSO, GRO, coalescing, partial reads,
+The trace: mbrec.testing.clientserver's client/server scenario (TSO, GRO, coalescing, partial reads,
 delayed ACKs, retransmissions, reordering, missing hooks) replicated as `copies` x 4 concurrent
 connections, one file per host. Measured in one process, one core, same run:
   bare zstd   decompressing the same files' frames and nothing else (the read's limit)
@@ -31,11 +31,11 @@ import time
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from mbrec.events import PROBE_IDS  # noqa: E402
-from mbrec.synthetic import write_trace  # noqa: E402
-from mbrec.synthetic_gt import exchanges, replicate  # noqa: E402
+from mbrec.events import PROBE_IDS
+from mbrec.testing.synthetic import write_trace
+from mbrec.testing.clientserver import exchanges, replicate
 
 
 def make_traces(copies: int, outdir: str) -> list[str]:

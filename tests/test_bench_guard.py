@@ -1,4 +1,4 @@
-"""Quick regression guard for the trace I/O hot path (issue 9's CI guard for trace I/O).
+"""Quick regression guard for the trace I/O hot path (in CI).
 
 It fails only on a gross regression: the writer and the reader must stay within 5x of the bare
 zstd work they wrap (today about 1.5x and 2x), measured on the same bytes in the same run.
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import zstandard
 
-from mbrec.synthetic import random_records
+from mbrec.testing.synthetic import random_records
 from mbrec.trace.format import make_header
 from mbrec.trace.reader import read_trace
 from mbrec.trace.writer import ZSTD_LEVEL, TraceWriter

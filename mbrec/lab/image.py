@@ -147,8 +147,18 @@ def cached_image(r: dict | None = None) -> Image | None:
     return None
 
 
+_quiet = False
+
+
+def set_quiet(quiet: bool) -> None:
+    """-q/--quiet of `mbrec lab build` and `mbrec lab run`: no progress lines (errors still say what failed)."""
+    global _quiet
+    _quiet = quiet
+
+
 def progress(msg: str) -> None:
-    print(f"mbrec lab: {msg}", file=sys.stderr, flush=True)
+    if not _quiet:
+        print(f"mbrec lab: {msg}", file=sys.stderr, flush=True)
 
 
 def require_tools(*tools: tuple[str, str]) -> None:
@@ -168,10 +178,10 @@ def check_mirror(url: str) -> None:
                          f"mirror in /etc/apt/sources.list.d") from None
 
 
-def build(force: bool = False) -> Image:
+def build(rebuild: bool = False) -> Image:
     """Build the image unless a cached one matches the recipe. Needs root, debootstrap and the mirror."""
     r = recipe()
-    if not force:
+    if not rebuild:
         image = cached_image(r)
         if image is not None:
             progress(f"image {image.dir} is cached (recipe {recipe_hash(r)})")
