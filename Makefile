@@ -10,8 +10,10 @@ APT_PACKAGES = qemu-system-x86 debootstrap e2fsprogs gcc libc6-dev make ca-certi
 	chromium chromium-driver fonts-liberation \
 	python3-bpfcc linux-headers-amd64 iproute2 apache2 apache2-utils iperf3 openssh-server
 DEMO_DIR ?= out/demo
+# mbrec as this Python runs it: no PATH or sudo's secure_path needed
+MBREC ?= $(PYTHON) -m mbrec
 
-.PHONY: setup demo check check-kernels test test-fast fuzz bench bench-large bench-scale bench-lab bench-native fixtures goldens clean
+.PHONY: setup demo check check-kernels lint test test-fast fuzz bench bench-large bench-scale bench-lab bench-native fixtures goldens clean
 
 setup:
 	@if [ "$$(id -u)" != 0 ]; then echo "make setup: run as root (it installs Debian packages)"; exit 1; fi
@@ -24,14 +26,20 @@ setup:
 	$(PYTHON) -m pip install -q --root-user-action=ignore -e '.[test]'
 
 # The main job on its embedded default: MicroBPF's evaluation (Apache + ab -k -c 10, two hosts,
-# a known delay on the wire) recorded in the lab VM, then analysed.
+# a known delay on the wire) recorded in the lab VM with both probe groups (packets: the
+# per-layer latencies and L_NET; flows: the 16 flow metrics), then analysed. As root (make
+# setup installs packages): `make demo` in a root shell, `sudo make demo` otherwise.
 demo: setup
-	rm -rf $(DEMO_DIR)
-	mbrec lab run ab -o $(DEMO_DIR)
-	mbrec analyze $(DEMO_DIR)/*.mbrec -o $(DEMO_DIR)/analysis
+	$(MBREC) lab run ab -o $(DEMO_DIR) --force --record-args "--probes packets,flows"
+	$(MBREC) analyze $(DEMO_DIR)/*.mbrec -o $(DEMO_DIR)/analysis --force
 
 # Everything, the lab VM tests included (they skip with the reason where QEMU cannot run).
-check: setup test
+check: setup lint test
+
+# ruff (ruff.toml: a small rule set of likely bugs) and mypy (mypy.ini) on mbrec/ and analysis/.
+lint:
+	$(PYTHON) -m ruff check .
+	PYTHON=$(PYTHON) .ci/typecheck
 
 test:
 	MBREC_LAB_TESTS=1 $(PYTHON) -m pytest -q -ra
@@ -56,7 +64,7 @@ fuzz:
 # Benchmarks (docs/performance.md has the results and the machine): `make bench` runs the
 # host-native ones (trace I/O, analyzer against a dictionary matcher, clock alignment, Perfetto
 # export and report.html; minutes);
-# `make bench-large` the analyzer on 50 M events (about 14 GB of memory); `sudo make bench-lab`
+# `make bench-large` the analyzer on 50 M events (about 14 GB of memory); `make bench-lab` (as root)
 # the recording overhead on ab and iperf3 in one lab VM boot: no recording, mbrec, mbrec
 # --probes flows and the MicroBPF-style baseline, interleaved (about 25 minutes under TCG).
 # The native drain benchmark needs BCC and kernel headers on the host: see bench/drain.py.
@@ -77,8 +85,7 @@ bench-scale:
 	$(PYTHON) bench/scale.py --events 200e6 --modes serial,jobs2,dask2
 
 bench-lab: setup
-	rm -rf $(BENCH_DIR)/overhead
-	mbrec lab run -o $(BENCH_DIR)/overhead --timeout 3600 -- sh /mnt/src/bench/overhead.sh 10000 4 10
+	$(MBREC) lab run -o $(BENCH_DIR)/overhead --force --timeout 3600 -- sh /mnt/src/bench/overhead.sh 10000 4 10
 	$(PYTHON) bench/overhead_report.py $(BENCH_DIR)/overhead/overhead.jsonl
 
 # Recording overhead on this machine's real CPUs (root, a few minutes): ab and iperf3 through the
@@ -106,12 +113,12 @@ fixtures: $(FIXTURES:%=fixture-%) goldens
 
 fixture-%:
 	rm -rf fixtures/$*
-	mbrec lab run $* -o fixtures/$* --record-args "$(or $(FIXTURE_RECORD_ARGS_$*),$(FIXTURE_RECORD_ARGS))"
+	$(MBREC) lab run $* -o fixtures/$* --record-args "$(or $(FIXTURE_RECORD_ARGS_$*),$(FIXTURE_RECORD_ARGS))"
 
 # The analysis of every fixture as the regression tests run it; review `git diff fixtures/`.
 goldens:
 	@for d in fixtures/*/; do \
 		[ -f $$d/ground_truth.json ] || continue; \
 		echo "golden $$d"; \
-		(cd $$d && mbrec analyze $$(ls *.mbrec) --json --no-plots --quiet > golden-report.json) || exit 1; \
+		(cd $$d && $(MBREC) analyze $$(ls *.mbrec) --json --no-plots --quiet > golden-report.json) || exit 1; \
 	done

@@ -3,7 +3,7 @@
     python bench/align.py [--frames 10000000] [--match-frames 2000000]
 
 Times, in the same run: generating the data (not counted), fit_pair (the hull and the LP:
-what "alignment" means in issue 7), the per-frame signed delays with their intervals (L_NET for
+what "alignment" means here), the per-frame signed delays with their intervals (L_NET for
 every frame), and, separately, cross-host matching of wire events (dev_hard_start_xmit ->
 eth_type_trans) from pkt records. Prints one line per step and a JSON summary.
 """
@@ -17,10 +17,10 @@ import time
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from mbrec.analysis import clock, match, network  # noqa: E402
-from mbrec.events import PKT  # noqa: E402
+from mbrec.analysis import clock, match, network
+from mbrec.events import PKT
 
 
 def constraints(n, rng, alpha=1 + 150e-6, beta=2 * 86_400 * 10**9, span_s=3600.0):

@@ -4,7 +4,7 @@ dictionary-based matcher in the style of MicroBPF's nic/process_entries.py, on t
     python bench/analyze.py [--copies 158] [--repeat 3] [--keep DIR]    # 2.0 M events
     python bench/analyze.py --copies 4000 --large     # 50.8 M events, about 14 GB of memory
 
-The trace: mbrec.synthetic_gt's client/server scenario (TSO, GRO, coalescing, partial reads,
+The trace: mbrec.testing.clientserver's client/server scenario (TSO, GRO, coalescing, partial reads,
 delayed ACKs, retransmissions, reordering, missing hooks) replicated as `copies` x 4 concurrent
 connections, one file per host. Measured in one process, one core, same run:
   bare zstd   decompressing the same files' frames and nothing else (the read's limit)
@@ -31,11 +31,11 @@ import time
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from mbrec.events import PROBE_IDS  # noqa: E402
-from mbrec.synthetic import write_trace  # noqa: E402
-from mbrec.synthetic_gt import exchanges, replicate  # noqa: E402
+from mbrec.testing.dict_matcher import dict_matcher
+from mbrec.testing.synthetic import write_trace
+from mbrec.testing.clientserver import exchanges, replicate
 
 
 def make_traces(copies: int, outdir: str) -> list[str]:
@@ -60,54 +60,6 @@ def bare_zstd(paths: list[str]) -> int:
         while chunk := reader.read(1 << 24):
             total += len(chunk)
     return total
-
-
-def dict_matcher(pkt: np.ndarray) -> int:
-    """MicroBPF's matching, done offline with Python dicts (process_entries.py style): send side
-    keyed on (daddr, dport, seq, ack) from tcp_transmit_skb to dev_hard_start_xmit, receive side
-    on (saddr, sport, daddr, dport, seq, ack) from eth_type_trans to skb_copy_datagram_iter."""
-    P = PROBE_IDS
-    saddr = pkt["saddr"][:, :4].copy().view("<u4").ravel().tolist()
-    daddr = pkt["daddr"][:, :4].copy().view("<u4").ravel().tolist()
-    cols = [pkt[c].tolist() for c in ("ts_ns", "probe", "sport", "dport", "seq", "ack")]
-    out_ts, in_ts, results = {}, {}, []
-    t_tcp, t_ipq, t_dev, t_xmit = (P[n] for n in ("tcp_transmit_skb", "ip_queue_xmit",
-                                                  "dev_queue_xmit", "dev_hard_start_xmit"))
-    t_eth, t_iprcv, t_tcprcv, t_copy = (P[n] for n in ("eth_type_trans", "ip_rcv",
-                                                       "tcp_v4_rcv", "skb_copy_datagram_iter"))
-    for ts, probe, sa, da, sp, dp, seq, ack in zip(cols[0], cols[1], saddr, daddr, cols[2],
-                                                   cols[3], cols[4], cols[5]):
-        if probe <= t_xmit:
-            key = (da, dp, seq, ack)
-            if probe == t_tcp:
-                out_ts[key] = [ts, 0, 0]
-            else:
-                e = out_ts.get(key)
-                if e is None:
-                    continue
-                if probe == t_ipq:
-                    e[1] = ts
-                elif probe == t_dev:
-                    e[2] = ts
-                else:
-                    del out_ts[key]
-                    results.append((e[1] - e[0], e[2] - e[1], ts - e[2]))
-        else:
-            key = (sa, sp, da, dp, seq, ack)
-            if probe == t_eth:
-                in_ts[key] = [ts, 0, 0]
-            else:
-                e = in_ts.get(key)
-                if e is None:
-                    continue
-                if probe == t_iprcv:
-                    e[1] = ts
-                elif probe == t_tcprcv:
-                    e[2] = ts
-                else:
-                    del in_ts[key]
-                    results.append((e[1] - e[0], e[2] - e[1], ts - e[2]))
-    return len(results)
 
 
 def streaming_dict_matcher(paths: list[str]) -> tuple[int, int]:

@@ -5,7 +5,7 @@
 1. The ab fixture as recorded: wall time of the whole command (read, analyse, export), its
    export step alone, the file's size; and report.html's size and build time.
 2. A large trace: fixtures/ab's two hosts replicated `copies` times as concurrent connections
-   (mbrec.synthetic_gt.replicate: 20 copies, about 1 M events), exported in a fresh child
+   (mbrec.testing.clientserver.replicate: 20 copies, about 1 M events), exported in a fresh child
    process. Peak memory (ru_maxrss) after the analysis and after the export: the export's
    increment is its columns plus one chunk of messages, not the trace as messages.
 """
@@ -73,8 +73,8 @@ def main():
         print(f"ab fixture: report.html {os.path.getsize(path) / 1e6:.2f} MB, built in "
               f"{time.perf_counter() - t0:.2f} s")
 
-        from mbrec.synthetic import write_trace
-        from mbrec.synthetic_gt import replicate
+        from mbrec.testing.synthetic import write_trace
+        from mbrec.testing.clientserver import replicate
         big = []
         for p in AB:
             t = read_trace(p)

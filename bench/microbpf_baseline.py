@@ -1,4 +1,4 @@
-"""A recorder in the style of MicroBPF, for the overhead comparison (issue 9). Not part of mbrec.
+"""A recorder in the style of MicroBPF, for the overhead comparison. Not part of mbrec.
 
 The same packet probes as `mbrec record` (the same BPF program, compiled with
 -DMBREC_PERF_BASELINE), but the transport MicroBPF used: a perf buffer with BCC's default size

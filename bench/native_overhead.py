@@ -31,7 +31,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from mbrec.lab.native import Testbed  # noqa: E402
+from mbrec.lab.native import Testbed
 
 BENCH = os.path.dirname(os.path.abspath(__file__))
 HZ = os.sysconf("SC_CLK_TCK")
@@ -161,7 +161,7 @@ def loadavg() -> list[float]:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("-o", "--out", required=True)
+    ap.add_argument("-o", "--output", dest="out", required=True)
     ap.add_argument("--requests", type=int, default=50000)
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--iperf-seconds", type=float, default=3)

@@ -1,5 +1,5 @@
 #!/bin/sh
-# Recording overhead on real workloads, every mode in ONE lab VM boot (issue 9), from the host:
+# Recording overhead on real workloads, every mode in ONE lab VM boot, from the host:
 #   mbrec lab run -o OUT -- sh /mnt/src/bench/overhead.sh [AB_REQUESTS] [ROUNDS] [IPERF_SECONDS]
 #   python3 bench/overhead_report.py OUT/overhead.jsonl
 # apache2 and iperf3 on b, clients on a, no injected delay (the stacks, not the network, limit

@@ -3,7 +3,7 @@
     python bench/scale.py --events 200e6            # make bench-scale: two hosts, 200 M events
     python bench/scale.py --events 2e6 --modes whole,serial,jobs2,dask2
 
-The traces: mbrec.synthetic_gt's client/server scenario replicated as independent connections,
+The traces: mbrec.testing.clientserver's client/server scenario replicated as independent connections,
 written a slice of copies at a time (the generator never holds more than one slice). Each mode
 runs `analyze_files` in a fresh process with the same partition count; reported per mode: wall
 time, CPU seconds of every process, the client's and the largest worker's peak RSS, events/s.
@@ -19,8 +19,8 @@ import time
 
 
 from mbrec.events import SCHEMA_BY_NAME
-from mbrec.synthetic import make_header
-from mbrec.synthetic_gt import exchanges, replicate
+from mbrec.testing.synthetic import make_header
+from mbrec.testing.clientserver import exchanges, replicate
 from mbrec.trace.writer import TraceWriter
 
 SLICE_COPIES = 250

@@ -107,8 +107,6 @@ struct list_head;
 #define MBREC_ETH_P_8021AD 0x88A8
 #define MBREC_IPPROTO_TCP 6
 #define MBREC_SOCK_STREAM 1
-#define MBREC_TCP_TIME_WAIT 6
-#define MBREC_TCP_NEW_SYN_RECV 12
 
 /* Wire headers, read whole and decoded here (network byte order). */
 struct mbrec_iph {

@@ -190,6 +190,20 @@ struct mbrec_flow_event {
 #define MBREC_TCP_RECOVERY 3
 #define MBREC_TCP_TIMEOUT 4
 #define MBREC_TCP_STATE 5
+/* TCP states as the kernel numbers them (include/net/tcp_states.h): the value of a
+ * MBREC_TCP_STATE event, the state field of flow records, what the probes compare skc_state with */
+#define MBREC_TCP_ESTABLISHED 1
+#define MBREC_TCP_SYN_SENT 2
+#define MBREC_TCP_SYN_RECV 3
+#define MBREC_TCP_FIN_WAIT1 4
+#define MBREC_TCP_FIN_WAIT2 5
+#define MBREC_TCP_TIME_WAIT 6
+#define MBREC_TCP_CLOSE 7
+#define MBREC_TCP_CLOSE_WAIT 8
+#define MBREC_TCP_LAST_ACK 9
+#define MBREC_TCP_LISTEN 10
+#define MBREC_TCP_CLOSING 11
+#define MBREC_TCP_NEW_SYN_RECV 12
 struct mbrec_tcp_event {
 	__u64 ts_ns;
 	__u64 sock_cookie;

@@ -53,9 +53,17 @@ def cli(ctx, debug):
     ctx.obj = {"debug": debug}
 
 
+def take_debug(args: list[str]) -> tuple[bool, list[str]]:
+    """--debug is accepted anywhere on the line before `--` (after it, a command's own words)."""
+    end = args.index("--") if "--" in args else len(args)
+    head = [a for a in args[:end] if a != "--debug"]
+    return len(head) < end, head + args[end:]
+
+
 def main(argv=None) -> None:
-    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
-    args = list(sys.argv[1:] if argv is None else argv)
+    debug, args = take_debug(list(sys.argv[1:] if argv is None else argv))
+    if debug:
+        args = ["--debug", *args]
     try:
         # not cli.main(): click turns a closed stdout into exit status 1; here it is 0
         with cli.make_context("mbrec", args) as ctx:

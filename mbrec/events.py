@@ -105,3 +105,7 @@ RECV_PROBES = ("eth_type_trans", "ip_rcv", "tcp_v4_rcv", "skb_copy_datagram_iter
 PACKET_PROBES = SEND_PROBES + RECV_PROBES
 
 TCP_FLAG_NAMES = {CONSTANTS[f"MBREC_TCP_{n}"]: n for n in ("FIN", "SYN", "RST", "PSH", "ACK")}
+# TCP state number -> the kernel's name for it (the numbers are mbrec_events.h's MBREC_TCP_<name>)
+TCP_STATES = {CONSTANTS[f"MBREC_TCP_{n}"]: n for n in (
+    "ESTABLISHED", "SYN_SENT", "SYN_RECV", "FIN_WAIT1", "FIN_WAIT2", "TIME_WAIT", "CLOSE",
+    "CLOSE_WAIT", "LAST_ACK", "LISTEN", "CLOSING", "NEW_SYN_RECV")}

@@ -1,7 +1,7 @@
 """MicroBPF's output lines, produced from an mbrec trace, for scripts written against MicroBPF.
 
-The original tools printed one text line per event with a numeric label (shared/reference
-microbpf.md sections 1.2 to 1.6); its post-processing (`nic/process_entries.py`) splits lines
+The original tools printed one text line per event with a numeric label (MicroBPF's tcpout.py,
+tcpin.py, ... below); its post-processing (`nic/process_entries.py`) splits lines
 on whitespace and checks the label's token count. mbrec keeps each label's token layout and
 fills it with values matched offline, so where the original printed garbage mbrec prints the
 right number or no line at all:
@@ -31,8 +31,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from mbrec.events import CONSTANTS
-from mbrec.render import TCP_STATES, addr_strings
+from mbrec.events import CONSTANTS, TCP_STATES
+from mbrec.render import addr_strings
 
 FLOW_ACK = CONSTANTS["MBREC_FLOW_ACK"]
 

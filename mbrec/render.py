@@ -6,7 +6,7 @@ import ipaddress
 
 import numpy as np
 
-from mbrec.events import CONSTANTS, PROBE_NAMES, SCHEMA_BY_NAME, TCP_FLAG_NAMES
+from mbrec.events import CONSTANTS, PROBE_NAMES, SCHEMA_BY_NAME, TCP_FLAG_NAMES, TCP_STATES
 
 AF_INET = CONSTANTS["MBREC_AF_INET"]
 SOCK_KINDS = {CONSTANTS["MBREC_SOCK_WRITE"]: "write", CONSTANTS["MBREC_SOCK_READ"]: "read"}
@@ -14,9 +14,6 @@ FLOW_REASONS = {CONSTANTS[f"MBREC_FLOW_{n}"]: n.lower()
                 for n in ("ACK", "PERIODIC", "CLOSE", "STOP", "STATE")}
 TCP_KINDS = {CONSTANTS[f"MBREC_TCP_{n}"]: n.lower()
              for n in ("RTT_SAMPLE", "RETRANSMIT", "RECOVERY", "TIMEOUT", "STATE")}
-TCP_STATES = {1: "ESTABLISHED", 2: "SYN_SENT", 3: "SYN_RECV", 4: "FIN_WAIT1", 5: "FIN_WAIT2",
-              6: "TIME_WAIT", 7: "CLOSE", 8: "CLOSE_WAIT", 9: "LAST_ACK", 10: "LISTEN",
-              11: "CLOSING", 12: "NEW_SYN_RECV"}
 
 
 def addr_strings(addr: np.ndarray, family: np.ndarray) -> list[str]:

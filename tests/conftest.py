@@ -1,11 +1,6 @@
 import os
-import pathlib
-import sys
 
 import pytest
-
-# tests/ helpers (golden.py, ...) import as top-level modules
-sys.path.insert(0, str(pathlib.Path(__file__).parent))
 
 
 def lab_requested(config) -> bool:

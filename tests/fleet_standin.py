@@ -21,7 +21,7 @@ import time
 
 from mbrec import __version__
 from mbrec.events import SCHEMA_BY_NAME
-from mbrec.synthetic import packet_flow
+from mbrec.testing.synthetic import packet_flow
 from mbrec.trace.format import clock_anchor, make_header
 from mbrec.trace.writer import TraceWriter
 

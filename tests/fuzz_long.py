@@ -22,8 +22,7 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import tracefuzz  # noqa: E402
+import tracefuzz  # tests/, the script's own directory, is first on sys.path
 
 
 class Hang(Exception):

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from mbrec.synthetic import packet_flow, write_trace
+from mbrec.testing.synthetic import packet_flow, write_trace
 
 
 @pytest.fixture(scope="module")

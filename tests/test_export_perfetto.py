@@ -11,8 +11,7 @@ from collections import defaultdict
 import numpy as np
 import pytest
 
-pb = pytest.importorskip("perfetto.protos.perfetto.trace.perfetto_trace_pb2",
-                         reason="the perfetto package is a test dependency (pip install perfetto)")
+from perfetto.protos.perfetto.trace import perfetto_trace_pb2 as pb  # a dependency of mbrec
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 FIX = ROOT / "fixtures"

@@ -126,7 +126,7 @@ def test_netem_delay_bounds_l_net(fixture):
 @pytest.mark.parametrize("fixture", with_scenario("latency"), ids=ids(with_scenario("latency")))
 def test_median_l_net_is_the_netem_delay(fixture):
     """One request at a time (nothing queues) and 40 ms each way: the median frame took the
-    configured delay, within 5 % + 10 us, in each direction (issue 7). TCG's emulated forwarding
+    configured delay, within 5 % + 10 us, in each direction. TCG's emulated forwarding
     through the router adds about 0.3 ms a frame, which is why the delay is this large."""
     rep, t = report(fixture), truth(fixture)
     for d in net_directions(rep).values():
@@ -174,7 +174,7 @@ def test_flow_episodes_equal_the_namespaces_own_counters(fixture):
     """Per host, over the run: fast-recovery entries, retransmission timeouts and retransmitted
     segments summed over mbrec's flows equal the kernel's nstat counters for the namespace
     (docs/metrics.md says why these counters count exactly these events)."""
-    from mbrec.recorder import kernel_view as kv
+    from mbrec.testing import kernel_view as kv
     for name in traces_of(fixture):
         host = name.removesuffix(".mbrec")
         totals = kv.episode_totals(read_trace(str(fixture / name)).events["flow"])
@@ -189,13 +189,13 @@ def test_flow_episodes_equal_the_namespaces_own_counters(fixture):
 @pytest.mark.parametrize("fixture", with_scenario("lossy"), ids=ids(with_scenario("lossy")))
 def test_random_loss_gives_fast_retransmits(fixture):
     a = read_trace(str(fixture / "a.mbrec")).events["flow"]
-    from mbrec.recorder import kernel_view as kv
+    from mbrec.testing import kernel_view as kv
     assert kv.episode_totals(a)["fast_recoveries"] > 0
 
 
 @pytest.mark.parametrize("fixture", with_scenario("rto"), ids=ids(with_scenario("rto")))
 def test_a_blackhole_gives_retransmission_timeouts(fixture):
-    from mbrec.recorder import kernel_view as kv
+    from mbrec.testing import kernel_view as kv
     a = read_trace(str(fixture / "a.mbrec")).events["flow"]
     assert kv.episode_totals(a)["timeouts"] > 0
 

@@ -76,7 +76,7 @@ LogLevel ERROR
                 break
             except OSError:
                 if time.monotonic() > deadline or self.proc.poll() is not None:
-                    raise RuntimeError("sshd did not start: " + (d / "sshd.log").read_text())
+                    raise RuntimeError("sshd did not start: " + (d / "sshd.log").read_text()) from None
                 time.sleep(0.05)
         host_key = " ".join((d / "host.pub").read_text().split()[:2])
         (d / "known_hosts").write_text(f"[127.0.0.1]:{self.port} {host_key}\n")

@@ -9,7 +9,7 @@ Two sources of runs, one set of tests:
   while ss runs, then a transfer through a 3 s blackhole: the exact comparisons, fast
   retransmits and first and backed-off timeouts). With MBREC_LAB_FLOWS_ALL=1 also fresh boots
   of rto, lossy, bulk and ab through the scenario runner, recording with `--probes flows`.
-The comparison rules are in mbrec/recorder/kernel_view.py and docs/metrics.md. In the iperf3
+The comparison rules are in mbrec/testing/kernel_view.py and docs/metrics.md. In the iperf3
 and ab scenarios ss rarely runs while a flow is quiet, so there the ss checks must pass but
 need not exist; in `flows` each must have happened. No timing assertions: counts, exact
 values, and a transfer's duration standing out.
@@ -30,7 +30,7 @@ import pytest
 from labutil import vm_skip_reason
 
 from mbrec.events import CONSTANTS
-from mbrec.recorder import kernel_view as kv
+from mbrec.testing import kernel_view as kv
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 RECORDED = ["ab", "bulk", "lossy", "rto"]  # fixtures/<name>: lab recordings with ss and nstat

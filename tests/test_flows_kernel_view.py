@@ -5,7 +5,7 @@ import json
 import numpy as np
 
 from mbrec.events import FLOW
-from mbrec.recorder import kernel_view as kv
+from mbrec.testing import kernel_view as kv
 
 SS = """# monotonic_ns 1000
 ESTAB 0      0           10.0.0.1:41234     10.0.0.2:5201

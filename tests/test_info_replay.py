@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from mbrec.synthetic import packet_flow, random_records, write_trace
+from mbrec.testing.synthetic import packet_flow, random_records, write_trace
 
 
 def run_cli(*args):
@@ -61,7 +61,7 @@ def test_info_text_names_losses_and_unclean_end(two_hosts):
 def test_replay_merges_files_in_timestamp_order(two_hosts):
     pa, pb, a, b = two_hosts
     rows = [json.loads(line) for line in
-            run_cli("replay", "--format", "jsonl", "--type", "pkt", pa, pb).splitlines()]
+            run_cli("replay", "--json", "--type", "pkt", pa, pb).splitlines()]
     assert len(rows) == len(a) + len(b)
     ts = np.array([r["ts_ns"] for r in rows])
     assert (np.diff(ts) >= 0).all()

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from mbrec.events import CONSTANTS, FLOW, PKT, PROBE_IDS, SOCK
-from mbrec.synthetic import ipv4, write_trace
+from mbrec.testing.synthetic import ipv4, write_trace
 from mbrec.trace.reader import read_trace
 
 ACK, PSH = CONSTANTS["MBREC_TCP_ACK"], CONSTANTS["MBREC_TCP_PSH"]

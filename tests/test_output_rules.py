@@ -9,7 +9,7 @@ import pytest
 
 from mbrec.commands.common import MANIFEST, OutputDir
 from mbrec.errors import MbrecError
-from mbrec.synthetic import packet_flow, write_trace
+from mbrec.testing.synthetic import packet_flow, write_trace
 
 
 def analyze(*args):

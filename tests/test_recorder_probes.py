@@ -4,7 +4,7 @@ from mbrec.recorder import probes
 from mbrec.recorder.probes import (PACKET_PROBES, Resolved, Unresolved, choose_attach,
                                    header_probes, kernel_functions, resolve, resolve_all)
 
-# Shaped like Debian 6.1 (docs: ../shared/reference/lab.md, "Traceable functions").
+# Shaped like Debian 6.1's available_filter_functions.
 FILTERS_61 = """\
 __tcp_transmit_skb
 ip_queue_xmit

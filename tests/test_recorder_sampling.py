@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from mbrec import events
-from mbrec.recorder import sampling
+from mbrec.testing import sampling
 
 
 def packets(n, seed=1):

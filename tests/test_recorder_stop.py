@@ -10,7 +10,7 @@ import pytest
 
 from mbrec.events import SCHEMA_BY_NAME
 from mbrec.recorder.session import RecordOptions, run_loop, stop_outcome
-from mbrec.synthetic import random_records
+from mbrec.testing.synthetic import random_records
 from mbrec.trace.format import make_header
 from mbrec.trace.reader import read_trace
 from mbrec.trace.writer import TraceWriter

@@ -48,8 +48,7 @@ def test_single_host_report_says_why_parts_are_missing(tmp_path):
 
 @pytest.fixture(scope="module")
 def browser():
-    webdriver = pytest.importorskip("selenium.webdriver",
-                                    reason="selenium is a test dependency (pip install selenium)")
+    from selenium import webdriver  # a test dependency (setup.py extras "test")
     chromium = shutil.which("chromium")
     driver_bin = shutil.which("chromedriver")
     if not chromium or not driver_bin:

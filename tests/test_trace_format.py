@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from mbrec.errors import TraceFormatError
 from mbrec.events import SCHEMA_BY_NAME
-from mbrec.synthetic import random_records, write_trace
+from mbrec.testing.synthetic import random_records, write_trace
 from mbrec.trace.format import FORMAT_VERSION, make_header, signature
 from mbrec.trace.reader import TraceReader, read_trace
 from mbrec.trace.writer import TraceWriter
@@ -230,7 +230,7 @@ def test_fuzz_mutated_valid_files(tmp_path, valid_bytes, flips, cut, dup):
 
 WRITER_LOOP = """
 import sys, time
-from mbrec.synthetic import random_records
+from mbrec.testing.synthetic import random_records
 from mbrec.trace.format import make_header
 from mbrec.trace.writer import TraceWriter
 w = TraceWriter(sys.argv[1], make_header(), flush_interval=0.02)

@@ -9,7 +9,7 @@ import msgpack
 import zstandard
 
 from mbrec.events import SCHEMA_BY_NAME
-from mbrec.synthetic import packet_flow, random_records
+from mbrec.testing.synthetic import packet_flow, random_records
 from mbrec.trace.format import FORMAT_VERSION, make_header, seq_deltas, signature
 
 _PACKER = msgpack.Packer(use_bin_type=True)

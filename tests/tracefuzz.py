@@ -27,7 +27,7 @@ import numpy as np
 
 import tracecraft as tc
 from mbrec.events import SCHEMA_BY_NAME
-from mbrec.synthetic import random_records, write_trace
+from mbrec.testing.synthetic import random_records, write_trace
 
 ODD_STRINGS = ["", "ts_ns", "pkt", "frame", "header", "trailer", "\x00", "é" * 3, "x" * 300]
 
@@ -299,7 +299,7 @@ def mbrec(*args) -> tuple[int, str]:
 def run_case(path: str, *, analyze: bool = False, with_host: str | None = None) -> list[str]:
     """What escaped on one file: every internal error's text (empty when none did)."""
     commands = [["info", path], ["info", "--json", path], ["replay", path],
-                ["replay", "--format", "jsonl", path], ["replay", "--format", "microbpf", path]]
+                ["replay", "--json", path], ["replay", "--format", "microbpf", path]]
     if analyze:  # one host: also streamed in partitions; two hosts: clocks and the network
         commands.append(["analyze", "-q", "--no-plots", path, with_host] if with_host else
                         ["analyze", "-q", "--no-plots", "--partitions", "2", path])

@@ -119,9 +119,5 @@ def _write_outputs(outdir, result, no_plots, say):
     for name, s, fn in zip(result.names, result.series, result.flow_names):
         plots.plot_flows(outdir, name, s, fn)
     if result.network is not None:
-        try:
-            from mbrec.analysis import plots_network
-        except ImportError:
-            plots_network = None
-        if plots_network is not None and hasattr(plots_network, "plot_network"):
-            plots_network.plot_network(result.network, result.alignment, outdir)
+        from mbrec.analysis import plots_network
+        plots_network.plot_network(result.network, result.alignment, outdir)

@@ -78,11 +78,14 @@ def command():
               help="ssh ConnectTimeout, seconds.")
 @click.option("--min-free", default="1G", show_default=True, metavar="SIZE",
               help="Free disk each host needs for its trace.")
+@click.option("--force", is_flag=True, help="Replace the earlier run in the -o directory (its "
+              "traces, logs/ and run.json are removed first).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress lines on stderr.")
 @forwarded_options
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def record(hosts, inventory, run_dir, on, duration, ssh_config, remote_mbrec, sudo, remote_dir,
-           keep_remote, start_timeout, stop_timeout, connect_timeout, min_free, command,
-           **forwarded):
+           keep_remote, start_timeout, stop_timeout, connect_timeout, min_free, force, quiet,
+           command, **forwarded):
     """Record on every host at once: check each host, start `mbrec record` there over ssh,
     run COMMAND, stop every recorder, copy the traces back and verify their sha256.
 
@@ -115,7 +118,7 @@ def record(hosts, inventory, run_dir, on, duration, ssh_config, remote_mbrec, su
                         ssh_config=ssh_config, remote_dir=remote_dir,
                         start_timeout=start_timeout, stop_timeout=stop_timeout,
                         connect_timeout=connect_timeout, min_free=min_free_bytes,
-                        keep_remote=keep_remote)
+                        keep_remote=keep_remote, force=force, quiet=quiet)
     rc = Fleet(host_list, opts).record()
     if rc:
         raise SystemExit(rc)

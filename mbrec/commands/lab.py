@@ -28,12 +28,14 @@ def _suite_option(f):
 
 
 @command.command()
-@click.option("--force", is_flag=True, help="Rebuild even if a cached image matches the recipe.")
+@click.option("--rebuild", is_flag=True, help="Rebuild even if a cached image matches the recipe.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress lines on stderr.")
 @_suite_option
-def build(force, suite):
+def build(rebuild, quiet, suite):
     """Build the VM image of a Debian suite (debootstrap; a few minutes; cached in ~/.cache/mbrec/lab/)."""
     from mbrec.lab import image
-    img = image.build(force=force, suite_name=image.suite(suite).name)
+    image.set_quiet(quiet)
+    img = image.build(rebuild=rebuild, suite_name=image.suite(suite).name)
     click.echo(str(img.dir))
 
 
@@ -68,21 +70,26 @@ class _RunCommand(click.Command):
 @click.argument("scenario", required=False)
 @click.option("--vms", type=click.IntRange(1, 2), help="Run on one VM (namespaces) or two (a socket link).")
 @click.option("--keep", is_flag=True, help="After the job, keep the VM with a shell on this terminal.")
-@click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path),
+@click.option("-o", "--output", "out", type=click.Path(file_okay=False, path_type=Path),
               help="Output folder (default ./lab-out/<scenario>-<time>).")
+@click.option("--force", is_flag=True, help="Replace the earlier run in the -o folder (what it wrote is "
+              "removed first).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress lines on stderr (the lab's and the guests').")
 @click.option("--no-record", is_flag=True, help="Run the scenario without mbrec record.")
 @click.option("--timeout", type=float, help="Hard timeout in seconds (default: the scenario's).")
 @click.option("--record-args", default="", help="Extra options for every mbrec record, e.g. "
               "'--probes packets,flows'.")
 @_suite_option
-def run(scenario, vms, keep, out, no_record, timeout, record_args, suite):
+def run(scenario, vms, keep, out, force, quiet, no_record, timeout, record_args, suite):
     """Run SCENARIO or `-- COMMAND` (run by sh in the guest) in the lab; exits with the guest's status.
 
     With a COMMAND, SCENARIO (default: a and b through the router, nothing injected) only sets up the network.
     """
     import shlex
 
+    from mbrec.lab import image
     from mbrec.lab import run as lab_run
+    image.set_quiet(quiet)
     args = click.get_current_context().meta.get("lab_command")
     command_text = shlex.join(args) if args else None
     if args and len(args) == 1:
@@ -92,5 +99,6 @@ def run(scenario, vms, keep, out, no_record, timeout, record_args, suite):
     if keep and timeout is None:
         timeout = 24 * 3600.0
     status = lab_run.run(scenario, command_text, vms=vms, keep=keep, out=out, record=not no_record,
-                         timeout_s=timeout, record_args=shlex.split(record_args), suite=suite)
+                         timeout_s=timeout, quiet=quiet, record_args=shlex.split(record_args),
+                         force=force, suite=suite)
     sys.exit(status)

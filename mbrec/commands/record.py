@@ -34,7 +34,7 @@ def _addrs(values):
 def _groups(spec: str) -> tuple[str, ...]:
     """--probes, checked before anything else (root, BCC) so a typo is named as one."""
     from mbrec.recorder.probes import GROUPS
-    known = list(dict.fromkeys([*GROUPS, "flows"]))
+    known = list(GROUPS)
     groups = tuple(g.strip() for g in spec.split(",") if g.strip())
     if not groups:
         raise MbrecError(f"--probes {spec!r}: give one or more of {', '.join(known)}")
@@ -72,7 +72,7 @@ def _groups(spec: str) -> tuple[str, ...]:
               help="flows group: snapshot every live flow every S seconds (0 = never).")
 @click.option("--flow-sample", type=int, default=1, show_default=True,
               help="flows group: snapshot a flow on every Nth ACK (0 = no per-ACK snapshots).")
-@click.option("--quiet", is_flag=True, help="No live status line or probe list.")
+@click.option("-q", "--quiet", is_flag=True, help="No live status line or probe list.")
 @click.option("--force", is_flag=True, help="Overwrite the output file.")
 @click.option("--check", is_flag=True, help="Say whether this host can record, and how "
               "(each probe's function and attach kind, what is missing and its fix); no "

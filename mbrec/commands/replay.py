@@ -126,16 +126,20 @@ def _parse_time(spec: str) -> tuple[float, float]:
 
 @click.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=True))
-@click.option("--format", "fmt", type=click.Choice(["text", "jsonl", "microbpf"]),
+@click.option("--format", "fmt", type=click.Choice(["text", "microbpf"]),
               default="text", show_default=True,
-              help="text: one line per event; jsonl: one JSON object each; microbpf: MicroBPF's "
-                   "labelled lines (1 tcpout, 2 tcpin, 3 tcpack, 5 app) from matched packets.")
+              help="text: one line per event; microbpf: MicroBPF's labelled lines (1 tcpout, "
+                   "2 tcpin, 3 tcpack, 5 app) from matched packets.")
+@click.option("--json", "as_json", is_flag=True,
+              help="One JSON object per event, one per line (JSON Lines), not text.")
 @click.option("--type", "types", multiple=True,
               help="Event types (pkt, sock, flow, tcp) or packet probe names to keep; repeatable.")
 @click.option("--flow", help="Keep events with an endpoint ADDR, :PORT or ADDR:PORT.")
 @click.option("--time", "time_spec", help="START:END seconds after the first event.")
-def command(files, fmt, types, flow, time_spec):
+def command(files, fmt, as_json, types, flow, time_spec):
     """Print every event of trace FILES in timestamp order, like `perf script`."""
+    if as_json and fmt == "microbpf":
+        raise MbrecError("--json and --format microbpf are two layouts: give one of them")
     if fmt == "microbpf":
         if types or flow is not None or time_spec is not None:
             raise MbrecError("--format microbpf prints whole traces: drop --type, --flow and "
@@ -177,7 +181,7 @@ def command(files, fmt, types, flow, time_spec):
             if j < 0:
                 continue
             d = dicts[j]
-            if fmt == "jsonl":
+            if as_json:
                 lines.append(json.dumps({"host": host, "type": name, **d}))
             else:
                 lines.append(text_line(host, name, d))

@@ -68,7 +68,7 @@ def traces_of_run(run_dir: str, warn=None) -> list[str]:
 
 def expand(paths, warn=None) -> list[str]:
     """Trace arguments with every run directory replaced by its traces."""
-    out = []
+    out: list[str] = []
     for p in paths:
         out += traces_of_run(p, warn) if os.path.isdir(p) else [p]
     return out

@@ -8,6 +8,7 @@ wrote is collected before mbrec exits.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -63,6 +64,8 @@ class FleetOptions:
     connect_timeout: int = 10
     min_free: int = 1 << 30
     keep_remote: bool = False
+    force: bool = False             # replace an earlier run in run_dir
+    quiet: bool = False             # no progress lines
 
 
 @dataclass
@@ -132,9 +135,14 @@ class StopFlag:
             signal.signal(sig, old)
 
 
+_quiet = False
+
+
 def say(msg: str) -> None:
     """A progress line; a closed stderr (a terminal gone, a pipe reader killed) must not stop
     the run from stopping its recorders and collecting their files."""
+    if _quiet:
+        return
     try:
         print(f"mbrec: {msg}", file=sys.stderr, flush=True)
     except (OSError, ValueError):
@@ -154,7 +162,7 @@ def parallel(fn, runs) -> None:
     def guarded(r):
         try:
             fn(r)
-        except Exception as e:  # noqa: BLE001 - reported per host, the run goes on
+        except Exception as e:  # reported per host, the run goes on
             r.fail("internal error", f"{fn.__name__}: {type(e).__name__}: {e}")
 
     threads = [threading.Thread(target=guarded, args=(r,), daemon=True) for r in runs]
@@ -173,25 +181,44 @@ def sha256_file(path: str) -> str:
     return h.hexdigest()
 
 
-def prepare_dir(run_dir: str) -> None:
+def prepare_dir(run_dir: str, force: bool = False) -> None:
+    if force and os.path.isfile(os.path.join(run_dir, manifest.MANIFEST)):
+        remove_run(run_dir)
     if os.path.exists(run_dir) and (not os.path.isdir(run_dir) or os.listdir(run_dir)):
+        hint = (" or pass --force to replace the earlier run" if
+                os.path.isfile(os.path.join(run_dir, manifest.MANIFEST)) else "")
         raise MbrecError(f"{run_dir} already exists and is not an empty directory: give a new "
-                         "run directory (nothing in it is overwritten)")
+                         f"run directory{hint} (nothing in it is overwritten)")
     try:
         os.makedirs(os.path.join(run_dir, "logs"), exist_ok=True)
     except OSError as e:
         raise MbrecError(f"cannot create {run_dir}: {e.strerror}") from None
 
 
+def remove_run(run_dir: str) -> None:
+    """--force: what an earlier run wrote into run_dir (its traces, logs/, run.json); anything
+    else there stays, and then the directory is not empty and the run refuses it."""
+    m = manifest.read(run_dir)
+    for h in m.get("hosts", []):
+        trace = h.get("trace")
+        if trace and os.sep not in trace:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(os.path.join(run_dir, trace))
+    shutil.rmtree(os.path.join(run_dir, "logs"), ignore_errors=True)
+    os.remove(os.path.join(run_dir, manifest.MANIFEST))
+
+
 class Fleet:
     def __init__(self, hosts: list[Host], opts: FleetOptions):
+        global _quiet
+        _quiet = opts.quiet
         if opts.on is not None and opts.on not in {h.name for h in hosts}:
             raise MbrecError(f"--on {opts.on}: not one of the hosts "
                              f"({', '.join(h.name for h in hosts)})")
         if opts.on is not None and not opts.command:
             raise MbrecError("--on HOST: give the COMMAND to run there after --")
         self.opts = opts
-        prepare_dir(opts.run_dir)
+        prepare_dir(opts.run_dir, opts.force)
         self.control_dir = tempfile.mkdtemp(prefix="mbrec-fleet-")  # short: a socket path
         run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
         remote_dir = opts.remote_dir or f"mbrec-fleet/{run_id}"
@@ -200,7 +227,7 @@ class Fleet:
                              os.path.join(opts.run_dir, "logs", f"{h.name}.log"))
                      for h in hosts]
         self.remote_dir = remote_dir
-        self.manifest = {"format": manifest.FORMAT, "version": manifest.VERSION,
+        self.manifest: dict = {"format": manifest.FORMAT, "version": manifest.VERSION,
                          "mbrec_version": __version__, "run_id": run_id, "status": "running",
                          "errors": [], "record_args": opts.record_args,
                          "duration": opts.duration, "remote_dir": remote_dir,
@@ -430,7 +457,8 @@ class Fleet:
             if not remote.wait(COMMAND_GRACE):
                 r = next(r for r in self.runs if r.name == self.opts.on)
                 self._signal(r, remote, "KILL")
-                remote.wait(STOP_GRACE) or remote.kill_local()
+                if not remote.wait(STOP_GRACE):
+                    remote.kill_local()
         remote.wait(5)
         return remote.exit_status if remote.exit_status is not None else remote.proc.returncode
 
@@ -486,7 +514,8 @@ class Fleet:
             deadline = time.monotonic() + grace
             while time.monotonic() < deadline and self._alive(r, rec):
                 time.sleep(0.5)
-        rec.wait(5) or rec.kill_local()
+        if not rec.wait(5):
+            rec.kill_local()
         alive = self._alive(r, rec)
         if alive:
             r.fail("not stopped", f"recorder pid {rec.pid} still runs on {r.host.destination}")

@@ -15,9 +15,11 @@ import sys
 import time
 from pathlib import Path
 
-from mbrec.lab.guest import (OUT, RECORDER_READY_TIMEOUT_S, control_server, parse_output, say, sh,
-                             start_servers, stop_servers, wait_for_peer)
+from mbrec.lab.guestenv import OUT, say, sh
+from mbrec.lab.recorders import RECORDER_READY_TIMEOUT_S
 from mbrec.lab.scenario import expand, router_ip
+from mbrec.lab.topology import control_server, wait_for_peer
+from mbrec.lab.workload import parse_output, start_servers, stop_servers
 
 KEYS = OUT / ".fleet-keys"
 SSHD_DIR = Path("/tmp/fleet-sshd")

@@ -181,8 +181,18 @@ def cached_image(r: dict | None = None, suite_name: str = DEFAULT_SUITE) -> Imag
     return None
 
 
+_quiet = False
+
+
+def set_quiet(quiet: bool) -> None:
+    """-q/--quiet of `mbrec lab build` and `mbrec lab run`: no progress lines (errors still say what failed)."""
+    global _quiet
+    _quiet = quiet
+
+
 def progress(msg: str) -> None:
-    print(f"mbrec lab: {msg}", file=sys.stderr, flush=True)
+    if not _quiet:
+        print(f"mbrec lab: {msg}", file=sys.stderr, flush=True)
 
 
 def require_tools(*tools: tuple[str, str]) -> None:
@@ -202,10 +212,10 @@ def check_mirror(url: str, suite_name: str = DEFAULT_SUITE) -> None:
                          f"mirror in /etc/apt/sources.list.d") from None
 
 
-def build(force: bool = False, suite_name: str = DEFAULT_SUITE) -> Image:
+def build(rebuild: bool = False, suite_name: str = DEFAULT_SUITE) -> Image:
     """Build the image unless a cached one matches the recipe. Needs root, debootstrap and the mirror."""
     r = recipe(suite_name=suite_name)
-    if not force:
+    if not rebuild:
         image = cached_image(r)
         if image is not None:
             progress(f"{r['suite']} image {image.dir} is cached (recipe {recipe_hash(r)})")

@@ -27,8 +27,9 @@ import tempfile
 import time
 
 from mbrec.errors import MbrecError
-from mbrec.lab.guest import ip_batch, sh
+from mbrec.lab.guestenv import sh
 from mbrec.lab.scenario import host_ip, router_ip
+from mbrec.lab.topology import ip_batch
 
 APACHE_MODULES = "/usr/lib/apache2/modules"
 PAGE_BYTES = 4096  # the lab's ab scenario fetches a 4 KiB file
@@ -190,9 +191,10 @@ class Testbed:
             for h in sorted(waiting):
                 path = os.path.join(out_dir, f"{h}.mbrec")
                 if procs[h].poll() is not None:
-                    log = open(os.path.join(out_dir, f"record-{h}.log")).read()
+                    with open(os.path.join(out_dir, f"record-{h}.log")) as f:
+                        text = f.read()
                     raise MbrecError(f"the recorder of {h} exited ({procs[h].returncode}) "
-                                     f"before attaching: {log.strip()[-400:]}")
+                                     f"before attaching: {text.strip()[-400:]}")
                 if os.path.exists(path) and os.path.getsize(path) > 0:
                     waiting.discard(h)
             if waiting and time.monotonic() > deadline:

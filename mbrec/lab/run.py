@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import tarfile
 import time
@@ -11,6 +12,7 @@ from datetime import datetime
 from pathlib import Path
 
 import mbrec
+from mbrec.commands.common import MANIFEST
 from mbrec.errors import MbrecError
 from mbrec.lab import image as lab_image
 from mbrec.lab import scenario as lab_scenario
@@ -43,9 +45,37 @@ def default_out(name: str) -> Path:
     return Path("lab-out") / f"{name}-{stamp}"
 
 
+def clear_earlier_run(out: Path, force: bool) -> None:
+    """An output folder that holds an earlier run is reused only with --force, which first removes what that
+    run wrote (its manifest names it), so that no file of the earlier run passes for one of this run."""
+    manifest = out / MANIFEST
+    if not (manifest.exists() or any(out.glob("status-*"))):
+        return
+    if not force:
+        raise MbrecError(f"-o {out}: holds an earlier run: pass --force to replace it, or choose another folder")
+    if not manifest.exists():
+        raise MbrecError(f"-o {out}: holds an earlier run without {MANIFEST} (from an older mbrec): remove "
+                         "it yourself or choose another folder")
+    for name in manifest.read_text().splitlines():
+        path = out / name
+        if not name or os.sep in name or name in (".", ".."):
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+    manifest.unlink()
+
+
+def note_outputs(out: Path, before: set) -> None:
+    """The run's manifest: every entry of the folder this run wrote, for the next run's --force."""
+    names = sorted(set(os.listdir(out)) - before - {MANIFEST})
+    (out / MANIFEST).write_text("".join(n + "\n" for n in names))
+
+
 def run(scenario_name: str | None, command: str | None, *, vms: int | None, keep: bool, out: Path | None,
         record: bool, timeout_s: float | None, quiet: bool = False, record_args: list | None = None,
-        suite: str | None = None) -> int:
+        force: bool = False, suite: str | None = None) -> int:
     if os.geteuid() != 0:
         raise MbrecError("mbrec lab run needs root (to build the image and run QEMU with 9p shares); "
                          "rerun as root")
@@ -66,8 +96,8 @@ def run(scenario_name: str | None, command: str | None, *, vms: int | None, keep
     image = lab_image.cached_image(suite_name=suite_name) or lab_image.build(suite_name=suite_name)
     out = Path(out or default_out(scenario_name or "command")).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    if any(out.glob("status-*")):
-        raise MbrecError(f"output folder {out} holds an earlier run; choose a new one with -o")
+    clear_earlier_run(out, force)
+    before = set(os.listdir(out))
 
     pack_pylib(out / PYLIB_TAR)
     job = {"scenario_name": scenario_name, "scenario": s, "command": command, "record": record,
@@ -88,16 +118,18 @@ def run(scenario_name: str | None, command: str | None, *, vms: int | None, keep
             result, guests = _boot(image, roles, out, accel, keep, timeout, quiet, s.get("virtio_pair", False))
     finally:
         (out / PYLIB_TAR).unlink(missing_ok=True)
+        note_outputs(out, before)
     wall = time.monotonic() - started
 
     statuses = {}
     for role in roles:
         f = out / f"status-{role}"
         statuses[role] = int(f.read_text().strip()) if f.exists() else None
-    timing = {"accelerator": accel, "accelerator_reason": why, "wall_s": round(wall, 1),
+    timing: dict = {"accelerator": accel, "accelerator_reason": why, "wall_s": round(wall, 1),
               "boot_to_init_s": {g.role: None if g.init_at is None else round(g.init_at - g.started, 1)
                                  for g in guests}}
     write_ground_truth(out, job, roles, statuses, timing)
+    note_outputs(out, before)
     if command and (out / "command.out").exists():
         sys.stdout.write((out / "command.out").read_text(errors="replace"))
         sys.stdout.flush()

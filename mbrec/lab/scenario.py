@@ -78,7 +78,7 @@ def validate(s: dict, where: str) -> dict:
     for key in s["offloads"]:
         if key not in OFFLOADS:
             bad(f"offloads: unknown {key!r}; known: {OFFLOADS}")
-    seen_dst = {}
+    seen_dst: dict[str, str] = {}
     for direction, netem in s["network"].items():
         src, _, dst = direction.partition("->")
         if src not in hosts or dst not in hosts or src == dst:

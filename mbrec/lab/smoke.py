@@ -13,8 +13,10 @@ import json
 import re
 import time
 
-from mbrec.lab import guest
+from mbrec.lab import topology
+from mbrec.lab.guestenv import OUT, say, sh
 from mbrec.lab.scenario import expand, host_ip
+from mbrec.lab.workload import start_servers, stop_servers
 
 SEED_FUNCTIONS = ("__tcp_transmit_skb", "__ip_queue_xmit", "__dev_queue_xmit", "dev_hard_start_xmit",
                   "eth_type_trans", "ip_rcv", "ip_list_rcv", "ip_rcv_core", "tcp_v4_rcv",
@@ -47,13 +49,13 @@ def attach_all(functions):
         bpf = BPF(text=bpf_text(functions))
         for fn in functions:
             report[fn]["fentry"]["attached"] = True
-    except Exception as e:  # noqa: BLE001 - BCC raises plain Exception
-        guest.say(f"smoke: fentry programs did not all load ({e}); trying one function at a time")
+    except Exception as e:  # BCC raises plain Exception
+        say(f"smoke: fentry programs did not all load ({e}); trying one function at a time")
         for fn in functions:
             try:
                 BPF(text=bpf_text([fn])).cleanup()
                 report[fn]["fentry"]["attached"] = True
-            except Exception as e1:  # noqa: BLE001
+            except Exception as e1:
                 report[fn]["fentry"] = {"attached": False, "error": str(e1)[:300]}
         bpf = BPF(text=bpf_text(functions).split("KFUNC_PROBE(")[0])
     compile_s = time.monotonic() - t
@@ -61,7 +63,7 @@ def attach_all(functions):
         try:
             bpf.attach_kprobe(event=fn, fn_name=f"kp_{i}")
             report[fn]["kprobe"]["attached"] = True
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             report[fn]["kprobe"] = {"attached": False, "error": str(e)[:300]}
     return bpf, report, compile_s
 
@@ -76,21 +78,21 @@ def read_hits(bpf, functions) -> dict:
 def virtio_ping() -> dict:
     """Two virtio NICs on one QEMU hub, each in a namespace of its own: a real NIC's receive path, where GRO
     hands packets over in lists (ip_list_rcv)."""
-    nics = guest.virtio_nics()
+    nics = topology.virtio_nics()
     if len(nics) < 2:
         return {"error": f"expected two virtio NICs, found {nics}"}
     for i, (nic, ns) in enumerate(zip(nics, ("v1", "v2")), start=1):
-        guest.sh(f"ip netns add {ns}")
-        guest.sh(f"ip link set {nic} netns {ns}")
-        guest.sh(f"ip -n {ns} addr add 10.0.9.{i}/24 dev {nic}")
-        guest.sh(f"ip -n {ns} link set {nic} up")
-    r = guest.sh("ip netns exec v1 ping -c 10 -i 0.2 -W 5 10.0.9.2", check=False)
+        sh(f"ip netns add {ns}")
+        sh(f"ip link set {nic} netns {ns}")
+        sh(f"ip -n {ns} addr add 10.0.9.{i}/24 dev {nic}")
+        sh(f"ip -n {ns} link set {nic} up")
+    r = sh("ip netns exec v1 ping -c 10 -i 0.2 -W 5 10.0.9.2", check=False)
     return {"nics": nics, "exit_status": r.returncode, "output": r.stdout[-300:]}
 
 
 def ping_check(layout, s: dict) -> dict:
     expected = sum(s["network"].get(d, {}).get("delay_ms", 0) for d in ("a->b", "b->a"))
-    r = guest.sh(layout.run("a", f"ping -c 6 -i 0.3 -W 5 {host_ip('b')}"), check=False)
+    r = sh(layout.run("a", f"ping -c 6 -i 0.3 -W 5 {host_ip('b')}"), check=False)
     m = re.search(r"= ([\d.]+)/([\d.]+)/([\d.]+)/", r.stdout)
     # the minimum: the first ping also waits for ARP, and TCG adds random slowness, never speed
     rtt_min, avg = (float(m.group(1)), float(m.group(2))) if m else (None, None)
@@ -100,14 +102,12 @@ def ping_check(layout, s: dict) -> dict:
 
 
 def run(layout, s: dict, facts: dict) -> int:
-    from mbrec.lab.guest import OUT, sh, start_servers, stop_servers
-
     result = {"kernel": facts["kernel"]}
     result["btf"] = __import__("os").path.exists("/sys/kernel/btf/vmlinux")
     result["ping"] = ping_check(layout, s)
-    guest.say(f"smoke: ping RTT min {result['ping']['min_rtt_ms']} ms, configured {result['ping']['expected_rtt_ms']} ms")
+    say(f"smoke: ping RTT min {result['ping']['min_rtt_ms']} ms, configured {result['ping']['expected_rtt_ms']} ms")
 
-    guest.say("smoke: compiling and attaching kprobe + fentry programs on the seed functions")
+    say("smoke: compiling and attaching kprobe + fentry programs on the seed functions")
     bpf, report, compile_s = attach_all(SEED_FUNCTIONS)
     result["compile_s"] = round(compile_s, 1)
     servers = start_servers(layout, s)
@@ -115,7 +115,7 @@ def run(layout, s: dict, facts: dict) -> int:
     try:
         before = read_hits(bpf, SEED_FUNCTIONS)
         for phase, gro in (("gro_off", False), ("gro_on", True)):
-            guest.apply_offloads(layout, s["hosts"], {"gro": gro})
+            topology.apply_offloads(layout, s["hosts"], {"gro": gro})
             for w in s["workload"]:
                 sh(layout.run(w["host"], ["sh", "-c", expand(w["cmd"])]), check=False)
             after = read_hits(bpf, SEED_FUNCTIONS)
@@ -154,9 +154,9 @@ def run(layout, s: dict, facts: dict) -> int:
     result["pass"] = not failures
     (OUT / "smoke.json").write_text(json.dumps(result, indent=1) + "\n")
     for f in failures:
-        guest.say(f"smoke: FAIL {f}")
+        say(f"smoke: FAIL {f}")
     fired = ", ".join(f"{p} {report['ip_rcv']['kprobe']['hits'][p]}/{report['ip_list_rcv']['kprobe']['hits'][p]}"
                       for p in phases)
-    guest.say(f"smoke: {'pass' if not failures else 'FAIL'}: {len(SEED_FUNCTIONS)} functions, kprobe and fentry; "
+    say(f"smoke: {'pass' if not failures else 'FAIL'}: {len(SEED_FUNCTIONS)} functions, kprobe and fentry; "
               f"ip_rcv/ip_list_rcv hits: {fired}")
     return 0 if not failures else 5

@@ -197,9 +197,13 @@ def _attach_modes(kf, bcc) -> list[AttachMode]:
                                 functions)
         if kprobe is None:  # as mbrec record attaches kprobes: through tracefs (recorder/kprobes.py)
             from mbrec.recorder.kprobes import TracefsKprobes
-            kprobes = []
-            error = _attach(lambda: kprobes.append(TracefsKprobes(bcc.libbcc.lib)) or
-                            kprobes[0].attach(b, fn, "mbrec_check_kprobe"))
+            kprobes: list = []
+
+            def attach_kprobe():
+                kprobes.append(TracefsKprobes(bcc.libbcc.lib))
+                kprobes[0].attach(b, fn, "mbrec_check_kprobe")
+
+            error = _attach(attach_kprobe)
             stats = bool(kprobes) and kprobes[0].stats_fd is not None
             for k in kprobes:
                 k.close()

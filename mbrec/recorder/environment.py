@@ -100,7 +100,7 @@ def import_bcc():
     Python over libbcc.so, so a Python other than /usr/bin/python3 (a virtualenv) can use it:
     its directory is appended to sys.path, after everything else."""
     try:
-        import bcc  # noqa: F401
+        import bcc
         return bcc
     except ImportError:
         pass
@@ -108,7 +108,7 @@ def import_bcc():
             DEBIAN_DIST_PACKAGES not in sys.path:
         sys.path.append(DEBIAN_DIST_PACKAGES)
     try:
-        import bcc  # noqa: F401
+        import bcc
     except ImportError:
         hint = ("" if sys.executable.startswith("/usr/bin/") else
                 f"; {sys.executable} cannot see Debian's BCC, run mbrec with /usr/bin/python3")

@@ -1,8 +1,8 @@
-"""The `flows` probe group: 16 flow metrics, TCP events and application reads/writes (issue 5).
+"""The `flows` probe group: 16 flow metrics, TCP events and application reads/writes.
 
 The BPF side is bpf/flows.bpf.h, compiled into the one program (mbrec.bpf.c with -DMBREC_FLOWS).
 This module decides which hooks the running kernel offers (same rules as the packet probes:
-bpf/probes.py's resolve(); tracepoints preferred where one serves), turns that into -D flags,
+recorder/probes.py's resolve(); tracepoints preferred where one serves), turns that into -D flags,
 attaches what BCC does not attach at load, and takes the periodic and final snapshots.
 
 Hooks, by probe name (the ids in bpf/mbrec_events.h):
@@ -28,7 +28,9 @@ from dataclasses import dataclass
 
 from mbrec.errors import MbrecError
 from mbrec.events import CONSTANTS
+from mbrec.recorder.bpfsyscall import BPF_PROG_TEST_RUN, SYS_BPF, SYS_BPF_BY_MACHINE
 from mbrec.recorder.btf import FLOW_TP_FIELDS, field_span, offset_cflags, read_offsets
+from mbrec.recorder.program import RINGS
 from mbrec.recorder.probes import KernelFunctions, ProbeSpec, Resolved, resolve
 
 # Function hooks: (probe name, kernel function candidates, -D suffix, entry fn, return fn).
@@ -79,8 +81,8 @@ TP_FLOW_HOOKS = (
     ("tcp_recvmsg", "sock:sock_recv_length", "mbrec_flow_tp_tcp_recvmsg"),
 )
 
-# Ring buffer map -> schema (added to program.RINGS when the group is on).
-FLOW_RINGS = {"mbrec_flow_ring": "flow", "mbrec_tcp_ring": "tcp", "mbrec_sock_ring": "sock"}
+# The flows group's rings: every ring of program.RINGS but the packets group's.
+FLOW_RINGS = {name: schema for name, schema in RINGS.items() if schema != "pkt"}
 
 TICK_PROGRAM = "mbrec_flow_tick"
 REASON_PERIODIC = CONSTANTS["MBREC_FLOW_PERIODIC"]
@@ -233,8 +235,6 @@ class _TestRunAttr(ctypes.Structure):
                 ("batch_size", ctypes.c_uint32), ("_pad", ctypes.c_uint32)]
 
 
-SYS_BPF = 321  # x86_64
-BPF_PROG_TEST_RUN = 10
 
 
 class FlowTicker:
@@ -245,6 +245,10 @@ class FlowTicker:
     """
 
     def __init__(self, bpf, interval_s: float, bpf_module=None):
+        if SYS_BPF is None:
+            raise MbrecError(f"the flows group's snapshots call bpf(2), whose number mbrec does not "
+                             f"know on {os.uname().machine} (it knows "
+                             f"{', '.join(SYS_BPF_BY_MACHINE)}); record with --probes packets")
         self.bpf = bpf
         self.interval_ns = int(interval_s * 1e9) if interval_s > 0 else 0
         bpf_cls = bpf_module.BPF if bpf_module is not None else type(bpf)

@@ -25,14 +25,12 @@ import struct
 from dataclasses import dataclass
 
 from mbrec.errors import MbrecError
+from mbrec.recorder.bpfsyscall import BPF_ENABLE_STATS, BPF_STATS_RUN_TIME, SYS_BPF
 
 TRACING_DIRS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
 GROUP = "mbrec"
 _EVENT_RE = re.compile(rf"^[pr]\d*:{GROUP}/(mbrec_(\d+)_\w+)\s", re.M)
 
-SYS_BPF = {"x86_64": 321, "aarch64": 280}.get(os.uname().machine)
-BPF_ENABLE_STATS = 32
-BPF_STATS_RUN_TIME = 0
 
 
 def tracing_dir() -> str | None:

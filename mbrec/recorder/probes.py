@@ -94,9 +94,9 @@ TRACEPOINT_PROBES = (
     ProbeSpec("skb_copy_datagram_iter", "packets", (("skb:skb_copy_datagram_iovec",),)),
 )
 
-# Probe groups for --probes; the flow group (issue 5) adds its specs here.
-GROUPS: dict[str, tuple[ProbeSpec, ...]] = {"packets": PACKET_PROBES,
-                                            "flows": ()}  # resolved by recorder/flows.py
+# The probe groups of --probes: packets (the function probes above) and flows, which
+# recorder/flows.py plans for itself.
+GROUPS = ("packets", "flows")
 
 
 @dataclass(frozen=True)
@@ -182,7 +182,8 @@ def resolve(spec: ProbeSpec, kf: KernelFunctions) -> Resolved | Unresolved:
 
 
 def resolve_all(specs, kf: KernelFunctions) -> tuple[list[Resolved], list[Unresolved]]:
-    done, missing = [], []
+    done: list = []
+    missing: list = []
     for spec in specs:
         r = resolve(spec, kf)
         (done if isinstance(r, Resolved) else missing).append(r)

@@ -16,8 +16,9 @@ from mbrec.errors import MbrecError
 from mbrec.recorder.btf import field_span, offset_cflags
 from mbrec.recorder.probes import Resolved, kprobe_program
 
-# Ring buffer map -> schema name. One schema per ring keeps every record the same size, which
-# is what makes the bulk drain cheap. The flow group (issue 5) adds its rings here.
+# Every ring buffer map of the BPF program -> its schema name (the one list: a program built
+# without a probe group has no map for that group's rings, and the recorder skips them). One
+# schema per ring keeps every record the same size, which is what makes the bulk drain cheap.
 RINGS: dict[str, str] = {"mbrec_pkt_ring": "pkt",
                          "mbrec_flow_ring": "flow", "mbrec_tcp_ring": "tcp", "mbrec_sock_ring": "sock"}
 
@@ -67,7 +68,8 @@ def addr_words(text: str) -> tuple[int, int, int, int]:
     """An address as the four little-endian u32 words the event's 16 address bytes hold."""
     addr = ipaddress.ip_address(text)
     raw = addr.packed.ljust(16, b"\0")
-    return tuple(int.from_bytes(raw[i:i + 4], "little") for i in range(0, 16, 4))
+    w0, w1, w2, w3 = (int.from_bytes(raw[i:i + 4], "little") for i in range(0, 16, 4))
+    return w0, w1, w2, w3
 
 
 def _any_of(terms: list[str]) -> str:

@@ -14,11 +14,10 @@ recursion_misses). run_time_ns and run_cnt count only while kernel.bpf_stats_ena
 from __future__ import annotations
 
 import ctypes
-import os
 import struct
 
-SYS_BPF = {"x86_64": 321, "aarch64": 280}.get(os.uname().machine)
-BPF_OBJ_GET_INFO_BY_FD = 15
+from mbrec.recorder.bpfsyscall import BPF_OBJ_GET_INFO_BY_FD, SYS_BPF
+
 # offsets in struct bpf_prog_info (include/uapi/linux/bpf.h; tests/test_recorder_progstats.py
 # checks them against the header): run_time_ns, run_cnt, recursion_misses
 PROG_INFO_SIZE = 232

@@ -16,7 +16,7 @@ from mbrec.errors import MbrecError
 from mbrec.events import PROBE_NAMES, SCHEMA_BY_NAME
 from mbrec.recorder import environment as env
 from mbrec.recorder.btf import read_offsets
-from mbrec.recorder.probes import (GROUPS, TRACEPOINT_PROBES, choose_attach, header_probes,
+from mbrec.recorder.probes import (GROUPS, PACKET_PROBES, TRACEPOINT_PROBES, choose_attach, header_probes,
                                    resolve_all, resolve_tracepoints)
 from mbrec.recorder.program import (RINGS, Filters, ProgramConfig, cflags, kprobe_attachments,
                                     ring_pages, source_path, source_text,
@@ -83,27 +83,12 @@ def say(msg: str) -> None:
     print(f"mbrec: {msg}", file=sys.stderr, flush=True)
 
 
-def flows_module():
-    """mbrec.recorder.flows (issue 5), or None where this version lacks it."""
-    try:
-        from mbrec.recorder import flows
-    except ImportError:
-        return None
-    return flows
-
-
 def probe_specs(groups) -> list:
-    """The function probes of the packet-style groups (the flows group plans its own)."""
-    specs = []
+    """The function probes of the packets group (the flows group plans its own)."""
     for g in groups:
-        if g == "flows" and flows_module() is not None:
-            continue
         if g not in GROUPS:
-            known = list(GROUPS) + (["flows"] if flows_module() is not None else [])
-            raise MbrecError(f"--probes {g}: this version has the probe groups "
-                             f"{', '.join(known)}")
-        specs.extend(GROUPS[g])
-    return specs
+            raise MbrecError(f"--probes {g}: the probe groups are {', '.join(GROUPS)}")
+    return list(PACKET_PROBES) if "packets" in groups else []
 
 
 def build_filters(opts: RecordOptions) -> Filters:
@@ -212,7 +197,7 @@ def load(bcc, cfg: ProgramConfig, flows=None):
         except MbrecError:
             b.cleanup()
             raise
-    done = []
+    done: list = []
     for fn, bpf_fn in kprobe_attachments(cfg):
         try:
             kprobes.attach(b, fn, bpf_fn)
@@ -386,7 +371,6 @@ def record(opts: RecordOptions) -> int:
     probe_ids = {r.spec.probe_id for r in resolved}
     if flows is not None:
         probes += flows.header_probes
-        rings.update(flows_module().FLOW_RINGS)
         probe_ids.update(flows.probe_ids)
     options = {"netns": list(filters.netns), "netns_spec": list(opts.netns),
                "ports": list(filters.ports), "addrs": list(filters.addrs),
@@ -422,7 +406,7 @@ def stop_outcome(why: str | None, error: BaseException | None) -> tuple[bool, st
 def run_loop(opts, b, writer, rec, probes, host, flows=None) -> int:
     from mbrec.trace.format import clock_anchor
 
-    stop = {"why": None}
+    stop: dict[str, str | None] = {"why": None}
 
     def on_signal(signum, frame):
         stop["why"] = signal.Signals(signum).name
@@ -441,7 +425,8 @@ def run_loop(opts, b, writer, rec, probes, host, flows=None) -> int:
     live = sys.stderr.isatty() and not opts.quiet
     start = time.monotonic()
     next_tick = start + ANCHOR_INTERVAL
-    last_events, last_t, last_lost = 0, start, {}
+    last_events, last_t = 0, start
+    last_lost: dict[str, int] = {}
     lost = {}
     child = None
     child_rc = None

@@ -51,7 +51,7 @@ class TraceWriter:
         self._dtypes = {int(e["id"]): dtype_from_header(e) for e in header.get("schemas", ())}
         self._deltas = {sid: d for sid, dt in self._dtypes.items() if (d := seq_deltas(dt.names))}
         self._cctx = zstandard.ZstdCompressor(level=level, write_checksum=True)
-        self._pending: list[bytes] = []
+        self._pending: list[bytes | memoryview] = []
         self._pending_bytes = 0
         self._pending_objects = 0
         self._seq = 0  # the next frame's sequence number

@@ -8,8 +8,8 @@ import sys
 import numpy as np
 import pytest
 
-from mbrec.synthetic import write_trace
-from mbrec.synthetic_gt import exchanges
+from mbrec.testing.synthetic import write_trace
+from mbrec.testing.clientserver import exchanges
 from mbrec.trace.format import FORMAT_VERSION, signature
 
 
@@ -186,7 +186,7 @@ def test_truncated_and_unclean_trace_is_analysed_with_a_warning(tmp_path):
 
 def test_packet_events_only(tmp_path):
     """A trace with only send-side packet events (no flow, socket or receive records)."""
-    from mbrec.synthetic import packet_flow
+    from mbrec.testing.synthetic import packet_flow
     p = write_trace(str(tmp_path / "a.mbrec"), {"pkt": packet_flow(50)}, host="a")
     out = tmp_path / "out"
     r = run("-q", p, "-o", str(out), "--no-plots")
@@ -203,7 +203,7 @@ def test_flow_partitions_give_the_same_results(tmp_path):
     give the whole-trace report, the cross-host part included (clock alignment, L_NET, RTT
     decomposition), flows numbered alike, and lost-event attribution."""
     from golden import differences
-    from mbrec.synthetic_gt import replicate
+    from mbrec.testing.clientserver import replicate
     gt = exchanges(n_flows=4, n_exchanges=6, seed=9)
     paths = []
     for h in ("client", "server"):

@@ -1,18 +1,14 @@
 """Clock alignment: hulls, the LP's extreme lines, guaranteed bounds, methods, windows, graphs."""
 
-import os
-import sys
-
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
 from mbrec.analysis import clock
 from mbrec.errors import MbrecError
+from mbrec.testing import twohost
 from mbrec.trace.reader import read_trace
 
-sys.path.insert(0, os.path.dirname(__file__))
-import netsynth  # noqa: E402
 
 DAY = 86_400 * 10**9
 
@@ -133,7 +129,7 @@ def test_asymmetric_delays_error_is_half_the_asymmetry():
 
 
 def test_extreme_slopes_match_an_lp_solver():
-    linprog = pytest.importorskip("scipy.optimize").linprog
+    from scipy.optimize import linprog  # a test dependency (setup.py extras "test")
     rng = np.random.default_rng(5)
     s_ab, r_ab, s_ba, r_ba = _constraints(300, 1 + 40e-6, 12345.0, 10_000, 25_000, 30_000,
                                           int(2e9), rng, t0=0)
@@ -240,8 +236,8 @@ def test_inverse_maps_back_and_keeps_bounds():
 # ------------------------------------------------------------------ align() on trace files
 
 def test_shared_clock_detected_from_boot_id(tmp_path):
-    a, b, _ = netsynth.exchange(50, seed=3)
-    pa, pb = netsynth.write_pair(tmp_path, a, b, same_boot=True)
+    a, b, _ = twohost.exchange(50, seed=3)
+    pa, pb = twohost.write_pair(tmp_path, a, b, same_boot=True)
     al = clock.align([read_trace(pa), read_trace(pb)])
     p = al.pairs[("a", "b")]
     assert p.method == "shared" and p.quality == "exact"
@@ -258,8 +254,8 @@ def test_shared_clock_detected_from_boot_id(tmp_path):
 
 
 def test_shared_refused_for_different_boots(tmp_path):
-    a, b, _ = netsynth.exchange(20, seed=4)
-    pa, pb = netsynth.write_pair(tmp_path, a, b)
+    a, b, _ = twohost.exchange(20, seed=4)
+    pa, pb = twohost.write_pair(tmp_path, a, b)
     with pytest.raises(MbrecError, match="different boot_ids"):
         clock.align([read_trace(pa), read_trace(pb)], method="shared")
     with pytest.raises(MbrecError, match="unknown method"):
@@ -271,9 +267,9 @@ def test_shared_refused_for_different_boots(tmp_path):
 @pytest.mark.parametrize("drift_ppm,beta_days", [(0, 0.0), (200, 3.0), (-200, -2.0), (57, 0.3)])
 def test_align_recovers_transform_from_files(tmp_path, drift_ppm, beta_days):
     alpha, beta = 1 + drift_ppm * 1e-6, int(beta_days * DAY)
-    a, b, truth = netsynth.exchange(400, alpha=alpha, beta_ns=beta, dmin_ab=25_000,
+    a, b, truth = twohost.exchange(400, alpha=alpha, beta_ns=beta, dmin_ab=25_000,
                                     dmin_ba=15_000, seed=drift_ppm & 0xFF)
-    pa, pb = netsynth.write_pair(tmp_path, a, b)
+    pa, pb = twohost.write_pair(tmp_path, a, b)
     al = clock.align([read_trace(pa), read_trace(pb)])
     p = al.pairs[("a", "b")]
     assert p.method == "packets" and p.quality == "accurate"
@@ -294,7 +290,7 @@ def _anchor_source(anchors):
 
 
 def _write_with_anchors(tmp_path, name, pkt, boot, anchors):
-    from mbrec.synthetic import write_trace
+    from mbrec.testing.synthetic import write_trace
     return write_trace(str(tmp_path / f"{name}.mbrec"), {"pkt": pkt}, host=name, boot_id=boot,
                        clock=_anchor_source(anchors))
 
@@ -307,7 +303,7 @@ def _anchor(mono, real, unc=1000):
 @pytest.mark.parametrize("realtime_error_ns,expect_ok", [(0, True), (-200_000, False)])
 def test_realtime_causality_check(tmp_path, realtime_error_ns, expect_ok):
     beta = 2 * 3600 * 10**9
-    a, b, _ = netsynth.exchange(100, beta_ns=beta, dmin_ab=50_000, dmin_ba=50_000, seed=9)
+    a, b, _ = twohost.exchange(100, beta_ns=beta, dmin_ab=50_000, dmin_ba=50_000, seed=9)
     wall = 1_700_000_000 * 10**9
     # a's realtime = mono + wall; b's realtime = mono - beta + wall (+ an NTP error)
     anchors_a = [_anchor(0, wall), _anchor(10**11, 10**11 + wall)]
@@ -335,9 +331,9 @@ def test_realtime_causality_check(tmp_path, realtime_error_ns, expect_ok):
 
 
 def test_approximate_falls_back_to_realtime(tmp_path):
-    a, b, _ = netsynth.exchange(60, beta_ns=10**9, seed=10)
-    b_only = b[b["probe"] == netsynth.RECV]  # b's sends were not recorded: one direction only
-    a_only = a[a["probe"] == netsynth.XMIT]
+    a, b, _ = twohost.exchange(60, beta_ns=10**9, seed=10)
+    b_only = b[b["probe"] == twohost.RECV]  # b's sends were not recorded: one direction only
+    a_only = a[a["probe"] == twohost.XMIT]
     wall = 1_600_000_000 * 10**9
     pa = _write_with_anchors(tmp_path, "a", a_only, "1", [_anchor(0, wall)] * 2)
     pb = _write_with_anchors(tmp_path, "b", b_only, "2", [_anchor(10**9, wall)] * 2)
@@ -352,9 +348,9 @@ def test_three_hosts_through_the_graph(tmp_path):
     # a <-> b and b <-> c talk; a and c never do: c is reached from a through b
     DAYS = [0, int(1.5 * DAY), int(-0.7 * DAY)]
     DRIFT = [0.0, 120e-6, -90e-6]
-    ab_a, ab_b, _ = netsynth.exchange(200, alpha=1 + DRIFT[1], beta_ns=DAYS[1], seed=21)
+    ab_a, ab_b, _ = twohost.exchange(200, alpha=1 + DRIFT[1], beta_ns=DAYS[1], seed=21)
     # b is the client towards c: generate in b's true time, then map b's events to b's clock
-    bc_b, bc_c, _ = netsynth.exchange(200, alpha=(1 + DRIFT[2]) / (1 + DRIFT[1]),
+    bc_b, bc_c, _ = twohost.exchange(200, alpha=(1 + DRIFT[2]) / (1 + DRIFT[1]),
                                       beta_ns=0, seed=22)
     # bc_b is in "true" time: convert to b's clock and c's clock
     t_b = bc_b["ts_ns"].astype(np.float64)
@@ -365,7 +361,7 @@ def test_three_hosts_through_the_graph(tmp_path):
     for arr in (bc_b, bc_c):
         for fld in ("saddr", "daddr"):
             arr[fld][:, 2] = 1
-    from mbrec.synthetic import write_trace
+    from mbrec.testing.synthetic import write_trace
     b_all = np.concatenate([ab_b, bc_b])
     b_all = b_all[np.argsort(b_all["ts_ns"], kind="stable")]
     paths = [write_trace(str(tmp_path / f"{h}.mbrec"), {"pkt": ev}, host=h, boot_id=h * 8)
@@ -419,8 +415,8 @@ def test_windowed_pair_inverts_with_its_bounds():
 
 
 def test_text_lines_state_method_quality_and_assumption(tmp_path):
-    a, b, _ = netsynth.exchange(50, alpha=1 + 2e-5, beta_ns=DAY, seed=23)
-    pa, pb = netsynth.write_pair(tmp_path, a, b)
+    a, b, _ = twohost.exchange(50, alpha=1 + 2e-5, beta_ns=DAY, seed=23)
+    pa, pb = twohost.write_pair(tmp_path, a, b)
     (line,) = clock.align([read_trace(pa), read_trace(pb)]).text_lines()
     assert line.startswith("clock a->b: packets, accurate, offset ")
     # a->b: 3 SYNs, 3 handshake ACKs, 50 requests, 50 ACKs; b->a: 3 SYN-ACKs, 50 x 3 frames

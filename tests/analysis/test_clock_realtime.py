@@ -2,7 +2,6 @@
 monotonic clock that drifts against realtime is followed, whatever the order of the files."""
 
 import json
-import os
 import subprocess
 import sys
 
@@ -12,11 +11,10 @@ import pytest
 from mbrec.analysis import clock
 from mbrec.events import SCHEMA_BY_NAME
 from mbrec.trace.format import make_header
+from mbrec.testing import twohost
 from mbrec.trace.reader import read_trace
 from mbrec.trace.writer import TraceWriter
 
-sys.path.insert(0, os.path.dirname(__file__))
-import netsynth  # noqa: E402
 
 WALL = 1_700_000_000 * 10**9
 DRIFT = 300e-6           # b's monotonic clock runs 300 ppm fast against a's (and true time)
@@ -50,7 +48,7 @@ def drifting_pair(tmp_path_factory):
     monotonic offset falls by 300 us each second."""
     tmp = tmp_path_factory.mktemp("rt")
     alpha = 1 + DRIFT
-    a, b, truth = netsynth.exchange(400, alpha=alpha, beta_ns=BETA, gap_ns=60_000_000, seed=5)
+    a, b, truth = twohost.exchange(400, alpha=alpha, beta_ns=BETA, gap_ns=60_000_000, seed=5)
     span = int(max(a["ts_ns"].max(), truth["ab"][:, 0].max())) + 2 * 10**9
     ta = np.arange(0, span, 10**9, dtype=np.float64)                # a's anchors, every second
     tb = np.arange(0.37e9, span, 10**9, dtype=np.float64)            # b's, at other instants

@@ -107,10 +107,10 @@ def test_an_unreadable_partition_names_itself(tmp_path):
 
 
 def test_traces_of_different_runs_say_why_the_cross_host_part_is_empty(tmp_path):
-    import netsynth
-    a, _, _ = netsynth.exchange(40, seed=1)
-    _, b, _ = netsynth.exchange(40, seed=2)
-    pa, pb = netsynth.write_pair(tmp_path, a, b)
+    from mbrec.testing import twohost
+    a, _, _ = twohost.exchange(40, seed=1)
+    _, b, _ = twohost.exchange(40, seed=2)
+    pa, pb = twohost.write_pair(tmp_path, a, b)
     for parts in (1, 4):
         rep = analyze_files([pa, pb], Plan(partitions=parts)).report
         assert all(h["flows"] > 0 for h in rep["hosts"])
@@ -122,18 +122,18 @@ def test_one_role_rule_for_layers_and_l_net(tmp_path):
     """The client opened the connection (its SYN is recorded at tcp_transmit_skb) but has the
     lower port and no SYN reached the wire probes: a rule of 'SYN among matched frames, else
     the higher port' would call the server the client and swap L_NET_1 and L_NET_2."""
-    import netsynth
+    from mbrec.testing import twohost
     from mbrec.events import CONSTANTS
     syn = CONSTANTS["MBREC_TCP_SYN"]
-    a, b, _ = netsynth.exchange(60, nflows=2, seed=3)
+    a, b, _ = twohost.exchange(60, nflows=2, seed=3)
     for ev in (a, b):
         for end in ("sport", "dport"):
             ev[end][ev[end] == 80] = 50000   # server port above the client's 40000+
-    a = netsynth.add_layers(a, 1000)
-    wire = np.isin(a["probe"], [netsynth.XMIT, netsynth.RECV])
+    a = twohost.add_layers(a, 1000)
+    wire = np.isin(a["probe"], [twohost.XMIT, twohost.RECV])
     a = a[~(wire & ((a["tcp_flags"] & syn) != 0))]
     b = b[(b["tcp_flags"] & syn) == 0]
-    pa, pb = netsynth.write_pair(tmp_path, a, b)
+    pa, pb = twohost.write_pair(tmp_path, a, b)
     for parts in (1, 3):
         rep = analyze_files([pa, pb], Plan(partitions=parts)).report
         flows_a = [f for f in rep["flows"] if f["host"] == "a"]
@@ -148,16 +148,16 @@ def test_one_role_rule_for_layers_and_l_net(tmp_path):
 def test_nat_rewritten_connections_are_matched_in_every_partitioning(tmp_path):
     """A NAT box between the hosts renames every connection, so no two hosts hash it alike:
     its frames meet in the NAT partition and give the whole-trace L_NET."""
-    import netsynth
-    from mbrec.synthetic import ipv4
-    a, b, _ = netsynth.exchange(80, nflows=5, seed=4)
-    rx, tx = b["probe"] == netsynth.RECV, b["probe"] == netsynth.XMIT
+    from mbrec.testing import twohost
+    from mbrec.testing.synthetic import ipv4
+    a, b, _ = twohost.exchange(80, nflows=5, seed=4)
+    rx, tx = b["probe"] == twohost.RECV, b["probe"] == twohost.XMIT
     b["saddr"][rx], b["sport"][rx] = ipv4("192.168.7.7"), b["sport"][rx] - 35000
     b["daddr"][tx], b["dport"][tx] = ipv4("192.168.7.7"), b["dport"][tx] - 35000
-    pa, pb = netsynth.write_pair(tmp_path, a, b)
+    pa, pb = twohost.write_pair(tmp_path, a, b)
     whole = analyze_files([pa, pb], Plan()).report
     dirs = whole["cross_host"]["network"]["pairs"][0]["directions"]
-    assert [d["nat_rewritten"] for d in dirs] == [rx.sum(), (a["probe"] == netsynth.RECV).sum()]
+    assert [d["nat_rewritten"] for d in dirs] == [rx.sum(), (a["probe"] == twohost.RECV).sum()]
     for parts in (3, 7):
         rep = analyze_files([pa, pb], Plan(partitions=parts)).report
         assert rep.pop("partitions") == parts
@@ -172,10 +172,11 @@ def test_ctrl_c_stops_cleanly(tmp_path, jobs):
     import signal
     import time
 
-    from mbrec.synthetic import write_trace
-    from mbrec.synthetic_gt import exchanges, replicate
+    from mbrec.testing.synthetic import write_trace
+    from mbrec.testing.clientserver import exchanges, replicate
     gt = exchanges(n_flows=4, n_exchanges=50, seed=11)
-    paths = [write_trace(str(tmp_path / f"{h}.mbrec"), replicate(gt.events[h], 60), host=h,
+    # big enough that the analysis is still running well after the first spill file appears
+    paths = [write_trace(str(tmp_path / f"{h}.mbrec"), replicate(gt.events[h], 150), host=h,
                          boot_id=f"{h}-boot") for h in ("client", "server")]
     spill, out = tmp_path / "spill", tmp_path / "out"
     spill.mkdir()
@@ -185,7 +186,7 @@ def test_ctrl_c_stops_cleanly(tmp_path, jobs):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     deadline = time.monotonic() + 120
-    while not any(spill.glob("mbrec-spill-*/t1-*.bin")) and time.monotonic() < deadline:
+    while not any(spill.glob("mbrec-spill-*/t0-*.bin")) and time.monotonic() < deadline:
         assert proc.poll() is None, proc.communicate()
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGINT)

@@ -1,6 +1,6 @@
 """Every latency the analyzer reports, recovered exactly from synthetic traces with known truth.
 
-mbrec.synthetic_gt simulates the kernel's view (TSO, GRO, coalescing, partial and coalesced reads,
+mbrec.testing.clientserver simulates the kernel's view (TSO, GRO, coalescing, partial and coalesced reads,
 pure and delayed ACKs, retransmissions, duplicates, reordering, wraparound, missing hooks) and
 computes the truth from its own state; here the analyzer must reproduce every value, as a
 multiset per latency name and host.
@@ -11,8 +11,8 @@ import pytest
 
 from mbrec.analysis.host import analyze_host
 from mbrec.analysis.latency import NAMES
-from mbrec.synthetic import write_trace
-from mbrec.synthetic_gt import exchanges
+from mbrec.testing.synthetic import write_trace
+from mbrec.testing.clientserver import exchanges
 from mbrec.trace.reader import read_trace
 
 

@@ -2,7 +2,6 @@
 
 import json
 import os
-import sys
 import tempfile
 from pathlib import Path
 
@@ -11,16 +10,15 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from mbrec.analysis import clock, network
+from mbrec.testing import twohost
 from mbrec.trace.reader import read_trace
 
-sys.path.insert(0, os.path.dirname(__file__))
-import netsynth  # noqa: E402
 
 DAY = 86_400 * 10**9
 
 
 def _run(tmp_path, a, b, **kw):
-    pa, pb = netsynth.write_pair(tmp_path, a, b, same_boot=kw.pop("same_boot", False))
+    pa, pb = twohost.write_pair(tmp_path, a, b, same_boot=kw.pop("same_boot", False))
     traces = [read_trace(pa), read_trace(pb)]
     al = clock.align(traces, **kw)
     return traces, al, network.analyze_network(traces, al)
@@ -34,11 +32,11 @@ def _implied_true_delays(m, alpha, beta):
 
 
 def test_every_frame_matched_across_tso(tmp_path):
-    a, b, truth = netsynth.exchange(120, frames=4, nflows=3, seed=1)
+    a, b, truth = twohost.exchange(120, frames=4, nflows=3, seed=1)
     traces, al, res = _run(tmp_path, a, b)
     m = al.matches[(0, 1)]
-    n_b_frames = (b["probe"] == netsynth.RECV).sum()
-    n_a_frames = (a["probe"] == netsynth.RECV).sum()
+    n_b_frames = (b["probe"] == twohost.RECV).sum()
+    n_a_frames = (a["probe"] == twohost.RECV).sum()
     assert len(m.ab) == n_b_frames == len(truth["ab"])
     assert len(m.ba) == n_a_frames == len(truth["ba"])
     assert m.ab.n_ambiguous == 0 and m.ba.n_ambiguous == 0 and not m.ab.nat.any()
@@ -53,13 +51,13 @@ def test_every_frame_matched_across_tso(tmp_path):
 
 def _retransmit(a, b, same_ip_id):
     """Send a's 10th request again 3 ms later (a retransmission); both copies arrive at b."""
-    reqs = np.flatnonzero((a["probe"] == netsynth.XMIT) & (a["len"] == 100))
+    reqs = np.flatnonzero((a["probe"] == twohost.XMIT) & (a["len"] == 100))
     k = reqs[10]
     src = a[k:k + 1].copy()
     src["ts_ns"] += 3_000_000
     if not same_ip_id:
         src["ip_id"] += 1000
-    rx = np.flatnonzero((b["probe"] == netsynth.RECV) & (b["seq"] == a["seq"][k])
+    rx = np.flatnonzero((b["probe"] == twohost.RECV) & (b["seq"] == a["seq"][k])
                         & (b["ack"] == a["ack"][k]) & (b["len"] == 100))
     assert len(rx) == 1
     dst = b[rx].copy()
@@ -72,7 +70,7 @@ def _retransmit(a, b, same_ip_id):
 
 
 def test_retransmission_matched_to_its_own_arrival(tmp_path):
-    a, b, _ = netsynth.exchange(60, seed=2)
+    a, b, _ = twohost.exchange(60, seed=2)
     a, b, t_orig = _retransmit(a, b, same_ip_id=False)
     _, al, _ = _run(tmp_path, a, b, same_boot=True)
     m = al.matches[(0, 1)]
@@ -84,7 +82,7 @@ def test_retransmission_matched_to_its_own_arrival(tmp_path):
 
 
 def test_retransmission_with_equal_ip_ids_is_ambiguous_and_excluded(tmp_path):
-    a, b, _ = netsynth.exchange(60, seed=2)
+    a, b, _ = twohost.exchange(60, seed=2)
     a2, b2, t_orig = _retransmit(a, b, same_ip_id=True)
     _, al, res = _run(tmp_path, a2, b2, same_boot=True)
     m = al.matches[(0, 1)]
@@ -94,19 +92,19 @@ def test_retransmission_with_equal_ip_ids_is_ambiguous_and_excluded(tmp_path):
 
 
 def test_nat_between_hosts_still_matches(tmp_path):
-    a, b, _ = netsynth.exchange(50, seed=3)
+    a, b, _ = twohost.exchange(50, seed=3)
     # b sees a's flows from 192.168.7.7:5000+f (a NAT box rewrote them) and answers there
-    from mbrec.synthetic import ipv4
-    rx = b["probe"] == netsynth.RECV
+    from mbrec.testing.synthetic import ipv4
+    rx = b["probe"] == twohost.RECV
     b["saddr"][rx] = ipv4("192.168.7.7")
     b["sport"][rx] = b["sport"][rx] - 35000
-    tx = b["probe"] == netsynth.XMIT
+    tx = b["probe"] == twohost.XMIT
     b["daddr"][tx] = ipv4("192.168.7.7")
     b["dport"][tx] = b["dport"][tx] - 35000
     _, al, res = _run(tmp_path, a, b, same_boot=True)
     m = al.matches[(0, 1)]
     assert len(m.ab) == rx.sum() and m.ab.nat.all()
-    assert len(m.ba) == (a["probe"] == netsynth.RECV).sum() and m.ba.nat.all()
+    assert len(m.ba) == (a["probe"] == twohost.RECV).sum() and m.ba.nat.all()
     # flows and roles are still known (a sent the SYNs), seen from a's side
     sec = res.report_section()["pairs"][0]
     assert sec["roles_guessed_from_ports"] == 0
@@ -114,7 +112,7 @@ def test_nat_between_hosts_still_matches(tmp_path):
 
 
 def test_shared_clock_l_net_is_exact(tmp_path):
-    a, b, truth = netsynth.exchange(200, dmin_ab=40_000, dmin_ba=70_000, seed=4)
+    a, b, truth = twohost.exchange(200, dmin_ab=40_000, dmin_ba=70_000, seed=4)
     _, al, res = _run(tmp_path, a, b, same_boot=True)
     p = res.pairs[0]
     assert p.method == "shared"
@@ -129,7 +127,7 @@ def test_shared_clock_l_net_is_exact(tmp_path):
 @pytest.mark.parametrize("dmin_ab,dmin_ba", [(30_000, 30_000), (60_000, 20_000)])
 def test_l_net_against_injected_delay_across_clocks(tmp_path, dmin_ab, dmin_ba):
     alpha, beta = 1 + 180e-6, int(-2.2 * DAY)
-    a, b, truth = netsynth.exchange(400, alpha=alpha, beta_ns=beta, dmin_ab=dmin_ab,
+    a, b, truth = twohost.exchange(400, alpha=alpha, beta_ns=beta, dmin_ab=dmin_ab,
                                     dmin_ba=dmin_ba, jitter_ns=3_000, seed=5)
     _, al, res = _run(tmp_path, a, b)
     p = res.pairs[0]
@@ -153,7 +151,7 @@ def test_l_net_against_injected_delay_across_clocks(tmp_path, dmin_ab, dmin_ba):
        n=st.integers(2, 150), seed=st.integers(0, 2**31))
 def test_property_l_net_truth_inside_interval(drift_ppm, beta_days, dmin_ab, dmin_ba, n, seed):
     alpha, beta = 1 + drift_ppm * 1e-6, int(beta_days * DAY)
-    a, b, _ = netsynth.exchange(n, alpha=alpha, beta_ns=beta, dmin_ab=dmin_ab, dmin_ba=dmin_ba,
+    a, b, _ = twohost.exchange(n, alpha=alpha, beta_ns=beta, dmin_ab=dmin_ab, dmin_ba=dmin_ba,
                                 nflows=2, seed=seed)
     with tempfile.TemporaryDirectory() as d:
         traces, al, res = _run(Path(d), a, b)
@@ -170,7 +168,7 @@ def test_property_l_net_truth_inside_interval(drift_ppm, beta_days, dmin_ab, dmi
 
 def test_rtt_decomposition_adds_up(tmp_path):
     alpha, beta = 1 - 150e-6, int(0.9 * DAY)
-    a, b, _ = netsynth.exchange(90, alpha=alpha, beta_ns=beta, nflows=3, frames=2, seed=6)
+    a, b, _ = twohost.exchange(90, alpha=alpha, beta_ns=beta, nflows=3, frames=2, seed=6)
     _, al, res = _run(tmp_path, a, b)
     req = res.pairs[0].requests
     assert req["requests"] == 90
@@ -191,7 +189,7 @@ def test_rtt_decomposition_adds_up(tmp_path):
 
 
 def test_report_is_strict_json(tmp_path):
-    a, b, _ = netsynth.exchange(30, alpha=1 + 1e-5, beta_ns=10**12, seed=7)
+    a, b, _ = twohost.exchange(30, alpha=1 + 1e-5, beta_ns=10**12, seed=7)
     _, al, res = _run(tmp_path, a, b)
     text = json.dumps({"clock_alignment": al.report_section(),
                        "network": res.report_section()}, allow_nan=False)
@@ -201,7 +199,7 @@ def test_report_is_strict_json(tmp_path):
 
 
 def test_failed_alignment_leaves_l_net_empty_with_a_note(tmp_path):
-    a, b, _ = netsynth.exchange(300, step_at=5_060_000_000, step_ns=5_000_000, seed=8)
+    a, b, _ = twohost.exchange(300, step_at=5_060_000_000, step_ns=5_000_000, seed=8)
     traces, al, res = _run(tmp_path, a, b)
     assert al.pairs[("a", "b")].quality == "failed"
     p = res.pairs[0]
@@ -214,11 +212,11 @@ def test_failed_alignment_leaves_l_net_empty_with_a_note(tmp_path):
 
 
 def test_no_common_traffic_means_no_pair(tmp_path):
-    a, b, _ = netsynth.exchange(30, seed=9)
+    a, b, _ = twohost.exchange(30, seed=9)
     c = a.copy()
     c["seq"] += 12345  # a different conversation: nothing matches b
     c["ack"] += 999
-    from mbrec.synthetic import write_trace
+    from mbrec.testing.synthetic import write_trace
     pa = write_trace(str(tmp_path / "c.mbrec"), {"pkt": c}, host="c", boot_id="c")
     pb = write_trace(str(tmp_path / "b.mbrec"), {"pkt": b}, host="b", boot_id="b")
     al = clock.align([read_trace(pa), read_trace(pb)])
@@ -228,7 +226,7 @@ def test_no_common_traffic_means_no_pair(tmp_path):
 
 def test_plots_written_and_deterministic(tmp_path):
     from mbrec.analysis import plots_network
-    a, b, _ = netsynth.exchange(80, alpha=1 + 3e-5, beta_ns=7 * 10**12, seed=12)
+    a, b, _ = twohost.exchange(80, alpha=1 + 3e-5, beta_ns=7 * 10**12, seed=12)
     traces, al, res = _run(tmp_path, a, b)
     files = []
     for k in range(2):
@@ -246,9 +244,9 @@ def test_plots_written_and_deterministic(tmp_path):
 @pytest.mark.parametrize("same_boot", [True, False])
 def test_rtt_decomposition_into_both_hosts_layers(tmp_path, same_boot):
     alpha, beta = (1.0, 0) if same_boot else (1 + 60e-6, int(1.1 * DAY))
-    a, b, _ = netsynth.exchange(80, alpha=alpha, beta_ns=beta, nflows=2, seed=13)
-    a = netsynth.add_layers(a, 2_000)  # client layers: 2 us each
-    b = netsynth.add_layers(b, 3_000)  # server layers: 3 us each (b's clock)
+    a, b, _ = twohost.exchange(80, alpha=alpha, beta_ns=beta, nflows=2, seed=13)
+    a = twohost.add_layers(a, 2_000)  # client layers: 2 us each
+    b = twohost.add_layers(b, 3_000)  # server layers: 3 us each (b's clock)
     _, al, res = _run(tmp_path, a, b, same_boot=same_boot)
     r = res.pairs[0].requests["per_client"][0]
     lay = r["layers"]
@@ -272,7 +270,7 @@ def test_rtt_decomposition_into_both_hosts_layers(tmp_path, same_boot):
 
 def test_flows_sharing_sequence_numbers_are_told_apart_by_their_tuples(tmp_path):
     # a second flow, identical in sequence numbers, acks and IP ids, 300 ns later, other port
-    a, b, truth = netsynth.exchange(50, nflows=1, seed=14)
+    a, b, truth = twohost.exchange(50, nflows=1, seed=14)
     a2, b2 = a.copy(), b.copy()
     for arr in (a2, b2):
         arr["ts_ns"] += 300
@@ -294,7 +292,7 @@ def test_flows_sharing_sequence_numbers_are_told_apart_by_their_tuples(tmp_path)
 
 
 def test_ipv6_frames_match_without_ip_ids(tmp_path):
-    a, b, truth = netsynth.exchange(60, frames=3, seed=15)
+    a, b, truth = twohost.exchange(60, frames=3, seed=15)
     for arr in (a, b):
         arr["family"] = 10
         arr["ip_id"] = 0
@@ -308,7 +306,7 @@ def test_ipv6_frames_match_without_ip_ids(tmp_path):
 
 
 def test_traces_without_packet_events_align_to_nothing(tmp_path):
-    from mbrec.synthetic import random_records, write_trace
+    from mbrec.testing.synthetic import random_records, write_trace
     pa = write_trace(str(tmp_path / "a.mbrec"), {"sock": random_records("sock", 10)}, host="a",
                      boot_id="1")
     pb = write_trace(str(tmp_path / "b.mbrec"), {"sock": random_records("sock", 10, seed=1)},
@@ -323,12 +321,12 @@ def test_traces_without_packet_events_align_to_nothing(tmp_path):
 
 def _one(probe, t, seq, end, ack, ip_id, segs=1, src="10.0.0.2", dst="10.0.0.1", sport=80,
          dport=40000, flags=0x18):
-    return netsynth._recs(1, probe, t, src, dst, sport, dport, seq, end, ack, flags, ip_id, segs)
+    return twohost._recs(1, probe, t, src, dst, sport, dport, seq, end, ack, flags, ip_id, segs)
 
 
 def test_retransmitted_tail_of_a_super_segment_and_veth_super_frames():
     from mbrec.analysis.match import match_direction
-    X, R = netsynth.XMIT, netsynth.RECV
+    X, R = twohost.XMIT, twohost.RECV
     # b sends a 2-segment skb [1000, 2501) ids 50, 51; its tail [2448, 2501) is lost and
     # retransmitted with id 52. Then a 2-segment skb [2501, 5397) that a veth peer receives
     # whole (one "frame" of gso_segs 2, id 53).
@@ -348,10 +346,10 @@ def test_retransmitted_tail_of_a_super_segment_and_veth_super_frames():
 
 
 def test_spurious_retransmission_does_not_start_a_response(tmp_path):
-    a, b, _ = netsynth.exchange(40, nflows=1, frames=2, seed=16)
+    a, b, _ = twohost.exchange(40, nflows=1, frames=2, seed=16)
     # b retransmits the last frame of response 10 after a has already sent request 11
-    rsp = np.flatnonzero((b["probe"] == netsynth.XMIT) & (b["len"] == 2000))
-    req = np.flatnonzero((a["probe"] == netsynth.XMIT) & (a["len"] == 100))
+    rsp = np.flatnonzero((b["probe"] == twohost.XMIT) & (b["len"] == 2000))
+    req = np.flatnonzero((a["probe"] == twohost.XMIT) & (a["len"] == 100))
     k = rsp[10]
     t_after = int(a["ts_ns"][req[11]]) + 1_000
     rt = b[k:k + 1].copy()
@@ -360,13 +358,13 @@ def test_spurious_retransmission_does_not_start_a_response(tmp_path):
     rt["gso_segs"] = 1
     rt["ip_id"] += 40000
     rt["ts_ns"] = t_after
-    arr = _one(netsynth.RECV, t_after + 25_000, int(rt["seq"][0]), int(rt["end_seq"][0]),
+    arr = _one(twohost.RECV, t_after + 25_000, int(rt["seq"][0]), int(rt["end_seq"][0]),
                int(rt["ack"][0]), int(rt["ip_id"][0]), flags=int(rt["tcp_flags"][0]))
     b2 = np.concatenate([b, rt])
     a2 = np.concatenate([a, arr])
     a2, b2 = a2[np.argsort(a2["ts_ns"], kind="stable")], b2[np.argsort(b2["ts_ns"], kind="stable")]
     _, al, res = _run(tmp_path, a2, b2, same_boot=True)
-    assert len(al.matches[(0, 1)].ba) == (a2["probe"] == netsynth.RECV).sum()
+    assert len(al.matches[(0, 1)].ba) == (a2["probe"] == twohost.RECV).sum()
     s = res.report_section()["pairs"][0]["rtt_decomposition"]["per_client"][0]
     assert s["requests"] == 40
     assert s["server_time_negative"] == 0 and s["one_way_sum_exceeds_rtt"] == 0

@@ -4,7 +4,7 @@ Recorded runs are looked for in fixtures/<scenario>/ and in the folders listed i
 (separated by ':'), each holding ground_truth.json and one .mbrec per host. Without any, these
 tests skip. test_lab_run boots the lab itself (minutes under TCG) with MBREC_LAB_FULL=1.
 
-Checks (issue 7): on one VM (namespaces, one clock) the alignment is shared and exact; no L_NET
+Checks: on one VM (namespaces, one clock) the alignment is shared and exact; no L_NET
 is below the netem delay of its direction and the fastest frame is close to it; the median sits
 at the netem delay plus the emulated forwarding cost when a `baseline` run of the same VM boot is there to measure
 that cost; aligned from packets alone the interval contains the truth (offset 0, drift 0) and the

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from mbrec.errors import MbrecError
-from mbrec.lab import guest, image, scenario, vm
+from mbrec.lab import image, scenario, topology, vm, workload
 
 
 @pytest.mark.parametrize("name", scenario.names())
@@ -67,9 +67,9 @@ def test_recipe_hash_follows_the_recipe():
 
 
 def test_netem_arguments():
-    assert guest.netem_args({"delay_ms": 5, "jitter_ms": 1, "loss_pct": 2, "rate_mbit": 100}) == \
+    assert topology.netem_args({"delay_ms": 5, "jitter_ms": 1, "loss_pct": 2, "rate_mbit": 100}) == \
         ["netem", "delay", "5ms", "1ms", "loss", "2%", "rate", "100mbit"]
-    assert guest.netem_args({}) == ["netem"]
+    assert topology.netem_args({}) == ["netem"]
 
 
 AB_REPORT = """Concurrency Level:      10
@@ -87,7 +87,7 @@ Percentage of the requests served within a certain time (ms)
 
 
 def test_parse_ab_report():
-    p = guest.parse_output("ab -k -c 10 -n 1000 http://10.0.2.1/", AB_REPORT)
+    p = workload.parse_output("ab -k -c 10 -n 1000 http://10.0.2.1/", AB_REPORT)
     assert p["complete_requests"] == 1000 and p["failed_requests"] == 0
     assert p["time_per_request_ms"] == 35.12 and p["percentiles_ms"] == {50: 34.0, 99: 52.0, 100: 61.0}
 
@@ -109,8 +109,8 @@ def test_qemu_never_gets_user_networking(tmp_path):
 
 
 def test_one_vm_topology_puts_every_host_behind_the_router():
-    layout = guest.Layout(["a", "b", "c"], 1, "a")
-    root, per_ns = guest.topology_commands(layout, ["a", "b", "c"])
+    layout = topology.Layout(["a", "b", "c"], 1, "a")
+    root, per_ns = topology.topology_commands(layout, ["a", "b", "c"])
     assert root[0] == "netns add r"
     for h, n in (("a", 1), ("b", 2), ("c", 3)):
         assert f"netns add {h}" in root and f"link set r-{h} netns r" in root
@@ -120,27 +120,27 @@ def test_one_vm_topology_puts_every_host_behind_the_router():
         assert f"addr add fd00:0:0:{n}::fe/64 dev r-{h} nodad" in per_ns["r"]
     # netem for x->y sits on the router's interface toward y
     s = scenario.load("asym")
-    targets = {d: (ns, i) for d, ns, i, _ in guest.network_targets(guest.Layout(s["hosts"], 1, "a"), s)}
+    targets = {d: (ns, i) for d, ns, i, _ in topology.network_targets(topology.Layout(s["hosts"], 1, "a"), s)}
     assert targets == {"a->b": ("r", "r-b"), "b->a": ("r", "r-a")}
 
 
 def test_two_vm_topology_routes_through_vm_b():
-    a_root, a_ns = guest.topology_commands(guest.Layout(["a", "b"], 2, "a"), ["a", "b"])
+    a_root, a_ns = topology.topology_commands(topology.Layout(["a", "b"], 2, "a"), ["a", "b"])
     assert a_ns == {} and "addr add 10.0.1.1/24 dev eth0" in a_root
     assert "addr add fd00:0:0:1::1/64 dev eth0 nodad" in a_root and "route add ::/0 via fd00:0:0:1::fe" in a_root
-    layout_b = guest.Layout(["a", "b"], 2, "b")
-    b_root, b_ns = guest.topology_commands(layout_b, ["a", "b"])
+    layout_b = topology.Layout(["a", "b"], 2, "b")
+    b_root, b_ns = topology.topology_commands(layout_b, ["a", "b"])
     assert "addr add 10.0.1.254/24 dev eth0" in b_root and "addr add 10.0.2.254/24 dev r-b" in b_root
     assert list(b_ns) == ["b"]
     s = scenario.load("two-vm")
-    targets = {d: (ns, i) for d, ns, i, _ in guest.network_targets(layout_b, s)}
+    targets = {d: (ns, i) for d, ns, i, _ in topology.network_targets(layout_b, s)}
     assert targets == {"a->b": (None, "r-b"), "b->a": (None, "eth0")}
-    assert guest.network_targets(guest.Layout(["a", "b"], 2, "a"), s) == []
+    assert topology.network_targets(topology.Layout(["a", "b"], 2, "a"), s) == []
 
 
 def test_qdisc_scenario_delays_a_own_egress_only():
     s = scenario.load("qdisc")
-    targets = guest.network_targets(guest.Layout(s["hosts"], 1, "a"), s)
+    targets = topology.network_targets(topology.Layout(s["hosts"], 1, "a"), s)
     assert [(d, ns, i) for d, ns, i, _ in targets] == [("a egress", "a", "eth0")]
 
 

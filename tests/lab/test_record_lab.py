@@ -176,7 +176,7 @@ def test_kprobe_attach_fires_every_probe_and_ids_sockets_by_address(signals):
 
 
 def test_sampling_and_port_filter_in_the_kernel_match_the_reference(signals):
-    from mbrec.recorder.sampling import kept
+    from mbrec.testing.sampling import kept
     r, out = signals
     assert "s rc 0" in (out / "signals.txt").read_text()
     s = read_trace(str(out / "s.mbrec"))

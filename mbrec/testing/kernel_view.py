@@ -33,9 +33,9 @@ from mbrec.events import CONSTANTS
 PERIODIC = CONSTANTS["MBREC_FLOW_PERIODIC"]
 ACK = CONSTANTS["MBREC_FLOW_ACK"]
 CLOSE = CONSTANTS["MBREC_FLOW_CLOSE"]
-TCP_ESTABLISHED = 1
-# FIN_WAIT1, FIN_WAIT2, TIME_WAIT, CLOSE, CLOSE_WAIT, LAST_ACK, CLOSING (include/net/tcp_states.h)
-TCP_PAST_ESTABLISHED = (4, 5, 6, 7, 8, 9, 11)
+TCP_ESTABLISHED = CONSTANTS["MBREC_TCP_ESTABLISHED"]
+TCP_PAST_ESTABLISHED = tuple(CONSTANTS[f"MBREC_TCP_{n}"] for n in (
+    "FIN_WAIT1", "FIN_WAIT2", "TIME_WAIT", "CLOSE", "CLOSE_WAIT", "LAST_ACK", "CLOSING"))
 TCP_INFINITE_SSTHRESH = 0x7FFFFFFF
 _SERVICES = {"http": 80, "https": 443, "ssh": 22}
 
@@ -224,18 +224,18 @@ def compare_ss(entries: list[SsEntry], recs: np.ndarray, next_stamp: dict[int, i
         idx = by_flow.get(k)
         if not idx:
             continue
-        idx = np.array(idx)
-        ts = recs["ts_ns"][idx]
+        rows = np.array(idx)
+        ts = recs["ts_ns"][rows]
         order = np.argsort(ts, kind="stable")
-        idx, ts = idx[order], ts[order]
+        rows, ts = rows[order], ts[order]
         end = next_stamp.get(e.stamp_ns, e.stamp_ns + 5_000_000_000)
         if e.state == "ESTAB":
             # ss saw the flow established, so it read before the flow's first record past
             # ESTABLISHED (TCP never returns to it): a flow closing before the next stamp
             # still has a record after the read
-            states = recs["state"][idx]
+            states = recs["state"][rows]
             past = np.flatnonzero((ts > e.stamp_ns) & (np.isin(states, TCP_PAST_ESTABLISHED)
-                                                       | (recs["reason"][idx] == CLOSE)))
+                                                       | (recs["reason"][rows] == CLOSE)))
             if len(past):
                 end = min(end, int(ts[past[0]]))
         b = np.searchsorted(ts, e.stamp_ns, side="right") - 1
@@ -243,10 +243,10 @@ def compare_ss(entries: list[SsEntry], recs: np.ndarray, next_stamp: dict[int, i
         if b < 0 or a >= len(ts):
             continue
         # a socket id can be reused by a later flow with the same 4-tuple: same cookie required
-        if recs["sock_cookie"][idx[b]] != recs["sock_cookie"][idx[a]]:
+        if recs["sock_cookie"][rows[b]] != recs["sock_cookie"][rows[a]]:
             continue
-        before, after, between = recs[idx[b]], recs[idx[a]], recs[idx[b + 1:a]]
-        window = recs[idx[b:a + 1]]
+        before, after, between = recs[rows[b]], recs[rows[a]], recs[rows[b + 1:a]]
+        window = recs[rows[b:a + 1]]
         quiet = bool(np.all(between["reason"] == PERIODIC))
         if quiet and other_ts is not None and len(other_ts):
             quiet = not _events_between(other_ts, before, after)

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from mbrec.events import CONSTANTS, FLOW, PKT, PROBE_IDS, SOCK
-from mbrec.synthetic import ipv4
+from mbrec.testing.synthetic import ipv4
 
 ACK = CONSTANTS["MBREC_TCP_ACK"]
 FIN = CONSTANTS["MBREC_TCP_FIN"]
@@ -375,7 +375,7 @@ def exchanges(n_flows: int = 4, n_exchanges: int = 12, *, seed: int = 0,
             a, b = sim.app_write(fl, C, t, req)
             c_writes.append((t, a, b))
             t_tx = t + sim.gap(2_000, 9_000)
-            kw = {}
+            kw: dict = {}
             if i % 5 == 3:
                 kw["lost_first"] = True
             if i % 6 == 4:

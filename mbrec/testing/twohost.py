@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from mbrec.events import CONSTANTS, PKT, PROBE_IDS
-from mbrec.synthetic import ipv4, write_trace
+from mbrec.testing.synthetic import ipv4, write_trace
 
 XMIT, RECV = PROBE_IDS["dev_hard_start_xmit"], PROBE_IDS["eth_type_trans"]
 F_SYN, F_ACK, F_PSH = CONSTANTS["MBREC_TCP_SYN"], CONSTANTS["MBREC_TCP_ACK"], CONSTANTS["MBREC_TCP_PSH"]
