@@ -26,7 +26,7 @@
  *   MBREC_CGROUP_ID        keep only flows of sockets in this cgroup (v2 id).
  *   MBREC_SAMPLE_BITS      keep 1/2^N packets by mbrec_sample_hash() (bpf/mbrec_hash.h).
  *   MBREC_RINGBUF_PAGES    ring size in pages (a power of two).
- *   MBREC_FLOWS            compile the flow/socket probes of flows.bpf.h as well.
+ *   MBREC_FLOWS            compile the flow/socket probes of flows_function_probes.bpf.c as well.
  */
 #include <uapi/linux/ptrace.h>
 
@@ -80,7 +80,7 @@
 #define MBREC_OFF_TCB_END_SEQ __builtin_offsetof(struct tcp_skb_cb, end_seq)
 #define MBREC_OFF_TCB_TCP_FLAGS __builtin_offsetof(struct tcp_skb_cb, tcp_flags)
 #define MBREC_OFF_TP_COPIED_SEQ __builtin_offsetof(struct tcp_sock, copied_seq)
-/* struct member reads, for code that has the kernel types (flows.bpf.h) */
+/* struct member reads, for code that has the kernel types (flows_function_probes.bpf.c) */
 #define RD(dst, src) bpf_probe_read_kernel((void *)&(dst), sizeof(dst), (const void *)&(src))
 #else
 struct sk_buff;
@@ -1109,13 +1109,13 @@ int mbrec_tp_skb_copy_datagram_iter(struct bpf_raw_tracepoint_args *ctx)
 #endif
 
 /* ---- flow and socket probes (issue 5): built with -DMBREC_FLOWS ----
- * flows.bpf.h may use everything above: RD(), mbrec_lost/mbrec_count_lost(), the netns and
- * socket helpers, MBREC_NETNS_OK/MBREC_PORT_OK, mbrec_sock_id()/MBREC_COOKIE(), the hash.
+ * flows_function_probes.bpf.c may use everything above: RD(), mbrec_lost/mbrec_count_lost(),
+ * the netns and socket helpers, MBREC_NETNS_OK/MBREC_PORT_OK, mbrec_sock_id()/MBREC_COOKIE(), the hash.
  * Give each schema its own BPF_RINGBUF_OUTPUT (see RINGS in mbrec/recorder/program.py). */
 #ifdef MBREC_FLOWS
-#include "flows.bpf.h"
+#include "flows_function_probes.bpf.c"
 #endif
 /* --attach tracepoint: the flow group on tracepoints, at BTF offsets (-DMBREC_FLOWS_TP) */
 #ifdef MBREC_FLOWS_TP
-#include "flows_tp.bpf.h"
+#include "flows_tracepoint_probes.bpf.c"
 #endif

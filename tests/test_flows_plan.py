@@ -52,7 +52,7 @@ def test_missing_and_cloned_functions_are_reported_not_attached():
     assert "tcp_enter_recovery" not in fns and "tcp:tcp_retransmit_skb" not in fns
     assert any("tcp_enter_recovery" in m and "clone" in m for m in plan.missing)
     assert any("tcp_retransmit_skb" in m for m in plan.missing)
-    assert "-DMBREC_FLOW_HOOK_TCP_ENTER_RECOVERY" not in flows.flow_cflags(plan)
+    assert not any(f.startswith("-DMBREC_ATTACH_TCP_ENTER_RECOVERY") for f in flows.flow_cflags(plan))
 
 
 def test_the_group_refuses_to_run_without_state_or_ack_hooks(monkeypatch):
@@ -65,35 +65,44 @@ def test_the_group_refuses_to_run_without_state_or_ack_hooks(monkeypatch):
 def test_cflags():
     plan = flows.plan_flows(kernel(LAB_61), "fentry", ALL_TPS)
     f = flows.flow_cflags(plan, sample=4, ring_pages=128)
-    assert "-DMBREC_FLOWS" in f and "-DMBREC_FLOW_FENTRY" in f
+    assert "-DMBREC_FLOWS" in f
     assert "-DMBREC_FLOW_SAMPLE=4" in f and "-DMBREC_FLOW_RING_PAGES=128" in f
-    assert {x for x in f if x.startswith("-DMBREC_FLOW_HOOK_")} == {
-        "-DMBREC_FLOW_HOOK_" + m for m in ("TCP_SET_STATE", "TCP_RETRANSMIT_SKB", "TCP_ACK",
-                                            "TCP_ACK_UPDATE_RTT", "TCP_ENTER_RECOVERY",
-                                            "TCP_RETRANSMIT_TIMER", "TCP_SENDMSG_LOCKED",
-                                            "TCP_RECVMSG", "SK_STREAM_WAIT_MEMORY",
-                                            "TCP_SYN_ACK_TIMEOUT")}
+    # the packet probes' style: MBREC_ATTACH_<HOOK> = 1 fentry/fexit, 2 kprobe, 3 raw tracepoint
+    assert {x for x in f if x.startswith("-DMBREC_ATTACH_")} == {
+        f"-DMBREC_ATTACH_{m}=1" for m in ("TCP_SET_STATE", "TCP_ACK", "TCP_ACK_UPDATE_RTT",
+                                          "TCP_ENTER_RECOVERY", "TCP_RETRANSMIT_TIMER",
+                                          "TCP_SENDMSG_LOCKED", "TCP_RECVMSG",
+                                          "SK_STREAM_WAIT_MEMORY", "TCP_SYN_ACK_TIMEOUT")} | {
+        "-DMBREC_ATTACH_TCP_RETRANSMIT_SKB=3"}
     kp = flows.flow_cflags(flows.plan_flows(kernel(LAB_61), "kprobe", ALL_TPS))
-    assert "-DMBREC_FLOW_FENTRY" not in kp and "-DMBREC_FLOW_HOOK_TCP_SET_STATE" not in kp
+    assert "-DMBREC_ATTACH_TCP_ACK=2" in kp and "-DMBREC_ATTACH_TCP_RECVMSG=2" in kp
+    assert not any(x.startswith("-DMBREC_ATTACH_TCP_SET_STATE") for x in kp)
     with pytest.raises(MbrecError, match="--flow-sample"):
         flows.flow_cflags(plan, sample=-1)
 
 
 def test_every_program_the_plan_names_exists_in_the_bpf_source():
     from importlib import resources
-    text = resources.files("mbrec.bpf").joinpath("flows.bpf.h").read_text()
+    text = resources.files("mbrec.bpf").joinpath(flows.FUNCTION_PROBES).read_text()
     for attach in ("fentry", "kprobe"):
         for h in flows.plan_flows(kernel(LAB_61), attach, ALL_TPS).hooks:
             for prog in h.programs:
                 assert re.search(rf"\bint {prog}\(", text), prog
             if h.macro:
-                assert f"MBREC_FLOW_HOOK_{h.macro}" in text, h.macro
+                assert re.search(rf"MBREC_ATTACH_{h.macro}\b", text), h.macro
     assert re.search(r"\bint mbrec_flow_tick\(", text)
 
 
 def test_flows_source_is_pasted_into_the_main_file():
-    src = 'int a;\n#include "flows.bpf.h"\nint b;\n'
+    src = 'int a;\n#include "flows_function_probes.bpf.c"\nint b;\n'
     assert flows.inline_flows(src, "FLOWS") == "int a;\nFLOWS\nint b;\n"
+    for attach in ("fentry", "tracepoint"):  # the records header is pasted in as well
+        plan = flows.plan_flows(kernel(LAB_61), "fentry", ALL_TPS) if attach == "fentry" else \
+            flows.plan_flow_tracepoints({tp for _, tp, _ in flows.TP_FLOW_HOOKS})
+        text = flows.FlowGroup(plan).source(source_text())
+        name = flows.FUNCTION_PROBES if attach == "fentry" else flows.TRACEPOINT_PROBES
+        assert f'#include "{name}"' not in text and f'#include "{flows.RECORDS}"' not in text
+        assert text.count("void mbrec_flow_sock_event(") == 1
     with pytest.raises(ValueError):
         flows.inline_flows("int a;\n", "FLOWS")
 
@@ -116,7 +125,7 @@ def test_tracepoint_plan_and_flags():
     for h in plan.hooks:
         for prog in h.programs:
             assert re.search(rf"\bint {prog}\(struct bpf_raw_tracepoint_args \*ctx", src), prog
-    assert "mbrec_flow_tick" in src and '#include "flows_tp.bpf.h"' not in src
+    assert "mbrec_flow_tick" in src and '#include "flows_tracepoint_probes.bpf.c"' not in src
     if os.access("/sys/kernel/btf/vmlinux", os.R_OK):
         flags = flows.flow_cflags(plan)
         assert "-DMBREC_FLOWS_TP" in flags and "-DMBREC_FLOWS" not in flags

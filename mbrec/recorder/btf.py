@@ -63,7 +63,7 @@ FIELDS = {
 }
 
 
-# The flow probes on tracepoints (bpf/flows_tp.bpf.h) read these too: MBREC_OFF_<name>.
+# The flow probes on tracepoints (bpf/flows_tracepoint_probes.bpf.c) read these too: MBREC_OFF_<name>.
 FLOW_TP_FIELDS = {
     "TCB_TCP_GSO_SEGS": ("tcp_skb_cb", "tcp_gso_segs"),
     "ICSK_BACKOFF": ("inet_connection_sock", "icsk_backoff"),

@@ -1,6 +1,8 @@
 """The `flows` probe group: 16 flow metrics, TCP events and application reads/writes.
 
-The BPF side is bpf/flows.bpf.h, compiled into the one program (mbrec.bpf.c with -DMBREC_FLOWS).
+The BPF side is bpf/flows_function_probes.bpf.c (fentry/kprobe hooks) or, with --attach
+tracepoint, bpf/flows_tracepoint_probes.bpf.c, each with bpf/flows_records.bpf.h, pasted into the
+one program (mbrec.bpf.c with -DMBREC_FLOWS or -DMBREC_FLOWS_TP).
 This module decides which hooks the running kernel offers (same rules as the packet probes:
 recorder/probes.py's resolve(); tracepoints preferred where one serves), turns that into -D flags,
 attaches what BCC does not attach at load, and takes the periodic and final snapshots.
@@ -32,6 +34,7 @@ from mbrec.recorder.bpfsyscall import BPF_PROG_TEST_RUN, SYS_BPF, SYS_BPF_BY_MAC
 from mbrec.recorder.btf import FLOW_TP_FIELDS, field_span, offset_cflags, read_offsets
 from mbrec.recorder.program import RINGS
 from mbrec.recorder.probes import KernelFunctions, ProbeSpec, Resolved, resolve
+from mbrec.recorder.program import ATTACH_KINDS
 
 # Function hooks: (probe name, kernel function candidates, -D suffix, entry fn, return fn).
 # fentry compiles KFUNC/KRETFUNC programs that BCC attaches at load; kprobe mode attaches the
@@ -69,7 +72,7 @@ FLOW_TRACEPOINTS = (
     ("tcp_retransmit", "tcp:tcp_retransmit_skb", "mbrec_flow_tp_retransmit", "TCP_RETRANSMIT_SKB"),
 )
 
-# --attach tracepoint (bpf/flows_tp.bpf.h): (probe name, "category:event", BPF program). The
+# --attach tracepoint (bpf/flows_tracepoint_probes.bpf.c): (probe name, "category:event", BPF program). The
 # congestion-state tracepoint serves two probes (fast recovery and timeouts), one program.
 TP_FLOW_HOOKS = (
     ("tcp_ack", "tcp:tcp_probe", "mbrec_flow_tp_tcp_ack"),
@@ -96,7 +99,7 @@ class FlowHook:
     probe: str       # probe name (events.PROBE_IDS)
     function: str    # kernel function, or "category:event" for a tracepoint
     attach: str      # "fentry", "fexit", "kprobe", "kretprobe", "raw_tracepoint", "test_run"
-    macro: str = ""  # -D suffix (MBREC_FLOW_HOOK_<macro>), "" when always compiled
+    macro: str = ""  # -D suffix (MBREC_ATTACH_<macro>), "" when always compiled
     programs: tuple[str, ...] = ()  # BPF programs to attach by name (kprobe/raw_tp mode)
 
     def header(self) -> dict:
@@ -169,13 +172,14 @@ def plan_flow_tracepoints(existing: set[str]) -> FlowPlan:
 
 def flow_cflags(plan: FlowPlan, *, sample: int = 1, rtt_events: bool = False,
                 ring_pages: int = 256, max_flows: int = 65536) -> list[str]:
-    """-D flags for bpf/flows.bpf.h (added to program.cflags() when the group is on)."""
+    """-D flags for the flow programs (added to program.cflags() when the group is on): each
+    hook's MBREC_ATTACH_<macro> is its attach kind, numbered as the packet probes' are."""
     if sample < 0:
         raise MbrecError(f"--flow-sample {sample}: give 0 (no per-ACK snapshots) or N >= 1 "
                          "(one snapshot every N ACKs per flow)")
     if ring_pages & (ring_pages - 1):
         raise ValueError("ring_pages must be a power of two")
-    if plan.attach == "tracepoint":  # bpf/flows_tp.bpf.h reads kernel structs at BTF offsets
+    if plan.attach == "tracepoint":  # the tracepoint programs read kernel structs at BTF offsets
         offsets = read_offsets(fields=FLOW_TP_FIELDS)
         if offsets is None:
             raise MbrecError("--attach tracepoint --probes flows needs the kernel's BTF "
@@ -187,21 +191,28 @@ def flow_cflags(plan: FlowPlan, *, sample: int = 1, rtt_events: bool = False,
                 *offset_cflags(offsets)]
     flags = ["-DMBREC_FLOWS", f"-DMBREC_FLOW_SAMPLE={sample}",
              f"-DMBREC_FLOW_RING_PAGES={ring_pages}", f"-DMBREC_FLOW_MAX={max_flows}"]
-    if plan.attach == "fentry":
-        flags.append("-DMBREC_FLOW_FENTRY")
-    flags.extend(f"-DMBREC_FLOW_HOOK_{h.macro}" for h in plan.hooks if h.macro)
+    flags.extend(f"-DMBREC_ATTACH_{h.macro}={ATTACH_KINDS[HOOK_KIND[h.attach]]}"
+                 for h in plan.hooks if h.macro)
     if rtt_events:
         flags.append("-DMBREC_FLOW_RTT_EVENTS")
     return flags
 
 
-def inline_flows(source: str, header_text: str, header: str = "flows.bpf.h") -> str:
-    """mbrec.bpf.c with the flow header pasted in place of its #include: BCC only turns
-    functions of the main file into programs and rewrites map calls there, so the header must
-    be text of the main file, not an included file."""
+FUNCTION_PROBES = "flows_function_probes.bpf.c"
+TRACEPOINT_PROBES = "flows_tracepoint_probes.bpf.c"
+RECORDS = "flows_records.bpf.h"  # included by both
+# hook attach (FlowHook.attach) -> the attach kind whose number MBREC_ATTACH_<macro> takes
+HOOK_KIND = {"fentry": "fentry", "fexit": "fentry", "fentry+fexit": "fentry", "kprobe": "kprobe",
+             "kretprobe": "kprobe", "raw_tracepoint": "tracepoint"}
+
+
+def inline_flows(source: str, header_text: str, header: str = FUNCTION_PROBES) -> str:
+    """source with header_text pasted in place of its #include of header: BCC only turns
+    functions of the main file into programs and rewrites map calls there, so the flow programs
+    (and the records header they include) must be text of the main file, not included files."""
     line = f'#include "{header}"'
     if line not in source:
-        raise ValueError(f"mbrec.bpf.c has no #include \"{header}\"")
+        raise ValueError(f"the BPF source has no #include \"{header}\"")
     return source.replace(line, header_text, 1)
 
 
@@ -349,9 +360,11 @@ class FlowGroup:
 
     def source(self, text: str) -> str:
         from importlib import resources
-        name = "flows_tp.bpf.h" if self.plan.attach == "tracepoint" else "flows.bpf.h"
-        header = resources.files("mbrec.bpf").joinpath(name).read_text()
-        return inline_flows(text, header, name)
+        bpf = resources.files("mbrec.bpf")
+        name = TRACEPOINT_PROBES if self.plan.attach == "tracepoint" else FUNCTION_PROBES
+        programs = inline_flows(bpf.joinpath(name).read_text(), bpf.joinpath(RECORDS).read_text(),
+                                RECORDS)
+        return inline_flows(text, programs, name)
 
     def attach(self, bpf, kprobes=None) -> list[dict]:
         entries = attach_flows(bpf, self.plan, kprobes)

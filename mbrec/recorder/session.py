@@ -179,7 +179,7 @@ def load(bcc, cfg: ProgramConfig, flows=None):
     """Compile and load; fentry probes attach here (BCC attaches KFUNC_PROBEs at load). Returns
     the BCC module and, in kprobe mode, the kprobes registered in tracefs (recorder/kprobes.py),
     which the caller closes before the module."""
-    if flows is not None:  # flows.bpf.h is pasted into the main file (see flows.inline_flows)
+    if flows is not None:  # the flow programs are pasted into the main file (flows.inline_flows)
         b = bcc.BPF(text=flows.source(source_text()).encode(), cflags=cflags(cfg))
     else:
         b = bcc.BPF(src_file=source_path().encode(), cflags=cflags(cfg))

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
  * mbrec flow probes on tracepoints only (--attach tracepoint --probes flows): the same records
- * as flows.bpf.h (struct mbrec_flow_event, mbrec_tcp_event, mbrec_sock_event, the same rings,
+ * as flows_function_probes.bpf.c (struct mbrec_flow_event, mbrec_tcp_event, mbrec_sock_event, the same rings,
  * per-flow map and tick program), from the kernel's stable tracepoints, reading every kernel
  * struct at BTF offsets (MBREC_OFF_*; mbrec/recorder/btf.py FLOW_TP_FIELDS), so it compiles
  * without this kernel's headers. Pasted into mbrec.bpf.c with -DMBREC_FLOWS_TP; Python side:
@@ -21,30 +21,18 @@
  *   writes, reads     sock:sock_send_length / sock_recv_length(sk, ret, flags), after the
  *                     socket call returned: [write_seq - ret, write_seq), [copied_seq - ret,
  *                     copied_seq); the requested size is not known (0)
- *   periodic/stop     mbrec_flow_tick, run on demand with BPF_PROG_TEST_RUN (as flows.bpf.h)
+ *   periodic/stop     mbrec_flow_tick, run on demand with BPF_PROG_TEST_RUN (as flows_function_probes.bpf.c)
  * Not here: raw RTT samples (no tracepoint sees them: rtt_samples and rtt_sum_us stay 0; the
  * smoothed RTT is in every snapshot), SYN-ACK timeouts of request sockets.
  */
-#ifndef MBREC_FLOWS_TP_BPF_H
-#define MBREC_FLOWS_TP_BPF_H
+#ifndef MBREC_FLOWS_TRACEPOINT_PROBES
+#define MBREC_FLOWS_TRACEPOINT_PROBES
 
-#ifndef MBREC_FLOW_SAMPLE
-#define MBREC_FLOW_SAMPLE 1
-#endif
-#ifndef MBREC_FLOW_MAX
-#define MBREC_FLOW_MAX 65536
-#endif
-#ifndef MBREC_FLOW_RING_PAGES
-#define MBREC_FLOW_RING_PAGES 256
-#endif
+#include "flows_records.bpf.h"
 
 #define MBREC_TCP_CA_RECOVERY 3
 #define MBREC_TCP_CA_LOSS 4
 #define MBREC_MSG_PEEK 2
-
-BPF_RINGBUF_OUTPUT(mbrec_flow_ring, MBREC_FLOW_RING_PAGES);
-BPF_RINGBUF_OUTPUT(mbrec_tcp_ring, MBREC_FLOW_RING_PAGES);
-BPF_RINGBUF_OUTPUT(mbrec_sock_ring, MBREC_FLOW_RING_PAGES);
 
 /* A tcp_sock field at its BTF offset. */
 #define TPR(dst, sk, f) RDO(dst, sk, MBREC_OFF_TP_##f)
@@ -78,16 +66,6 @@ struct mbrec_flow_state {
 	u8 ca_state;            /* the last congestion state seen */
 };
 BPF_TABLE("lru_hash", u64, struct mbrec_flow_state, mbrec_flows, MBREC_FLOW_MAX);
-
-struct mbrec_flow_id {
-	u64 cookie;
-	u32 netns;
-	u16 family;
-	u16 lport;
-	u16 rport;
-	u8 saddr[16]; /* local */
-	u8 daddr[16]; /* remote */
-};
 
 /* Addresses and ports as the packet probes read them (oriented as sent), from a copy of the
  * socket in the calling probe's slot; 0 if it is no full TCP socket. */
@@ -243,59 +221,6 @@ static __always_inline void mbrec_flow_snapshot(struct sock *sk, struct mbrec_fl
 	mbrec_flow_ring.ringbuf_submit(ev, BPF_RB_NO_WAKEUP);
 }
 
-static __always_inline void mbrec_flow_tcp_event(struct mbrec_flow_id *id, u8 kind, u32 value,
-						 u32 seq, u32 end_seq, u8 old_state,
-						 u8 new_state, u8 probe)
-{
-	struct mbrec_tcp_event *ev = mbrec_tcp_ring.ringbuf_reserve(sizeof(struct mbrec_tcp_event));
-	if (!ev) {
-		mbrec_count_lost(probe);
-		return;
-	}
-	ev->ts_ns = bpf_ktime_get_ns();
-	ev->sock_cookie = id->cookie;
-	ev->netns = id->netns;
-	ev->value = value;
-	ev->seq = seq;
-	ev->end_seq = end_seq;
-	__builtin_memcpy(ev->saddr, id->saddr, 16);
-	__builtin_memcpy(ev->daddr, id->daddr, 16);
-	ev->sport = id->lport;
-	ev->dport = id->rport;
-	ev->kind = kind;
-	ev->old_state = old_state;
-	ev->new_state = new_state;
-	ev->family = id->family;
-	mbrec_tcp_ring.ringbuf_submit(ev, BPF_RB_NO_WAKEUP);
-}
-
-static __always_inline void mbrec_flow_sock_event(struct mbrec_flow_id *id, u8 kind, u32 seq_start,
-						  u32 seq_end, u32 bytes, u8 probe)
-{
-	struct mbrec_sock_event *ev = mbrec_sock_ring.ringbuf_reserve(sizeof(struct mbrec_sock_event));
-	if (!ev) {
-		mbrec_count_lost(probe);
-		return;
-	}
-	ev->ts_ns = bpf_ktime_get_ns();
-	ev->sock_cookie = id->cookie;
-	ev->netns = id->netns;
-	ev->tgid = bpf_get_current_pid_tgid() >> 32;
-	ev->seq_start = seq_start;
-	ev->seq_end = seq_end;
-	ev->bytes = bytes;
-	ev->requested = 0;
-	__builtin_memcpy(ev->saddr, id->saddr, 16);
-	__builtin_memcpy(ev->daddr, id->daddr, 16);
-	ev->sport = id->lport;
-	ev->dport = id->rport;
-	ev->kind = kind;
-	ev->family = id->family;
-	ev->pad[0] = 0;
-	ev->pad[1] = 0;
-	mbrec_sock_ring.ringbuf_submit(ev, BPF_RB_NO_WAKEUP);
-}
-
 /* tcp:tcp_probe(sk, skb): a segment arrived on an established socket */
 int mbrec_flow_tp_tcp_ack(struct bpf_raw_tracepoint_args *ctx)
 {
@@ -428,11 +353,11 @@ static __always_inline int mbrec_flow_on_length(struct sock *sk, int ret, int fl
 		TPR(end, sk, WRITE_SEQ);
 		st->write_bytes += (u64)ret;
 		mbrec_flow_app_wqueue(sk, st);
-		mbrec_flow_sock_event(&id, kind, end - (u32)ret, end, (u32)ret, MBREC_PROBE_TCP_SENDMSG);
+		mbrec_flow_sock_event(&id, kind, end - (u32)ret, end, (u32)ret, 0, MBREC_PROBE_TCP_SENDMSG);
 	} else {
 		TPR(end, sk, COPIED_SEQ);
 		st->read_bytes += (u64)ret;
-		mbrec_flow_sock_event(&id, kind, end - (u32)ret, end, (u32)ret, MBREC_PROBE_TCP_RECVMSG);
+		mbrec_flow_sock_event(&id, kind, end - (u32)ret, end, (u32)ret, 0, MBREC_PROBE_TCP_RECVMSG);
 	}
 	return 0;
 }
@@ -474,4 +399,4 @@ int mbrec_flow_tick(struct bpf_raw_tracepoint_args *ctx)
 	return 0;
 }
 
-#endif /* MBREC_FLOWS_TP_BPF_H */
+#endif /* MBREC_FLOWS_TRACEPOINT_PROBES */

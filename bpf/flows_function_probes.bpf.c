@@ -5,9 +5,11 @@
  * mbrec_count_lost(), mbrec_sock_id(), MBREC_SOCK_COOKIE and filter macros, so the same
  * filters and socket ids apply. Python side: mbrec/recorder/flows.py.
  *
- * Compile-time switches, set by flows.py from the hooks it resolved on the running kernel:
- *   MBREC_FLOW_FENTRY           function hooks are fentry/fexit (else kprobe/kretprobe)
- *   MBREC_FLOW_HOOK_<NAME>      compile the handler for that hook (absent = not traceable)
+ * Compile-time switches, set by flows.py from the hooks it resolved on the running kernel, in
+ * the packet probes' style (bpf/mbrec.bpf.c):
+ *   MBREC_ATTACH_<HOOK>         how the hook's handler is compiled: 1 fentry/fexit, 2
+ *                               kprobe/kretprobe, 3 raw tracepoint; 0 or absent: not compiled
+ *                               (not traceable here, or served by another hook)
  *   MBREC_FLOW_SAMPLE=N         per-ACK snapshot on every Nth ACK of a flow (0 = none)
  *   MBREC_FLOW_RTT_EVENTS       also emit one tcp event per raw RTT sample
  *   MBREC_FLOW_MAX=N            flows tracked at once (LRU: the oldest idle one is evicted)
@@ -31,23 +33,10 @@
  *   periodic/stop  a raw_tp program run on demand by BPF_PROG_TEST_RUN with the cookie of the
  *                  flow to snapshot (BCC cannot iterate a map in BPF).
  */
-#ifndef MBREC_FLOWS_BPF_H
-#define MBREC_FLOWS_BPF_H
+#ifndef MBREC_FLOWS_FUNCTION_PROBES
+#define MBREC_FLOWS_FUNCTION_PROBES
 
-#ifndef MBREC_FLOW_SAMPLE
-#define MBREC_FLOW_SAMPLE 1
-#endif
-#ifndef MBREC_FLOW_MAX
-#define MBREC_FLOW_MAX 65536
-#endif
-#ifndef MBREC_FLOW_RING_PAGES
-#define MBREC_FLOW_RING_PAGES 256
-#endif
-
-/* One ring per schema (mbrec/recorder/program.py RINGS): each holds records of one size. */
-BPF_RINGBUF_OUTPUT(mbrec_flow_ring, MBREC_FLOW_RING_PAGES);
-BPF_RINGBUF_OUTPUT(mbrec_tcp_ring, MBREC_FLOW_RING_PAGES);
-BPF_RINGBUF_OUTPUT(mbrec_sock_ring, MBREC_FLOW_RING_PAGES);
+#include "flows_records.bpf.h"
 
 #define MBREC_RD(dst, src) RD(dst, src)
 
@@ -76,17 +65,6 @@ struct mbrec_flow_state {
 	u8 pad;
 };
 BPF_TABLE("lru_hash", u64, struct mbrec_flow_state, mbrec_flows, MBREC_FLOW_MAX);
-
-/* Socket identity, read once per event. */
-struct mbrec_flow_id {
-	u64 cookie;
-	u32 netns;
-	u16 family;
-	u16 lport;
-	u16 rport;
-	u8 saddr[16]; /* local */
-	u8 daddr[16]; /* remote */
-};
 
 /* The socket's id, as the packet probes give it (mbrec_sock_id in mbrec.bpf.c). */
 static __always_inline u64 mbrec_flow_cookie_of(struct sock *sk)
@@ -263,59 +241,6 @@ static __always_inline void mbrec_flow_snapshot(struct sock *sk, struct mbrec_fl
 	ev->family = id->family;
 	ev->flags = st->flags;
 	mbrec_flow_ring.ringbuf_submit(ev, BPF_RB_NO_WAKEUP);
-}
-
-static __always_inline void mbrec_flow_tcp_event(struct mbrec_flow_id *id, u8 kind, u32 value,
-						 u32 seq, u32 end_seq, u8 old_state,
-						 u8 new_state, u8 probe)
-{
-	struct mbrec_tcp_event *ev = mbrec_tcp_ring.ringbuf_reserve(sizeof(struct mbrec_tcp_event));
-	if (!ev) {
-		mbrec_count_lost(probe);
-		return;
-	}
-	ev->ts_ns = bpf_ktime_get_ns();
-	ev->sock_cookie = id->cookie;
-	ev->netns = id->netns;
-	ev->value = value;
-	ev->seq = seq;
-	ev->end_seq = end_seq;
-	__builtin_memcpy(ev->saddr, id->saddr, 16);
-	__builtin_memcpy(ev->daddr, id->daddr, 16);
-	ev->sport = id->lport;
-	ev->dport = id->rport;
-	ev->kind = kind;
-	ev->old_state = old_state;
-	ev->new_state = new_state;
-	ev->family = id->family;
-	mbrec_tcp_ring.ringbuf_submit(ev, BPF_RB_NO_WAKEUP);
-}
-
-static __always_inline void mbrec_flow_sock_event(struct mbrec_flow_id *id, u8 kind, u32 seq_start,
-						  u32 seq_end, u32 bytes, u32 requested, u8 probe)
-{
-	struct mbrec_sock_event *ev = mbrec_sock_ring.ringbuf_reserve(sizeof(struct mbrec_sock_event));
-	if (!ev) {
-		mbrec_count_lost(probe);
-		return;
-	}
-	ev->ts_ns = bpf_ktime_get_ns();
-	ev->sock_cookie = id->cookie;
-	ev->netns = id->netns;
-	ev->tgid = bpf_get_current_pid_tgid() >> 32;
-	ev->seq_start = seq_start;
-	ev->seq_end = seq_end;
-	ev->bytes = bytes;
-	ev->requested = requested;
-	__builtin_memcpy(ev->saddr, id->saddr, 16);
-	__builtin_memcpy(ev->daddr, id->daddr, 16);
-	ev->sport = id->lport;
-	ev->dport = id->rport;
-	ev->kind = kind;
-	ev->family = id->family;
-	ev->pad[0] = 0;
-	ev->pad[1] = 0;
-	mbrec_sock_ring.ringbuf_submit(ev, BPF_RB_NO_WAKEUP);
 }
 
 /* ---- handler bodies, shared by the fentry and the kprobe wrappers ---- */
@@ -560,7 +485,7 @@ static __always_inline int mbrec_flow_on_state(struct sock *sk, u64 cookie, int 
 	return 0;
 }
 
-#ifndef MBREC_FLOW_HOOK_TCP_SET_STATE
+#if MBREC_ATTACH_TCP_SET_STATE != 1 /* else fentry tcp_set_state serves the state */
 /* Raw tracepoint inet_sock_set_state(const struct sock *sk, int oldstate, int newstate). */
 int mbrec_flow_tp_set_state(struct bpf_raw_tracepoint_args *ctx)
 {
@@ -570,7 +495,7 @@ int mbrec_flow_tp_set_state(struct bpf_raw_tracepoint_args *ctx)
 }
 #endif
 
-#ifdef MBREC_FLOW_HOOK_TCP_RETRANSMIT_SKB
+#if MBREC_ATTACH_TCP_RETRANSMIT_SKB == 3
 /* tcp_retransmit_skb(const struct sock *sk, const struct sk_buff *skb) */
 int mbrec_flow_tp_retransmit(struct bpf_raw_tracepoint_args *ctx)
 {
@@ -622,7 +547,7 @@ int mbrec_flow_tick(struct bpf_raw_tracepoint_args *ctx)
 
 /* ---- function hooks: fentry/fexit or kprobe/kretprobe wrappers ---- */
 
-#if defined(MBREC_FLOW_HOOK_TCP_SENDMSG_LOCKED) || defined(MBREC_FLOW_HOOK_TCP_RECVMSG)
+#if MBREC_ATTACH_TCP_SENDMSG_LOCKED || MBREC_ATTACH_TCP_RECVMSG
 /* Entry arguments for the return probe. Socket calls run in process context and never nest
  * within one thread. */
 struct mbrec_call_args {
@@ -642,15 +567,19 @@ static __always_inline void mbrec_flow_read_entry(struct sock *sk, u64 len, int 
 }
 #endif
 
-#ifdef MBREC_FLOW_FENTRY
-/* With a BTF socket pointer the kernel hands out the cookie, creating it if needed. */
+/* The socket's id: with fentry's BTF socket pointer the kernel hands out the cookie, creating
+ * it if needed (MBREC_SOCK_COOKIE, fentry builds only); a kprobe cannot make the kernel create
+ * one, so there the id is mbrec_sock_id(): the socket's address, whose state is dropped at
+ * TCP_CLOSE, before reuse. */
 #if MBREC_SOCK_COOKIE
 #define MBREC_FLOW_COOKIE(sk) bpf_get_socket_cookie(sk)
 #else
 #define MBREC_FLOW_COOKIE(sk) mbrec_sock_id(sk)
 #endif
 
-#ifdef MBREC_FLOW_HOOK_TCP_SET_STATE
+/* fentry/fexit wrappers (MBREC_ATTACH_<HOOK> == 1) */
+
+#if MBREC_ATTACH_TCP_SET_STATE == 1
 /* fentry tcp_set_state(sk, state): same points as the tracepoint, but with a BTF pointer, so
  * the flow gets its cookie at its first transition rather than whenever someone asks. */
 KFUNC_PROBE(tcp_set_state, struct sock *sk, int state)
@@ -660,50 +589,50 @@ KFUNC_PROBE(tcp_set_state, struct sock *sk, int state)
 	return mbrec_flow_on_state(sk, MBREC_FLOW_COOKIE(sk), old, state);
 }
 #endif
-#ifdef MBREC_FLOW_HOOK_TCP_ACK
+#if MBREC_ATTACH_TCP_ACK == 1
 KRETFUNC_PROBE(tcp_ack, struct sock *sk, const struct sk_buff *skb, int flag, int ret)
 {
 	return mbrec_flow_on_ack_done(sk, MBREC_FLOW_COOKIE(sk), ret);
 }
 #endif
-#ifdef MBREC_FLOW_HOOK_TCP_ACK_UPDATE_RTT
+#if MBREC_ATTACH_TCP_ACK_UPDATE_RTT == 1
 KFUNC_PROBE(tcp_ack_update_rtt, struct sock *sk, const int flag, long seq_rtt_us,
 	    long sack_rtt_us, long ca_rtt_us, struct rate_sample *rs)
 {
 	return mbrec_flow_on_rtt(sk, MBREC_FLOW_COOKIE(sk), flag, seq_rtt_us, sack_rtt_us);
 }
 #endif
-#ifdef MBREC_FLOW_HOOK_TCP_ENTER_RECOVERY
+#if MBREC_ATTACH_TCP_ENTER_RECOVERY == 1
 KFUNC_PROBE(tcp_enter_recovery, struct sock *sk, bool ece_ack)
 {
 	return mbrec_flow_on_recovery(sk, MBREC_FLOW_COOKIE(sk));
 }
 #endif
-#ifdef MBREC_FLOW_HOOK_TCP_RETRANSMIT_TIMER
+#if MBREC_ATTACH_TCP_RETRANSMIT_TIMER == 1
 KFUNC_PROBE(tcp_retransmit_timer, struct sock *sk)
 {
 	return mbrec_flow_on_rto(sk, MBREC_FLOW_COOKIE(sk));
 }
 #endif
-#ifdef MBREC_FLOW_HOOK_TCP_SYN_ACK_TIMEOUT
+#if MBREC_ATTACH_TCP_SYN_ACK_TIMEOUT == 1
 KFUNC_PROBE(tcp_syn_ack_timeout, const struct request_sock *req)
 {
 	return mbrec_flow_on_synack_timeout((struct sock *)req);
 }
 #endif
-#ifdef MBREC_FLOW_HOOK_TCP_SENDMSG_LOCKED
+#if MBREC_ATTACH_TCP_SENDMSG_LOCKED == 1
 KRETFUNC_PROBE(tcp_sendmsg_locked, struct sock *sk, struct msghdr *msg, size_t size, int ret)
 {
 	return mbrec_flow_on_write(sk, MBREC_FLOW_COOKIE(sk), size, ret);
 }
 #endif
-#ifdef MBREC_FLOW_HOOK_SK_STREAM_WAIT_MEMORY
+#if MBREC_ATTACH_SK_STREAM_WAIT_MEMORY == 1
 KFUNC_PROBE(sk_stream_wait_memory, struct sock *sk, long *timeo_p)
 {
 	return mbrec_flow_on_wait_memory(sk, MBREC_FLOW_COOKIE(sk));
 }
 #endif
-#ifdef MBREC_FLOW_HOOK_TCP_RECVMSG
+#if MBREC_ATTACH_TCP_RECVMSG == 1
 KFUNC_PROBE(tcp_recvmsg, struct sock *sk, struct msghdr *msg, size_t len, int flags,
 	    int *addr_len)
 {
@@ -724,12 +653,10 @@ KRETFUNC_PROBE(tcp_recvmsg, struct sock *sk, struct msghdr *msg, size_t len, int
 }
 #endif
 
-#else /* kprobes: entry arguments are stashed for the return probe */
-/* A kprobe cannot make the kernel create a cookie: the id is whatever mbrec_sock_id() gives
- * (the socket's address in kprobe mode; its state is dropped at TCP_CLOSE, before reuse). */
-#define MBREC_FLOW_COOKIE(sk) mbrec_sock_id(sk)
+/* kprobe/kretprobe wrappers (MBREC_ATTACH_<HOOK> == 2): entry arguments are stashed for the
+ * return probe */
 
-#ifdef MBREC_FLOW_HOOK_TCP_ACK
+#if MBREC_ATTACH_TCP_ACK == 2
 /*
  * tcp_ack can be interrupted on its CPU by a softirq running tcp_ack for another socket, so
  * the entry's socket is kept on a small per-CPU stack that nests the same way.
@@ -770,39 +697,39 @@ int mbrec_flow_kr_tcp_ack(struct pt_regs *ctx)
 }
 #endif
 
-#ifdef MBREC_FLOW_HOOK_TCP_ACK_UPDATE_RTT
+#if MBREC_ATTACH_TCP_ACK_UPDATE_RTT == 2
 int mbrec_flow_kp_tcp_ack_update_rtt(struct pt_regs *ctx, struct sock *sk, const int flag,
 				     long seq_rtt_us, long sack_rtt_us)
 {
 	return mbrec_flow_on_rtt(sk, MBREC_FLOW_COOKIE(sk), flag, seq_rtt_us, sack_rtt_us);
 }
 #endif
-#ifdef MBREC_FLOW_HOOK_TCP_ENTER_RECOVERY
+#if MBREC_ATTACH_TCP_ENTER_RECOVERY == 2
 int mbrec_flow_kp_tcp_enter_recovery(struct pt_regs *ctx, struct sock *sk)
 {
 	return mbrec_flow_on_recovery(sk, MBREC_FLOW_COOKIE(sk));
 }
 #endif
-#ifdef MBREC_FLOW_HOOK_TCP_RETRANSMIT_TIMER
+#if MBREC_ATTACH_TCP_RETRANSMIT_TIMER == 2
 int mbrec_flow_kp_tcp_retransmit_timer(struct pt_regs *ctx, struct sock *sk)
 {
 	return mbrec_flow_on_rto(sk, MBREC_FLOW_COOKIE(sk));
 }
 #endif
-#ifdef MBREC_FLOW_HOOK_TCP_SYN_ACK_TIMEOUT
+#if MBREC_ATTACH_TCP_SYN_ACK_TIMEOUT == 2
 int mbrec_flow_kp_tcp_syn_ack_timeout(struct pt_regs *ctx, struct request_sock *req)
 {
 	return mbrec_flow_on_synack_timeout((struct sock *)req);
 }
 #endif
-#ifdef MBREC_FLOW_HOOK_SK_STREAM_WAIT_MEMORY
+#if MBREC_ATTACH_SK_STREAM_WAIT_MEMORY == 2
 int mbrec_flow_kp_sk_stream_wait_memory(struct pt_regs *ctx, struct sock *sk)
 {
 	return mbrec_flow_on_wait_memory(sk, MBREC_FLOW_COOKIE(sk));
 }
 #endif
 
-#ifdef MBREC_FLOW_HOOK_TCP_SENDMSG_LOCKED
+#if MBREC_ATTACH_TCP_SENDMSG_LOCKED == 2
 int mbrec_flow_kp_tcp_sendmsg_locked(struct pt_regs *ctx, struct sock *sk, struct msghdr *msg,
 				     size_t size)
 {
@@ -824,7 +751,7 @@ int mbrec_flow_kr_tcp_sendmsg_locked(struct pt_regs *ctx)
 	return mbrec_flow_on_write(sk, MBREC_FLOW_COOKIE(sk), size, (int)PT_REGS_RC(ctx));
 }
 #endif
-#ifdef MBREC_FLOW_HOOK_TCP_RECVMSG
+#if MBREC_ATTACH_TCP_RECVMSG == 2
 int mbrec_flow_kp_tcp_recvmsg(struct pt_regs *ctx, struct sock *sk, struct msghdr *msg, size_t len,
 			      int flags)
 {
@@ -847,6 +774,5 @@ int mbrec_flow_kr_tcp_recvmsg(struct pt_regs *ctx)
 }
 #endif
 
-#endif /* MBREC_FLOW_FENTRY */
 
-#endif /* MBREC_FLOWS_BPF_H */
+#endif /* MBREC_FLOWS_FUNCTION_PROBES */
