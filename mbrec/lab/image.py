@@ -35,7 +35,7 @@ class Suite:
 SUITES = {s.name: s for s in (
     Suite("bookworm", "Debian 12", True, "kernel 6.1, BCC 0.26"),
     Suite("trixie", "Debian 13", True, "kernel 6.12, BCC 0.31"),
-    Suite("sid", "Debian unstable", False, "kernel 6.17+ (7.x), BCC 0.35+"),
+    Suite("sid", "Debian unstable", False, "kernel 7.2, BCC 0.37"),
 )}
 DEFAULT_SUITE = "bookworm"
 # One apt run installs the kernel and its headers from the same suites, so their versions match.
