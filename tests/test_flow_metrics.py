@@ -61,12 +61,13 @@ class Run:
         from mbrec.trace.reader import read_trace
         self.name, self.out = name, out
         self.flow, self.tcp, self.sock, self.ss, self.nstat, self.next_stamp = {}, {}, {}, {}, {}, {}
-        self.every_ack, self._checks = {}, {}
+        self.every_ack, self._checks, self.lost = {}, {}, {}
         one = out / "all.mbrec"  # bench/flows_check.py: one recorder for both namespaces
         netns = json.loads((out / "netns.json").read_text()) if one.exists() else {}
         for h in HOSTS:
             t = read_trace(str(one if one.exists() else out / f"{h}.mbrec"))
             self.every_ack[h] = t.header["options"].get("flow_sample") == 1
+            self.lost[h] = dict(t.lost)  # of the trace holding h (all.mbrec: both hosts)
             for name, store in (("flow", self.flow), ("tcp", self.tcp), ("sock", self.sock)):
                 ev = t.events.get(name)
                 store[h] = ev[ev["netns"] == netns[h]] if netns and ev is not None else ev
@@ -248,9 +249,15 @@ def test_m12_m13_sample_rtt_and_sum_rtt_are_the_estimators_raw_samples(run):
     for h in HOSTS:
         for f in run.data_flows(h):
             assert f["rtt_samples"] > 0 and f["rtt_sum_us"] >= f["rtt_samples"] * f["min_rtt_us"]
-    res = np.concatenate([kv.rtt_estimator_residuals(run.flow[h]) for h in HOSTS])
-    assert len(res) > 20
-    assert np.abs(res).max() < 2, np.abs(res).max()
+    res = [kv.rtt_estimator_residuals(run.flow[h]) for h in HOSTS]
+    assert sum(len(r) for r in res) > 20
+    # every pair of consecutive records is explained by the raw samples recorded between them,
+    # except where a tcp_rtt run was lost, which the trace counts (a kprobe misses a run when a
+    # softirq hits it while another kprobe runs: docs/kernels.md); each loss spoils one pair
+    bad = sum(int((np.abs(r) >= 2).sum()) for r in res)
+    one_trace = (run.out / "all.mbrec").exists()  # bench/flows_check.py: both hosts in one
+    lost = sum(run.lost[h].get("tcp_rtt", 0) for h in (HOSTS[:1] if one_trace else HOSTS))
+    assert bad <= lost, (bad, lost, max(float(np.abs(r).max()) for r in res if len(r)))
 
 
 def test_srtt_rttvar_minrtt_as_ss_prints_them(run):
