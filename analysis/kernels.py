@@ -142,3 +142,40 @@ def unwrap_to_first(stream: np.ndarray, value: np.ndarray) -> tuple[np.ndarray, 
     stream = np.ascontiguousarray(stream, np.int64)
     nstreams = int(stream.max()) + 1 if len(stream) else 0
     return _unwrap_to_first(stream, np.ascontiguousarray(value, np.uint32), nstreams)
+
+
+@numba.njit(cache=True)
+def _ipv4_endpoints(saddr, daddr, sport, dport, family, recv, af_inet):
+    n = len(sport)
+    lo = np.empty(n, np.uint64)
+    hi = np.empty(n, np.uint64)
+    local = np.empty(n, np.int8)
+    for i in range(n):
+        if family[i] != af_inet:
+            return lo, hi, local, False
+        for b in range(4, 16):
+            if saddr[i, b] != 0 or daddr[i, b] != 0:
+                return lo, hi, local, False
+        src = np.uint64(0)
+        dst = np.uint64(0)
+        for b in range(3, -1, -1):  # the address as a little-endian 32-bit word
+            src = (src << np.uint64(8)) | np.uint64(saddr[i, b])
+            dst = (dst << np.uint64(8)) | np.uint64(daddr[i, b])
+        src = (src << np.uint64(16)) | np.uint64(sport[i])
+        dst = (dst << np.uint64(16)) | np.uint64(dport[i])
+        lo[i] = min(src, dst)
+        hi[i] = max(src, dst)
+        mine = dst if recv[i] else src
+        local[i] = 1 if (mine == hi[i] and lo[i] != hi[i]) else 0
+    return lo, hi, local, True
+
+
+def ipv4_endpoints(saddr, daddr, sport, dport, family, recv, af_inet: int):
+    """Per record, its two endpoints as 48-bit integers (IPv4 address << 16 | port), the
+    smaller first, and which of them is this host's (1: the larger; 0 also when both are the
+    same); None if any record is not IPv4 (the caller takes the general path)."""
+    lo, hi, local, ok = _ipv4_endpoints(
+        np.ascontiguousarray(saddr, np.uint8), np.ascontiguousarray(daddr, np.uint8),
+        np.ascontiguousarray(sport), np.ascontiguousarray(dport),
+        np.ascontiguousarray(family), np.ascontiguousarray(recv, np.bool_), af_inet)
+    return (lo, hi, local) if ok else None

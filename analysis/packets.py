@@ -72,7 +72,7 @@ import numpy as np
 from mbrec.events import CONSTANTS, PROBE_IDS, RECV_PROBES, SEND_PROBES
 from mbrec.analysis.flowid import address_words, mix
 from mbrec.analysis.join import NONE, group_ids, grouped_cummax_before, stab, unwrap32
-from mbrec.analysis.kernels import nearest_links, pair_groups
+from mbrec.analysis.kernels import ipv4_endpoints, nearest_links, pair_groups
 
 PACKET_TABLE_VERSION = 1
 AF_INET = CONSTANTS["MBREC_AF_INET"]
@@ -241,27 +241,21 @@ def identify_flows(events: dict[str, np.ndarray]) -> tuple[FlowTable, dict[str, 
 
 def _flows_v4(events, names):
     """The IPv4 path, or None if any event is not IPv4."""
-    src, dst, fam, cookie, recv_parts, sizes = [], [], [], [], [], []
+    los, his, locals_, fam, cookie, sizes = [], [], [], [], [], []
     for n in names:
         recs = events[n]
-        f = recs["family"]
-        if not (f == AF_INET).all():
+        recv = is_receive(recs["probe"]) if n == "pkt" else np.zeros(len(recs), bool)
+        ends = ipv4_endpoints(recs["saddr"], recs["daddr"], recs["sport"], recs["dport"],
+                              recs["family"], recv, AF_INET)
+        if ends is None:
             return None
-        s0, s1 = address_words(recs["saddr"])
-        d0, d1 = address_words(recs["daddr"])
-        if (s1 != 0).any() or (d1 != 0).any():
-            return None
-        src.append(((s0 & np.uint64(0xFFFFFFFF)) << np.uint64(16)) | recs["sport"].astype(np.uint64))
-        dst.append(((d0 & np.uint64(0xFFFFFFFF)) << np.uint64(16)) | recs["dport"].astype(np.uint64))
-        recv_parts.append(is_receive(recs["probe"]) if n == "pkt" else np.zeros(len(f), bool))
-        fam.append(f)
+        los.append(ends[0])
+        his.append(ends[1])
+        locals_.append(ends[2])
+        fam.append(recs["family"])
         cookie.append(recs["sock_cookie"])
-        sizes.append(len(f))
-    e_s, e_d = np.concatenate(src), np.concatenate(dst)
-    recv = np.concatenate(recv_parts)
-    lo, hi = np.minimum(e_s, e_d), np.maximum(e_s, e_d)
-    e_local = np.where(recv, e_d, e_s)
-    local = ((e_local == hi) & (lo != hi)).astype(np.int8)
+        sizes.append(len(recs))
+    lo, hi, local = np.concatenate(los), np.concatenate(his), np.concatenate(locals_)
     flow, rep = pair_groups(lo, hi)
     ep_addr = np.zeros((len(rep), 2, 16), np.uint8)
     ep_port = np.zeros((len(rep), 2), np.uint16)
