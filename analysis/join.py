@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from mbrec.analysis.kernels import unwrap_to_first
+
 NONE = -1
 
 
@@ -55,19 +57,10 @@ def unwrap32(stream: np.ndarray, ts: np.ndarray, value: np.ndarray) -> np.ndarra
     n = len(value)
     if n == 0:
         return np.empty(0, np.int64)
-    stream = stream.astype(np.int64)
-    ns = int(stream.max()) + 1
-    table = np.empty(ns, np.int64)
-    table[stream[::-1]] = np.arange(n - 1, -1, -1)  # first index of each stream wins
-    v = value.astype(np.int64)
-    ref = v[table[stream]]
-    d = ((v - ref + (1 << 31)) & 0xFFFFFFFF) - (1 << 31)
-    out = ref + d
-    # exact where every value of the stream is within 2^30 of its reference (span < 2^31)
-    far = np.abs(d) >= (1 << 30)
-    long_streams = np.unique(stream[far]) if far.any() else ()
+    out, far = unwrap_to_first(stream, value)
+    long_streams = np.nonzero(far)[0]
     if len(long_streams):
-        sel = np.nonzero(np.isin(stream, long_streams))[0]
+        sel = np.nonzero(far[stream])[0]
         out[sel] = _unwrap_in_time(stream[sel], ts[sel], value[sel])
     return out
 

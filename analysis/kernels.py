@@ -115,3 +115,30 @@ def nearest_links(key: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
     words = [np.ascontiguousarray(w, np.int64) for w in key]
     return _nearest_links(*words, np.ascontiguousarray(layer, np.int64), before,
                           _table_bits(len(layer)))
+
+
+@numba.njit(cache=True)
+def _unwrap_to_first(stream, value, nstreams):
+    n = len(value)
+    ref = np.full(nstreams, -1, np.int64)
+    out = np.empty(n, np.int64)
+    far = np.zeros(nstreams, np.bool_)
+    for i in range(n):
+        s = stream[i]
+        v = np.int64(value[i])
+        if ref[s] < 0:
+            ref[s] = v
+        d = ((v - ref[s] + (1 << 31)) & 0xFFFFFFFF) - (1 << 31)
+        out[i] = ref[s] + d
+        if d >= (1 << 30) or d <= -(1 << 30):
+            far[s] = True
+    return out, far
+
+
+def unwrap_to_first(stream: np.ndarray, value: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """32-bit values placed within 2^31 of their stream's first value (in array order), as
+    int64; and per stream id, whether any value lies 2^30 or more from that reference (the
+    streams this placement may get wrong). Stream ids are small non-negative integers."""
+    stream = np.ascontiguousarray(stream, np.int64)
+    nstreams = int(stream.max()) + 1 if len(stream) else 0
+    return _unwrap_to_first(stream, np.ascontiguousarray(value, np.uint32), nstreams)

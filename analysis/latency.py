@@ -128,12 +128,13 @@ def grouped_stats(group: np.ndarray, value: np.ndarray, ngroups: int) -> dict:
                                              where=count > 0)}
     vmin = int(value.min()) if len(value) else 0
     span = (int(value.max()) - vmin + 1) if len(value) else 1
-    if ngroups * span < (1 << 62):  # one sort of a composite key instead of two
-        order = np.argsort(group.astype(np.int64) * span + (value.astype(np.int64) - vmin))
-    else:
-        order = np.lexsort((value, group))
-    v = value[order].astype(np.float64)
     start = np.concatenate([[0], np.cumsum(count)[:-1]])
+    if value.dtype.kind in "iu" and ngroups * span < (1 << 62):  # one sort of a composite key
+        key = np.sort(group.astype(np.int64) * span + (value.astype(np.int64) - vmin))
+        key -= np.repeat(np.arange(ngroups, dtype=np.int64) * span, count)
+        v = (key + vmin).astype(np.float64)
+    else:
+        v = value[np.lexsort((value, group))].astype(np.float64)
     for q in QUANTILES:
         rank, frac = quantile_rank(count, q)
         lo = start + rank

@@ -175,7 +175,8 @@ def test_ctrl_c_stops_cleanly(tmp_path, jobs):
     from mbrec.testing.synthetic import write_trace
     from mbrec.testing.clientserver import exchanges, replicate
     gt = exchanges(n_flows=4, n_exchanges=50, seed=11)
-    paths = [write_trace(str(tmp_path / f"{h}.mbrec"), replicate(gt.events[h], 60), host=h,
+    # big enough that the analysis is still running well after the first spill file appears
+    paths = [write_trace(str(tmp_path / f"{h}.mbrec"), replicate(gt.events[h], 150), host=h,
                          boot_id=f"{h}-boot") for h in ("client", "server")]
     spill, out = tmp_path / "spill", tmp_path / "out"
     spill.mkdir()
@@ -185,7 +186,7 @@ def test_ctrl_c_stops_cleanly(tmp_path, jobs):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     deadline = time.monotonic() + 120
-    while not any(spill.glob("mbrec-spill-*/t1-*.bin")) and time.monotonic() < deadline:
+    while not any(spill.glob("mbrec-spill-*/t0-*.bin")) and time.monotonic() < deadline:
         assert proc.poll() is None, proc.communicate()
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGINT)
