@@ -231,7 +231,8 @@ def identify_flows(events: dict[str, np.ndarray]) -> tuple[FlowTable, dict[str, 
     ft = FlowTable(ep_addr=ep_addr, ep_port=ep_port, family=family[rep].astype(np.uint8),
                    local=flow_local, client=np.full(nflows, -1, np.int8),
                    client_source=["unknown"] * nflows, cookies=cookies)
-    out, start = {}, 0
+    out: dict[str, tuple] = {}
+    start = 0
     for name, k in zip(names, sizes):
         out[name] = (flow[start:start + k], local[start:start + k])
         start += k
@@ -324,7 +325,7 @@ def hash_groups(h: np.ndarray, bits: int = 16) -> tuple[np.ndarray, np.ndarray]:
 
 def _cookies_per_flow(flow, cookie, nflows) -> list:
     keep = np.nonzero(cookie != 0)[0]
-    result = [[] for _ in range(nflows)]
+    result: list[list] = [[] for _ in range(nflows)]
     if len(keep) == 0:
         return result
     with np.errstate(over="ignore"):
@@ -594,7 +595,7 @@ def packet_table(trace, prepared: Prepared | None = None) -> PacketTable:
     """The packet table of one host's trace (see the module docstring). Pure: reads trace only.
 
     The receive rows' copy layer (ts[:, 3]) is filled by analysis.app.attach_copies, which needs
-    the socket read records; ``analysis.app.host_analysis`` does both.
+    the socket read records; ``analysis.host.analyze_host`` does both.
     """
     prep = prepared if prepared is not None else prepare(trace.events)
     flows, ids = prep.flows, prep.ids
