@@ -69,9 +69,9 @@ def pair_groups(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]
 def _nearest_links(w0, w1, w2, w3, layer, before, bits):
     n = len(w0)
     mask = (1 << bits) - 1
-    slot_group = np.full(1 << bits, -1, np.int64)
-    rep = np.empty(n, np.int64)
-    nearest = np.full((n, 4), -1, np.int64)  # per group: the latest (or next) event per layer
+    slot_group = np.full(1 << bits, -1, np.int32)
+    rep = np.empty(n, np.int32)
+    nearest = np.empty((n, 4), np.int32)  # per group: the latest (or next) event per layer
     link = np.full(n, -1, np.int64)
     ngroups = 0
     for k in range(n):
@@ -85,6 +85,7 @@ def _nearest_links(w0, w1, w2, w3, layer, before, bits):
                 g = ngroups
                 slot_group[s] = g
                 rep[g] = i
+                nearest[g, :] = -1
                 ngroups += 1
                 break
             r = rep[g]
