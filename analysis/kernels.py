@@ -180,3 +180,32 @@ def ipv4_endpoints(saddr, daddr, sport, dport, family, recv, af_inet: int):
         np.ascontiguousarray(sport), np.ascontiguousarray(dport),
         np.ascontiguousarray(family), np.ascontiguousarray(recv, np.bool_), af_inet)
     return (lo, hi, local) if ok else None
+
+
+@numba.njit(cache=True)
+def _look_back(s_stream, s_lo, s_hi, s_t, row_order, qpos, q_stream, q_x, q_t, before, window):
+    nq = len(q_x)
+    best = np.full(nq, -1, np.int64)
+    for q in range(nq):
+        best_t = np.iinfo(np.int64).min if before else np.iinfo(np.int64).max
+        for off in range(1, window + 1):
+            i = qpos[q] - off
+            if i < 0 or s_stream[i] != q_stream[q]:
+                break  # the sorted rows of the query's stream end here
+            if s_lo[i] <= q_x[q] < s_hi[i]:
+                t = s_t[i]
+                if (t <= q_t[q] and t > best_t) if before else (t >= q_t[q] and t < best_t):
+                    best_t = t
+                    best[q] = row_order[i]
+    return best
+
+
+def look_back(s_stream, s_lo, s_hi, s_t, row_order, qpos, q_stream, q_x, q_t, before: bool,
+              window: int) -> np.ndarray:
+    """The range join's last step (analysis.join.stab): for each query, among the `window` rows
+    just before its place in the sorted rows, of its stream, covering q_x, the best in time (the
+    latest at or before q_t, or the earliest at or after it). -1 where none is."""
+    c = np.ascontiguousarray
+    return _look_back(c(s_stream, np.int64), c(s_lo, np.int64), c(s_hi, np.int64),
+                      c(s_t, np.int64), c(row_order, np.int64), c(qpos, np.int64),
+                      c(q_stream, np.int64), c(q_x, np.int64), c(q_t, np.int64), before, window)
