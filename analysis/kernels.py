@@ -1,8 +1,8 @@
-"""Compiled kernels for the analysis passes that numpy can only express as several sorts.
+"""Compiled kernels for the analysis passes that numpy needs sorts or many full-array passes for.
 
 Each kernel is a pure function of arrays (arrays in, arrays out) compiled by numba, with the
-same result as the numpy formulation it replaces: one pass over the events with a hash table
-instead of an argsort and a handful of gathers. Compiled code is cached next to this file
+same result as the numpy formulation it replaces: one pass over the events (with a hash table
+where numpy needed an argsort and a handful of gathers). Compiled code is cached next to this file
 (numba's ``cache=True``), so only the first run on a machine pays the compile.
 
 Hash tables here are open-addressed with linear probing, sized to a power of two at least twice
