@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import heapq
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -100,8 +101,8 @@ def lower_hull(x: np.ndarray, y: np.ndarray, slopes: tuple[float, float] | None 
         lo, hi = xs < xs[k], xs > xs[k]
         stack.append((a, kk, xs[lo], ys[lo], idx[lo], None))
         stack.append((kk, b, xs[hi], ys[hi], idx[hi], None))
-    out = np.array(out, dtype=np.int64)
-    return out[np.argsort(x[out], kind="stable")]
+    hull = np.array(out, dtype=np.int64)
+    return hull[np.argsort(x[hull], kind="stable")]
 
 
 def upper_hull(x: np.ndarray, y: np.ndarray, slopes: tuple[float, float] | None = None
@@ -136,7 +137,9 @@ class Envelope:
         # equal slopes: keep the highest intercept (the last of each run)
         last = np.r_[m[1:] != m[:-1], True]
         m, c = m[last], c[last]
-        hm, hc, hb = [], [], []
+        hm: list = []
+        hc: list = []
+        hb: list = []
         for mi, ci in zip(m.tolist(), c.tolist()):
             while hm:
                 xb = (hc[-1] - ci) / (mi - hm[-1])  # where the new line overtakes the top one
@@ -625,6 +628,8 @@ def fit_constraints(c: PairConstraints, *, from_host="A", to_host="B", window_s=
         wq = np.clip(np.searchsorted(edges, qx, side="right") - 1, 0, len(edges) - 1)
     fits, keep = [], []
     for i in range(len(edges)):
+        sp: Any
+        sq: Any
         sp, sq = (wp == i, wq == i) if len(edges) > 1 else (slice(None), slice(None))
         if len(edges) > 1 and not (sp.any() or sq.any()):
             continue
@@ -788,7 +793,7 @@ def realtime_pair(from_host, to_host, clocks_from, clocks_to) -> PairAlignment |
 
 def causality_check(pair: PairAlignment, s_ab, r_ab, s_ba, r_ba) -> dict:
     """Frames that, under this alignment, would arrive before they left: count and worst size."""
-    out = {}
+    out: dict = {}
     for name, s, r, fwd in (("from_to", s_ab, r_ab, True), ("to_from", s_ba, r_ba, False)):
         s = np.asarray(s, np.int64)
         r = np.asarray(r, np.int64)
@@ -897,7 +902,7 @@ class Alignment:
 
 def build_transforms(hosts: list[str], pairs: dict, reference: str):
     """Reach every host from the reference through the tightest pairs (sum of bound widths)."""
-    adj = {h: [] for h in hosts}
+    adj: dict[str, list] = {h: [] for h in hosts}
     for (a, b), p in pairs.items():
         if p.quality == "failed":
             continue

@@ -68,7 +68,7 @@ _METRIC_KEYS = {"SumRTT": ("SumRTT_us",), "Duration": ("Duration_ns", "Duration_
 
 def probes_of(header: dict) -> dict[str, str]:
     """probe name -> "attach:function" of every probe in the header (one of each name)."""
-    out = {}
+    out: dict = {}
     for p in header.get("probes", []):
         out.setdefault(p["name"], f"{p.get('attach', '')}:{p.get('function', '')}")
     return out

@@ -86,22 +86,22 @@ def flow_summaries(series: dict, nflows: int, tcp: np.ndarray | None, tcp_flow: 
         est = at_last["established_ns"][j]
         exact = bool(at_last["flags"][j] & SEEN_ESTABLISH)
 
-        def g(name):
+        def gauge(name):
             return {"last": s[name], "mean": float(gauge_mean[name][i]),
                     "max": float(gauge_max[name][i])}
 
         out[i] = {
             "snapshots": int(counts[i]),
-            "FlightSize": {"packets": g("packets_in_flight"), "bytes": g("bytes_in_flight")},
-            "RWND": {"snd_wnd": g("snd_wnd"), "rcv_wnd": g("rcv_wnd")},
-            "CWND": {"snd_cwnd": g("snd_cwnd"), "snd_ssthresh": g("snd_ssthresh")},
+            "FlightSize": {"packets": gauge("packets_in_flight"), "bytes": gauge("bytes_in_flight")},
+            "RWND": {"snd_wnd": gauge("snd_wnd"), "rcv_wnd": gauge("rcv_wnd")},
+            "CWND": {"snd_cwnd": gauge("snd_cwnd"), "snd_ssthresh": gauge("snd_ssthresh")},
             "MSS": {"mss_cache": s["mss_cache"], "advmss": s["advmss"]},
             "RePackets": s["total_retrans"],
             "BSent": {"bytes_sent": s["bytes_sent"], "bytes_acked": s["bytes_acked"]},
             "BReceived": s["bytes_received"],
             "fastRetrans": s["fast_recoveries"],
             "Timeout": {"first": s["timeouts"], "backoff": s["timeouts_backoff"]},
-            "CurAppWQueue": g("app_wqueue"),
+            "CurAppWQueue": gauge("app_wqueue"),
             "MaxAppWQueue": max(int(s["max_app_wqueue"]), int(gauge_max["app_wqueue"][i])),
             "SampleRTT": s["rtt_samples"],
             "SumRTT_us": s["rtt_sum_us"],
@@ -109,7 +109,7 @@ def flow_summaries(series: dict, nflows: int, tcp: np.ndarray | None, tcp_flow: 
             "WriteByte": s["write_bytes"],
             "Duration_ns": t_last - est if est else None,
             "Duration_exact": exact,
-            "srtt_us": g("srtt_us"), "rttvar_us": s["rttvar_us"], "min_rtt_us": s["min_rtt_us"],
+            "srtt_us": gauge("srtt_us"), "rttvar_us": s["rttvar_us"], "min_rtt_us": s["min_rtt_us"],
             "delivery_rate": s["delivery_rate"], "state": s["state"],
             "last_reason": s["reason"],
         }

@@ -81,7 +81,7 @@ def _requests_view(analysis) -> list[dict]:
     if net is None:
         return []
     from mbrec.analysis.flowid import endpoint_hash, flow_hash
-    labels = {}
+    labels: dict = {}
     for i, hs in enumerate(analysis.summaries):
         ft = hs.flows
         if len(ft) == 0:
@@ -155,7 +155,7 @@ def _breakdown(report: dict) -> dict | None:
 
 
 def _lnet_figs(dirs: list[dict]) -> list[dict]:
-    figs = []
+    figs: list = []
     if not dirs:
         return figs
     t0 = min(int(np.min(d["t"])) for d in dirs if len(d["t"])) if any(len(d["t"]) for d in dirs) \
@@ -229,7 +229,8 @@ def _requests(reqs: list[dict]) -> dict | None:
     """Compact rows for the explorer: [total, rtt, start s, flow index, parts...] in us."""
     if not reqs:
         return None
-    flows, rows = [], []
+    flows: list = []
+    rows: list = []
     fidx = {}
     t0 = min(int(np.min(r["start"])) for r in reqs if len(r["start"]))
     for r in reqs:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mbrec.analysis.kernels import unwrap_to_first
+from mbrec.analysis.kernels import look_back, unwrap_to_first
 
 NONE = -1
 
@@ -172,29 +172,6 @@ def stab(row_stream: np.ndarray, row_lo: np.ndarray, row_hi: np.ndarray, row_t: 
     sign = 1 if mode == "before" else -1
     row_order, qpos = _sort_positions(r_key, sign * row_t.astype(np.int64), q_key,
                                       sign * q_t.astype(np.int64))
-    s_stream = row_stream[row_order]
-    s_lo = row_lo[row_order]
-    s_hi = row_hi[row_order]
-    s_t = row_t[row_order]
-    best_t = np.full(nq, np.iinfo(np.int64).min if mode == "before" else np.iinfo(np.int64).max)
-    active = np.arange(nq)
-    for off in range(-1, -window - 1, -1):
-        if len(active) == 0:
-            break
-        idx = qpos[active] + off
-        qa = active
-        live = idx >= 0
-        i = np.where(live, idx, 0)
-        same = live & (s_stream[i] == q_stream[qa])
-        # rows of the query's stream end here (the order is by stream first)
-        active = qa[same]
-        i, qa = i[same], qa[same]
-        ok = (s_lo[i] <= q_x[qa]) & (s_hi[i] > q_x[qa])
-        ti = s_t[i]
-        if mode == "before":
-            ok &= (ti <= q_t[qa]) & (ti > best_t[qa])
-        else:
-            ok &= (ti >= q_t[qa]) & (ti < best_t[qa])
-        best_t[qa[ok]] = ti[ok]
-        best[qa[ok]] = row_order[i[ok]]
-    return best
+    return look_back(row_stream[row_order], row_lo[row_order], row_hi[row_order],
+                     row_t[row_order], row_order, qpos, q_stream, q_x, q_t, mode == "before",
+                     window)

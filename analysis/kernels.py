@@ -1,8 +1,8 @@
-"""Compiled kernels for the analysis passes that numpy can only express as several sorts.
+"""Compiled kernels for the analysis passes that numpy needs sorts or many full-array passes for.
 
 Each kernel is a pure function of arrays (arrays in, arrays out) compiled by numba, with the
-same result as the numpy formulation it replaces: one pass over the events with a hash table
-instead of an argsort and a handful of gathers. Compiled code is cached next to this file
+same result as the numpy formulation it replaces: one pass over the events (with a hash table
+where numpy needed an argsort and a handful of gathers). Compiled code is cached next to this file
 (numba's ``cache=True``), so only the first run on a machine pays the compile.
 
 Hash tables here are open-addressed with linear probing, sized to a power of two at least twice
@@ -69,9 +69,9 @@ def pair_groups(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]
 def _nearest_links(w0, w1, w2, w3, layer, before, bits):
     n = len(w0)
     mask = (1 << bits) - 1
-    slot_group = np.full(1 << bits, -1, np.int64)
-    rep = np.empty(n, np.int64)
-    nearest = np.full((n, 4), -1, np.int64)  # per group: the latest (or next) event per layer
+    slot_group = np.full(1 << bits, -1, np.int32)
+    rep = np.empty(n, np.int32)
+    nearest = np.empty((n, 4), np.int32)  # per group: the latest (or next) event per layer
     link = np.full(n, -1, np.int64)
     ngroups = 0
     for k in range(n):
@@ -85,6 +85,7 @@ def _nearest_links(w0, w1, w2, w3, layer, before, bits):
                 g = ngroups
                 slot_group[s] = g
                 rep[g] = i
+                nearest[g, :] = -1
                 ngroups += 1
                 break
             r = rep[g]
@@ -142,3 +143,69 @@ def unwrap_to_first(stream: np.ndarray, value: np.ndarray) -> tuple[np.ndarray, 
     stream = np.ascontiguousarray(stream, np.int64)
     nstreams = int(stream.max()) + 1 if len(stream) else 0
     return _unwrap_to_first(stream, np.ascontiguousarray(value, np.uint32), nstreams)
+
+
+@numba.njit(cache=True)
+def _ipv4_endpoints(saddr, daddr, sport, dport, family, recv, af_inet):
+    n = len(sport)
+    lo = np.empty(n, np.uint64)
+    hi = np.empty(n, np.uint64)
+    local = np.empty(n, np.int8)
+    for i in range(n):
+        if family[i] != af_inet:
+            return lo, hi, local, False
+        for b in range(4, 16):
+            if saddr[i, b] != 0 or daddr[i, b] != 0:
+                return lo, hi, local, False
+        src = np.uint64(0)
+        dst = np.uint64(0)
+        for b in range(3, -1, -1):  # the address as a little-endian 32-bit word
+            src = (src << np.uint64(8)) | np.uint64(saddr[i, b])
+            dst = (dst << np.uint64(8)) | np.uint64(daddr[i, b])
+        src = (src << np.uint64(16)) | np.uint64(sport[i])
+        dst = (dst << np.uint64(16)) | np.uint64(dport[i])
+        lo[i] = min(src, dst)
+        hi[i] = max(src, dst)
+        mine = dst if recv[i] else src
+        local[i] = 1 if (mine == hi[i] and lo[i] != hi[i]) else 0
+    return lo, hi, local, True
+
+
+def ipv4_endpoints(saddr, daddr, sport, dport, family, recv, af_inet: int):
+    """Per record, its two endpoints as 48-bit integers (IPv4 address << 16 | port), the
+    smaller first, and which of them is this host's (1: the larger; 0 also when both are the
+    same); None if any record is not IPv4 (the caller takes the general path)."""
+    lo, hi, local, ok = _ipv4_endpoints(
+        np.ascontiguousarray(saddr, np.uint8), np.ascontiguousarray(daddr, np.uint8),
+        np.ascontiguousarray(sport), np.ascontiguousarray(dport),
+        np.ascontiguousarray(family), np.ascontiguousarray(recv, np.bool_), af_inet)
+    return (lo, hi, local) if ok else None
+
+
+@numba.njit(cache=True)
+def _look_back(s_stream, s_lo, s_hi, s_t, row_order, qpos, q_stream, q_x, q_t, before, window):
+    nq = len(q_x)
+    best = np.full(nq, -1, np.int64)
+    for q in range(nq):
+        best_t = np.iinfo(np.int64).min if before else np.iinfo(np.int64).max
+        for off in range(1, window + 1):
+            i = qpos[q] - off
+            if i < 0 or s_stream[i] != q_stream[q]:
+                break  # the sorted rows of the query's stream end here
+            if s_lo[i] <= q_x[q] < s_hi[i]:
+                t = s_t[i]
+                if (t <= q_t[q] and t > best_t) if before else (t >= q_t[q] and t < best_t):
+                    best_t = t
+                    best[q] = row_order[i]
+    return best
+
+
+def look_back(s_stream, s_lo, s_hi, s_t, row_order, qpos, q_stream, q_x, q_t, before: bool,
+              window: int) -> np.ndarray:
+    """The range join's last step (analysis.join.stab): for each query, among the `window` rows
+    just before its place in the sorted rows, of its stream, covering q_x, the best in time (the
+    latest at or before q_t, or the earliest at or after it). -1 where none is."""
+    c = np.ascontiguousarray
+    return _look_back(c(s_stream, np.int64), c(s_lo, np.int64), c(s_hi, np.int64),
+                      c(s_t, np.int64), c(row_order, np.int64), c(qpos, np.int64),
+                      c(q_stream, np.int64), c(q_x, np.int64), c(q_t, np.int64), before, window)

@@ -32,7 +32,8 @@ M32 = np.int64(0xFFFFFFFF)
 
 def host_names(traces) -> list[str]:
     """Each trace's host name, made unique with a #n suffix where two traces share one."""
-    names, seen = [], {}
+    names: list = []
+    seen: dict = {}
     for t in traces:
         h = str((t.header or {}).get("host") or "?")
         seen[h] = seen.get(h, 0) + 1

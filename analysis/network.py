@@ -115,7 +115,7 @@ def merge_inputs(parts: list[dict]) -> dict:
     out = {}
     for k in keys:
         items = [p[k] for p in parts if k in p]
-        reqs = {}
+        reqs: dict = {}
         for it in items:
             for r in it.requests:
                 reqs.setdefault(r.client_is_a, []).append(r)
@@ -337,13 +337,13 @@ class NetworkResult:
 
     def report_section(self) -> dict:
         """JSON-ready: per pair and direction, L_NET statistics with their intervals."""
-        out = {"version": 1, "units": "ns",
+        out: dict = {"version": 1, "units": "ns",
                "definition": ("L_NET: NIC-to-NIC one-way delay, sender dev_hard_start_xmit to "
                               "receiver eth_type_trans, signed, in the first host's timebase; "
                               "lo/hi: the guaranteed interval from the clock alignment"),
                "pairs": [], "notes": list(self.notes)}
         for p in self.pairs:
-            entry = {"hosts": [p.a, p.b], "timebase": p.a, "clock_method": p.method,
+            entry: dict = {"hosts": [p.a, p.b], "timebase": p.a, "clock_method": p.method,
                      "clock_quality": p.quality, "roles_guessed_from_ports": p.roles_guessed,
                      "directions": []}
             for d in (p.ab, p.ba):
@@ -398,9 +398,9 @@ def network_result(inputs: dict, alignment: Alignment) -> NetworkResult:
             res.notes.append(f"{a} and {b}: frames matched but no clock alignment between them")
             continue
         fwd, bwd = one_way_delays(to_a, pi.ab.s_ns, pi.ab.r_ns, pi.ba.s_ns, pi.ba.r_ns)
-        ab = DirLatency(a, b, a, *fwd, pi.ab.s_ns, pi.ab.flow, pi.ab.client_sent, pi.ab.nat,
+        ab = DirLatency(a, b, a, fwd[0], fwd[1], fwd[2], pi.ab.s_ns, pi.ab.flow, pi.ab.client_sent, pi.ab.nat,
                         pi.ab.n_ambiguous, to_a.quality)
-        ba = DirLatency(b, a, a, *bwd, pi.ba.s_ns, pi.ba.flow, pi.ba.client_sent, pi.ba.nat,
+        ba = DirLatency(b, a, a, bwd[0], bwd[1], bwd[2], pi.ba.s_ns, pi.ba.flow, pi.ba.client_sent, pi.ba.nat,
                         pi.ba.n_ambiguous, to_a.quality)
         pn = PairNetwork(a, b, to_a.method, to_a.quality, ab, ba, len(pi.roles_guessed))
         pn.requests = request_result(pi.requests, alignment)
@@ -425,7 +425,7 @@ def request_result(rows: list, alignment: Alignment) -> dict:
     """Per client side: the RTT and its parts in the client's timebase."""
     if not rows:
         return {"requests": 0}
-    out = {"requests": 0, "per_client": []}
+    out: dict = {"requests": 0, "per_client": []}
     for r in rows:
         to_c = alignment.pair(r.server, r.client)
         t0 = to_c.t0_to

@@ -72,7 +72,7 @@ import numpy as np
 from mbrec.events import CONSTANTS, PROBE_IDS, RECV_PROBES, SEND_PROBES
 from mbrec.analysis.flowid import address_words, mix
 from mbrec.analysis.join import NONE, group_ids, grouped_cummax_before, stab, unwrap32
-from mbrec.analysis.kernels import nearest_links, pair_groups
+from mbrec.analysis.kernels import ipv4_endpoints, nearest_links, pair_groups
 
 PACKET_TABLE_VERSION = 1
 AF_INET = CONSTANTS["MBREC_AF_INET"]
@@ -231,7 +231,8 @@ def identify_flows(events: dict[str, np.ndarray]) -> tuple[FlowTable, dict[str, 
     ft = FlowTable(ep_addr=ep_addr, ep_port=ep_port, family=family[rep].astype(np.uint8),
                    local=flow_local, client=np.full(nflows, -1, np.int8),
                    client_source=["unknown"] * nflows, cookies=cookies)
-    out, start = {}, 0
+    out: dict[str, tuple] = {}
+    start = 0
     for name, k in zip(names, sizes):
         out[name] = (flow[start:start + k], local[start:start + k])
         start += k
@@ -241,27 +242,21 @@ def identify_flows(events: dict[str, np.ndarray]) -> tuple[FlowTable, dict[str, 
 
 def _flows_v4(events, names):
     """The IPv4 path, or None if any event is not IPv4."""
-    src, dst, fam, cookie, recv_parts, sizes = [], [], [], [], [], []
+    los, his, locals_, fam, cookie, sizes = [], [], [], [], [], []
     for n in names:
         recs = events[n]
-        f = recs["family"]
-        if not (f == AF_INET).all():
+        recv = is_receive(recs["probe"]) if n == "pkt" else np.zeros(len(recs), bool)
+        ends = ipv4_endpoints(recs["saddr"], recs["daddr"], recs["sport"], recs["dport"],
+                              recs["family"], recv, AF_INET)
+        if ends is None:
             return None
-        s0, s1 = address_words(recs["saddr"])
-        d0, d1 = address_words(recs["daddr"])
-        if (s1 != 0).any() or (d1 != 0).any():
-            return None
-        src.append(((s0 & np.uint64(0xFFFFFFFF)) << np.uint64(16)) | recs["sport"].astype(np.uint64))
-        dst.append(((d0 & np.uint64(0xFFFFFFFF)) << np.uint64(16)) | recs["dport"].astype(np.uint64))
-        recv_parts.append(is_receive(recs["probe"]) if n == "pkt" else np.zeros(len(f), bool))
-        fam.append(f)
+        los.append(ends[0])
+        his.append(ends[1])
+        locals_.append(ends[2])
+        fam.append(recs["family"])
         cookie.append(recs["sock_cookie"])
-        sizes.append(len(f))
-    e_s, e_d = np.concatenate(src), np.concatenate(dst)
-    recv = np.concatenate(recv_parts)
-    lo, hi = np.minimum(e_s, e_d), np.maximum(e_s, e_d)
-    e_local = np.where(recv, e_d, e_s)
-    local = ((e_local == hi) & (lo != hi)).astype(np.int8)
+        sizes.append(len(recs))
+    lo, hi, local = np.concatenate(los), np.concatenate(his), np.concatenate(locals_)
     flow, rep = pair_groups(lo, hi)
     ep_addr = np.zeros((len(rep), 2, 16), np.uint8)
     ep_port = np.zeros((len(rep), 2), np.uint16)
@@ -330,7 +325,7 @@ def hash_groups(h: np.ndarray, bits: int = 16) -> tuple[np.ndarray, np.ndarray]:
 
 def _cookies_per_flow(flow, cookie, nflows) -> list:
     keep = np.nonzero(cookie != 0)[0]
-    result = [[] for _ in range(nflows)]
+    result: list[list] = [[] for _ in range(nflows)]
     if len(keep) == 0:
         return result
     with np.errstate(over="ignore"):
@@ -600,7 +595,7 @@ def packet_table(trace, prepared: Prepared | None = None) -> PacketTable:
     """The packet table of one host's trace (see the module docstring). Pure: reads trace only.
 
     The receive rows' copy layer (ts[:, 3]) is filled by analysis.app.attach_copies, which needs
-    the socket read records; ``analysis.app.host_analysis`` does both.
+    the socket read records; ``analysis.host.analyze_host`` does both.
     """
     prep = prepared if prepared is not None else prepare(trace.events)
     flows, ids = prep.flows, prep.ids

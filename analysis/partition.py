@@ -14,6 +14,7 @@ lost counts (reported once, by the whole-run view) and warnings.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import numpy as np
 
@@ -67,7 +68,7 @@ def split_trace(path: str, ti: int, parts: int, workdir: str, progress=None,
             key = (p, name)
             if key not in files:
                 files[key] = os.path.join(workdir, f"t{ti}-p{p}-{name}")
-            _append(files[key] + ".bin", memoryview(grouped[lo:hi]).cast("B"))
+            _append(files[key] + ".bin", grouped[lo:hi].data.cast("B"))
             _append(files[key] + ".pos", memoryview(positions[lo:hi]).cast("B"))
             counts[key] = counts.get(key, 0) + hi - lo
         seen[name] = base + len(recs)
@@ -160,10 +161,10 @@ def load_partition(metas: list[dict], p: int) -> tuple[list[Trace], list[dict]]:
 
 def whole_trace_view(meta: dict) -> Trace:
     """A Trace with the original metadata and no events (for checks and the report's inputs)."""
-    counts = {}
+    counts: dict[str, int] = {}
     for (p, name), n in meta["counts"].items():
         counts[name] = counts.get(name, 0) + n
-    events = {name: _CountOnly(n, meta["dtypes"][name]) for name, n in counts.items()}
+    events: dict[str, Any] = {name: _CountOnly(n, meta["dtypes"][name]) for name, n in counts.items()}
     for name, dtype in meta["dtypes"].items():
         events.setdefault(name, _CountOnly(0, dtype))
     return Trace(path=meta["path"], header=meta["header"], events=events, clocks=meta["clocks"],

@@ -224,8 +224,11 @@ def build(analysis, flow=None) -> Built:
     maps, meta = _clock_view(analysis)
     net = _network_view(analysis)
     sl = _Parts()
-    groups, gindex, parents, pindex = [], {}, [], {}
-    arrows = []
+    groups: list = []
+    parents: list = []
+    gindex: dict = {}
+    pindex: dict = {}
+    arrow_parts: list[np.ndarray] = []
     host_slice = []  # per host: (sample -> slice index, then the kept samples' columns)
     offset = 0
 
@@ -288,8 +291,8 @@ def build(analysis, flow=None) -> Built:
         smap = np.full(len(s["flow"]), -1, np.int64)
         smap[idx] = offset + np.arange(len(idx))
         host_slice.append((smap, name, row, idx, s["flow"][idx], t0, t1))
-        arrows += _layer_arrows(smap[idx], name, row)
-        arrows += _app_arrows(smap[idx], name, s["flow"][idx], t0, t1, row)
+        arrow_parts += _layer_arrows(smap[idx], name, row)
+        arrow_parts += _app_arrows(smap[idx], name, s["flow"][idx], t0, t1, row)
         offset += len(idx)
 
     # the network leg, per host pair and flow
@@ -324,13 +327,13 @@ def build(analysis, flow=None) -> Built:
         # sender's NIC slice of the packet -> L_NET -> receiver's NIC slice of the frame
         nic_send = _by_row(host_slice[d.src], lambda n: _layer(n) == (0, 2))
         src_sl = nic_send.get_many(srow[idx])
-        arrows.append(np.stack([src_sl, net_ids], axis=1)[src_sl >= 0])
+        arrow_parts.append(np.stack([src_sl, net_ids], axis=1)[src_sl >= 0])
         dst_sl = _recv_nic_slices(host_slice[d.dst], d.r_ns[idx])
-        arrows.append(np.stack([net_ids, dst_sl], axis=1)[dst_sl >= 0])
+        arrow_parts.append(np.stack([net_ids, dst_sl], axis=1)[dst_sl >= 0])
         meta.setdefault("l_net_quality", {})[f"{hs.name}->{hd.name}"] = d.quality
 
     slices = sl.done(SLICE_COLS)
-    arrows = np.concatenate([a.reshape(-1, 2) for a in arrows]) if arrows else \
+    arrows = np.concatenate([a.reshape(-1, 2) for a in arrow_parts]) if arrow_parts else \
         np.zeros((0, 2), np.int64)
     counters, ctracks = _counters(hosts, maps, flow, parent)
     # --time counts from the first event of any host, whatever --flow keeps (as in replay)
@@ -685,12 +688,12 @@ def _encode(f, b: Built, slices: dict, counters: dict, arrows: np.ndarray) -> di
     p = out.packet.add()
     p.trusted_packet_sequence_id = SEQ_ID
     p.sequence_flags = pb.TracePacket.SEQ_INCREMENTAL_STATE_CLEARED
-    for i, n in enumerate(ALL_NAMES + ["clock alignment"]):
+    for i, event_name in enumerate(ALL_NAMES + ["clock alignment"]):
         e = p.interned_data.event_names.add()
-        e.iid, e.name = i + 1, n
-    for n, i in ANN_ID.items():
+        e.iid, e.name = i + 1, event_name
+    for ann, i in ANN_ID.items():
         e = p.interned_data.debug_annotation_names.add()
-        e.iid, e.name = i, n
+        e.iid, e.name = i, ann
     p = out.packet.add()
     p.timestamp = first_ts
     p.trusted_packet_sequence_id = SEQ_ID

@@ -101,7 +101,7 @@ def analyze_partition(index, traces: list, hosts: list[str], options: Options,
     assert kind in MATCHING
     whole = kind == "whole"
     out = PartitionResult(index, [])
-    results = []
+    results: list = []
     for k, t in enumerate(traces):
         if sum(len(v) for v in t.events.values()) == 0:
             out.hosts.append(None)
@@ -239,7 +239,8 @@ def finish(views: list, hosts: list[str], parts: list[PartitionResult], options:
     for k, view in enumerate(views):
         pieces = [p.hosts[k] for p in parts if p.hosts[k] is not None]
         merged.append(merge_host(view, pieces) if pieces else empty_host(view))
-    cross, net, al = None, None, None
+    cross: dict | None = None
+    net, al = None, None
     if len(views) == 1:
         cross = dict(SINGLE_HOST)
     elif options.cross_host:
@@ -290,7 +291,7 @@ def check_inputs(traces) -> list[str]:
     """Refuse what cannot be analysed together; return warnings for what can, with caveats."""
     # traces of different format versions analyse together: the reader decodes every
     # version into the same layouts
-    ids = {}
+    ids: dict = {}
     for t in traces:
         tid = (t.header or {}).get("trace_id")
         if tid and tid in ids:

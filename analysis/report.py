@@ -61,7 +61,7 @@ def latency_stats(samples: dict, group: np.ndarray | None = None, ngroups: int =
     g = np.zeros(len(samples["name"]), np.int64) if group is None else group
     key = g * len(NAMES) + samples["name"]
     st = grouped_stats(key, samples["value"], ngroups * len(NAMES))
-    out = [dict() for _ in range(ngroups)]
+    out: list[dict] = [dict() for _ in range(ngroups)]
     for k in np.nonzero(st["count"] > 0)[0].tolist():
         gi, ni = divmod(k, len(NAMES))
         out[gi][NAMES[ni]] = {s: (int(st[s][k]) if s == "count" else _num(st[s][k]))
@@ -184,7 +184,7 @@ def _us(v):
     return "-" if v is None else (f"{v / 1e3:.1f}" if v < 1e9 else f"{v / 1e3:.3g}")
 
 
-def table_text(report: dict, per_flow: bool, clock_lines: list[str] = ()) -> str:
+def table_text(report: dict, per_flow: bool, clock_lines: tuple[str, ...] | list[str] = ()) -> str:
     """The terminal summary: per host, one line per latency, lost events next to the numbers;
     then how the clocks were aligned (clock_lines) and, last, where the time went."""
     lines = []

@@ -113,7 +113,7 @@ def analyze_files(paths: list[str], plan: Plan, progress=None, bars=None) -> Ana
         views = [whole_trace_view(m) for m in metas]
         warnings = check_inputs(views)
         names = host_names(views)
-        items = list(range(parts))
+        items: list[int | str] = list(range(parts))
         if plan.options.cross_host and sum(len(f) > 0 for f in single_host_flows(metas)) >= 2:
             items.append(NAT_PARTITION)  # connections no two hosts name alike
         say(f"analysing {parts} partitions ({plan.executor.describe()})")

@@ -30,6 +30,7 @@ import time
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("NUMPY_MADVISE_HUGEPAGE", "0")  # as mbrec's command line runs (mbrec/cli.py)
 
 import numpy as np
 

@@ -27,11 +27,11 @@ def dict_matcher(pkt: np.ndarray) -> int:
     for ts, probe, sa, da, sp, dp, seq, ack in zip(cols[0], cols[1], saddr, daddr, cols[2],
                                                    cols[3], cols[4], cols[5]):
         if probe <= t_xmit:
-            key = (da, dp, seq, ack)
+            out_key = (da, dp, seq, ack)
             if probe == t_tcp:
-                out_ts[key] = [ts, 0, 0]
+                out_ts[out_key] = [ts, 0, 0]
             else:
-                e = out_ts.get(key)
+                e = out_ts.get(out_key)
                 if e is None:
                     continue
                 if probe == t_ipq:
@@ -39,14 +39,14 @@ def dict_matcher(pkt: np.ndarray) -> int:
                 elif probe == t_dev:
                     e[2] = ts
                 else:
-                    del out_ts[key]
+                    del out_ts[out_key]
                     results.append((e[1] - e[0], e[2] - e[1], ts - e[2]))
         else:
-            key = (sa, sp, da, dp, seq, ack)
+            in_key = (sa, sp, da, dp, seq, ack)
             if probe == t_eth:
-                in_ts[key] = [ts, 0, 0]
+                in_ts[in_key] = [ts, 0, 0]
             else:
-                e = in_ts.get(key)
+                e = in_ts.get(in_key)
                 if e is None:
                     continue
                 if probe == t_iprcv:
@@ -54,6 +54,6 @@ def dict_matcher(pkt: np.ndarray) -> int:
                 elif probe == t_tcprcv:
                     e[2] = ts
                 else:
-                    del in_ts[key]
+                    del in_ts[in_key]
                     results.append((e[1] - e[0], e[2] - e[1], ts - e[2]))
     return len(results)
