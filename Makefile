@@ -44,12 +44,12 @@ lint:
 test:
 	MBREC_LAB_TESTS=1 $(PYTHON) -m pytest -q -ra
 
-# The kernel matrix in full (docs/kernels.md): the ab scenario recorded and analysed on every lab
+# The kernel matrix in full (docs/kernel-matrix.md): the ab scenario recorded and analysed on every lab
 # suite's kernel (bookworm 6.1, trixie 6.12, sid 7.x) with fentry and with kprobes, the IPv6
 # scenarios, and record --check in each; builds the images it lacks (minutes each).
 check-kernels: setup
 	MBREC_LAB_TESTS=1 MBREC_LAB_SUITES=bookworm,trixie,sid MBREC_LAB_KPROBE_SUITES=bookworm,trixie,sid \
-		$(PYTHON) -m pytest -q -ra tests/lab/test_kernels_lab.py tests/lab/test_ipv6_lab.py
+		$(PYTHON) -m pytest -q -ra tests/lab/test_kernel_matrix_lab.py tests/lab/test_ipv6_lab.py
 
 # Without the QEMU lab: seconds, for the edit-test loop.
 test-fast:

@@ -253,7 +253,7 @@ def test_m12_m13_sample_rtt_and_sum_rtt_are_the_estimators_raw_samples(run):
     assert sum(len(r) for r in res) > 20
     # every pair of consecutive records is explained by the raw samples recorded between them,
     # except where a tcp_rtt run was lost, which the trace counts (a kprobe misses a run when a
-    # softirq hits it while another kprobe runs: docs/kernels.md); each loss spoils one pair
+    # softirq hits it while another kprobe runs: docs/kernel-matrix.md); each loss spoils one pair
     bad = sum(int((np.abs(r) >= 2).sum()) for r in res)
     one_trace = (run.out / "all.mbrec").exists()  # bench/flows_check.py: both hosts in one
     lost = sum(run.lost[h].get("tcp_rtt", 0) for h in (HOSTS[:1] if one_trace else HOSTS))

@@ -100,7 +100,7 @@ def test_every_loss_has_a_cause(run):
                 summed[probe] = summed.get(probe, 0) + n
         assert {k: v for k, v in summed.items() if v} == {k: v for k, v in t.lost.items() if v}, host
         events = sum(len(r) for r in t.events.values())
-        # counted, and rare: 7.2 skips more nested fentry runs than 6.1 (docs/kernels.md)
+        # counted, and rare: 7.2 skips more nested fentry runs than 6.1 (docs/kernel-matrix.md)
         assert sum(t.lost.values()) <= 0.05 * events, (host, t.lost)
 
 
