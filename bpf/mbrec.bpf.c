@@ -1108,7 +1108,7 @@ int mbrec_tp_skb_copy_datagram_iter(struct bpf_raw_tracepoint_args *ctx)
 }
 #endif
 
-/* ---- flow and socket probes (issue 5): built with -DMBREC_FLOWS ----
+/* ---- flow and socket probes: built with -DMBREC_FLOWS ----
  * flows_function_probes.bpf.c may use everything above: RD(), mbrec_lost/mbrec_count_lost(),
  * the netns and socket helpers, MBREC_NETNS_OK/MBREC_PORT_OK, mbrec_sock_id()/MBREC_COOKIE(), the hash.
  * Give each schema its own BPF_RINGBUF_OUTPUT (see RINGS in mbrec/recorder/program.py). */
