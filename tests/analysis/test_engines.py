@@ -165,6 +165,13 @@ def test_nat_rewritten_connections_are_matched_in_every_partitioning(tmp_path):
         assert differences(rep["hosts"], whole["hosts"], rtol=RTOL) == []
 
 
+def _sigint_as_a_shell_starts_it():
+    """A process inherits an ignored SIGINT (and Python then leaves it ignored): a command
+    started from a terminal has the default, whatever this test process was left with."""
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("jobs", [1, 2])
 def test_ctrl_c_stops_cleanly(tmp_path, jobs):
     """Ctrl-C (SIGINT to the whole process group, as a terminal sends it) mid-analysis: exit
@@ -184,7 +191,7 @@ def test_ctrl_c_stops_cleanly(tmp_path, jobs):
                              "--no-plots", "--partitions", "32", "-j", str(jobs),
                              "--spill-dir", str(spill), "-o", str(out)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=_sigint_as_a_shell_starts_it)
     deadline = time.monotonic() + 120
     while not any(spill.glob("mbrec-spill-*/t0-*.bin")) and time.monotonic() < deadline:
         assert proc.poll() is None, proc.communicate()
