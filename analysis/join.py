@@ -58,8 +58,7 @@ def unwrap32(stream: np.ndarray, ts: np.ndarray, value: np.ndarray) -> np.ndarra
     if n == 0:
         return np.empty(0, np.int64)
     out, far = unwrap_to_first(stream, value)
-    long_streams = np.nonzero(far)[0]
-    if len(long_streams):
+    if far.any():
         sel = np.nonzero(far[stream])[0]
         out[sel] = _unwrap_in_time(stream[sel], ts[sel], value[sel])
     return out

@@ -511,9 +511,10 @@ def _chain(ev: dict, layers: list[int], mode: str, multi_layer: int) -> tuple[di
     Returns (rows, row index per event).
     """
     n = len(ev["t"])
+    # per-CPU rings interleave events; time-ordered input (synthetic, merged) skips the sort
     in_time_order = n < 2 or bool((ev["t"][1:] >= ev["t"][:-1]).all())
-    by_time = np.arange(n) if in_time_order else np.argsort(ev["t"], kind="stable")
-    if not in_time_order:  # per-CPU rings interleave; a synthetic or merged trace may not
+    if not in_time_order:
+        by_time = np.argsort(ev["t"], kind="stable")
         ev = {k: v[by_time] for k, v in ev.items()}
     link = _links(ev, mode)
     row_of_event = np.full(n, NONE, np.int64)

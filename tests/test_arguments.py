@@ -7,24 +7,13 @@ import sys
 import pytest
 
 from mbrec.testing.synthetic import packet_flow, write_trace
+from cliutil import run_cli as main
 
 
 @pytest.fixture(scope="module")
 def trace(tmp_path_factory):
     path = str(tmp_path_factory.mktemp("args") / "a.mbrec")
     return write_trace(path, {"pkt": packet_flow(2000)}, host="a")
-
-
-def main(*args, capsys):
-    """mbrec's own main(), in process."""
-    from mbrec.cli import main as cli_main
-    try:
-        cli_main(list(args))
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def assert_one_line(code, out, err, needle):

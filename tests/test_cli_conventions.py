@@ -7,6 +7,7 @@ import pytest
 
 from mbrec.errors import MbrecError
 from mbrec.testing.synthetic import packet_flow, write_trace
+from cliutil import run_cli as main
 
 # (command, its conventional options), as docs/cli.md lists them
 CONVENTIONS = [
@@ -19,17 +20,6 @@ CONVENTIONS = [
     (["info"], ["--json"]),
     (["replay"], ["--json"]),
 ]
-
-
-def main(*args, capsys):
-    from mbrec.cli import main as cli_main
-    try:
-        cli_main(list(args))
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 @pytest.fixture(scope="module")

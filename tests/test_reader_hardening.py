@@ -16,6 +16,7 @@ from mbrec.trace import writer as writer_module
 from mbrec.trace.format import MAX_FRAME_BYTES, make_header
 from mbrec.trace.reader import read_trace
 from mbrec.trace.writer import TraceWriter
+from cliutil import run_cli as cli
 
 
 def write(tmp_path, data: bytes, name="t.mbrec") -> str:
@@ -23,17 +24,6 @@ def write(tmp_path, data: bytes, name="t.mbrec") -> str:
     with open(path, "wb") as f:
         f.write(data)
     return path
-
-
-def cli(*args, capsys):
-    from mbrec.cli import main
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    c = capsys.readouterr()
-    return code, c.out, c.err
 
 
 def every_command(path, capsys):
