@@ -87,3 +87,20 @@ def test_ab_scenario_records_each_host_or_says_why_not(ab_run):
     for host in ("a", "b"):
         trace = read_trace(str(out / f"{host}.mbrec"))
         assert trace.clean and sum(len(v) for v in trace.events.values()) > 0
+
+
+def test_a_guest_kernel_crash_voids_the_attempt_and_runs_the_job_once_more(tmp_path):
+    # The command crashes the guest's kernel on every boot: the first crash is taken for the emulator's,
+    # the job runs again, the second crash is reported; both consoles are kept.
+    out = tmp_path / "crash"
+    r = lab("run", "--no-record", "-o", str(out), "--", "sh", "-c", "echo c > /proc/sysrq-trigger")
+    assert r.returncode != 0
+    assert "running the job again" in r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("mbrec: error: guest a kernel died (") and "twice" in last, last
+    assert "Traceback" not in r.stderr
+    truth = json.loads((out / "ground_truth.json").read_text())
+    [rerun] = truth["timing"]["reruns"]
+    assert rerun["role"] == "a" and rerun["console"] == "console-a-crashed.log"
+    assert "sysrq" in (out / "console-a-crashed.log").read_text().lower()
+    assert (out / "console-a.log").read_text().count("mbrec-lab: init") == 1
