@@ -59,6 +59,9 @@ class Plan:
     partitions: int | None = None
     memory: int | None = None
     spill_dir: str | None = None
+    # the caller writes the per-event files (packets.csv, latencies.csv), which need whole
+    # traces: partitions then only where memory needs them, never for speed
+    per_event_files: bool = False
 
 
 def analyze(traces, *, per_flow: bool = False, cross_host: bool = True, clock: str = "auto",
@@ -77,15 +80,15 @@ def analyze(traces, *, per_flow: bool = False, cross_host: bool = True, clock: s
 
 def partitions_for(paths: list[str], plan: Plan) -> int:
     """The partition count: the plan's, or enough that each worker's partition fits its share
-    of the memory budget and, for traces large enough to gain, holds about EVENTS_PER_PARTITION
-    events."""
+    of the memory budget and, for traces large enough to gain (unless the caller writes the
+    per-event files), holds about EVENTS_PER_PARTITION events."""
     if plan.partitions:
         return plan.partitions
     budget = (plan.memory or default_memory()) / max(plan.executor.workers, 1)
     raw = sum(os.path.getsize(p) for p in paths if os.path.isfile(p)) * RAW_PER_FILE_BYTE
     parts = math.ceil(raw * PEAK_PER_RAW_BYTE / budget)
     for_speed = raw // (RAW_BYTES_PER_EVENT * EVENTS_PER_PARTITION)
-    if for_speed >= MIN_SPLIT_FOR_SPEED:
+    if for_speed >= MIN_SPLIT_FOR_SPEED and not plan.per_event_files:
         parts = max(parts, for_speed)
     if plan.executor.kind != "serial":
         parts = max(parts, 4 * plan.executor.workers)  # keep every worker busy to the end
