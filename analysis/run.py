@@ -18,6 +18,7 @@ import numpy as np
 from mbrec.analysis.engine import Executor, default_memory, run_map
 from mbrec.analysis.match import host_names
 from mbrec.analysis.pipeline import (Options, analyze_partition, check_inputs, finish)
+from mbrec.events import SCHEMA_BY_NAME
 
 # Sizing partitions: a trace file expands about 8x into raw records (zstd of msgpack, format
 # v2), and analysing records peaks at about 3x their raw size (docs/performance.md).
@@ -27,7 +28,7 @@ PEAK_PER_RAW_BYTE = 3
 # the caches. Measured on 12.7 M events (CPU s, cross-host part included): whole traces in
 # memory 24.2, 4 partitions 15.5, 8 14.8, 16 13.0, 32 12.2, 64 13.5; on 2.0 M events: whole
 # 1.75-1.92, 4 partitions 1.90, 8 1.87. So traces of more than 4 such partitions are split.
-RAW_BYTES_PER_EVENT = 96
+RAW_BYTES_PER_EVENT = SCHEMA_BY_NAME["pkt"].dtype.itemsize  # most events are packet records
 EVENTS_PER_PARTITION = 500_000
 MIN_SPLIT_FOR_SPEED = 4
 MAX_PARTITIONS = 4096
