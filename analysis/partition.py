@@ -79,7 +79,7 @@ def split_trace(path: str, ti: int, parts: int, workdir: str, progress=None,
             key = (p, name)
             if key not in files:
                 files[key] = os.path.join(workdir, f"t{ti}-p{p}-{name}")
-            _append(files[key] + ".bin", grouped[lo:hi].data.cast("B"))
+            _append(files[key] + ".bin", grouped[lo:hi].view(np.uint8).data)  # any field layout
             _append(files[key] + ".pos", memoryview(positions[lo:hi]).cast("B"))
             counts[key] = counts.get(key, 0) + hi - lo
         seen[name] = base + len(recs)
