@@ -14,15 +14,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-
-
-@numba.njit(cache=True, inline="always")
-def _mix(x):
-    """splitmix64's finaliser: every input bit reaches every output bit."""
-    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return x ^ (x >> np.uint64(31))
+from mbrec.analysis.flowid import GOLDEN as _GOLDEN
+from mbrec.analysis.flowid import mix1 as _mix
 
 
 def _table_bits(n: int) -> int:

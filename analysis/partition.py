@@ -56,12 +56,14 @@ def split_trace(path: str, ti: int, parts: int, workdir: str, progress=None,
         h = record_flow_hash(recs)
         part = partition_of(h, parts)
         if name == "pkt":
-            wire = (recs["probe"] == XMIT) | (recs["probe"] == RECV)
-            wire_flows.update(np.unique(h[wire]).tolist())
+            hw = h[(recs["probe"] == XMIT) | (recs["probe"] == RECV)]
+            if len(hw):  # runs of one connection's frames first: np.unique then sorts a few
+                hw = hw[np.r_[True, hw[1:] != hw[:-1]]]
+            wire_flows.update(np.unique(hw).tolist())
         order = np.argsort(part, kind="stable")
         bounds = np.searchsorted(part[order], np.arange(parts + 1))
         base = seen.get(name, 0)
-        grouped = recs[order]  # one gather; each partition's records are then one slice
+        grouped = take_records(recs, order)  # one gather; each partition's records are then one slice
         positions = order + base
         for p in np.flatnonzero(np.diff(bounds)).tolist():
             lo, hi = int(bounds[p]), int(bounds[p + 1])
@@ -114,14 +116,22 @@ def load_nat_partition(metas: list[dict], flows: list[np.ndarray], parts: int,
                 wire = (c["probe"] == XMIT) | (c["probe"] == RECV)
                 sel = wire & np.isin(record_flow_hash(c), keep)
                 if sel.any():
-                    pieces.append(np.array(c[sel]))
+                    pieces.append(take_records(c, np.flatnonzero(sel)))
         pkt = np.concatenate(pieces) if pieces else np.empty(0, dtype or np.uint8)
         if len(pkt):
-            pkt = pkt[np.argsort(pkt["ts_ns"], kind="stable")]
+            pkt = take_records(pkt, np.argsort(pkt["ts_ns"], kind="stable"))
         traces.append(Trace(path=m["path"], header=m["header"], events={"pkt": pkt},
                             clocks=m["clocks"], lost={}, trailer=m["trailer"], notes=m["notes"],
                             warnings=[], file_size=m["file_size"], bytes_lost=m["bytes_lost"]))
     return traces
+
+
+def take_records(recs: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """recs[index] for an array of records, as whole rows of bytes: numpy gathers a structured
+    array field by field, 5-12x slower than rows of bytes (measured on 96-byte pkt records)."""
+    recs = np.ascontiguousarray(recs)
+    rows = recs.view(np.uint8).reshape(len(recs), recs.dtype.itemsize)
+    return np.take(rows, index, axis=0).view(recs.dtype).reshape(-1)
 
 
 def _append(path: str, data) -> None:
