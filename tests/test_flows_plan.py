@@ -62,6 +62,14 @@ def test_the_group_refuses_to_run_without_state_or_ack_hooks(monkeypatch):
         flows.FlowGroup.for_kernel(kf, "kprobe", 1.0, 1)
 
 
+def test_flows_without_btf_is_one_clear_error(monkeypatch):
+    monkeypatch.setattr(flows, "read_btf", lambda: None)
+    for plan in (flows.plan_flows(kernel(LAB_61), "kprobe", ALL_TPS),
+                 flows.plan_flow_tracepoints({tp for _, tp, _, _ in flows.TP_FLOW_HOOKS})):
+        with pytest.raises(MbrecError, match="needs the kernel's BTF"):
+            flows.flow_cflags(plan)
+
+
 def test_cflags():
     plan = flows.plan_flows(kernel(LAB_61), "fentry", ALL_TPS)
     f = flows.flow_cflags(plan, sample=4, ring_pages=128)

@@ -1,10 +1,12 @@
 """Kernel struct field offsets from the running kernel's BTF (/sys/kernel/btf/vmlinux).
 
-The packet probes read about thirty fields of sk_buff, sock, net_device and a few others.
+The packet probes read about thirty fields of sk_buff, sock, net_device and a few others (FIELDS),
+the flow programs some forty more of tcp_sock and its relatives (FLOW_FIELDS, FLOW_BITS).
 Giving BCC those offsets as -D constants, instead of including <linux/skbuff.h> and
 <net/sock.h>, cuts the compile from ~9-15 s to ~1.5 s natively and from minutes to well under
 one under the lab's emulated CPU; the offsets are the running kernel's own, so they are exact.
-Where a kernel has no BTF the program includes the headers instead (MBREC_KERNEL_HEADERS).
+Where a kernel has no BTF the packet probes include the headers instead (MBREC_KERNEL_HEADERS);
+the flow programs need BTF.
 
 Format: https://docs.kernel.org/bpf/btf.html (header, type section, string section).
 """
