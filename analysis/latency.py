@@ -120,21 +120,29 @@ def quantile_rank(count, q: float):
     return rank, pos - rank
 
 
+def sort_within_groups(group: np.ndarray, value: np.ndarray, ngroups: int
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """The values sorted by (group, value), and the count of each group: one sort of a
+    composite int64 key where integer values fit in one (3-4x faster than a lexsort)."""
+    count = np.bincount(group, minlength=ngroups).astype(np.int64)
+    if len(value) and value.dtype.kind in "iu":
+        vmin = int(value.min())
+        span = int(value.max()) - vmin + 1
+        if ngroups * span < (1 << 62):
+            key = np.sort(group.astype(np.int64) * span + (value.astype(np.int64) - vmin))
+            key -= np.repeat(np.arange(ngroups, dtype=np.int64) * span, count)
+            return key + vmin, count
+    return value[np.lexsort((value, group))], count
+
+
 def grouped_stats(group: np.ndarray, value: np.ndarray, ngroups: int) -> dict:
     """count, mean, quantiles (linear interpolation) and max per group, all vectorised."""
-    count = np.bincount(group, minlength=ngroups).astype(np.int64)
     total = np.bincount(group, weights=value.astype(np.float64), minlength=ngroups)
+    v, count = sort_within_groups(group, value, ngroups)
+    v = v.astype(np.float64)
     res = {"count": count, "mean": np.divide(total, count, out=np.full(ngroups, np.nan),
                                              where=count > 0)}
-    vmin = int(value.min()) if len(value) else 0
-    span = (int(value.max()) - vmin + 1) if len(value) else 1
     start = np.concatenate([[0], np.cumsum(count)[:-1]])
-    if value.dtype.kind in "iu" and ngroups * span < (1 << 62):  # one sort of a composite key
-        key = np.sort(group.astype(np.int64) * span + (value.astype(np.int64) - vmin))
-        key -= np.repeat(np.arange(ngroups, dtype=np.int64) * span, count)
-        v = (key + vmin).astype(np.float64)
-    else:
-        v = value[np.lexsort((value, group))].astype(np.float64)
     for q in QUANTILES:
         rank, frac = quantile_rank(count, q)
         lo = start + rank

@@ -132,6 +132,14 @@ def _split_fields(recs: np.ndarray) -> dict:
     return cols
 
 
+def take_records(recs: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """recs[index] for an array of records, as whole rows of bytes: numpy gathers a structured
+    array field by field, 5-12x slower than rows of bytes (measured on 96-byte pkt records)."""
+    recs = np.ascontiguousarray(recs)
+    rows = recs.view(np.uint8).reshape(len(recs), recs.dtype.itemsize)
+    return np.take(rows, index, axis=0).view(recs.dtype).reshape(-1)
+
+
 def columns(events: dict) -> dict:
     """Wrap every schema's records in Columns (idempotent)."""
     return {k: v if isinstance(v, Columns) else Columns(v) for k, v in events.items()}

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mbrec.analysis.latency import NAMES, QUANTILES, quantile_rank
+from mbrec.analysis.latency import NAMES, QUANTILES, quantile_rank, sort_within_groups
 
 CDF_POINTS = 20_000  # values per name drawn for a CDF plot
 
@@ -36,9 +36,9 @@ def write_run(samples: dict, path: str) -> Run:
     """Sort one partition's samples by (name, value) and write the values to path."""
     name = samples["name"].astype(np.int64)
     value = samples["value"].astype(np.int64)
-    order = np.lexsort((value, name))
-    np.save(path, value[order])
-    offsets = np.searchsorted(name[order], np.arange(len(NAMES) + 1))
+    ordered, count = sort_within_groups(name, value, len(NAMES))
+    np.save(path, ordered)
+    offsets = np.concatenate([[0], np.cumsum(count)])
     sums = np.bincount(name, weights=value.astype(np.float64), minlength=len(NAMES))
     return Run(path, offsets, sums)
 

@@ -83,7 +83,8 @@ def streaming_dict_matcher(paths: list[str]) -> tuple[int, int]:
 def peak_memory(paths: list[str], partitions: int = 1) -> dict:
     """Peak resident memory (and CPU time) of reading and analysing, in a fresh process: the
     high-water mark is reset after the imports (/proc/self/clear_refs), so only the analysis
-    counts. With partitions > 1, the partitioned analysis, cross-host part included."""
+    counts. With partitions > 1, the partitioned analysis, cross-host part included; with 0,
+    `mbrec analyze`'s own plan (analysis.run.partitions_for), cross-host part included."""
     code = (
         "import json, sys, tempfile, time\n"
         "from mbrec.analysis.run import Plan, analyze, analyze_files\n"
@@ -98,7 +99,9 @@ def peak_memory(paths: list[str], partitions: int = 1) -> dict:
         "open('/proc/self/clear_refs', 'w').write('5')\n"
         "base = status('VmRSS:')\n"
         "c0 = time.process_time()\n"
-        "if parts > 1:\n"
+        "if parts == 0:\n"
+        "    a = analyze_files(paths, Plan())\n"
+        "elif parts > 1:\n"
         "    a = analyze_files(paths, Plan(partitions=parts))\n"
         "else:\n"
         "    a = analyze([read_trace(p) for p in paths], cross_host=False)\n"
@@ -108,7 +111,7 @@ def peak_memory(paths: list[str], partitions: int = 1) -> dict:
         " for k, n in i['events'].items())\n"
         "events = sum(n for i in a.report['inputs'] for n in i['events'].values())\n"
         "print(json.dumps({'raw_bytes': raw, 'baseline_kb': base, 'peak_kb': peak,"
-        " 'cpu_s': round(cpu, 3), 'events': events}))\n")
+        " 'cpu_s': round(cpu, 3), 'events': events, 'planned_partitions': a.partitions}))\n")
     r = subprocess.run([sys.executable, "-c", code, str(partitions), *paths],
                        capture_output=True, text=True, check=True)
     m = json.loads(r.stdout)
@@ -128,7 +131,8 @@ def main():
                     help="for traces near memory size: each analysis once, in a fresh process "
                          "(CPU and peak memory), the dictionary matcher streamed batch by batch")
     args = ap.parse_args()
-    from mbrec.analysis.run import analyze
+    from mbrec.analysis.pipeline import Options
+    from mbrec.analysis.run import Plan, analyze, analyze_files
     from mbrec.trace.reader import read_trace
 
     tmp = args.keep or tempfile.mkdtemp(prefix="mbrec-bench-")
@@ -159,6 +163,9 @@ def main():
     raw = sum(v.nbytes for t in traces for v in t.events.values())
     size = sum(os.path.getsize(p) for p in paths)
     result, cpu_an, wall_an = timed(lambda: analyze(traces, cross_host=False))
+    # what `mbrec analyze FILES` does: read and analyse as analysis.run.partitions_for plans it
+    # (large traces in connection partitions of a cache-friendly size)
+    planned, cpu_plan, _ = timed(lambda: analyze_files(paths, Plan(options=Options(cross_host=False))))
     _, cpu_x, wall_x = timed(lambda: analyze(traces, cross_host=True))
     cpu_x -= cpu_an  # the cross-host part alone (approximately: per-host work is repeated)
     n_dict, cpu_dict, wall_dict = timed(lambda: sum(dict_matcher(t.events["pkt"]) for t in traces))
@@ -177,6 +184,8 @@ def main():
         "end_to_end_cpu_s": round(cpu_total, 3),
         "end_to_end_events_per_s": round(n_events / cpu_total),
         "analyze_only_events_per_s": round(n_events / cpu_an),
+        "as_planned_cpu_s": round(cpu_plan, 3), "as_planned_partitions": planned.partitions,
+        "as_planned_events_per_s": round(n_events / cpu_plan),
         "cross_host_extra_cpu_s": round(cpu_x, 3),
         "latency_samples": samples,
         "dict_matcher_cpu_s": round(cpu_dict, 3),
@@ -194,6 +203,8 @@ def main():
           f"{cpu_zstd / cpu_read:.0%} of bare zstd's speed)")
     print(f"analyze     {cpu_an:7.2f} s cpu  ({n_events / cpu_an / 1e6:.2f} M events/s)")
     print(f"end to end  {cpu_total:7.2f} s cpu  ({n_events / cpu_total / 1e6:.2f} M events/s)")
+    print(f"as planned  {cpu_plan:7.2f} s cpu  ({n_events / cpu_plan / 1e6:.2f} M events/s; read and "
+          f"analyse in {planned.partitions} partition(s), as `mbrec analyze` plans them)")
     print(f"cross-host  +{cpu_x:6.2f} s cpu (alignment and L_NET)")
     print(f"dict match  {cpu_dict:7.2f} s cpu  ({n_pkt / cpu_dict / 1e6:.2f} M pkt events/s, "
           f"matching only)")
@@ -221,6 +232,11 @@ def large(paths: list[str], partitions: int) -> None:
               f"({n / parts['cpu_s'] / 1e6:.2f} M events/s), peak "
               f"{(parts['peak_kb'] - parts['baseline_kb']) / 1024:.0f} MB = {parts['peak_over_raw']:.2f}x raw",
               flush=True)
+    planned = peak_memory(paths, 0)
+    print(f"as planned ({planned['planned_partitions']} partitions) {planned['cpu_s']:8.1f} s cpu  "
+          f"({n / planned['cpu_s'] / 1e6:.2f} M events/s), peak "
+          f"{(planned['peak_kb'] - planned['baseline_kb']) / 1024:.0f} MB = {planned['peak_over_raw']:.2f}x raw",
+          flush=True)
     c0 = time.process_time()
     n_pkt, n_res = streaming_dict_matcher(paths)
     cpu_dict = time.process_time() - c0
@@ -231,8 +247,10 @@ def large(paths: list[str], partitions: int) -> None:
     cpu_zstd = time.process_time() - c0
     print(f"bare zstd        {cpu_zstd:8.1f} s cpu  ({n / cpu_zstd / 1e6:.2f} M events/s)")
     print(f"ratio            mbrec end to end {cpu_dict / mem['cpu_s']:.2f}x the dict matcher's "
-          f"packet events/s" + (f", {cpu_dict / parts['cpu_s']:.2f}x partitioned" if parts else ""))
+          f"packet events/s" + (f", {cpu_dict / parts['cpu_s']:.2f}x partitioned" if parts else "")
+          + f", {cpu_dict / planned['cpu_s']:.2f}x as planned")
     print(json.dumps({"events": n, "file_bytes": size, "memory": mem, "memory_partitioned": parts,
+                      "memory_as_planned": planned,
                       "dict_matcher_cpu_s": round(cpu_dict, 3), "dict_pkt_events": n_pkt,
                       "dict_matcher_latencies": n_res, "bare_zstd_cpu_s": round(cpu_zstd, 3)}))
 
