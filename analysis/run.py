@@ -18,6 +18,7 @@ import numpy as np
 from mbrec.analysis.engine import Executor, default_memory, run_map
 from mbrec.analysis.match import host_names
 from mbrec.analysis.pipeline import (Options, analyze_partition, check_inputs, finish)
+from mbrec.events import SCHEMA_BY_NAME
 
 # Sizing partitions: a trace file expands about 8x into raw records (zstd of msgpack, format
 # v2), and analysing records peaks at about 3x their raw size (docs/performance.md).
@@ -27,7 +28,7 @@ PEAK_PER_RAW_BYTE = 3
 # the caches. Measured on 12.7 M events (CPU s, cross-host part included): whole traces in
 # memory 24.2, 4 partitions 15.5, 8 14.8, 16 13.0, 32 12.2, 64 13.5; on 2.0 M events: whole
 # 1.75-1.92, 4 partitions 1.90, 8 1.87. So traces of more than 4 such partitions are split.
-RAW_BYTES_PER_EVENT = 96
+RAW_BYTES_PER_EVENT = SCHEMA_BY_NAME["pkt"].dtype.itemsize  # most events are packet records
 EVENTS_PER_PARTITION = 500_000
 MIN_SPLIT_FOR_SPEED = 4
 MAX_PARTITIONS = 4096
@@ -59,6 +60,9 @@ class Plan:
     partitions: int | None = None
     memory: int | None = None
     spill_dir: str | None = None
+    # the caller writes the per-event files (packets.csv, latencies.csv), which need whole
+    # traces: partitions then only where memory needs them, never for speed
+    per_event_files: bool = False
 
 
 def analyze(traces, *, per_flow: bool = False, cross_host: bool = True, clock: str = "auto",
@@ -77,15 +81,15 @@ def analyze(traces, *, per_flow: bool = False, cross_host: bool = True, clock: s
 
 def partitions_for(paths: list[str], plan: Plan) -> int:
     """The partition count: the plan's, or enough that each worker's partition fits its share
-    of the memory budget and, for traces large enough to gain, holds about EVENTS_PER_PARTITION
-    events."""
+    of the memory budget and, for traces large enough to gain (unless the caller writes the
+    per-event files), holds about EVENTS_PER_PARTITION events."""
     if plan.partitions:
         return plan.partitions
     budget = (plan.memory or default_memory()) / max(plan.executor.workers, 1)
     raw = sum(os.path.getsize(p) for p in paths if os.path.isfile(p)) * RAW_PER_FILE_BYTE
     parts = math.ceil(raw * PEAK_PER_RAW_BYTE / budget)
     for_speed = raw // (RAW_BYTES_PER_EVENT * EVENTS_PER_PARTITION)
-    if for_speed >= MIN_SPLIT_FOR_SPEED:
+    if for_speed >= MIN_SPLIT_FOR_SPEED and not plan.per_event_files:
         parts = max(parts, for_speed)
     if plan.executor.kind != "serial":
         parts = max(parts, 4 * plan.executor.workers)  # keep every worker busy to the end

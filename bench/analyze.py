@@ -163,8 +163,8 @@ def main():
     raw = sum(v.nbytes for t in traces for v in t.events.values())
     size = sum(os.path.getsize(p) for p in paths)
     result, cpu_an, wall_an = timed(lambda: analyze(traces, cross_host=False))
-    # what `mbrec analyze FILES` does: read and analyse as analysis.run.partitions_for plans it
-    # (large traces in connection partitions of a cache-friendly size)
+    # what `mbrec analyze FILES` (without -o) does: read and analyse as analysis.run.partitions_for
+    # plans it (large traces in connection partitions of a cache-friendly size)
     planned, cpu_plan, _ = timed(lambda: analyze_files(paths, Plan(options=Options(cross_host=False))))
     _, cpu_x, wall_x = timed(lambda: analyze(traces, cross_host=True))
     cpu_x -= cpu_an  # the cross-host part alone (approximately: per-host work is repeated)
@@ -204,7 +204,7 @@ def main():
     print(f"analyze     {cpu_an:7.2f} s cpu  ({n_events / cpu_an / 1e6:.2f} M events/s)")
     print(f"end to end  {cpu_total:7.2f} s cpu  ({n_events / cpu_total / 1e6:.2f} M events/s)")
     print(f"as planned  {cpu_plan:7.2f} s cpu  ({n_events / cpu_plan / 1e6:.2f} M events/s; read and "
-          f"analyse in {planned.partitions} partition(s), as `mbrec analyze` plans them)")
+          f"analyse in {planned.partitions} partition(s), as `mbrec analyze` without -o plans them)")
     print(f"cross-host  +{cpu_x:6.2f} s cpu (alignment and L_NET)")
     print(f"dict match  {cpu_dict:7.2f} s cpu  ({n_pkt / cpu_dict / 1e6:.2f} M pkt events/s, "
           f"matching only)")

@@ -85,7 +85,7 @@ def command(traces, outdir, per_flow, no_plots, as_json, clock, reference, clock
                     products=OUTPUT_NAMES) if outdir else None  # checked before any work
     plan = Plan(Options(per_flow, True, clock, reference, clock_window),
                 Executor(jobs, scheduler), partitions,
-                parse_size(memory) if memory else None, spill_dir)
+                parse_size(memory) if memory else None, spill_dir, per_event_files=out is not None)
     result = analyze_files(list(traces), plan, progress=say,
                            bars=None if (quiet or as_json) else _bar)
     from mbrec.analysis import report as rep

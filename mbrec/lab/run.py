@@ -111,14 +111,14 @@ def run(scenario_name: str | None, command: str | None, *, vms: int | None, keep
              f"accelerator {accel} ({why}), output {out}, timeout {timeout:.0f} s")
 
     started = time.monotonic()
-    boot = lambda: _boot(image, roles, out, accel, keep, timeout, quiet, s.get("virtio_pair", False))  # noqa: E731
+    boot_guests = lambda: _boot(image, roles, out, accel, keep, timeout, quiet, s.get("virtio_pair", False))  # noqa: E731
     reruns = []
     try:
-        result, guests = boot()
+        result, guests = boot_guests()
         if result == "no-boot" and accel == "kvm":
             progress("the guest did not reach its init under KVM: retrying with TCG")
             accel = "tcg"
-            result, guests = boot()
+            result, guests = boot_guests()
         crashed = _crashed_guests(guests, out) if result == "ok" else {}
         if crashed:
             # The emulator, not the job: under TCG a stock kernel dies now and then, at boot (seen on sid's
@@ -133,7 +133,7 @@ def run(scenario_name: str | None, command: str | None, *, vms: int | None, keep
             _clear_attempt(out, before | {PYLIB_TAR, "job.json"} | {r["console"] for r in reruns})
             progress(f"guest {', '.join(crashed)} kernel died ({next(iter(crashed.values()))}; console kept as "
                      f"{reruns[0]['console']}): running the job again")
-            result, guests = boot()
+            result, guests = boot_guests()
     finally:
         (out / PYLIB_TAR).unlink(missing_ok=True)
         note_outputs(out, before)

@@ -234,3 +234,21 @@ def test_a_dask_worker_that_dies_fails_the_run_in_one_line():
                         describe=lambda p: f"partition {p}")
         finally:
             cluster.close()
+
+
+def test_the_plan_splits_large_traces_for_speed_and_keeps_small_ones_whole(tmp_path):
+    # partitions_for only looks at the files' sizes: sparse files stand in for traces
+    from mbrec.analysis.run import EVENTS_PER_PARTITION, MIN_SPLIT_FOR_SPEED, RAW_BYTES_PER_EVENT, \
+        RAW_PER_FILE_BYTE, partitions_for
+    per_part = EVENTS_PER_PARTITION * RAW_BYTES_PER_EVENT // RAW_PER_FILE_BYTE  # file bytes
+    small, large = tmp_path / "small.mbrec", tmp_path / "large.mbrec"
+    with open(small, "wb") as f:
+        f.truncate(per_part * (MIN_SPLIT_FOR_SPEED - 1))
+    with open(large, "wb") as f:
+        f.truncate(per_part * 10 * MIN_SPLIT_FOR_SPEED)
+    roomy = Plan(memory=1 << 40)  # the memory rule alone would keep both whole
+    assert partitions_for([str(small)], roomy) == 1
+    assert partitions_for([str(large)], roomy) == 10 * MIN_SPLIT_FOR_SPEED
+    assert partitions_for([str(large)], Plan(memory=1 << 40, partitions=1)) == 1
+    # packets.csv and latencies.csv need whole traces: with them, only memory splits
+    assert partitions_for([str(large)], Plan(memory=1 << 40, per_event_files=True)) == 1
