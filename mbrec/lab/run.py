@@ -164,8 +164,8 @@ def run(scenario_name: str | None, command: str | None, *, vms: int | None, keep
         again = " twice" if reruns else ""
         raise MbrecError(f"guest {missing[0]} {how}{again}; see {out / ('console-' + missing[0] + '.log')}")
     status = next((st for st in statuses.values() if st), 0)
-    boot_times = ", ".join(f"{k} {v} s" for k, v in timing["boot_to_init_s"].items())
-    progress(f"done in {wall:.0f} s (boot to init: {boot_times}), guest exit status {status}; results in {out}")
+    boot = ", ".join(f"{k} {v} s" for k, v in timing["boot_to_init_s"].items())
+    progress(f"done in {wall:.0f} s (boot to init: {boot}), guest exit status {status}; results in {out}")
     traces = sorted(out.glob("*.mbrec"))
     if traces:
         progress(f"next: mbrec analyze {' '.join(str(p) for p in traces)} -o {out / 'analysis'}")
