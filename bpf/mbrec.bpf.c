@@ -26,16 +26,16 @@
  *   MBREC_CGROUP_ID        keep only flows of sockets in this cgroup (v2 id).
  *   MBREC_SAMPLE_BITS      keep 1/2^N packets by mbrec_sample_hash() (bpf/mbrec_hash.h).
  *   MBREC_RINGBUF_PAGES    ring size in pages (a power of two).
- *   MBREC_FLOWS            compile the flow/socket probes of flows_function_probes.bpf.c as well.
+ *   MBREC_FLOWS            compile the flow programs (bpf/flows.bpf.c) as well.
  */
 #include <uapi/linux/ptrace.h>
 
 /*
  * Kernel struct fields are read at byte offsets: MBREC_OFF_* constants that the recorder
  * takes from the running kernel's BTF (mbrec/recorder/btf.py), so no kernel header has to be
- * compiled (they are most of BCC's compile time). Without BTF, or when the flow probes (which
- * use kernel types) are built, MBREC_KERNEL_HEADERS includes the headers and derives the same
- * constants with offsetof.
+ * compiled (they are most of BCC's compile time). Without BTF MBREC_KERNEL_HEADERS includes the
+ * headers and derives the same constants with offsetof (the packet probes only: the flow
+ * programs need BTF).
  */
 #ifdef MBREC_KERNEL_HEADERS
 #include <linux/skbuff.h>
@@ -80,8 +80,6 @@
 #define MBREC_OFF_TCB_END_SEQ __builtin_offsetof(struct tcp_skb_cb, end_seq)
 #define MBREC_OFF_TCB_TCP_FLAGS __builtin_offsetof(struct tcp_skb_cb, tcp_flags)
 #define MBREC_OFF_TP_COPIED_SEQ __builtin_offsetof(struct tcp_sock, copied_seq)
-/* struct member reads, for code that has the kernel types (flows_function_probes.bpf.c) */
-#define RD(dst, src) bpf_probe_read_kernel((void *)&(dst), sizeof(dst), (const void *)&(src))
 #else
 struct sk_buff;
 struct sock;
@@ -241,6 +239,21 @@ static __always_inline u64 mbrec_sock_id(struct sock *sk)
 #endif
 }
 
+#if MBREC_CGROUP_ID
+/* The socket's cgroup v2 id (--cgroup). */
+static __always_inline u64 mbrec_sk_cgroup_id(struct sock *sk)
+{
+	void *cg = NULL, *kn = NULL;
+	u64 id = 0;
+	RDO(cg, sk, MBREC_OFF_SK_CGRP); /* sock_cgroup_data.cgroup is its first field */
+	if (cg)
+		RDO(kn, cg, MBREC_OFF_CGROUP_KN);
+	if (kn)
+		RDO(id, kn, MBREC_OFF_KN_ID);
+	return id;
+}
+#endif
+
 static __always_inline struct sock *mbrec_skb_sk(struct sk_buff *skb)
 {
 	struct sock *sk = NULL;
@@ -389,14 +402,7 @@ static __always_inline int mbrec_submit_key(void *ctx, struct mbrec_pkt_event *e
 	{
 		u64 key = ((u64)e->netns << 32) | flow;
 		if (sk && mbrec_sk_fullsock(sk)) {
-			void *cg = NULL, *kn = NULL;
-			u64 id = 0;
-			RDO(cg, sk, MBREC_OFF_SK_CGRP); /* sock_cgroup_data.cgroup is its first field */
-			if (cg)
-				RDO(kn, cg, MBREC_OFF_CGROUP_KN);
-			if (kn)
-				RDO(id, kn, MBREC_OFF_KN_ID);
-			if (id != MBREC_CGROUP_ID)
+			if (mbrec_sk_cgroup_id(sk) != MBREC_CGROUP_ID)
 				return 0;
 			u8 one = 1;
 			mbrec_cgroup_flows.update(&key, &one);
@@ -851,7 +857,11 @@ static __always_inline struct mbrec_skb_span *mbrec_skb_span(struct sk_buff *skb
 	return span;
 }
 
-/* The same for the socket's fields (struct sock_common and the few after it). */
+#endif
+
+#ifdef MBREC_SK_SPAN_LEN
+/* The same for the socket's fields (struct sock_common and the few after it), for the
+ * tracepoint programs and the flow programs (bpf/flows.bpf.c) alike. */
 struct mbrec_sk_span {
 	u8 b[MBREC_SK_SPAN_LEN];
 };
@@ -917,6 +927,9 @@ static __always_inline int mbrec_sk_span_tcp(struct mbrec_sk_span *span)
 	return proto == MBREC_IPPROTO_TCP && type == MBREC_SOCK_STREAM;
 }
 
+#endif
+
+#ifdef MBREC_SKB_SPAN_LEN
 /* One packet at a device or receive tracepoint. dev: the tracepoint's device argument, or
  * NULL for skb->dev; at_data: the IP header is at skb->data (receive, before the IP layer has
  * set the network header), else at head + network_header. slot: where net_dev_start_xmit
@@ -1109,13 +1122,8 @@ int mbrec_tp_skb_copy_datagram_iter(struct bpf_raw_tracepoint_args *ctx)
 #endif
 
 /* ---- flow and socket probes: built with -DMBREC_FLOWS ----
- * flows_function_probes.bpf.c may use everything above: RD(), mbrec_lost/mbrec_count_lost(),
- * the netns and socket helpers, MBREC_NETNS_OK/MBREC_PORT_OK, mbrec_sock_id()/MBREC_COOKIE(), the hash.
- * Give each schema its own BPF_RINGBUF_OUTPUT (see RINGS in mbrec/recorder/program.py). */
+ * bpf/flows.bpf.c (and its hooks) may use everything above: RDO(), mbrec_count_lost(), the
+ * netns and socket helpers and the socket span, the filter macros, mbrec_sock_id(). */
 #ifdef MBREC_FLOWS
-#include "flows_function_probes.bpf.c"
-#endif
-/* --attach tracepoint: the flow group on tracepoints, at BTF offsets (-DMBREC_FLOWS_TP) */
-#ifdef MBREC_FLOWS_TP
-#include "flows_tracepoint_probes.bpf.c"
+#include "flows.bpf.c"
 #endif

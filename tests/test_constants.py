@@ -84,3 +84,35 @@ def test_every_ring_of_the_program_is_in_the_one_list():
             declared |= set(re.findall(r"BPF_RINGBUF_OUTPUT\((\w+),", f.read_text()))
     assert declared == set(program.RINGS)
     assert set(FLOW_RINGS) <= set(program.RINGS) and "mbrec_pkt_ring" not in FLOW_RINGS
+
+
+def test_the_flow_programs_kernel_constants_are_the_kernels():
+    """The few kernel constants the flow hooks define themselves (the headers that hold them are
+    not compiled): sock flags and MSG_PEEK from the kernel tree, congestion states from uapi."""
+    tree = sorted(glob.glob(KERNEL_TCP_STATES))
+    assert tree, f"no {KERNEL_TCP_STATES}: install linux-headers-amd64 (make setup)"
+    include = tree[-1].rsplit("/net/", 1)[0]
+    no_cpp = lambda text: re.sub(r"^\s*#.*$", "", text, flags=re.M)  # noqa: E731
+    text = "".join(BPF.joinpath(f).read_text() for f in ("flows.bpf.c", "flows_function_hooks.bpf.c",
+                                                         "flows_tracepoint_hooks.bpf.c"))
+    ours = {k: int(v, 0) for k, v in re.findall(r"^#define\s+(MBREC_\w+)\s+(\d+|0x[0-9a-f]+)\b",
+                                                text, re.M)}
+    sock_flags = c_enum(no_cpp(open(f"{include}/net/sock.h").read()), "sock_flags")
+    assert ours["MBREC_SOCK_DEAD"] == sock_flags["SOCK_DEAD"]
+    peek = re.search(r"#define\s+MSG_PEEK\s+(\d+)", open(f"{include}/linux/socket.h").read())
+    assert ours["MBREC_MSG_PEEK"] == int(peek.group(1))
+    ca = c_enum(no_cpp(open("/usr/include/linux/tcp.h").read()), "tcp_ca_state")
+    assert ours["MBREC_TCP_CA_RECOVERY"] == ca["TCP_CA_Recovery"]
+    assert ours["MBREC_TCP_CA_LOSS"] == ca["TCP_CA_Loss"]
+
+
+def test_every_field_the_flow_programs_read_is_in_one_table():
+    """Each MBREC_OFF_* the flow programs read comes from btf.py's tables (read directly, or
+    through TPR/SPR, which paste TP_), and each flow table entry is read somewhere."""
+    text = "".join(BPF.joinpath(f).read_text() for f in ("flows.bpf.c", "flows_function_hooks.bpf.c",
+                                                         "flows_tracepoint_hooks.bpf.c"))
+    used = {n for n in re.findall(r"MBREC_(?:OFF|MASK)_(\w+)", text) if not n.endswith("_")}
+    used |= {"TP_" + n for n in re.findall(r"\b(?:TPR|SPR)\([^;]*?,\s*(\w+)\);", text)}
+    tables = set(btf.FIELDS) | set(btf.FLOW_FIELDS) | set(btf.FLOW_BITS)
+    assert used <= tables, used - tables
+    assert set(btf.FLOW_FIELDS) | set(btf.FLOW_BITS) <= used

@@ -38,7 +38,7 @@ def test_kprobe_plan_uses_the_state_tracepoint_and_return_probes():
     plan = flows.plan_flows(kernel(LAB_61), "kprobe", ALL_TPS)
     by_fn = {h.function: h for h in plan.hooks}
     assert "tcp_set_state" not in by_fn
-    assert by_fn["sock:inet_sock_set_state"].programs == ("mbrec_flow_tp_set_state",)
+    assert by_fn["sock:inet_sock_set_state"].programs == ("mbrec_flow_tp_tcp_state",)
     assert by_fn["tcp_ack"].attach == "kretprobe"
     assert by_fn["tcp_ack"].programs == ("mbrec_flow_kp_tcp_ack", "mbrec_flow_kr_tcp_ack")
     assert by_fn["tcp_enter_recovery"].programs == ("mbrec_flow_kp_tcp_enter_recovery",)
@@ -62,6 +62,14 @@ def test_the_group_refuses_to_run_without_state_or_ack_hooks(monkeypatch):
         flows.FlowGroup.for_kernel(kf, "kprobe", 1.0, 1)
 
 
+def test_flows_without_btf_is_one_clear_error(monkeypatch):
+    monkeypatch.setattr(flows, "read_btf", lambda: None)
+    for plan in (flows.plan_flows(kernel(LAB_61), "kprobe", ALL_TPS),
+                 flows.plan_flow_tracepoints({tp for _, tp, _, _ in flows.TP_FLOW_HOOKS})):
+        with pytest.raises(MbrecError, match="needs the kernel's BTF"):
+            flows.flow_cflags(plan)
+
+
 def test_cflags():
     plan = flows.plan_flows(kernel(LAB_61), "fentry", ALL_TPS)
     f = flows.flow_cflags(plan, sample=4, ring_pages=128)
@@ -82,8 +90,7 @@ def test_cflags():
 
 
 def test_every_program_the_plan_names_exists_in_the_bpf_source():
-    from importlib import resources
-    text = resources.files("mbrec.bpf").joinpath(flows.FUNCTION_PROBES).read_text()
+    text = flows.flows_source()
     for attach in ("fentry", "kprobe"):
         for h in flows.plan_flows(kernel(LAB_61), attach, ALL_TPS).hooks:
             for prog in h.programs:
@@ -94,15 +101,16 @@ def test_every_program_the_plan_names_exists_in_the_bpf_source():
 
 
 def test_flows_source_is_pasted_into_the_main_file():
-    src = 'int a;\n#include "flows_function_probes.bpf.c"\nint b;\n'
+    src = 'int a;\n#include "flows.bpf.c"\nint b;\n'
     assert flows.inline_flows(src, "FLOWS") == "int a;\nFLOWS\nint b;\n"
-    for attach in ("fentry", "tracepoint"):  # the records header is pasted in as well
+    for attach in ("fentry", "tracepoint"):  # one program body, its hooks pasted in as well
         plan = flows.plan_flows(kernel(LAB_61), "fentry", ALL_TPS) if attach == "fentry" else \
-            flows.plan_flow_tracepoints({tp for _, tp, _ in flows.TP_FLOW_HOOKS})
+            flows.plan_flow_tracepoints({tp for _, tp, _, _ in flows.TP_FLOW_HOOKS})
         text = flows.FlowGroup(plan).source(source_text())
-        name = flows.FUNCTION_PROBES if attach == "fentry" else flows.TRACEPOINT_PROBES
-        assert f'#include "{name}"' not in text and f'#include "{flows.RECORDS}"' not in text
+        for name in (flows.PROGRAM, *flows.HOOKS):
+            assert f'#include "{name}"' not in text
         assert text.count("void mbrec_flow_sock_event(") == 1
+        assert text.count("void mbrec_flow_snapshot(") == 1
     with pytest.raises(ValueError):
         flows.inline_flows("int a;\n", "FLOWS")
 
@@ -114,7 +122,7 @@ def test_reasons_match_the_header():
 
 
 def test_tracepoint_plan_and_flags():
-    have = {tp for _, tp, _ in flows.TP_FLOW_HOOKS} - {"tcp:tcp_cong_state_set"}
+    have = {tp for _, tp, _, _ in flows.TP_FLOW_HOOKS} - {"tcp:tcp_cong_state_set"}
     plan = flows.plan_flow_tracepoints(have)
     assert {h.probe for h in plan.hooks} == {"tcp_ack", "tcp_state", "tcp_retransmit",
                                              "tcp_sendmsg", "tcp_recvmsg", "flow_periodic"}
@@ -125,8 +133,12 @@ def test_tracepoint_plan_and_flags():
     for h in plan.hooks:
         for prog in h.programs:
             assert re.search(rf"\bint {prog}\(struct bpf_raw_tracepoint_args \*ctx", src), prog
-    assert "mbrec_flow_tick" in src and '#include "flows_tracepoint_probes.bpf.c"' not in src
+    assert "mbrec_flow_tick" in src
     if os.access("/sys/kernel/btf/vmlinux", os.R_OK):
         flags = flows.flow_cflags(plan)
-        assert "-DMBREC_FLOWS_TP" in flags and "-DMBREC_FLOWS" not in flags
+        assert "-DMBREC_FLOWS" in flags
         assert any(f.startswith("-DMBREC_OFF_TP_SND_CWND=") for f in flags)
+        # the packet probes' style: each tracepoint hook compiled by its MBREC_ATTACH_<HOOK>=3
+        assert {x for x in flags if x.startswith("-DMBREC_ATTACH_")} == {
+            f"-DMBREC_ATTACH_{m}=3" for m in ("TCP_PROBE", "TCP_RETRANSMIT_SKB",
+                                              "SOCK_SEND_LENGTH", "SOCK_RECV_LENGTH")}

@@ -3,6 +3,7 @@ paths, bitfields) and, where this machine has one, the running kernel's own BTF.
 
 import os
 import struct
+import sys
 
 import pytest
 
@@ -30,7 +31,7 @@ def member(name_off, type_id, bit_offset):
 
 
 def sample():
-    names = ["int", "inner", "a", "b", "outer", "x", "nest", "y", "pnet", "net", "bits", "flag"]
+    names = ["int", "inner", "a", "b", "outer", "x", "nest", "y", "pnet", "net", "bits", "flag", "one"]
     _, o = make_btf([], names)
     types = [
         t(o["int"], btf.KIND_INT, 0, 4) + struct.pack("<I", 32),                 # 1 int
@@ -39,7 +40,8 @@ def sample():
         t(o["pnet"], btf.KIND_TYPEDEF, 0, 2),                                     # 4 typedef
         t(o["outer"], btf.KIND_STRUCT, 3, 40) + member(o["y"], 1, 0) + member(0, 3, 64)
         + member(o["nest"], 4, 128),                                              # 5 outer
-        t(o["bits"], btf.KIND_STRUCT, 1, 4, kflag=1) + member(o["flag"], 1, (3 << 24) | 5),
+        t(o["bits"], btf.KIND_STRUCT, 2, 4, kflag=1) + member(o["flag"], 1, (3 << 24) | 5)
+        + member(o["one"], 1, (1 << 24) | 13),
     ]
     blob, _ = make_btf(types, names)
     return btf.Btf(blob)
@@ -63,6 +65,19 @@ def test_missing_members_and_bitfields_are_errors():
         b.offset("bits", "flag")
 
 
+def test_one_bit_fields_are_a_byte_and_a_mask():
+    b = sample()
+    # bit 13 of the struct: byte 1, its bit 5 counted from the least significant on
+    # little-endian machines (from the most significant on big-endian ones)
+    assert b.bit("bits", "one") == (1, 1 << 5 if sys.byteorder == "little" else 1 << 2)
+    with pytest.raises(btf.BtfError):
+        b.bit("bits", "flag")   # three bits
+    with pytest.raises(btf.BtfError):
+        b.bit("outer", "y")     # not a bitfield
+    assert btf.bit_cflags(b, {"ONE": ("bits", "one")}) == [
+        "-DMBREC_OFF_ONE=1", f"-DMBREC_MASK_ONE={b.bit('bits', 'one')[1]:#x}"]
+
+
 def test_offset_cflags():
     assert btf.offset_cflags(None) == ["-DMBREC_KERNEL_HEADERS"]
     assert btf.offset_cflags({"SKB_LEN": 112}) == ["-DMBREC_OFF_SKB_LEN=112"]
@@ -78,8 +93,12 @@ def test_every_field_resolves_on_this_kernel():
 
 
 @pytest.mark.skipif(not os.access(btf.BTF_PATH, os.R_OK), reason="no readable kernel BTF here")
-def test_every_tracepoint_flow_field_resolves_on_this_kernel():
-    offs = btf.read_offsets(fields=btf.FLOW_TP_FIELDS)
-    assert set(offs) == set(btf.FLOW_TP_FIELDS)
+def test_every_flow_field_resolves_on_this_kernel():
+    offs = btf.read_offsets(fields=btf.FLOW_FIELDS)
+    assert set(offs) == set(btf.FLOW_FIELDS)
+    b = btf.read_btf()
+    assert b is not None
+    # saw_tstamp is the first bit after rcv_tsecr (struct tcp_options_received)
+    assert b.bit("tcp_sock", "rx_opt.saw_tstamp")[0] == offs["TCP_RCV_TSECR"] + 4
     assert offs["TCB_TCP_GSO_SEGS"] == 8  # after seq and end_seq
     assert all(offs[f"TP_{f}"] > offs["ICSK_BACKOFF"] for f in ("SND_CWND", "BYTES_SENT"))

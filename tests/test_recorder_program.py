@@ -42,6 +42,20 @@ def test_fentry_config_names_each_kernel_function_and_turns_cookies_on():
     assert "MBREC_FLOWS" not in d
 
 
+def test_flows_with_function_probes_read_btf_offsets_and_the_socket_span():
+    offsets = {"SK_STATE": 18, "SK_NET": 48, "SKB_LEN": 112}
+    for attach in ("fentry", "kprobe"):
+        d = defines(cflags(ProgramConfig(resolved(), attach, offsets=offsets,
+                                         flow_cflags=("-DMBREC_FLOWS",))))
+        assert "MBREC_KERNEL_HEADERS" not in d and d["MBREC_OFF_SK_STATE"] == "18"
+        assert (d["MBREC_SK_SPAN_OFF"], d["MBREC_SK_SPAN_LEN"]) == ("18", "40")  # to SK_NET + 8
+        assert "MBREC_SKB_SPAN_OFF" not in d
+        # without the flows group no span is compiled; without BTF the headers are
+        plain = defines(cflags(ProgramConfig(resolved(), attach, offsets=offsets)))
+        assert "MBREC_SK_SPAN_OFF" not in plain
+        assert "MBREC_KERNEL_HEADERS" in defines(cflags(ProgramConfig(resolved(), attach)))
+
+
 def test_kprobe_config_attaches_by_name_from_python():
     cfg = ProgramConfig(resolved(FILTERS_61.replace("ip_rcv_core\n", "")), "kprobe")
     d = defines(cflags(cfg))

@@ -1,10 +1,12 @@
 """Kernel struct field offsets from the running kernel's BTF (/sys/kernel/btf/vmlinux).
 
-The packet probes read about thirty fields of sk_buff, sock, net_device and a few others.
+The packet probes read about thirty fields of sk_buff, sock, net_device and a few others (FIELDS),
+the flow programs some forty more of tcp_sock and its relatives (FLOW_FIELDS, FLOW_BITS).
 Giving BCC those offsets as -D constants, instead of including <linux/skbuff.h> and
 <net/sock.h>, cuts the compile from ~9-15 s to ~1.5 s natively and from minutes to well under
 one under the lab's emulated CPU; the offsets are the running kernel's own, so they are exact.
-Where a kernel has no BTF the program includes the headers instead (MBREC_KERNEL_HEADERS).
+Where a kernel has no BTF the packet probes include the headers instead (MBREC_KERNEL_HEADERS);
+the flow programs need BTF.
 
 Format: https://docs.kernel.org/bpf/btf.html (header, type section, string section).
 """
@@ -12,6 +14,7 @@ Format: https://docs.kernel.org/bpf/btf.html (header, type section, string secti
 from __future__ import annotations
 
 import struct
+import sys
 
 BTF_PATH = "/sys/kernel/btf/vmlinux"
 BTF_MAGIC = 0xEB9F
@@ -63,16 +66,27 @@ FIELDS = {
 }
 
 
-# The flow probes on tracepoints (bpf/flows_tracepoint_probes.bpf.c) read these too: MBREC_OFF_<name>.
-FLOW_TP_FIELDS = {
+# The flow programs (bpf/flows.bpf.c and its two hook sets) read these too, at MBREC_OFF_<name>:
+# the one list for every attach kind, so no flow program compiles a kernel header either.
+FLOW_FIELDS = {
     "TCB_TCP_GSO_SEGS": ("tcp_skb_cb", "tcp_gso_segs"),
     "ICSK_BACKOFF": ("inet_connection_sock", "icsk_backoff"),
+    "SK_FLAGS": ("sock", "__sk_common.skc_flags"),  # sk_flags
+    "REQ_NUM_RETRANS": ("request_sock", "num_retrans"),
+    # read by the function hooks only (not in a snapshot: outside the span, TP_SPAN_FIELDS)
+    "TCP_FASTOPEN_RSK": ("tcp_sock", "fastopen_rsk"),
+    "TCP_MSTAMP": ("tcp_sock", "tcp_mstamp"),
+    "TCP_RCV_TSECR": ("tcp_sock", "rx_opt.rcv_tsecr"),
     **{f"TP_{f.upper()}": ("tcp_sock", f) for f in (
         "bytes_sent", "bytes_acked", "bytes_received", "bytes_retrans", "snd_cwnd",
         "snd_ssthresh", "snd_wnd", "rcv_wnd", "mss_cache", "advmss", "packets_out",
         "sacked_out", "lost_out", "retrans_out", "total_retrans", "srtt_us", "mdev_us",
         "rtt_min", "snd_una", "snd_nxt", "write_seq", "rcv_nxt", "rate_delivered",
         "rate_interval_us")},
+}
+# One-bit fields: MBREC_OFF_<name> is the byte that holds the bit, MBREC_MASK_<name> the bit.
+FLOW_BITS = {
+    "TCP_SAW_TSTAMP": ("tcp_sock", "rx_opt.saw_tstamp"),
 }
 
 
@@ -145,20 +159,37 @@ class Btf:
                 return tid
         raise BtfError(f"struct {name} is not in the kernel's BTF")
 
-    def offset(self, struct_name: str, path: str) -> int:
-        """Byte offset of a (dotted) member path in a struct."""
+    def _walk(self, struct_name: str, path: str) -> tuple[int, int]:
+        """(bit offset, bitfield size or 0) of a (dotted) member path in a struct."""
         tid = self.struct_id(struct_name)
-        total = 0
+        total, size = 0, 0
         for step in path.split("."):
+            if size:
+                raise BtfError(f"struct {struct_name} has no member {path}")
             found = self.find_member(tid, step)
             if found is None:
                 raise BtfError(f"struct {struct_name} has no member {path}")
             bits, mtype, size = found
-            if size or bits % 8:
-                raise BtfError(f"{struct_name}.{path} is a bitfield")
-            total += bits // 8
+            total += bits
             tid = self.resolve(mtype)
-        return total
+        return total, size
+
+    def offset(self, struct_name: str, path: str) -> int:
+        """Byte offset of a (dotted) member path in a struct."""
+        bits, size = self._walk(struct_name, path)
+        if size or bits % 8:
+            raise BtfError(f"{struct_name}.{path} is a bitfield")
+        return bits // 8
+
+    def bit(self, struct_name: str, path: str) -> tuple[int, int]:
+        """(byte offset, mask) of a one-bit field, as this machine's byte order lays it out:
+        BTF counts a bitfield's offset from the least significant bit on little-endian
+        machines and from the most significant one on big-endian ones."""
+        bits, size = self._walk(struct_name, path)
+        if size != 1:
+            raise BtfError(f"{struct_name}.{path} is not a one-bit field")
+        shift = bits % 8 if sys.byteorder == "little" else 7 - bits % 8
+        return bits // 8, 1 << shift
 
 
 def field_offsets(btf: Btf, fields: dict = FIELDS) -> dict[str, int]:
@@ -167,12 +198,8 @@ def field_offsets(btf: Btf, fields: dict = FIELDS) -> dict[str, int]:
 
 def read_offsets(path: str = BTF_PATH, fields: dict = FIELDS) -> dict[str, int] | None:
     """The offsets for this kernel, or None where it has no BTF (then headers are used)."""
-    try:
-        with open(path, "rb") as f:
-            blob = f.read()
-    except OSError:
-        return None
-    return field_offsets(Btf(blob), fields)
+    btf = read_btf(path)
+    return None if btf is None else field_offsets(btf, fields)
 
 
 def field_span(offsets: dict[str, int], prefix: str) -> tuple[int, int]:
@@ -188,3 +215,20 @@ def offset_cflags(offsets: dict[str, int] | None) -> list[str]:
     if offsets is None:
         return ["-DMBREC_KERNEL_HEADERS"]
     return [f"-DMBREC_OFF_{k}={v}" for k, v in sorted(offsets.items())]
+
+
+def bit_cflags(btf: Btf, bits: dict = FLOW_BITS) -> list[str]:
+    out = []
+    for name, (s, path) in sorted(bits.items()):
+        off, mask = btf.bit(s, path)
+        out += [f"-DMBREC_OFF_{name}={off}", f"-DMBREC_MASK_{name}={mask:#x}"]
+    return out
+
+
+def read_btf(path: str = BTF_PATH) -> Btf | None:
+    """This kernel's BTF, or None where it has none."""
+    try:
+        with open(path, "rb") as f:
+            return Btf(f.read())
+    except OSError:
+        return None

@@ -113,11 +113,8 @@ def _headers_fact(release: str) -> Fact:
         return Fact("headers", True, "/sys/kernel/kheaders.tar.xz: this kernel's own")
     if os.path.isdir("/usr/src") and any(n.startswith("linux-headers-") and
                                          n.endswith("-common") for n in os.listdir("/usr/src")):
-        return Fact("headers", True, f"none of {release}'s own; another Debian kernel's "
-                    "(BCC's helpers only): --attach tracepoint works, fentry and kprobe "
-                    "flows need this kernel's own",
-                    f"apt-get install linux-headers-{release} (for --probes flows with fentry "
-                    "or kprobes)")
+        return Fact("headers", True, f"none of {release}'s own; another Debian kernel's, "
+                    "which serve BCC's helpers (mbrec reads kernel structs at BTF offsets)")
     return Fact("headers", False, f"none: {build} does not exist and no Debian header "
                 "package is installed", f"apt-get install linux-headers-{release}, or where "
                 "that does not exist, any Debian kernel's: apt-get install linux-headers-amd64")

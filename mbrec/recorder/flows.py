@@ -1,8 +1,9 @@
 """The `flows` probe group: 16 flow metrics, TCP events and application reads/writes.
 
-The BPF side is bpf/flows_function_probes.bpf.c (fentry/kprobe hooks) or, with --attach
-tracepoint, bpf/flows_tracepoint_probes.bpf.c, each with bpf/flows_records.bpf.h, pasted into the
-one program (mbrec.bpf.c with -DMBREC_FLOWS or -DMBREC_FLOWS_TP).
+The BPF side is bpf/flows.bpf.c (what every attach kind shares) with its hooks,
+bpf/flows_function_hooks.bpf.c (fentry/kprobe) and bpf/flows_tracepoint_hooks.bpf.c (--attach
+tracepoint), pasted into the one program (mbrec.bpf.c with -DMBREC_FLOWS); -D constants compile
+the hooks chosen, and every kernel field is read at its BTF offset (btf.FIELDS, btf.FLOW_FIELDS).
 This module decides which hooks the running kernel offers (same rules as the packet probes:
 recorder/probes.py's resolve(); tracepoints preferred where one serves), turns that into -D flags,
 attaches what BCC does not attach at load, and takes the periodic and final snapshots.
@@ -31,7 +32,8 @@ from dataclasses import dataclass
 from mbrec.errors import MbrecError
 from mbrec.events import CONSTANTS
 from mbrec.recorder.bpfsyscall import BPF_PROG_TEST_RUN, SYS_BPF, SYS_BPF_BY_MACHINE
-from mbrec.recorder.btf import FLOW_TP_FIELDS, field_span, offset_cflags, read_offsets
+from mbrec.recorder.btf import (FIELDS, FLOW_FIELDS, bit_cflags, field_offsets, field_span,
+                                offset_cflags, read_btf)
 from mbrec.recorder.program import RINGS
 from mbrec.recorder.probes import KernelFunctions, ProbeSpec, Resolved, resolve
 from mbrec.recorder.program import ATTACH_KINDS
@@ -68,20 +70,23 @@ KPROBE_PROGRAMS = {
 
 # Raw tracepoints: (probe name, "category:event", BPF program, -D suffix or "" if always built).
 FLOW_TRACEPOINTS = (
-    ("tcp_state", "sock:inet_sock_set_state", "mbrec_flow_tp_set_state", ""),
-    ("tcp_retransmit", "tcp:tcp_retransmit_skb", "mbrec_flow_tp_retransmit", "TCP_RETRANSMIT_SKB"),
+    ("tcp_state", "sock:inet_sock_set_state", "mbrec_flow_tp_tcp_state", ""),
+    ("tcp_retransmit", "tcp:tcp_retransmit_skb", "mbrec_flow_tp_tcp_retransmit",
+     "TCP_RETRANSMIT_SKB"),
 )
 
-# --attach tracepoint (bpf/flows_tracepoint_probes.bpf.c): (probe name, "category:event", BPF program). The
+# --attach tracepoint (bpf/flows_tracepoint_hooks.bpf.c, and the two of FLOW_TRACEPOINTS):
+# (probe name, "category:event", BPF program, -D suffix or "" if always built). The
 # congestion-state tracepoint serves two probes (fast recovery and timeouts), one program.
 TP_FLOW_HOOKS = (
-    ("tcp_ack", "tcp:tcp_probe", "mbrec_flow_tp_tcp_ack"),
-    ("tcp_state", "sock:inet_sock_set_state", "mbrec_flow_tp_tcp_state"),
-    ("tcp_retransmit", "tcp:tcp_retransmit_skb", "mbrec_flow_tp_tcp_retransmit"),
-    ("tcp_enter_recovery", "tcp:tcp_cong_state_set", "mbrec_flow_tp_tcp_cong_state_set"),
-    ("tcp_timeout", "tcp:tcp_cong_state_set", ""),
-    ("tcp_sendmsg", "sock:sock_send_length", "mbrec_flow_tp_tcp_sendmsg"),
-    ("tcp_recvmsg", "sock:sock_recv_length", "mbrec_flow_tp_tcp_recvmsg"),
+    ("tcp_ack", "tcp:tcp_probe", "mbrec_flow_tp_tcp_ack", "TCP_PROBE"),
+    FLOW_TRACEPOINTS[0],
+    FLOW_TRACEPOINTS[1],
+    ("tcp_enter_recovery", "tcp:tcp_cong_state_set", "mbrec_flow_tp_tcp_cong_state_set",
+     "TCP_CONG_STATE_SET"),
+    ("tcp_timeout", "tcp:tcp_cong_state_set", "", "TCP_CONG_STATE_SET"),
+    ("tcp_sendmsg", "sock:sock_send_length", "mbrec_flow_tp_tcp_sendmsg", "SOCK_SEND_LENGTH"),
+    ("tcp_recvmsg", "sock:sock_recv_length", "mbrec_flow_tp_tcp_recvmsg", "SOCK_RECV_LENGTH"),
 )
 
 # The flows group's rings: every ring of program.RINGS but the packets group's.
@@ -161,9 +166,9 @@ def plan_flows(kf: KernelFunctions, attach: str, tracepoints: set[str]) -> FlowP
 def plan_flow_tracepoints(existing: set[str]) -> FlowPlan:
     """The tracepoint flow hooks this kernel has (existing: "category:event" names)."""
     hooks, missing = [], []
-    for probe, tp, prog in TP_FLOW_HOOKS:
+    for probe, tp, prog, macro in TP_FLOW_HOOKS:
         if tp in existing:
-            hooks.append(FlowHook(probe, tp, "raw_tracepoint", "", (prog,) if prog else ()))
+            hooks.append(FlowHook(probe, tp, "raw_tracepoint", macro, (prog,) if prog else ()))
         else:
             missing.append(f"{probe}: tracepoint {tp} does not exist in this kernel")
     hooks.append(FlowHook("flow_periodic", TICK_PROGRAM, "test_run"))
@@ -179,41 +184,50 @@ def flow_cflags(plan: FlowPlan, *, sample: int = 1, rtt_events: bool = False,
                          "(one snapshot every N ACKs per flow)")
     if ring_pages & (ring_pages - 1):
         raise ValueError("ring_pages must be a power of two")
-    if plan.attach == "tracepoint":  # the tracepoint programs read kernel structs at BTF offsets
-        offsets = read_offsets(fields=FLOW_TP_FIELDS)
-        if offsets is None:
-            raise MbrecError("--attach tracepoint --probes flows needs the kernel's BTF "
-                             "(/sys/kernel/btf/vmlinux), which this kernel lacks")
-        span_off, span_len = field_span(offsets, "TP_")  # rtt_min's value is 4 bytes in
-        return ["-DMBREC_FLOWS_TP", f"-DMBREC_FLOW_SAMPLE={sample}",
-                f"-DMBREC_FLOW_RING_PAGES={ring_pages}", f"-DMBREC_FLOW_MAX={max_flows}",
-                f"-DMBREC_TP_SPAN_OFF={span_off}", f"-DMBREC_TP_SPAN_LEN={span_len}",
-                *offset_cflags(offsets)]
+    btf = read_btf()
+    if btf is None:
+        raise MbrecError("--probes flows needs the kernel's BTF (/sys/kernel/btf/vmlinux), "
+                         "which this kernel lacks: the flow programs read kernel structs at its "
+                         "offsets; record with --probes packets")
+    offsets = field_offsets(btf, FLOW_FIELDS)
+    # the part of tcp_sock a snapshot copies: every TP_ field (rtt_min's value is 4 bytes in)
+    span_off, span_len = field_span({**field_offsets(btf, FIELDS), **offsets}, "TP_")
     flags = ["-DMBREC_FLOWS", f"-DMBREC_FLOW_SAMPLE={sample}",
-             f"-DMBREC_FLOW_RING_PAGES={ring_pages}", f"-DMBREC_FLOW_MAX={max_flows}"]
-    flags.extend(f"-DMBREC_ATTACH_{h.macro}={ATTACH_KINDS[HOOK_KIND[h.attach]]}"
-                 for h in plan.hooks if h.macro)
+             f"-DMBREC_FLOW_RING_PAGES={ring_pages}", f"-DMBREC_FLOW_MAX={max_flows}",
+             f"-DMBREC_TP_SPAN_OFF={span_off}", f"-DMBREC_TP_SPAN_LEN={span_len}",
+             *offset_cflags(offsets), *bit_cflags(btf)]
+    flags.extend(dict.fromkeys(f"-DMBREC_ATTACH_{h.macro}={ATTACH_KINDS[HOOK_KIND[h.attach]]}"
+                               for h in plan.hooks if h.macro))
     if rtt_events:
         flags.append("-DMBREC_FLOW_RTT_EVENTS")
     return flags
 
 
-FUNCTION_PROBES = "flows_function_probes.bpf.c"
-TRACEPOINT_PROBES = "flows_tracepoint_probes.bpf.c"
-RECORDS = "flows_records.bpf.h"  # included by both
+PROGRAM = "flows.bpf.c"  # the flow programs, #included by mbrec.bpf.c
+HOOKS = ("flows_function_hooks.bpf.c", "flows_tracepoint_hooks.bpf.c")  # #included by PROGRAM
 # hook attach (FlowHook.attach) -> the attach kind whose number MBREC_ATTACH_<macro> takes
 HOOK_KIND = {"fentry": "fentry", "fexit": "fentry", "fentry+fexit": "fentry", "kprobe": "kprobe",
              "kretprobe": "kprobe", "raw_tracepoint": "tracepoint"}
 
 
-def inline_flows(source: str, header_text: str, header: str = FUNCTION_PROBES) -> str:
+def inline_flows(source: str, header_text: str, header: str = PROGRAM) -> str:
     """source with header_text pasted in place of its #include of header: BCC only turns
     functions of the main file into programs and rewrites map calls there, so the flow programs
-    (and the records header they include) must be text of the main file, not included files."""
+    (and the hooks they include) must be text of the main file, not included files."""
     line = f'#include "{header}"'
     if line not in source:
         raise ValueError(f"the BPF source has no #include \"{header}\"")
     return source.replace(line, header_text, 1)
+
+
+def flows_source() -> str:
+    """bpf/flows.bpf.c with its hooks pasted in."""
+    from importlib import resources
+    bpf = resources.files("mbrec.bpf")
+    text = bpf.joinpath(PROGRAM).read_text()
+    for name in HOOKS:
+        text = inline_flows(text, bpf.joinpath(name).read_text(), name)
+    return text
 
 
 def attach_flows(bpf, plan: FlowPlan, kprobes=None) -> list[dict]:
@@ -348,7 +362,7 @@ class FlowGroup:
     @classmethod
     def for_tracepoints(cls, interval_s: float, sample: int, ring_pages: int = 256):
         from mbrec.recorder import environment as env
-        plan = plan_flow_tracepoints(env.existing_tracepoints({tp for _, tp, _ in TP_FLOW_HOOKS}))
+        plan = plan_flow_tracepoints(env.existing_tracepoints({tp for _, tp, _, _ in TP_FLOW_HOOKS}))
         broken = [m for m in plan.missing if m.split(":")[0] == "tcp_state"]
         if broken:
             raise MbrecError("the flows group cannot run on tracepoints here: " + "; ".join(broken))
@@ -359,12 +373,7 @@ class FlowGroup:
         return sorted({CONSTANTS[f"MBREC_PROBE_{h.probe.upper()}"] for h in self.plan.hooks})
 
     def source(self, text: str) -> str:
-        from importlib import resources
-        bpf = resources.files("mbrec.bpf")
-        name = TRACEPOINT_PROBES if self.plan.attach == "tracepoint" else FUNCTION_PROBES
-        programs = inline_flows(bpf.joinpath(name).read_text(), bpf.joinpath(RECORDS).read_text(),
-                                RECORDS)
-        return inline_flows(text, programs, name)
+        return inline_flows(text, flows_source())
 
     def attach(self, bpf, kprobes=None) -> list[dict]:
         entries = attach_flows(bpf, self.plan, kprobes)

@@ -45,7 +45,8 @@ class ProgramConfig:
     attach: str  # "fentry", "kprobe" or "tracepoint"
     filters: Filters = field(default_factory=Filters)
     ring_bytes: int = 16 << 20
-    # kernel struct offsets from BTF (recorder/btf.py); None: compile the kernel headers
+    # kernel struct offsets from BTF (recorder/btf.py); None: compile the kernel headers (the
+    # packet probes only)
     offsets: dict | None = None
     flow_cflags: tuple[str, ...] = ()  # from recorder/flows.py FlowGroup.cflags
     extra_cflags: tuple[str, ...] = ()  # e.g. -DMBREC_PERF_BASELINE (bench/ only)
@@ -119,16 +120,17 @@ def cflags(cfg: ProgramConfig) -> list[str]:
             if len(r.functions) == 2:
                 flags.append(f"-DMBREC_FN_{c.replace('_RCV', '_LIST_RCV')}={r.functions[1]}")
         flags.append(f"-DMBREC_FN_{c}={r.functions[0]}")
-    # The flow probes use kernel types, so with them the headers are compiled anyway (not the
-    # tracepoint flow probes, -DMBREC_FLOWS_TP: they read BTF offsets too).
-    offsets = None if "-DMBREC_FLOWS" in cfg.flow_cflags else cfg.offsets
-    flags.extend(offset_cflags(offsets))
-    if cfg.attach == "tracepoint":
-        if offsets is None:
+    flags.extend(offset_cflags(cfg.offsets))
+    if cfg.offsets is None:
+        if cfg.attach == "tracepoint":
             raise MbrecError("--attach tracepoint needs the kernel's BTF "
                              "(/sys/kernel/btf/vmlinux), which this kernel lacks")
-        for name, prefix in (("SKB", "SKB_"), ("SK", "SK_")):
-            off, length = field_span(offsets, prefix)
+    else:
+        # the spans one read copies: sk_buff for the tracepoint programs, the socket for them
+        # and for the flow programs
+        spans = ("SKB", "SK") if cfg.attach == "tracepoint" else ("SK",) if cfg.flow_cflags else ()
+        for name in spans:
+            off, length = field_span(cfg.offsets, name + "_")
             flags += [f"-DMBREC_{name}_SPAN_OFF={off}", f"-DMBREC_{name}_SPAN_LEN={length}"]
     flags.extend(cfg.flow_cflags)  # includes -DMBREC_FLOWS when the flows group is on
     flags.extend(filter_macros(cfg.filters))

@@ -157,8 +157,9 @@ def attach_chain(opts: RecordOptions, bcc) -> list[tuple[str, list]]:
     return chain + [("kprobe", resolved), ("tracepoint", plan_tracepoints(opts))]
 
 
-def flow_group(opts: RecordOptions, attach: str, foreign_headers: bool = False):
-    """The flows group (recorder/flows.py) for this kernel and attach kind, or None."""
+def flow_group(opts: RecordOptions, attach: str):
+    """The flows group (recorder/flows.py) for this kernel and attach kind, or None. Its
+    programs read kernel structs at BTF offsets, so any kernel's headers serve BCC."""
     if "flows" not in opts.groups:
         return None
     from mbrec.recorder.flows import FlowGroup
@@ -167,10 +168,6 @@ def flow_group(opts: RecordOptions, attach: str, foreign_headers: bool = False):
     pages = ring_pages(opts.ring_mb << 20)
     if attach == "tracepoint":
         return FlowGroup.for_tracepoints(opts.flow_interval, opts.flow_sample, pages)
-    if foreign_headers:
-        raise MbrecError(f"--probes flows with {attach}: the flow probes compile kernel types, "
-                         "and the kernel headers here are another kernel's; use --attach "
-                         "tracepoint (BTF offsets) or install this kernel's headers")
     return FlowGroup.for_kernel(env.read_kernel_functions(), attach, opts.flow_interval,
                                 opts.flow_sample, pages)
 
@@ -342,7 +339,7 @@ def record(opts: RecordOptions) -> int:
     chain = attach_chain(opts, bcc)
 
     def configure(attach, resolved):
-        flows = flow_group(opts, attach, foreign_headers)
+        flows = flow_group(opts, attach)
         cfg = ProgramConfig(tuple(resolved), attach, filters, ring_bytes=opts.ring_mb << 20,
                             offsets=offsets, flow_cflags=tuple(flows.cflags) if flows else ())
         return cfg, flows

@@ -9,7 +9,7 @@ from mbrec.recorder.probes import (TRACEPOINT_PROBES, Resolved, header_probes,
 PACKET_PROBES = [s.name for s in PACKET_SPECS]
 
 ALL_TPS = {tp for spec in TRACEPOINT_PROBES for tp in spec.candidates[0]} | \
-    {tp for _, tp, _ in flows.TP_FLOW_HOOKS}
+    {tp for _, tp, _, _ in flows.TP_FLOW_HOOKS}
 
 
 def tracepoint_header(existing=ALL_TPS, with_flows=True):
