@@ -289,6 +289,15 @@ struct mbrec_ack_stack {
 };
 BPF_PERCPU_ARRAY(mbrec_flow_ack_stack, struct mbrec_ack_stack, 1);
 
+/* The stack slot of depth d, masked in the register the access uses: after a bounds check
+ * clang drops the mask as redundant, and some verifiers (sid's 7.2) then see the index in
+ * another register than the one it checked, unbounded. */
+static __always_inline u64 mbrec_ack_slot(u64 d)
+{
+	asm volatile("%0 &= %1" : "+r"(d) : "i"(MBREC_ACK_DEPTH - 1));
+	return d;
+}
+
 int mbrec_flow_kp_tcp_ack(struct pt_regs *ctx, struct sock *sk)
 {
 	u32 zero = 0;
@@ -297,7 +306,7 @@ int mbrec_flow_kp_tcp_ack(struct pt_regs *ctx, struct sock *sk)
 		return 0;
 	u32 d = s->depth;
 	if (d < MBREC_ACK_DEPTH)
-		s->sk[d & (MBREC_ACK_DEPTH - 1)] = (u64)sk;
+		s->sk[mbrec_ack_slot(d)] = (u64)sk;
 	s->depth = d < 2 * MBREC_ACK_DEPTH ? d + 1 : 0; /* a lost return resets, never overflows */
 	return 0;
 }
@@ -312,7 +321,7 @@ int mbrec_flow_kr_tcp_ack(struct pt_regs *ctx)
 	s->depth = d;
 	if (d >= MBREC_ACK_DEPTH)
 		return 0;
-	struct sock *sk = (struct sock *)s->sk[d & (MBREC_ACK_DEPTH - 1)];
+	struct sock *sk = (struct sock *)s->sk[mbrec_ack_slot(d)];
 	if ((int)PT_REGS_RC(ctx) <= 0)  /* old or invalid ACK: nothing changed */
 		return 0;
 	return mbrec_flow_on_ack(sk, MBREC_FLOW_COOKIE(sk));
