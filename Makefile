@@ -8,7 +8,7 @@ PYTHON ?= python3
 # log in to (tests/test_fleet.py).
 APT_PACKAGES = qemu-system-x86 debootstrap e2fsprogs gcc libc6-dev make ca-certificates \
 	chromium chromium-driver fonts-liberation \
-	python3-bpfcc linux-headers-amd64 iproute2 apache2 apache2-utils iperf3 openssh-server
+	python3-bpfcc linux-headers-amd64 iproute2 apache2 apache2-utils iperf3 openssh-server bpftool
 DEMO_DIR ?= out/demo
 # mbrec as this Python runs it: no PATH or sudo's secure_path needed
 MBREC ?= $(PYTHON) -m mbrec

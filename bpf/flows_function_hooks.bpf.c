@@ -262,8 +262,15 @@ KFUNC_PROBE(tcp_recvmsg, struct sock *sk, void *msg, u64 len, int flags)
 	return 0;
 }
 
+/* fexit sees every parameter before the return value: tcp_recvmsg has (sk, msg, len, flags,
+ * addr_len) on older kernels and (sk, msg, len, flags) on newer ones; flows.py passes the
+ * count from BTF. */
+#if MBREC_TCP_RECVMSG_PARAMS == 4
+KRETFUNC_PROBE(tcp_recvmsg, struct sock *sk, void *msg, u64 len, int flags, int ret)
+#else
 KRETFUNC_PROBE(tcp_recvmsg, struct sock *sk, void *msg, u64 len, int flags, void *addr_len,
 	       int ret)
+#endif
 {
 	struct mbrec_call_args a;
 	if (!mbrec_flow_call_end(&a))

@@ -102,3 +102,35 @@ def test_every_flow_field_resolves_on_this_kernel():
     assert b.bit("tcp_sock", "rx_opt.saw_tstamp")[0] == offs["TCP_RCV_TSECR"] + 4
     assert offs["TCB_TCP_GSO_SEGS"] == 8  # after seq and end_seq
     assert all(offs[f"TP_{f}"] > offs["ICSK_BACKOFF"] for f in ("SND_CWND", "BYTES_SENT"))
+
+
+def test_a_functions_parameter_count_is_its_prototypes():
+    _, o = make_btf([], ["int", "f", "g", "a", "b"])
+    types = [
+        t(o["int"], btf.KIND_INT, 0, 4) + struct.pack("<I", 32),                        # 1 int
+        t(0, btf.KIND_FUNC_PROTO, 2, 1) + struct.pack("<II", o["a"], 1)
+        + struct.pack("<II", o["b"], 1),                                                # 2 (a, b)
+        t(o["f"], btf.KIND_FUNC, 0, 2),                                                 # 3 f
+    ]
+    blob, _ = make_btf(types, ["int", "f", "g", "a", "b"])
+    b = btf.Btf(blob)
+    assert b.params("f") == 2
+    with pytest.raises(btf.BtfError, match="function g"):
+        b.params("g")
+
+
+@pytest.mark.skipif(not os.access(btf.BTF_PATH, os.R_OK), reason="no readable kernel BTF here")
+def test_parameter_counts_agree_with_bpftool_on_this_kernel():
+    import re
+    import shutil
+    import subprocess
+    if shutil.which("bpftool") is None:
+        pytest.skip("bpftool is not installed")
+    dump = subprocess.run(["bpftool", "btf", "dump", "file", btf.BTF_PATH, "format", "raw"],
+                          capture_output=True, text=True, check=True).stdout
+    b = btf.read_btf()
+    for function in ("tcp_recvmsg", "tcp_sendmsg_locked", "tcp_ack"):
+        proto = re.search(rf"^\[\d+\] FUNC '{function}' type_id=(\d+)", dump, re.M).group(1)
+        vlen = re.search(rf"^\[{proto}\] FUNC_PROTO '\(anon\)' ret_type_id=\d+ vlen=(\d+)", dump,
+                         re.M).group(1)
+        assert b.params(function) == int(vlen), function

@@ -21,6 +21,7 @@ BTF_MAGIC = 0xEB9F
 
 KIND_INT, KIND_PTR, KIND_ARRAY, KIND_STRUCT, KIND_UNION = 1, 2, 3, 4, 5
 KIND_TYPEDEF, KIND_VOLATILE, KIND_CONST, KIND_RESTRICT, KIND_TYPE_TAG = 8, 9, 10, 11, 18
+KIND_FUNC, KIND_FUNC_PROTO = 12, 13
 _MODIFIERS = {KIND_TYPEDEF, KIND_VOLATILE, KIND_CONST, KIND_RESTRICT, KIND_TYPE_TAG}
 # Bytes that follow the 12-byte common part, by kind: fixed, or per vlen entry.
 _EXTRA_FIXED = {1: 4, 3: 12, 14: 4, 17: 4}
@@ -115,7 +116,7 @@ class Btf:
             vlen = info & 0xFFFF
             extra = pos + 12
             self.types.append((kind, name_off, info, size_type, extra))
-            if kind in (KIND_STRUCT, KIND_UNION) and name_off:
+            if kind in (KIND_STRUCT, KIND_UNION, KIND_FUNC) and name_off:
                 self.by_name.setdefault(self.name(name_off), []).append(len(self.types) - 1)
             pos = extra + _EXTRA_FIXED.get(kind, 0) + _EXTRA_PER_VLEN.get(kind, 0) * vlen
 
@@ -152,6 +153,15 @@ class Btf:
                     if found:
                         return bits + found[0], found[1], found[2]
         return None
+
+    def params(self, function: str) -> int:
+        """The number of parameters of a kernel function (an fexit program lists them all
+        before the return value, so its prototype depends on the kernel)."""
+        for tid in self.by_name.get(function, ()):
+            kind, _, _, proto, _ = self.types[tid]
+            if kind == KIND_FUNC and self.types[proto][0] == KIND_FUNC_PROTO:
+                return self.types[proto][2] & 0xFFFF
+        raise BtfError(f"function {function} is not in the kernel's BTF")
 
     def struct_id(self, name: str) -> int:
         for tid in self.by_name.get(name, ()):

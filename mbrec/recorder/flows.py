@@ -32,8 +32,8 @@ from dataclasses import dataclass
 from mbrec.errors import MbrecError
 from mbrec.events import CONSTANTS
 from mbrec.recorder.bpfsyscall import BPF_PROG_TEST_RUN, SYS_BPF, SYS_BPF_BY_MACHINE
-from mbrec.recorder.btf import (FIELDS, FLOW_FIELDS, bit_cflags, field_offsets, field_span,
-                                offset_cflags, read_btf)
+from mbrec.recorder.btf import (FIELDS, FLOW_FIELDS, BtfError, bit_cflags, field_offsets,
+                                field_span, offset_cflags, read_btf)
 from mbrec.recorder.program import RINGS
 from mbrec.recorder.probes import KernelFunctions, ProbeSpec, Resolved, resolve
 from mbrec.recorder.program import ATTACH_KINDS
@@ -198,10 +198,18 @@ def flow_cflags(plan: FlowPlan, *, sample: int = 1, rtt_events: bool = False,
              *offset_cflags(offsets), *bit_cflags(btf)]
     flags.extend(dict.fromkeys(f"-DMBREC_ATTACH_{h.macro}={ATTACH_KINDS[HOOK_KIND[h.attach]]}"
                                for h in plan.hooks if h.macro))
+    for macro, function in FEXIT_PROTOTYPES.items():  # the fexit prototypes this kernel needs
+        try:
+            flags.append(f"-DMBREC_{macro}_PARAMS={btf.params(function)}")
+        except BtfError:
+            pass  # not in this kernel: its hook is not planned either
     if rtt_events:
         flags.append("-DMBREC_FLOW_RTT_EVENTS")
     return flags
 
+
+# fexit programs whose prototype lists parameters some kernels dropped: MBREC_<macro>_PARAMS
+FEXIT_PROTOTYPES = {"TCP_RECVMSG": "tcp_recvmsg"}
 
 PROGRAM = "flows.bpf.c"  # the flow programs, #included by mbrec.bpf.c
 HOOKS = ("flows_function_hooks.bpf.c", "flows_tracepoint_hooks.bpf.c")  # #included by PROGRAM
