@@ -232,8 +232,6 @@ def _wire(trace, probe: int) -> tuple[np.ndarray, dict | None]:
     if pkt is None or len(pkt) == 0:
         return np.zeros(0, dtype=np.int64), None
     idx = np.flatnonzero(pkt["probe"] == probe)
-    if isinstance(pkt, Columns):
-        return idx, {f: pkt[f][idx] for f in WIRE_FIELDS}
     cols = Columns(take_records(pkt, idx))
     return idx, {f: cols[f] for f in WIRE_FIELDS}
 

@@ -28,6 +28,17 @@ def lab(*args, timeout=1800):
                           text=True, timeout=timeout)
 
 
+def check_modes(check: dict, verdict: str = "fentry") -> tuple[dict, set]:
+    """`mbrec record --check --json` from a stock kernel: the verdict, every attach kind usable;
+    returns the modes by kind and the probe names every kind must resolve (IPv6 ones too)."""
+    from mbrec.events import PACKET_PROBES
+    assert check["verdict"] == verdict
+    modes = {m["kind"]: m for m in check["modes"]}
+    assert all(modes[k]["usable"] for k in ("fentry", "kprobe", "tracepoint")), modes
+    v6 = {f"{p} (IPv6)" for p in ("ip_queue_xmit", "ip_rcv", "tcp_v4_rcv")}
+    return modes, set(PACKET_PROBES) | v6
+
+
 # ---- pure helpers: byte-range coverage per flow ----
 
 def flow_keys(pkt):

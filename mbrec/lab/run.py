@@ -57,15 +57,19 @@ def clear_earlier_run(out: Path, force: bool) -> None:
     if not manifest.exists():
         raise MbrecError(f"-o {out}: holds an earlier run without {MANIFEST} (from an older mbrec): remove "
                          "it yourself or choose another folder")
-    for name in manifest.read_text().splitlines():
+    remove_entries(out, [n for n in manifest.read_text().splitlines()
+                         if n and os.sep not in n and n not in (".", "..")])
+    manifest.unlink()
+
+
+def remove_entries(out: Path, names) -> None:
+    """Remove these entries of the output folder (files, links or whole directories)."""
+    for name in names:
         path = out / name
-        if not name or os.sep in name or name in (".", ".."):
-            continue
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
         else:
             path.unlink(missing_ok=True)
-    manifest.unlink()
 
 
 def note_outputs(out: Path, before: set) -> None:
@@ -111,6 +115,7 @@ def run(scenario_name: str | None, command: str | None, *, vms: int | None, keep
              f"accelerator {accel} ({why}), output {out}, timeout {timeout:.0f} s")
 
     started = time.monotonic()
+    # reads accel when called: a KVM boot that fails falls back to TCG
     boot_guests = lambda: _boot(image, roles, out, accel, keep, timeout, quiet, s.get("virtio_pair", False))  # noqa: E731
     reruns = []
     try:
@@ -130,7 +135,9 @@ def run(scenario_name: str | None, command: str | None, *, vms: int | None, keep
                 kept = console.with_name(f"console-{role}-crashed.log")
                 console.replace(kept)
                 reruns.append({"role": role, "reason": why, "console": kept.name})
-            _clear_attempt(out, before | {PYLIB_TAR, "job.json"} | {r["console"] for r in reruns})
+            # nothing of the void attempt may pass for the rerun's
+            keep = before | {PYLIB_TAR, "job.json"} | {r["console"] for r in reruns}
+            remove_entries(out, set(os.listdir(out)) - keep)
             progress(f"guest {', '.join(crashed)} kernel died ({next(iter(crashed.values()))}; console kept as "
                      f"{reruns[0]['console']}): running the job again")
             result, guests = boot_guests()
@@ -187,16 +194,6 @@ def _crashed_guests(guests, out: Path) -> dict:
         if lines or g.init_at is None:
             crashed[g.role] = lines[0] if lines else "stopped before its init"
     return crashed
-
-
-def _clear_attempt(out: Path, keep: set) -> None:
-    """Remove what a void attempt wrote into the output folder, so that nothing of it passes for the rerun's."""
-    for name in set(os.listdir(out)) - keep:
-        path = out / name
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        else:
-            path.unlink()
 
 
 def _boot(image, roles, out, accel, keep, timeout, quiet, virtio_pair):
