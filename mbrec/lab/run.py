@@ -136,8 +136,8 @@ def run(scenario_name: str | None, command: str | None, *, vms: int | None, keep
                 console.replace(kept)
                 reruns.append({"role": role, "reason": why, "console": kept.name})
             # nothing of the void attempt may pass for the rerun's
-            keep = before | {PYLIB_TAR, "job.json"} | {r["console"] for r in reruns}
-            remove_entries(out, set(os.listdir(out)) - keep)
+            remove_entries(out, set(os.listdir(out)) - before - {PYLIB_TAR, "job.json"}
+                           - {r["console"] for r in reruns})
             progress(f"guest {', '.join(crashed)} kernel died ({next(iter(crashed.values()))}; console kept as "
                      f"{reruns[0]['console']}): running the job again")
             result, guests = boot_guests()
