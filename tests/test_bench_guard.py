@@ -15,7 +15,7 @@ import zstandard
 from mbrec.testing.synthetic import random_records
 from mbrec.trace.format import make_header
 from mbrec.trace.reader import read_trace
-from mbrec.trace.writer import ZSTD_LEVEL, TraceWriter
+from mbrec.trace.writer import TraceWriter, compressor
 
 pytestmark = pytest.mark.bench
 N = 400_000
@@ -45,7 +45,7 @@ def test_trace_io_stays_close_to_bare_zstd(tmp_path):
             w.write_events(1, c, count=len(c) // recs.itemsize)
         w.close()
 
-    cctx = zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_checksum=True)  # the writer's level
+    cctx = compressor()  # the writer's parameters
     frames = []
 
     def bare_compress():

@@ -18,6 +18,20 @@ from mbrec.trace.format import (MAX_FRAME_BYTES, MAX_FRAME_OBJECTS, clock_anchor
 # zstd level 3: with sequence ranges stored as lengths, <= 12 bytes per packet event on the
 # lab's traces (level 1: 13.3), for 1.5x the compression CPU (docs/performance.md, Trace I/O)
 ZSTD_LEVEL = 3
+# Match-finder tables of at most 2^14 and 2^13 entries (level 3's are 2^17 and 2^16, 768 KiB
+# that spill out of L2 beside the workload): 12-15 % less compression CPU for the same bytes
+# within 0.1 per packet event on the lab's traces (docs/performance.md, Trace I/O).
+ZSTD_HASH_LOG = 14
+ZSTD_CHAIN_LOG = 13
+
+
+def compressor(level: int = ZSTD_LEVEL) -> zstandard.ZstdCompressor:
+    """The writer's compressor: the level's parameters with the tables capped."""
+    params = zstandard.ZstdCompressionParameters
+    own = params.from_level(level)
+    return zstandard.ZstdCompressor(compression_params=params.from_level(
+        level, hash_log=min(own.hash_log, ZSTD_HASH_LOG),
+        chain_log=min(own.chain_log, ZSTD_CHAIN_LOG), write_checksum=1))
 # A frame's objects other than its sequence number stay below this, well inside MAX_FRAME_BYTES.
 MAX_BATCH_BYTES = MAX_FRAME_BYTES - (1 << 20)
 
@@ -50,7 +64,7 @@ class TraceWriter:
         self._packer = msgpack.Packer(use_bin_type=True)
         self._dtypes = {int(e["id"]): dtype_from_header(e) for e in header.get("schemas", ())}
         self._deltas = {sid: d for sid, dt in self._dtypes.items() if (d := seq_deltas(dt.names))}
-        self._cctx = zstandard.ZstdCompressor(level=level, write_checksum=True)
+        self._cctx = compressor(level)
         self._pending: list[bytes | memoryview] = []
         self._pending_bytes = 0
         self._pending_objects = 0
