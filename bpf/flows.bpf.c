@@ -53,6 +53,17 @@ BPF_RINGBUF_OUTPUT(mbrec_sock_ring, MBREC_FLOW_RING_PAGES);
 /* A tcp_sock field at its BTF offset. */
 #define TPR(dst, sk, f) RDO(dst, sk, MBREC_OFF_TP_##f)
 
+/* Socket identity, read once per flow. */
+struct mbrec_flow_id {
+	u64 cookie;
+	u32 netns;
+	u16 family;
+	u16 lport;
+	u16 rport;
+	u8 saddr[16]; /* local */
+	u8 daddr[16]; /* remote */
+};
+
 /* Per-flow state that must survive between samples, keyed by the socket id. Every hook that
  * updates it runs with the socket locked (process or softirq), so plain increments suffice. */
 struct mbrec_flow_state {
@@ -67,23 +78,15 @@ struct mbrec_flow_state {
 	u32 timeouts_backoff;
 	u32 max_app_wqueue;
 	u32 acks;
-	u32 netns;
-	u16 lport;              /* the local port when the state was made: see mbrec_flow_on_state */
 	u8 flags;
 	u8 ca_state;            /* the last congestion state seen (tracepoint hooks) */
+	/* The identity as read when the state was made, so the hooks that find a state need not
+	 * copy the socket again: a TCP socket's addresses and ports do not change before
+	 * TCP_CLOSE, where its state is freed (and where the kernel has already released the
+	 * local port: the record of that transition keeps this one). */
+	struct mbrec_flow_id id;
 };
 BPF_TABLE("lru_hash", u64, struct mbrec_flow_state, mbrec_flows, MBREC_FLOW_MAX);
-
-/* Socket identity, read once per event. */
-struct mbrec_flow_id {
-	u64 cookie;
-	u32 netns;
-	u16 family;
-	u16 lport;
-	u16 rport;
-	u8 saddr[16]; /* local */
-	u8 daddr[16]; /* remote */
-};
 
 static __always_inline void mbrec_flow_id_of(struct mbrec_flow_id *id, struct mbrec_pkt_event *e)
 {
@@ -125,14 +128,15 @@ static __always_inline int mbrec_flow_filters_ok(struct sock *sk, struct mbrec_f
 }
 
 /*
- * The flow's state, created on first sight if the filters keep it. A flow first seen after
- * it was established gets established_ns = now with SEEN_ESTABLISH clear: a lower bound.
+ * The flow's state, made if it is new and the filters keep it (id read by the caller). A flow
+ * first seen after it was established gets established_ns = now with SEEN_ESTABLISH clear: a
+ * lower bound.
  */
 static __always_inline struct mbrec_flow_state *
-mbrec_flow_state_get(struct sock *sk, struct mbrec_flow_id *id, int create)
+mbrec_flow_state_make(struct sock *sk, struct mbrec_flow_id *id)
 {
 	struct mbrec_flow_state *st = mbrec_flows.lookup(&id->cookie);
-	if (st || !create || !id->cookie)
+	if (st || !id->cookie)
 		return st;
 	if (id->family != MBREC_AF_INET && id->family != MBREC_AF_INET6)
 		return NULL;
@@ -146,27 +150,31 @@ mbrec_flow_state_get(struct sock *sk, struct mbrec_flow_id *id, int create)
 	RDO(state, sk, MBREC_OFF_SK_STATE);
 	if (state != MBREC_TCP_SYN_SENT && state != MBREC_TCP_SYN_RECV)
 		fresh.established_ns = bpf_ktime_get_ns();
-	fresh.netns = id->netns;
-	fresh.lport = id->lport;
+	fresh.id = *id;
 	mbrec_flows.update(&id->cookie, &fresh);
 	return mbrec_flows.lookup(&id->cookie);
 }
 
-/* The flow's state, read id included, made if the filters keep it; NULL if not kept. */
+/*
+ * The flow's state and its id, made if the filters keep it; NULL if not kept. Most hook runs
+ * find a state (their id is then the state's); most that do not are other namespaces' sockets
+ * (a tracepoint fires for every namespace), stopped by two small reads before the socket is
+ * copied.
+ */
 static __always_inline struct mbrec_flow_state *
 mbrec_flow_get(struct sock *sk, u64 cookie, struct mbrec_flow_id *id, u32 probe)
 {
+	struct mbrec_flow_state *st = mbrec_flows.lookup(&cookie);
+	if (st) {
+		*id = st->id;
+		return st;
+	}
+	u32 netns = mbrec_netns_of_sk(sk);
+	if (!(MBREC_NETNS_OK(netns)))
+		return NULL;
 	if (!mbrec_flow_read_id(sk, cookie, id, probe))
 		return NULL;
-	return mbrec_flow_state_get(sk, id, 1);
-}
-
-/* The flow's state by its id, else made as mbrec_flow_get makes it (id is read only then). */
-static __always_inline struct mbrec_flow_state *
-mbrec_flow_find(struct sock *sk, u64 cookie, struct mbrec_flow_id *id, u32 probe)
-{
-	struct mbrec_flow_state *st = mbrec_flows.lookup(&cookie);
-	return st ? st : mbrec_flow_get(sk, cookie, id, probe);
+	return mbrec_flow_state_make(sk, id);
 }
 
 /* write_seq - snd_nxt, folded into the flow's maximum. */
@@ -338,13 +346,11 @@ static __always_inline void mbrec_flow_snapshot(struct sock *sk, struct mbrec_fl
 static __always_inline int mbrec_flow_on_ack(struct sock *sk, u64 cookie)
 {
 	struct mbrec_flow_id id;
-	struct mbrec_flow_state *st = mbrec_flow_find(sk, cookie, &id, MBREC_PROBE_TCP_ACK);
+	struct mbrec_flow_state *st = mbrec_flow_get(sk, cookie, &id, MBREC_PROBE_TCP_ACK);
 	if (!st)
 		return 0;
 	st->acks++;
 	if (MBREC_FLOW_SAMPLE == 0 || st->acks % (MBREC_FLOW_SAMPLE ? MBREC_FLOW_SAMPLE : 1))
-		return 0;
-	if (!mbrec_flow_read_id(sk, cookie, &id, MBREC_PROBE_TCP_ACK))
 		return 0;
 	mbrec_flow_snapshot(sk, &id, st, MBREC_FLOW_ACK, MBREC_PROBE_TCP_ACK);
 	return 0;
@@ -358,27 +364,27 @@ static __always_inline int mbrec_flow_on_state(struct sock *sk, u64 cookie, int 
 					       int newstate)
 {
 	struct mbrec_flow_id id;
-	struct mbrec_flow_state *st;
+	struct mbrec_flow_state *st = mbrec_flows.lookup(&cookie);
 
-	if (!mbrec_flow_read_id(sk, cookie, &id, MBREC_PROBE_TCP_STATE))
-		return 0;
-	if (newstate == MBREC_TCP_ESTABLISHED) {
-		st = mbrec_flow_state_get(sk, &id, 1);
-		if (!st)
-			return 0;
-		if (!(st->flags & MBREC_FLOWF_SEEN_ESTABLISH)) {
-			st->established_ns = bpf_ktime_get_ns();
-			st->flags |= MBREC_FLOWF_SEEN_ESTABLISH;
-		}
+	if (st) {
+		id = st->id;
 	} else {
-		st = mbrec_flows.lookup(&id.cookie);
+		/* only the ESTABLISHED transition makes a state */
+		if (newstate != MBREC_TCP_ESTABLISHED)
+			return 0;
+		u32 netns = mbrec_netns_of_sk(sk);
+		if (!(MBREC_NETNS_OK(netns)))
+			return 0;
+		if (!mbrec_flow_read_id(sk, cookie, &id, MBREC_PROBE_TCP_STATE))
+			return 0;
+		st = mbrec_flow_state_make(sk, &id);
 		if (!st)
 			return 0;
 	}
-	/* the raw tracepoint fires after tcp_set_state released the port (skc_num = 0 at
-	 * TCP_CLOSE; fentry on tcp_set_state runs before): the flow's events keep its port */
-	if (!id.lport)
-		id.lport = st->lport;
+	if (newstate == MBREC_TCP_ESTABLISHED && !(st->flags & MBREC_FLOWF_SEEN_ESTABLISH)) {
+		st->established_ns = bpf_ktime_get_ns();
+		st->flags |= MBREC_FLOWF_SEEN_ESTABLISH;
+	}
 	mbrec_flow_tcp_event(&id, MBREC_TCP_STATE, newstate, 0, 0, oldstate, newstate,
 			     MBREC_PROBE_TCP_STATE);
 	if (newstate == MBREC_TCP_CLOSE) {
@@ -502,10 +508,7 @@ int mbrec_flow_tick(struct bpf_raw_tracepoint_args *ctx)
 		mbrec_flows.delete(&cookie);
 		return 1;
 	}
-	struct mbrec_flow_id id;
-	mbrec_flow_read_id(sk, cookie, &id, MBREC_PROBE_FLOW_PERIODIC);
-	if (!id.lport)
-		id.lport = st->lport;
+	struct mbrec_flow_id id = st->id;
 	mbrec_flow_snapshot(sk, &id, st, reason, MBREC_PROBE_FLOW_PERIODIC);
 	return 0;
 }

@@ -68,15 +68,14 @@ static __always_inline int mbrec_flow_on_rtt(struct sock *sk, u64 cookie, int fl
 	if (sample < 0)
 		return 0;
 	struct mbrec_flow_id id;
-	struct mbrec_flow_state *st = mbrec_flow_find(sk, cookie, &id, MBREC_PROBE_TCP_RTT);
+	struct mbrec_flow_state *st = mbrec_flow_get(sk, cookie, &id, MBREC_PROBE_TCP_RTT);
 	if (!st)
 		return 0;
 	st->rtt_samples += 1;
 	st->rtt_sum_us += (u64)sample;
 #ifdef MBREC_FLOW_RTT_EVENTS
-	if (mbrec_flow_read_id(sk, cookie, &id, MBREC_PROBE_TCP_RTT))
-		mbrec_flow_tcp_event(&id, MBREC_TCP_RTT_SAMPLE, (u32)sample, 0, 0, 0, 0,
-				     MBREC_PROBE_TCP_RTT);
+	mbrec_flow_tcp_event(&id, MBREC_TCP_RTT_SAMPLE, (u32)sample, 0, 0, 0, 0,
+			     MBREC_PROBE_TCP_RTT);
 #endif
 	return 0;
 }
