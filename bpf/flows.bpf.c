@@ -443,9 +443,11 @@ static __always_inline int mbrec_flow_on_io(struct sock *sk, u64 cookie, u8 kind
 		return 0;
 	u32 end = 0;
 	if (write) {
+		u32 snd_nxt = 0;
 		TPR(end, sk, WRITE_SEQ);
+		TPR(snd_nxt, sk, SND_NXT);
 		st->write_bytes += (u64)ret;
-		mbrec_flow_app_wqueue(sk, st);
+		mbrec_flow_wqueue(st, end, snd_nxt);
 	} else {
 		TPR(end, sk, COPIED_SEQ);
 		st->read_bytes += (u64)ret;
