@@ -1,6 +1,7 @@
 """Kernel time per BPF program of one recorder on the native testbed (root):
 
     python3 bench/native_probe_costs.py [--requests N] [--probes packets,flows] [--netns NAME]
+                                        [--ring-mb MB]
 
 apache2 on b; one `mbrec record --attach tracepoint` recording b (or the namespace --netns
 names: an empty one makes every program run one that the netns filter drops); during one
@@ -52,6 +53,7 @@ def main():
     ap.add_argument("--requests", type=int, default=20000)
     ap.add_argument("--probes", default="packets,flows")
     ap.add_argument("--netns", help="the namespace recorded (default: b's)")
+    ap.add_argument("--ring-mb", type=int, help="the recorder's --ring-mb (default: its own)")
     ap.add_argument("-o", "--output", default="/tmp/native-probe-costs.mbrec")
     args = ap.parse_args()
     stats_before = open(STATS_SYSCTL).read().strip()
@@ -59,11 +61,13 @@ def main():
         tb.start_apache("b")
         run_ab(tb, "warmup", -1, 5000)
         log_path = args.output + ".log"
-        rec = subprocess.Popen(
-            [sys.executable, "-m", "mbrec", "record", "-o", args.output, "--force", "--quiet",
-             "--host-name", "b", "--netns", args.netns or tb.ns("b"), "--attach", "tracepoint",
-             "--probes", args.probes], stdout=open(log_path, "w"), stderr=subprocess.STDOUT,
-            start_new_session=True)
+        argv = [sys.executable, "-m", "mbrec", "record", "-o", args.output, "--force", "--quiet",
+                "--host-name", "b", "--netns", args.netns or tb.ns("b"), "--attach",
+                "tracepoint", "--probes", args.probes]
+        if args.ring_mb:
+            argv += ["--ring-mb", str(args.ring_mb)]
+        rec = subprocess.Popen(argv, stdout=open(log_path, "w"), stderr=subprocess.STDOUT,
+                               start_new_session=True)
         tb.procs.append(rec)  # stopped by the testbed if this fails
         while "recording on" not in open(log_path).read():
             if rec.poll() is not None:
