@@ -632,10 +632,10 @@ def packet_table(trace, prepared: Prepared | None = None) -> PacketTable:
         ev = {k: v[sel] for k, v in ev_all.items()}
         if direction == 0:
             rows, row_of = _chain(ev, [0, 1, 2, 3], "before", multi_layer=3)
-            wire_sel = ev["layer"] == 3
+            wire_sel = np.flatnonzero(ev["layer"] == 3)  # an index: one nonzero, not one a field
         else:  # the copy layer (3) is attached by analysis.app from the read byte ranges
             rows, row_of = _chain(ev, [2, 1, 0], "after", multi_layer=0)
-            wire_sel = ev["layer"] == 0
+            wire_sel = np.flatnonzero(ev["layer"] == 0)
         rows["retrans"] = _behind(rows)
         rows["duplicate"] = _duplicate(rows) if direction else np.zeros(len(rows["flow"]), bool)
         parts.append(rows)
