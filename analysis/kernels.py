@@ -168,8 +168,8 @@ def ipv4_endpoints(saddr, daddr, sport, dport, family, recv, af_inet: int):
     """Per record, its two endpoints as 48-bit integers (IPv4 address << 16 | port), the
     smaller first, and which of them is this host's (1: the larger; 0 also when both are the
     same); None if any record is not IPv4 (the caller takes the general path)."""
-    lo, hi, local, ok = _ipv4_endpoints(
-        np.ascontiguousarray(saddr, np.uint8), np.ascontiguousarray(daddr, np.uint8),
+    lo, hi, local, ok = _ipv4_endpoints(  # the addresses may be views of the records (strided)
+        np.asarray(saddr, np.uint8), np.asarray(daddr, np.uint8),
         np.ascontiguousarray(sport), np.ascontiguousarray(dport),
         np.ascontiguousarray(family), np.ascontiguousarray(recv, np.bool_), af_inet)
     return (lo, hi, local) if ok else None

@@ -135,23 +135,47 @@ def sort_within_groups(group: np.ndarray, value: np.ndarray, ngroups: int
     return value[np.lexsort((value, group))], count
 
 
+# Up to this many groups, the order statistics are selected (np.partition per group), not
+# sorted: the host statistics (one group per latency name) of 0.74 M samples 0.040 -> 0.009 s.
+SELECT_MAX_GROUPS = 64
+
+
 def grouped_stats(group: np.ndarray, value: np.ndarray, ngroups: int) -> dict:
     """count, mean, quantiles (linear interpolation) and max per group, all vectorised."""
     total = np.bincount(group, weights=value.astype(np.float64), minlength=ngroups)
-    v, count = sort_within_groups(group, value, ngroups)
-    v = v.astype(np.float64)
+    count = np.bincount(group, minlength=ngroups).astype(np.int64)
     res = {"count": count, "mean": np.divide(total, count, out=np.full(ngroups, np.nan),
                                              where=count > 0)}
-    start = np.concatenate([[0], np.cumsum(count)[:-1]])
+    # the ranks asked for per group: each quantile's two neighbours, then the maximum
+    top = np.maximum(count - 1, 0)
+    ranks, fracs = [], []
     for q in QUANTILES:
         rank, frac = quantile_rank(count, q)
-        lo = start + rank
-        hi = np.minimum(lo + 1, start + np.maximum(count - 1, 0))
-        safe_lo = np.clip(lo, 0, max(len(v) - 1, 0))
-        safe_hi = np.clip(hi, 0, max(len(v) - 1, 0))
-        val = (v[safe_lo] * (1 - frac) + v[safe_hi] * frac) if len(v) else np.zeros(ngroups)
+        ranks += [rank, np.minimum(rank + 1, top)]
+        fracs.append(frac)
+    ranks.append(top)
+    at = _order_statistics(group, value, ngroups, count, np.stack(ranks, axis=1))
+    for k, q in enumerate(QUANTILES):
+        val = at[:, 2 * k] * (1 - fracs[k]) + at[:, 2 * k + 1] * fracs[k]
         res[f"p{q * 100:g}"] = np.where(count > 0, val, np.nan)
-    last = start + count - 1
-    res["max"] = np.where(count > 0, v[np.clip(last, 0, max(len(v) - 1, 0))] if len(v) else 0,
-                          np.nan)
+    res["max"] = np.where(count > 0, at[:, -1], np.nan)
     return res
+
+
+def _order_statistics(group, value, ngroups, count, ranks) -> np.ndarray:
+    """(ngroups, m) float64: per group the values of the given 0-based ranks in its sorted
+    values (0 for an empty group)."""
+    out = np.zeros(ranks.shape, np.float64)
+    if len(value) == 0:
+        return out
+    start = np.concatenate([[0], np.cumsum(count)[:-1]])
+    if ngroups > SELECT_MAX_GROUPS:
+        v, _ = sort_within_groups(group, value, ngroups)
+        return v[np.minimum(start[:, None] + ranks, len(v) - 1)].astype(np.float64)
+    small = group.astype(np.int16 if ngroups < (1 << 15) else np.int64)  # radix-sortable
+    by_group = value[np.argsort(small, kind="stable")]
+    for k in np.nonzero(count)[0].tolist():
+        piece = by_group[start[k]:start[k] + count[k]]
+        wanted = np.unique(ranks[k])
+        out[k] = np.partition(piece, wanted)[ranks[k]]
+    return out

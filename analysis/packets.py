@@ -98,15 +98,19 @@ def is_receive(probe: np.ndarray) -> np.ndarray:
 
 
 class Columns:
-    """A record array read column by column, every field copied out once and kept contiguous.
+    """A record array read column by column, the fields the analysis reads often copied out once
+    and kept contiguous.
 
     Reading one field of an array of 96-byte records touches every cache line of the array, so
     the fields are copied out together, a cache-sized block of records at a time (2.5x faster
-    than a pass per field), the first time any field is asked for. Indexing by field name and
-    len() work as on the record array.
+    than a pass per field), the first time any field is asked for. Fields read at most once
+    (VIEWED_FIELDS: the addresses, which only the flow identification reads) or never are not
+    copied: they are handed out as views of the records. Indexing by field name and len() work
+    as on the record array.
     """
 
     BLOCK = 8192  # records per block: 768 KiB of pkt records, within the L2 cache
+    VIEWED_FIELDS = frozenset({"saddr", "daddr", "skb", "netns", "ifindex", "cpu", "tgid"})
 
     def __init__(self, recs: np.ndarray):
         self.recs = recs
@@ -117,13 +121,15 @@ class Columns:
         return len(self.recs)
 
     def __getitem__(self, name: str) -> np.ndarray:
+        if name in self.VIEWED_FIELDS:
+            return self.recs[name]
         if self._cols is None:
-            self._cols = _split_fields(self.recs)
+            self._cols = _split_fields(self.recs, self.VIEWED_FIELDS)
         return self._cols[name]
 
 
-def _split_fields(recs: np.ndarray) -> dict:
-    names = [n for n in recs.dtype.names if not n.startswith("pad")]
+def _split_fields(recs: np.ndarray, skip: frozenset = frozenset()) -> dict:
+    names = [n for n in recs.dtype.names if not n.startswith("pad") and n not in skip]
     cols = {n: np.empty((len(recs),) + recs.dtype[n].shape, recs.dtype[n].base) for n in names}
     for start in range(0, len(recs), Columns.BLOCK):
         block = recs[start:start + Columns.BLOCK]
@@ -632,10 +638,10 @@ def packet_table(trace, prepared: Prepared | None = None) -> PacketTable:
         ev = {k: v[sel] for k, v in ev_all.items()}
         if direction == 0:
             rows, row_of = _chain(ev, [0, 1, 2, 3], "before", multi_layer=3)
-            wire_sel = ev["layer"] == 3
+            wire_sel = np.flatnonzero(ev["layer"] == 3)  # an index: one nonzero, not one a field
         else:  # the copy layer (3) is attached by analysis.app from the read byte ranges
             rows, row_of = _chain(ev, [2, 1, 0], "after", multi_layer=0)
-            wire_sel = ev["layer"] == 0
+            wire_sel = np.flatnonzero(ev["layer"] == 0)
         rows["retrans"] = _behind(rows)
         rows["duplicate"] = _duplicate(rows) if direction else np.zeros(len(rows["flow"]), bool)
         parts.append(rows)

@@ -11,11 +11,12 @@ import math
 import os
 import tempfile
 from dataclasses import dataclass, field
-from functools import partial
+from functools import cached_property, partial
 
 import numpy as np
 
 from mbrec.analysis.engine import Executor, default_memory, run_map
+from mbrec.analysis.latency import NAMES, sort_within_groups
 from mbrec.analysis.match import host_names
 from mbrec.analysis.pipeline import (Options, analyze_partition, check_inputs, finish)
 from mbrec.events import SCHEMA_BY_NAME
@@ -41,13 +42,29 @@ class Analysis:
     names: list[str]
     summaries: list          # analysis.host.HostSummary per trace
     results: list | None     # analysis.host.HostResult per trace (whole traces only)
-    cdf: list                # per trace: latency name -> sorted values (for CDF plots)
+    pieces: list             # pipeline.HostPiece per trace (merged over partitions)
     series: list             # flow time series per trace
     flow_names: list         # per trace: analysis.report.flow_names
     network: object = None   # analysis.network.NetworkResult, when cross-host ran
     alignment: object = None
     partitions: int = 1
     usage: list = field(default_factory=list)  # per partition: pid, cpu_s, peak_rss_mb
+
+    @cached_property
+    def cdf(self) -> list:
+        """Per trace: latency name -> sorted values (for the CDF plots and the HTML page; sorted
+        on first use, since the tables and report.json do not need them)."""
+        out = []
+        for h in self.pieces:
+            if h.result is None:
+                out.append(h.cdf or {})
+                continue
+            s = h.result.samples
+            values, count = sort_within_groups(s["name"], s["value"], len(NAMES))
+            ends = np.cumsum(count)
+            out.append({NAMES[i]: values[ends[i] - count[i]:ends[i]]
+                        for i in np.nonzero(count)[0].tolist()})
+        return out
 
 
 @dataclass
@@ -169,20 +186,11 @@ def _map_one(metas, names, options, parts, work, p):
 
 def _analysis(done, names, parts) -> Analysis:
     from mbrec.analysis import report as rep
-    from mbrec.analysis.latency import NAMES
     if parts > 1:
         done.report["partitions"] = parts
     whole = all(h.result is not None for h in done.hosts)
-    cdf = []
-    for h in done.hosts:
-        if h.result is not None:
-            s = h.result.samples
-            cdf.append({NAMES[i]: np.sort(s["value"][s["name"] == i])
-                        for i in np.unique(s["name"]).tolist()})
-        else:
-            cdf.append(h.cdf or {})
     return Analysis(done.report, names, [h.summary for h in done.hosts],
-                    [h.result for h in done.hosts] if whole else None, cdf,
+                    [h.result for h in done.hosts] if whole else None, done.hosts,
                     [h.series for h in done.hosts],
                     [rep.flow_names(h.summary.flows) for h in done.hosts],
                     done.network, done.alignment, parts)

@@ -27,6 +27,7 @@ FRAME_SEQUENCE_SINCE = 3
 MAX_FRAME_BYTES = 64 << 20   # decompressed size of one frame
 MAX_FRAME_OBJECTS = 65536    # msgpack objects in one frame
 MAGIC = "mbrec-trace"
+RECORDS_KEY = "data"  # an events object's key for its raw records (binary)
 SUFFIX = ".mbrec"
 
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"

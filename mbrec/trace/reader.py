@@ -30,9 +30,10 @@ import zstandard
 from mbrec.errors import TraceFormatError
 from mbrec.events import SCHEMA_BY_NAME, dtype_from_header
 from mbrec.trace.format import (FORMAT_VERSION, FRAME_SEQUENCE_SINCE, MAGIC, MAX_FRAME_BYTES,
-                                MAX_FRAME_OBJECTS, READABLE_VERSIONS, SIGNATURE_MAGIC,
-                                SIGNATURE_PAYLOAD, SIGNATURE_SIZE, SKIPPABLE_MAGIC_RANGE,
-                                ZSTD_MAGIC)
+                                MAX_FRAME_OBJECTS, READABLE_VERSIONS, RECORDS_KEY,
+                                SIGNATURE_MAGIC, SIGNATURE_PAYLOAD, SIGNATURE_SIZE,
+                                SKIPPABLE_MAGIC_RANGE, ZSTD_MAGIC)
+from mbrec.trace.unpack import frame_objects
 
 # Memory and time stay proportional to the file: the lab's recordings expand at most 10.5 times
 # (fixtures/), so a file that has expanded more than MAX_EXPANSION times the bytes read so far
@@ -500,11 +501,16 @@ class TraceReader:
     def _unpack(self, payload: bytes) -> list[dict] | None:
         """The mbrec records of one frame, or None (with a warning) when its content is
         damaged. Work is bounded: at most MAX_FRAME_OBJECTS objects, and a frame with more
-        than MAX_JUNK_PER_FRAME objects that are not records is given up."""
+        than MAX_JUNK_PER_FRAME objects that are not records is given up. Binary fields are
+        views of the frame (unpack.frame_objects); a frame that decoder leaves alone is read by
+        msgpack's Unpacker, which names the damage."""
+        plain = frame_objects(payload, MAX_FRAME_OBJECTS)
+        if plain is not None:
+            return self._records_of(plain)
         unpacker = msgpack.Unpacker(raw=False, strict_map_key=False,
                                     max_buffer_size=max(len(payload), 1 << 20))
         unpacker.feed(payload)
-        objs, junk, n = [], 0, 0
+        objs, n = [], 0
         try:
             for obj in unpacker:
                 n += 1
@@ -512,20 +518,26 @@ class TraceReader:
                     self._broken("too-many", f"a frame holds more than {MAX_FRAME_OBJECTS} "
                                  "objects, more than mbrec writes: the rest was skipped")
                     break
-                if isinstance(obj, dict) and isinstance(obj.get("t"), str):
-                    objs.append(obj)
-                    continue
-                junk += 1
-                self._warn("not-a-record", "skipped an object that is not an mbrec record")
-                if junk > MAX_JUNK_PER_FRAME:
-                    self._broken("junk-frame", "a frame of objects that are not mbrec records "
-                                 "was given up")
-                    return None
+                objs.append(obj)
         except Exception as e:  # msgpack raises many types on damaged input
             self._broken("frame-content", "a frame's content is damaged and was skipped "
                          f"({type(e).__name__})")
             return None
-        return objs
+        return self._records_of(objs)
+
+    def _records_of(self, objs: list) -> list[dict] | None:
+        records, junk = [], 0
+        for obj in objs:
+            if isinstance(obj, dict) and isinstance(obj.get("t"), str):
+                records.append(obj)
+                continue
+            junk += 1
+            self._warn("not-a-record", "skipped an object that is not an mbrec record")
+            if junk > MAX_JUNK_PER_FRAME:
+                self._broken("junk-frame", "a frame of objects that are not mbrec records "
+                             "was given up")
+                return None
+        return records
 
     def _decode_frame(self, payload: bytes) -> Iterator[dict]:
         objs = self._unpack(payload)
@@ -625,8 +637,8 @@ class TraceReader:
             raise _Bad(f"schema id {obj['s']} is not in the header")
         _int(obj, "n")
         name, dtype = self.schemas[obj["s"]]
-        data = obj.get("data")
-        if not isinstance(data, bytes) or len(data) != obj["n"] * dtype.itemsize:
+        data = obj.get(RECORDS_KEY)
+        if not isinstance(data, (bytes, memoryview)) or len(data) != obj["n"] * dtype.itemsize:
             raise _Bad(f"its data is not {obj['n']} {name} records (size mismatch)")
         deltas = obj.get("d", [])
         if not isinstance(deltas, list):
@@ -680,7 +692,7 @@ class TraceReader:
         undone once, in the copy."""
         try:
             name, dtype = self.schemas[int(obj["s"])]
-            return name, np.frombuffer(obj["data"], dtype=dtype), obj.get("d") or []
+            return name, np.frombuffer(obj[RECORDS_KEY], dtype=dtype), obj.get("d") or []
         except Exception:
             self._warn("bad-events", "skipped a damaged event batch")
             return None

@@ -11,8 +11,8 @@ import zstandard
 
 from mbrec.errors import MbrecError
 from mbrec.events import dtype_from_header
-from mbrec.trace.format import (MAX_FRAME_BYTES, MAX_FRAME_OBJECTS, clock_anchor, seq_deltas,
-                                signature)
+from mbrec.trace.format import (MAX_FRAME_BYTES, MAX_FRAME_OBJECTS, RECORDS_KEY, clock_anchor,
+                                seq_deltas, signature)
 
 
 # zstd level 3: with sequence ranges stored as lengths, <= 12 bytes per packet event on the
@@ -118,7 +118,7 @@ class TraceWriter:
         prefix += (self._packer.pack("t") + self._packer.pack("events")
                    + self._packer.pack("s") + self._packer.pack(schema_id)
                    + self._packer.pack("n") + self._packer.pack(count)
-                   + self._packer.pack("data") + b"\xc6" + len(view).to_bytes(4, "big"))
+                   + self._packer.pack(RECORDS_KEY) + b"\xc6" + len(view).to_bytes(4, "big"))
         self._make_room(len(prefix) + len(view))
         self._pending.append(prefix)
         self._pending.append(view)

@@ -65,3 +65,17 @@ def test_grouped_stats_match_numpy():
         assert st["mean"][k] == pytest.approx(x.mean())
         for q in QUANTILES:
             assert st[f"p{q * 100:g}"][k] == pytest.approx(np.percentile(x, q * 100))
+
+
+@pytest.mark.parametrize("ngroups", [1, 7, 300])
+def test_grouped_stats_by_selection_and_by_sorting_agree_exactly(ngroups, monkeypatch):
+    import mbrec.analysis.latency as latency
+    rng = np.random.default_rng(ngroups)
+    g = rng.integers(0, ngroups, 20_000)
+    v = rng.exponential(1000, 20_000).astype(np.int64)
+    results = []
+    for limit in (10 ** 9, -1):  # every group count selected, then every one sorted
+        monkeypatch.setattr(latency, "SELECT_MAX_GROUPS", limit)
+        results.append(grouped_stats(g, v, ngroups + 1))
+    for key, values in results[0].items():
+        assert np.array_equal(values, results[1][key], equal_nan=True), key
