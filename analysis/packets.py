@@ -50,7 +50,8 @@ duplicate      bool      receive: an earlier skb already carried its first byte 
 
 ``PacketTable.wire`` has one row per wire-level event: driver events (dev_hard_start_xmit) on the
 send side and frames (eth_type_trans) on the receive side, which is what cross-host matching
-needs: ``row`` (index into pkt, -1 if it matched no packet row), ``flow``, ``direction``,
+needs: ``row`` (index into pkt, -1 if it matched no packet row), ``event`` (the wire event's
+index in the trace's pkt records), ``flow``, ``direction``,
 ``sender``, ``seq``, ``end_seq``, ``seq64``, ``end64``, ``ack``, ``flags``, ``ip_id``,
 ``gso_segs``, ``ts``. A frame on a receiver is covered by exactly one sender wire event's range
 (TSO: one driver event, several frames).
@@ -650,6 +651,7 @@ def packet_table(trace, prepared: Prepared | None = None) -> PacketTable:
                                            "gso_segs")}
         w["ts"] = ev["t"][wire_sel]
         w["row"] = row_of[wire_sel]
+        w["event"] = sel[wire_sel]
         wires.append(w)
     offset = len(parts[0]["flow"])
     wires[1]["row"] = np.where(wires[1]["row"] >= 0, wires[1]["row"] + offset, NONE)
@@ -711,5 +713,5 @@ def _empty_rows() -> dict:
 def _empty_wire() -> dict:
     d = {f: np.zeros(0, np.int64) for f in ("flow", "direction", "sender", "seq", "end_seq",
                                              "seq64", "end64", "ack", "flags", "ip_id",
-                                             "gso_segs", "ts", "row")}
+                                             "gso_segs", "ts", "row", "event")}
     return d
