@@ -260,3 +260,42 @@ def frame_lookback(send: dict, frames: dict, pos: np.ndarray, use_tuple: bool,
     r_tup = c(frames["tup"], np.uint64) if use_tuple else zero
     return _frame_lookback(*i64, c(send["v6"], np.bool_), c(send["segs"], np.int64), s_tup,
                            *r64, r_tup, c(pos, np.int64), use_tuple, lookback)
+
+
+@numba.njit(cache=True)
+def _first_occurrences(key, bound):
+    seen = np.zeros(bound, np.bool_)
+    first = np.zeros(len(key), np.bool_)
+    for i in range(len(key)):
+        if not seen[key[i]]:
+            seen[key[i]] = True
+            first[i] = True
+    return first
+
+
+def first_occurrences(key: np.ndarray, bound: int) -> np.ndarray:
+    """Boolean mask of the first occurrence (array order) of each value of key, whose values
+    lie in [0, bound): one pass, where np.unique sorts."""
+    return _first_occurrences(np.ascontiguousarray(key, np.int64), bound)
+
+
+@numba.njit(cache=True)
+def _running_max_before(order, group, value, ngroups, none):
+    best = np.full(ngroups, none, np.int64)
+    out = np.empty(len(order), np.int64)
+    for i in order:
+        g = group[i]
+        out[i] = best[g]
+        if value[i] > best[g]:
+            best[g] = value[i]
+    return out
+
+
+def running_max_before(order: np.ndarray, group: np.ndarray, value: np.ndarray,
+                       none: int) -> np.ndarray:
+    """For each element, the largest value among the elements of its group that come before it
+    in `order` (a permutation); `none` where there is none. Groups are small non-negative ids."""
+    group = np.ascontiguousarray(group, np.int64)
+    ngroups = int(group.max()) + 1 if len(group) else 0
+    return _running_max_before(np.ascontiguousarray(order, np.int64), group,
+                               np.ascontiguousarray(value, np.int64), ngroups, none)

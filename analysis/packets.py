@@ -73,7 +73,8 @@ import numpy as np
 from mbrec.events import CONSTANTS, PROBE_IDS, RECV_PROBES, SEND_PROBES
 from mbrec.analysis.flowid import address_words, mix
 from mbrec.analysis.join import NONE, group_ids, grouped_cummax_before, stab, unwrap32
-from mbrec.analysis.kernels import ipv4_endpoints, nearest_links, pair_groups
+from mbrec.analysis.kernels import (first_occurrences, ipv4_endpoints, nearest_links,
+                                    pair_groups)
 
 PACKET_TABLE_VERSION = 1
 AF_INET = CONSTANTS["MBREC_AF_INET"]
@@ -568,9 +569,10 @@ def _chain(ev: dict, layers: list[int], mode: str, multi_layer: int) -> tuple[di
             if layer == multi_layer:
                 s64 = ev["seq64"][idx[cand]]
                 dkey = hit[cand] * (int(s64.max()) - int(s64.min()) + 1) + (s64 - s64.min())
+                firsts = _first_of_each(dkey)
             else:
-                dkey = hit[cand]
-            ok[cand[~_first_of_each(dkey)]] = False
+                firsts = first_occurrences(hit[cand], len(rows["flow"]))
+            ok[cand[~firsts]] = False
         # matched: fill the layer time (earliest), count wire events
         mi = np.nonzero(ok)[0]
         if len(mi):
