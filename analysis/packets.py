@@ -645,8 +645,11 @@ def packet_table(trace, prepared: Prepared | None = None) -> PacketTable:
         else:  # the copy layer (3) is attached by analysis.app from the read byte ranges
             rows, row_of = _chain(ev, [2, 1, 0], "after", multi_layer=0)
             wire_sel = np.flatnonzero(ev["layer"] == 0)
-        rows["retrans"] = _behind(rows)
-        rows["duplicate"] = _duplicate(rows) if direction else np.zeros(len(rows["flow"]), bool)
+        first_t = _first_time(rows["ts"])
+        rows["retrans"] = _behind(rows, first_t)
+        rows["duplicate"] = (_duplicate(rows, first_t) if direction
+                             else np.zeros(len(rows["flow"]), bool))
+        rows["first_t"] = first_t
         parts.append(rows)
         w = {k: ev[k][wire_sel] for k in ("flow", "direction", "sender", "seq", "end_seq",
                                            "seq64", "end64", "ack", "flags", "ip_id",
@@ -659,9 +662,9 @@ def packet_table(trace, prepared: Prepared | None = None) -> PacketTable:
     wires[1]["row"] = np.where(wires[1]["row"] >= 0, wires[1]["row"] + offset, NONE)
     keys = list(_ROW_FIELDS) + ["ts", "n_wire", "retrans", "duplicate"]
     rows = {k: np.concatenate([parts[0][k], parts[1][k]]) for k in keys}
+    first_t = np.concatenate([parts[0]["first_t"], parts[1]["first_t"]])
     wire = {k: np.concatenate([wires[0][k], wires[1][k]]) for k in wires[0]}
     # order rows by their first seen time, for readable output
-    first_t = np.where(rows["ts"] >= 0, rows["ts"], np.iinfo(np.int64).max).min(axis=1)
     order = np.argsort(first_t, kind="stable")
     inv = np.empty_like(order)
     inv[order] = np.arange(len(order))
@@ -672,9 +675,14 @@ def packet_table(trace, prepared: Prepared | None = None) -> PacketTable:
                        rows, wire)
 
 
-def _behind(rows: dict) -> np.ndarray:
-    """Data rows whose range starts below the highest byte already seen in their stream."""
-    t = np.where(rows["ts"] >= 0, rows["ts"], np.iinfo(np.int64).max).min(axis=1)
+def _first_time(ts: np.ndarray) -> np.ndarray:
+    """Per row, its earliest layer time (rows have at least one)."""
+    return np.where(ts >= 0, ts, np.iinfo(np.int64).max).min(axis=1)
+
+
+def _behind(rows: dict, t: np.ndarray) -> np.ndarray:
+    """Data rows whose range starts below the highest byte already seen in their stream (t:
+    each row's first time)."""
     data = rows["end64"] > rows["seq64"]
     out = np.zeros(len(t), dtype=bool)
     if data.any():
@@ -683,15 +691,15 @@ def _behind(rows: dict) -> np.ndarray:
     return out
 
 
-def _duplicate(rows: dict) -> np.ndarray:
+def _duplicate(rows: dict, t: np.ndarray) -> np.ndarray:
     """Received data skbs whose first byte an earlier-arriving skb already carried: TCP drops
     them, so they reach no application and get no copy-layer latency. Only skbs that arrived
-    behind later bytes can be duplicates, so only those are searched for."""
+    behind later bytes can be duplicates, so only those are searched for (t: each row's first
+    time)."""
     out = np.zeros(len(rows["flow"]), dtype=bool)
     cand = np.nonzero(rows["retrans"])[0]
     if len(cand) == 0:
         return out
-    t = np.where(rows["ts"] >= 0, rows["ts"], np.iinfo(np.int64).max).min(axis=1)
     data = (rows["end64"] > rows["seq64"]) & np.isin(rows["stream"], rows["stream"][cand])
     di = np.nonzero(data)[0]
     st, lo, hi = rows["stream"][di], rows["seq64"][di], rows["end64"][di]
