@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mbrec.analysis.kernels import look_back, unwrap_to_first
+from mbrec.analysis.kernels import look_back, running_max_before, unwrap_to_first
 
 NONE = -1
 
@@ -92,31 +92,15 @@ def stream_time_order(group: np.ndarray, ts: np.ndarray) -> np.ndarray:
 
 
 def grouped_cummax_before(group: np.ndarray, ts: np.ndarray, value: np.ndarray) -> np.ndarray:
-    """For each element, the maximum of value over earlier elements (in time) of its group.
+    """For each element, the maximum of value over earlier elements (in time; equal times in
+    array order) of its group. Groups are small non-negative ids.
 
     Returns int64 with np.iinfo(int64).min where there is no earlier element.
     """
-    n = len(value)
     lo = np.iinfo(np.int64).min
-    out = np.full(n, lo, np.int64)
-    if n == 0:
-        return out
-    order = stream_time_order(group, ts)
-    g = group[order]
-    v = value[order].astype(np.int64)
-    first = np.ones(n, dtype=bool)
-    first[1:] = g[1:] != g[:-1]
-    # offset each group so a running max never leaks across groups
-    rank = np.cumsum(first) - 1
-    vmin = int(v.min())
-    span = int(v.max()) - vmin + 1
-    shifted = v - vmin + rank * span
-    run = np.maximum.accumulate(shifted)
-    prev = np.empty(n, np.int64)
-    prev[1:] = run[:-1]
-    prev[0] = lo
-    out[order] = np.where(first, lo, prev - rank * span + vmin)
-    return out
+    if len(value) == 0:
+        return np.full(0, lo, np.int64)
+    return running_max_before(np.argsort(ts, kind="stable"), group, value, lo)
 
 
 def _sort_positions(r_key: np.ndarray, r_t: np.ndarray, q_key: np.ndarray,

@@ -202,3 +202,100 @@ def look_back(s_stream, s_lo, s_hi, s_t, row_order, qpos, q_stream, q_x, q_t, be
     return _look_back(c(s_stream, np.int64), c(s_lo, np.int64), c(s_hi, np.int64),
                       c(s_t, np.int64), c(row_order, np.int64), c(qpos, np.int64),
                       c(q_stream, np.int64), c(q_x, np.int64), c(q_t, np.int64), before, window)
+
+
+@numba.njit(cache=True)
+def _frame_lookback(key, reach, s_span, s_ack, s_flags, s_id, s_v6, s_segs, s_tup,
+                    r_key, r_span, r_ack, r_flags, r_id, r_segs, r_tup, pos, use_tup, lookback):
+    nq = len(r_key)
+    count = np.zeros(nq, np.int64)
+    first = np.full(nq, -1, np.int64)
+    for q in range(nq):
+        j = pos[q]
+        rs = r_span[q]
+        for _ in range(lookback):
+            if j < 0 or reach[j] < r_key[q]:
+                break  # nothing at or before j covers the frame
+            off = r_key[q] - key[j]
+            span = s_span[j]
+            if span == 0:  # an empty frame (pure ACK) comes only from an empty send
+                covers = off == 0 and rs == 0
+            else:
+                covers = off < span and off + rs <= span and rs > 0
+            ok = (covers and s_ack[j] == r_ack[q] and s_flags[j] == r_flags[q]
+                  and (not use_tup or s_tup[j] == r_tup[q]))
+            if ok and not s_v6[j]:
+                delta = (r_id[q] - s_id[j]) & 0xFFFF
+                segs = s_segs[j]
+                mss = max(rs // r_segs[q], 1)
+                if off == 0:
+                    index = 0
+                elif off + rs >= span:
+                    index = segs - r_segs[q]
+                else:
+                    index = off // mss
+                if segs >= 2 or (off + rs >= span and off == 0):
+                    ok = delta == index
+                else:
+                    ok = delta < max(segs, -(-span // max(rs, 1)))
+            if ok:
+                count[q] += 1
+                if first[q] < 0:
+                    first[q] = j
+            j -= 1
+    return count, first
+
+
+def frame_lookback(send: dict, frames: dict, pos: np.ndarray, use_tuple: bool,
+                   lookback: int) -> tuple[np.ndarray, np.ndarray]:
+    """The cross-host matcher's look-back (analysis.match._match_keyed): for each frame (in
+    frames' order), the transmissions at pos, pos - 1, ... (at most `lookback`, while one may
+    still cover it) that carry it: (how many, the first found). send and frames: columns in
+    key order (key, span, ack, flags, ip_id, segs, tup; send also reach and v6)."""
+    c = np.ascontiguousarray
+    i64 = [c(send[k], np.int64) for k in ("key", "reach", "span", "ack", "flags", "id")]
+    r64 = [c(frames[k], np.int64) for k in ("key", "span", "ack", "flags", "id", "segs")]
+    zero = np.zeros(1, np.uint64)
+    s_tup = c(send["tup"], np.uint64) if use_tuple else zero
+    r_tup = c(frames["tup"], np.uint64) if use_tuple else zero
+    return _frame_lookback(*i64, c(send["v6"], np.bool_), c(send["segs"], np.int64), s_tup,
+                           *r64, r_tup, c(pos, np.int64), use_tuple, lookback)
+
+
+@numba.njit(cache=True)
+def _first_occurrences(key, bound):
+    seen = np.zeros(bound, np.bool_)
+    first = np.zeros(len(key), np.bool_)
+    for i in range(len(key)):
+        if not seen[key[i]]:
+            seen[key[i]] = True
+            first[i] = True
+    return first
+
+
+def first_occurrences(key: np.ndarray, bound: int) -> np.ndarray:
+    """Boolean mask of the first occurrence (array order) of each value of key, whose values
+    lie in [0, bound): one pass, where np.unique sorts."""
+    return _first_occurrences(np.ascontiguousarray(key, np.int64), bound)
+
+
+@numba.njit(cache=True)
+def _running_max_before(order, group, value, ngroups, none):
+    best = np.full(ngroups, none, np.int64)
+    out = np.empty(len(order), np.int64)
+    for i in order:
+        g = group[i]
+        out[i] = best[g]
+        if value[i] > best[g]:
+            best[g] = value[i]
+    return out
+
+
+def running_max_before(order: np.ndarray, group: np.ndarray, value: np.ndarray,
+                       none: int) -> np.ndarray:
+    """For each element, the largest value among the elements of its group that come before it
+    in `order` (a permutation); `none` where there is none. Groups are small non-negative ids."""
+    group = np.ascontiguousarray(group, np.int64)
+    ngroups = int(group.max()) + 1 if len(group) else 0
+    return _running_max_before(np.ascontiguousarray(order, np.int64), group,
+                               np.ascontiguousarray(value, np.int64), ngroups, none)

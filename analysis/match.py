@@ -19,7 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mbrec.analysis.flowid import mix, tuple_hash
+from mbrec.analysis.flowid import address_words, mix, tuple_hash
+from mbrec.analysis.kernels import frame_lookback, pair_groups
 from mbrec.analysis.packets import Columns, take_records
 from mbrec.events import CONSTANTS, PROBE_IDS
 
@@ -97,42 +98,16 @@ def _match_keyed(s_grp, send, r_grp, recv, s_tup=None, r_tup=None):
     r_segs = np.maximum(recv["gso_segs"].astype(np.int64), 1)[r_order]
     r_tup = None if r_tup is None else r_tup[r_order]
     pos = np.searchsorted(key, r_key, side="right") - 1
-    count = np.zeros(_n(recv), dtype=np.int64)
-    first = np.full(_n(recv), -1, dtype=np.int64)
-    act = np.flatnonzero(pos >= 0)   # frames still looking back
-    j = pos[act]
-    for _ in range(LOOKBACK):
-        live = reach[j] >= r_key[act]
-        act, j = act[live], j[live]
-        if len(act) == 0:
-            break
-        off = r_key[act] - key[j]  # same group: the sequence offset; other groups: >= 2^32
-        span = s_span[j]
-        rs = r_span[act]
-        # an empty frame (pure ACK) comes only from an empty send, at the same seq
-        covers = np.where(span == 0, (off == 0) & (rs == 0),
-                          (off < span) & (off + rs <= span) & (rs > 0))
-        # IP ids of a super-segment's frames are consecutive from the skb's: the frame's id
-        # minus the skb's is its index, which is known exactly when gso_segs was recorded
-        # (full-size frames before it; the last frame is number gso_segs - 1)
-        # (a "frame" may itself be a GSO chunk: veth hands whole super-segments to the peer)
-        delta = (r_id[act] - s_id[j]) & 0xFFFF
-        segs, rsegs = s_segs[j], r_segs[act]
-        mss = np.maximum(rs // rsegs, 1)
-        index = np.where(off == 0, 0, np.where(off + rs >= span, segs - rsegs, off // mss))
-        exact = (segs >= 2) | (off + rs >= span) & (off == 0)
-        loose = delta < np.maximum(segs, -(-span // np.maximum(rs, 1)))
-        id_ok = s_v6[j] | np.where(exact, delta == index, loose)
-        ok = covers & (s_ack[j] == r_ack[act]) & (s_flags[j] == r_flags[act]) & id_ok
-        if s_tup is not None:
-            ok &= s_tup[j] == r_tup[act]
-        hit = act[ok]
-        count[hit] += 1
-        fresh = first[hit] < 0
-        first[hit[fresh]] = j[ok][fresh]
-        j = j - 1
-        more = j >= 0
-        act, j = act[more], j[more]
+    # per frame, the transmissions before its place that may cover it: the same (group, seq)
+    # range and ack, the same flags, and (with the 4-tuples) the same connection; the IP id of
+    # a super-segment's frames is consecutive from the skb's, so the frame's id minus the
+    # skb's is its index, known exactly when gso_segs was recorded (a "frame" may itself be a
+    # GSO chunk: veth hands whole super-segments to the peer)
+    sends = {"key": key, "reach": reach, "span": s_span, "ack": s_ack, "flags": s_flags,
+             "id": s_id, "v6": s_v6, "segs": s_segs, "tup": s_tup}
+    frames = {"key": r_key, "span": r_span, "ack": r_ack, "flags": r_flags, "id": r_id,
+              "segs": r_segs, "tup": r_tup}
+    count, first = frame_lookback(sends, frames, pos, s_tup is not None, LOOKBACK)
     # back to the callers' orders
     out_count = np.empty_like(count)
     out_first = np.full(_n(recv), -1, dtype=np.int64)
@@ -179,16 +154,19 @@ def _groups(s_tup, s_ack, r_tup, r_ack) -> tuple[np.ndarray, np.ndarray]:
     with np.errstate(over="ignore"):
         hs = s_tup ^ mix(s_ack.astype(np.uint64) + np.uint64(0x632BE59BD9B4E019))
         hr = r_tup ^ mix(r_ack.astype(np.uint64) + np.uint64(0x632BE59BD9B4E019))
-    _, inv = np.unique(np.concatenate([hs, hr]), return_inverse=True)
-    inv = inv.ravel().astype(np.int64)
-    return inv[:len(hs)], inv[len(hs):]
+    ids, _ = pair_groups(np.concatenate([hs, hr]), np.zeros(len(hs) + len(hr), np.uint64))
+    return ids[:len(hs)], ids[len(hs):]
 
 
 def _tuples_equal(send, a, recv, b) -> np.ndarray:
-    """Whether send[a] and recv[b] have the same 4-tuple, compared field by field."""
-    return ((send["saddr"][a] == recv["saddr"][b]).all(axis=1)
-            & (send["daddr"][a] == recv["daddr"][b]).all(axis=1)
-            & (send["sport"][a] == recv["sport"][b]) & (send["dport"][a] == recv["dport"][b]))
+    """Whether send[a] and recv[b] have the same 4-tuple, compared field by field (addresses
+    as two 64-bit words)."""
+    same = (send["sport"][a] == recv["sport"][b]) & (send["dport"][a] == recv["dport"][b])
+    for field in ("saddr", "daddr"):
+        s0, s1 = address_words(send[field])
+        r0, r1 = address_words(recv[field])
+        same &= (s0[a] == r0[b]) & (s1[a] == r1[b])
+    return same
 
 
 WIRE_FIELDS = ("ts_ns", "seq", "end_seq", "ack", "tcp_flags", "ip_id", "family", "gso_segs",

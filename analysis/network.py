@@ -129,16 +129,18 @@ def merge_inputs(parts: list[dict]) -> dict:
 # --------------------------------------------------------------------------------------------
 # Stage 1 (per partition): frames with flows and roles, request rows
 
-def _frame_roles(pkt, hr, idx, sent_by_host: bool):
+def _frame_roles(hr, idx, sent_by_host: bool):
     """Flow hash and 'sent by the client' for pkt events idx of the host whose analysis is hr,
     by the host's flow table (one role rule, analysis.packets); and which flows were guessed."""
     flow_i, local = hr.flow_ids["pkt"]
     f, loc = flow_i[idx], local[idx].astype(np.int64)
     sender = loc if sent_by_host else 1 - loc
-    client_sent = sender == hr.table.flows.client[f]
-    rec = {k: pkt[k][idx] for k in ("saddr", "sport", "daddr", "dport")}
-    h = flow_hash(endpoint_hash(rec["saddr"], rec["sport"]),
-                  endpoint_hash(rec["daddr"], rec["dport"]))
+    flows = hr.table.flows
+    client_sent = sender == flows.client[f]
+    # the connection hash of each frame is its flow's (the hash is the same from either end)
+    per_flow = flow_hash(endpoint_hash(flows.ep_addr[:, 0], flows.ep_port[:, 0]),
+                         endpoint_hash(flows.ep_addr[:, 1], flows.ep_port[:, 1]))
+    h = per_flow[f]
     src = np.asarray(hr.table.flows.client_source, dtype=object)
     guessed = ~np.isin(src[f], ROLE_FROM_TRAFFIC) if len(f) else np.zeros(0, bool)
     return h, client_sent, set(np.unique(h[guessed]).tolist())
@@ -150,10 +152,9 @@ def network_inputs(traces, hosts: list[str], matches: dict, host_results: list) 
     trace (flow tables and roles; their packet tables give the per-layer breakdown)."""
     out = {}
     for (i, j), m in sorted(matches.items()):
-        pa = traces[i].events["pkt"]
         hr = host_results[i]
-        f_ab, c_ab, g1 = _frame_roles(pa, hr, m.ab.send_idx, True)
-        f_ba, c_ba, g2 = _frame_roles(pa, hr, m.ba.recv_idx, False)
+        f_ab, c_ab, g1 = _frame_roles(hr, m.ab.send_idx, True)
+        f_ba, c_ba, g2 = _frame_roles(hr, m.ba.recv_idx, False)
         ab = Frames(m.ab.s_ns, m.ab.r_ns, f_ab, c_ab, m.ab.nat, m.ab.n_ambiguous)
         ba = Frames(m.ba.s_ns, m.ba.r_ns, f_ba, c_ba, m.ba.nat, m.ba.n_ambiguous)
         tables = (host_results[i].table, host_results[j].table) \
@@ -166,7 +167,12 @@ def network_inputs(traces, hosts: list[str], matches: dict, host_results: list) 
 def _has_layers(trace) -> bool:
     from mbrec.analysis.match import XMIT
     pkt = trace.events.get("pkt")
-    return pkt is not None and bool(np.isin(pkt["probe"], [XMIT, RECV], invert=True).any())
+    if pkt is None:
+        return False
+    probe = pkt["probe"]
+    step = 1 << 16  # a block at a time: the first almost always answers
+    return any(bool(((b != XMIT) & (b != RECV)).any())
+               for b in (probe[i:i + step] for i in range(0, len(probe), step)))
 
 
 def _fresh(flow, t, seq, end) -> np.ndarray:
@@ -243,40 +249,28 @@ def request_rows(ta, tb, m: PairMatches, ab: Frames, ba: Frames, tables=None) ->
         r = RequestRows(client, server, client_is_a, tc[li], ts[li], ts[fi], tc[fi], run_flow[k])
         if tables is not None:
             ctab, stab_ = (tables[0], tables[1]) if client_is_a else (tables[1], tables[0])
-            spk = pb if client_is_a else pa
-            r.c_req = _layer_times(ctab, cpk, ic[li])
-            r.c_rsp = _layer_times(ctab, cpk, ic[fi])
-            r.s_req = _layer_times(stab_, spk, is_[li])
-            r.s_rsp = _layer_times(stab_, spk, is_[fi])
+            r.c_req = _layer_times(ctab, ic[li])
+            r.c_rsp = _layer_times(ctab, ic[fi])
+            r.s_req = _layer_times(stab_, is_[li])
+            r.s_rsp = _layer_times(stab_, is_[fi])
         rows.append(r)
     return rows
 
 
-def table_rows(table, pkt: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    """The packet-table row of each wire event pkt[idx] (-1 where the table has none).
-
-    Joins on (time, seq, direction): the table's wire events are the same events."""
+def table_rows(table, idx: np.ndarray) -> np.ndarray:
+    """The packet-table row of each wire event pkt[idx] of the table's trace (-1 where the
+    table has none)."""
     w = table.wire
-    if len(idx) == 0 or len(w["ts"]) == 0:
+    if len(idx) == 0 or len(w["event"]) == 0:
         return np.full(len(idx), -1, np.int64)
-    order = np.lexsort((w["seq"], w["ts"]))
-    wt, ws = w["ts"][order].astype(np.int64), w["seq"][order].astype(np.int64)
-    wd, wr = w["direction"][order], w["row"][order]
-    qt = pkt["ts_ns"][idx].astype(np.int64)
-    qs = pkt["seq"][idx].astype(np.int64)
-    qd = (pkt["probe"][idx] == RECV).astype(wd.dtype)
-    pos = np.searchsorted(wt, qt)
-    out = np.full(len(idx), -1, np.int64)
-    for k in range(4):  # a few events may share a nanosecond
-        j = np.minimum(pos + k, len(wt) - 1)
-        hit = (out < 0) & (wt[j] == qt) & (ws[j] == qs) & (wd[j] == qd)
-        out[hit] = wr[j][hit]
-    return out
+    row_of = np.full(max(int(w["event"].max()), int(idx.max())) + 1, -1, np.int64)
+    row_of[w["event"]] = w["row"]
+    return row_of[idx]
 
 
-def _layer_times(table, pkt, idx) -> np.ndarray:
+def _layer_times(table, idx) -> np.ndarray:
     """(n, 4) layer times of the packet-table rows of wire events pkt[idx]; -1 where none."""
-    rows = table_rows(table, pkt, idx)
+    rows = table_rows(table, idx)
     ts = table.pkt["ts"][np.maximum(rows, 0)].astype(np.int64)
     ts[rows < 0] = -1
     return ts

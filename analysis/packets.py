@@ -50,7 +50,8 @@ duplicate      bool      receive: an earlier skb already carried its first byte 
 
 ``PacketTable.wire`` has one row per wire-level event: driver events (dev_hard_start_xmit) on the
 send side and frames (eth_type_trans) on the receive side, which is what cross-host matching
-needs: ``row`` (index into pkt, -1 if it matched no packet row), ``flow``, ``direction``,
+needs: ``row`` (index into pkt, -1 if it matched no packet row), ``event`` (the wire event's
+index in the trace's pkt records), ``flow``, ``direction``,
 ``sender``, ``seq``, ``end_seq``, ``seq64``, ``end64``, ``ack``, ``flags``, ``ip_id``,
 ``gso_segs``, ``ts``. A frame on a receiver is covered by exactly one sender wire event's range
 (TSO: one driver event, several frames).
@@ -72,7 +73,8 @@ import numpy as np
 from mbrec.events import CONSTANTS, PROBE_IDS, RECV_PROBES, SEND_PROBES
 from mbrec.analysis.flowid import address_words, mix
 from mbrec.analysis.join import NONE, group_ids, grouped_cummax_before, stab, unwrap32
-from mbrec.analysis.kernels import ipv4_endpoints, nearest_links, pair_groups
+from mbrec.analysis.kernels import (first_occurrences, ipv4_endpoints, nearest_links,
+                                    pair_groups)
 
 PACKET_TABLE_VERSION = 1
 AF_INET = CONSTANTS["MBREC_AF_INET"]
@@ -567,9 +569,10 @@ def _chain(ev: dict, layers: list[int], mode: str, multi_layer: int) -> tuple[di
             if layer == multi_layer:
                 s64 = ev["seq64"][idx[cand]]
                 dkey = hit[cand] * (int(s64.max()) - int(s64.min()) + 1) + (s64 - s64.min())
+                firsts = _first_of_each(dkey)
             else:
-                dkey = hit[cand]
-            ok[cand[~_first_of_each(dkey)]] = False
+                firsts = first_occurrences(hit[cand], len(rows["flow"]))
+            ok[cand[~firsts]] = False
         # matched: fill the layer time (earliest), count wire events
         mi = np.nonzero(ok)[0]
         if len(mi):
@@ -642,22 +645,26 @@ def packet_table(trace, prepared: Prepared | None = None) -> PacketTable:
         else:  # the copy layer (3) is attached by analysis.app from the read byte ranges
             rows, row_of = _chain(ev, [2, 1, 0], "after", multi_layer=0)
             wire_sel = np.flatnonzero(ev["layer"] == 0)
-        rows["retrans"] = _behind(rows)
-        rows["duplicate"] = _duplicate(rows) if direction else np.zeros(len(rows["flow"]), bool)
+        first_t = _first_time(rows["ts"])
+        rows["retrans"] = _behind(rows, first_t)
+        rows["duplicate"] = (_duplicate(rows, first_t) if direction
+                             else np.zeros(len(rows["flow"]), bool))
+        rows["first_t"] = first_t
         parts.append(rows)
         w = {k: ev[k][wire_sel] for k in ("flow", "direction", "sender", "seq", "end_seq",
                                            "seq64", "end64", "ack", "flags", "ip_id",
                                            "gso_segs")}
         w["ts"] = ev["t"][wire_sel]
         w["row"] = row_of[wire_sel]
+        w["event"] = sel[wire_sel]
         wires.append(w)
     offset = len(parts[0]["flow"])
     wires[1]["row"] = np.where(wires[1]["row"] >= 0, wires[1]["row"] + offset, NONE)
     keys = list(_ROW_FIELDS) + ["ts", "n_wire", "retrans", "duplicate"]
     rows = {k: np.concatenate([parts[0][k], parts[1][k]]) for k in keys}
+    first_t = np.concatenate([parts[0]["first_t"], parts[1]["first_t"]])
     wire = {k: np.concatenate([wires[0][k], wires[1][k]]) for k in wires[0]}
     # order rows by their first seen time, for readable output
-    first_t = np.where(rows["ts"] >= 0, rows["ts"], np.iinfo(np.int64).max).min(axis=1)
     order = np.argsort(first_t, kind="stable")
     inv = np.empty_like(order)
     inv[order] = np.arange(len(order))
@@ -668,9 +675,14 @@ def packet_table(trace, prepared: Prepared | None = None) -> PacketTable:
                        rows, wire)
 
 
-def _behind(rows: dict) -> np.ndarray:
-    """Data rows whose range starts below the highest byte already seen in their stream."""
-    t = np.where(rows["ts"] >= 0, rows["ts"], np.iinfo(np.int64).max).min(axis=1)
+def _first_time(ts: np.ndarray) -> np.ndarray:
+    """Per row, its earliest layer time (rows have at least one)."""
+    return np.where(ts >= 0, ts, np.iinfo(np.int64).max).min(axis=1)
+
+
+def _behind(rows: dict, t: np.ndarray) -> np.ndarray:
+    """Data rows whose range starts below the highest byte already seen in their stream (t:
+    each row's first time)."""
     data = rows["end64"] > rows["seq64"]
     out = np.zeros(len(t), dtype=bool)
     if data.any():
@@ -679,15 +691,15 @@ def _behind(rows: dict) -> np.ndarray:
     return out
 
 
-def _duplicate(rows: dict) -> np.ndarray:
+def _duplicate(rows: dict, t: np.ndarray) -> np.ndarray:
     """Received data skbs whose first byte an earlier-arriving skb already carried: TCP drops
     them, so they reach no application and get no copy-layer latency. Only skbs that arrived
-    behind later bytes can be duplicates, so only those are searched for."""
+    behind later bytes can be duplicates, so only those are searched for (t: each row's first
+    time)."""
     out = np.zeros(len(rows["flow"]), dtype=bool)
     cand = np.nonzero(rows["retrans"])[0]
     if len(cand) == 0:
         return out
-    t = np.where(rows["ts"] >= 0, rows["ts"], np.iinfo(np.int64).max).min(axis=1)
     data = (rows["end64"] > rows["seq64"]) & np.isin(rows["stream"], rows["stream"][cand])
     di = np.nonzero(data)[0]
     st, lo, hi = rows["stream"][di], rows["seq64"][di], rows["end64"][di]
@@ -711,5 +723,5 @@ def _empty_rows() -> dict:
 def _empty_wire() -> dict:
     d = {f: np.zeros(0, np.int64) for f in ("flow", "direction", "sender", "seq", "end_seq",
                                              "seq64", "end64", "ack", "flags", "ip_id",
-                                             "gso_segs", "ts", "row")}
+                                             "gso_segs", "ts", "row", "event")}
     return d

@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import platform
+import struct
 import subprocess
 import sys
 import tempfile
@@ -50,16 +51,25 @@ def make_traces(copies: int, outdir: str) -> list[str]:
 
 
 def bare_zstd(paths: list[str]) -> int:
-    """Decompress every frame of the files and keep nothing: what the read cannot beat."""
-    from mbrec.trace.format import SIGNATURE_SIZE
+    """Decompress every frame of the files and keep nothing: what the read cannot beat. Each
+    frame in one call (a quarter faster than zstd's streaming reader here), as the reader does."""
+    from mbrec.trace.format import SIGNATURE_SIZE, SKIPPABLE_MAGIC_RANGE
+    from mbrec.trace.reader import _frame_length
     import zstandard
     total = 0
+    dctx = zstandard.ZstdDecompressor()
     for path in paths:
         with open(path, "rb") as f:
-            data = memoryview(f.read())[SIGNATURE_SIZE:]
-        reader = zstandard.ZstdDecompressor().stream_reader(data, read_across_frames=True)
-        while chunk := reader.read(1 << 24):
-            total += len(chunk)
+            data = f.read()
+        pos = SIGNATURE_SIZE
+        while pos < len(data):
+            (magic,) = struct.unpack_from("<I", data, pos)
+            if magic in SKIPPABLE_MAGIC_RANGE:
+                pos += 8 + struct.unpack_from("<I", data, pos + 4)[0]
+                continue
+            used = _frame_length(data, pos, len(data) - pos)
+            total += len(dctx.decompress(memoryview(data)[pos:pos + used]))
+            pos += used
     return total
 
 

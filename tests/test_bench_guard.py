@@ -67,10 +67,11 @@ def test_trace_io_stays_close_to_bare_zstd(tmp_path):
     assert read_ratio < 5, f"reader is {read_ratio:.1f}x bare zstd"
 
 
-# The analysis must stay faster per packet event than the dictionary matcher it replaces
-# (today about 1.4x at this size, docs/performance.md): both measured here, in one process, on
-# the same decoded events, best of 5 by CPU time, so machine load scales both alike.
-ANALYSIS_OVER_DICT_MATCHER = 1.0
+# The analysis must stay well ahead of the dictionary matcher it replaces per packet event
+# (1.8-2.0x at this size, docs/performance.md; the guard leaves a margin for a loaded machine):
+# both measured here, in one process, on the same decoded events, best of 5 by CPU time, so
+# machine load scales both alike.
+ANALYSIS_OVER_DICT_MATCHER = 1.5
 
 
 def test_analysis_outpaces_the_dictionary_matcher(tmp_path):

@@ -129,7 +129,7 @@ def test_truncation_at_any_offset_gives_a_prefix(many_frames):
     path, events = many_frames
     data = open(path, "rb").read()
     cut_path = path + ".cut"
-    first_frame_end = 16 + TraceReader._decompress_one(data, 16)[1]  # signature + header frame
+    first_frame_end = 16 + TraceReader(path)._decompress_one(data, 16)[1]  # the header frame
     offsets = sorted(set(range(0, first_frame_end + 50)) | set(range(0, len(data), 97))
                      | {len(data) - 1})
     for cut in offsets:
@@ -292,3 +292,22 @@ def test_reader_decodes_in_batches_not_per_event(tmp_path):
     reader = TraceReader(path)
     batches = [o for o in reader.objects() if o["t"] == "events"]
     assert [o["n"] for o in batches] == [5000, 5000]
+
+
+@pytest.mark.parametrize("content", ["zeros", "random", "mixed"], ids=str)
+@pytest.mark.parametrize("checksum", [False, True])
+def test_frame_length_from_the_block_headers_is_the_decompressors(content, checksum):
+    """The one-shot read's frame length (RLE, raw and compressed blocks, with and without a
+    checksum) against what a streaming decompressor consumes; cut short, it is -1."""
+    import zstandard
+    from mbrec.trace.reader import _frame_length
+    rng = np.random.default_rng(1)
+    raw = {"zeros": bytes(300_000), "random": rng.bytes(300_000),
+           "mixed": bytes(100_000) + rng.bytes(100_000) + b"ab" * 50_000}[content]
+    frame = zstandard.ZstdCompressor(write_checksum=checksum).compress(raw)
+    data = b"x" * 5 + frame + b"next frame"
+    dobj = zstandard.ZstdDecompressor().decompressobj()
+    assert dobj.decompress(data[5:]) == raw
+    assert _frame_length(data, 5, len(data) - 5) == len(data) - 5 - len(dobj.unused_data)
+    assert _frame_length(data, 5, len(frame) - 1) == -1
+    assert _frame_length(data[:5 + len(frame) // 2], 5, len(frame) // 2) == -1

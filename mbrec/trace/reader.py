@@ -322,6 +322,7 @@ class TraceReader:
         self._version = FORMAT_VERSION
         self._data: bytes | None = None       # the content of a pipe, read once
         self._damage_seen = False              # since the last frame in sequence
+        self._dctx = zstandard.ZstdDecompressor()
         head = self._open()
         _check_signature(self.path, head, self._kind)
         (self._version,) = struct.unpack_from("<H", head, 14)
@@ -468,13 +469,13 @@ class TraceReader:
         i = data.find(ZSTD_MAGIC, start)
         return len(data) if i < 0 else i
 
-    @staticmethod
-    def _decompress_one(data, pos: int):
+    def _decompress_one(self, data, pos: int):
         """(payload, compressed size, None) or (None, 0, 'truncated' | reason).
 
-        The frame header gives the content size, which bounds the compressed size, so the frame
-        is decompressed in one call into one buffer (the writer always records content sizes,
-        and never more than MAX_FRAME_BYTES).
+        The frame header gives the content size (the writer always records it, and never more
+        than MAX_FRAME_BYTES), and the block headers the compressed size, so a whole frame is
+        decompressed in one call into one buffer. A frame whose blocks do not add up is read
+        by a streaming decompressor, which names what is wrong with it.
         """
         try:
             size = zstandard.frame_content_size(data[pos:pos + 18])
@@ -486,6 +487,14 @@ class TraceReader:
             return None, 0, (f"the frame claims {size} bytes, more than the {MAX_FRAME_BYTES} "
                              "mbrec writes")
         bound = size + (size >> 7) + 1024  # above ZSTD_compressBound(size) + frame overhead
+        used = _frame_length(data, pos, min(bound, len(data) - pos))
+        if used > 0:  # one shot: a quarter faster than the streaming decompressor
+            try:
+                payload = self._dctx.decompress(memoryview(data)[pos:pos + used])
+            except zstandard.ZstdError:
+                payload = None
+            if payload is not None and len(payload) == size:
+                return payload, used, None
         dobj = zstandard.ZstdDecompressor().decompressobj(write_size=max(size, 1))
         try:
             payload = dobj.decompress(memoryview(data)[pos:pos + bound])
@@ -696,6 +705,28 @@ class TraceReader:
         except Exception:
             self._warn("bad-events", "skipped a damaged event batch")
             return None
+
+
+def _frame_length(data, pos: int, limit: int) -> int:
+    """The compressed length of the zstd frame at pos, from its header and block headers
+    (RFC 8878 section 3.1.1), or -1 if the blocks run past `limit` bytes or are malformed."""
+    try:
+        head = data[pos:pos + 18]
+        end = pos + zstandard.frame_header_size(head)
+        has_checksum = zstandard.get_frame_parameters(head).has_checksum
+    except zstandard.ZstdError:
+        return -1
+    stop = pos + limit
+    while end + 3 <= stop:
+        block = int.from_bytes(data[end:end + 3], "little")
+        kind, size = (block >> 1) & 3, block >> 3
+        if kind == 3:  # reserved
+            return -1
+        end += 3 + (1 if kind == 1 else size)  # an RLE block holds one byte
+        if block & 1:  # the last block
+            end += 4 if has_checksum else 0
+            return end - pos if end <= stop else -1
+    return -1
 
 
 def undo_deltas(records: np.ndarray, deltas: list) -> None:

@@ -4,8 +4,8 @@ enough for quadratic loops (many collisions of keys, layers and streams)."""
 import numpy as np
 import pytest
 
-from mbrec.analysis.kernels import (ipv4_endpoints, look_back, nearest_links, pair_groups,
-                                    unwrap_to_first)
+from mbrec.analysis.kernels import (first_occurrences, ipv4_endpoints, look_back, nearest_links,
+                                    pair_groups, unwrap_to_first)
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -96,3 +96,13 @@ def test_look_back_finds_the_best_covering_row_within_the_window(before):
                 if best_t is None or (r_t[i] > best_t if before else r_t[i] < best_t):
                     best, best_t = row_order[i], r_t[i]
         assert got[q] == best, q
+
+
+def test_first_occurrences_marks_each_values_first_index():
+    rng = np.random.default_rng(7)
+    key = rng.integers(0, 50, 2000)
+    got = first_occurrences(key, 50)
+    seen: set = set()
+    for i, k in enumerate(key.tolist()):
+        assert got[i] == (k not in seen)
+        seen.add(k)
