@@ -24,6 +24,9 @@ ZSTD_LEVEL = 3
 ZSTD_HASH_LOG = 14
 ZSTD_CHAIN_LOG = 13
 
+# A frame's objects other than its sequence number stay below this, well inside MAX_FRAME_BYTES.
+MAX_BATCH_BYTES = MAX_FRAME_BYTES - (1 << 20)
+
 
 def compressor(level: int = ZSTD_LEVEL) -> zstandard.ZstdCompressor:
     """The writer's compressor: the level's parameters with the tables capped."""
@@ -32,8 +35,6 @@ def compressor(level: int = ZSTD_LEVEL) -> zstandard.ZstdCompressor:
     return zstandard.ZstdCompressor(compression_params=params.from_level(
         level, hash_log=min(own.hash_log, ZSTD_HASH_LOG),
         chain_log=min(own.chain_log, ZSTD_CHAIN_LOG), write_checksum=1))
-# A frame's objects other than its sequence number stay below this, well inside MAX_FRAME_BYTES.
-MAX_BATCH_BYTES = MAX_FRAME_BYTES - (1 << 20)
 
 
 class TraceWriter:
