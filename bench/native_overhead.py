@@ -46,9 +46,10 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / HZ  # utime, stime
 
 
-def bpf_stats(pid: int) -> tuple[int, int]:
-    """(run_time_ns, run_cnt) summed over the BPF programs process pid holds open."""
-    t = n = 0
+def program_counters(pid: int) -> dict[int, tuple[int, int]]:
+    """{program id: (run_time_ns, run_cnt)} of the BPF programs process pid holds open (summed
+    where it holds one program twice), from their fdinfo."""
+    out: dict[int, tuple[int, int]] = {}
     for fd in os.listdir(f"/proc/{pid}/fd"):
         try:
             if os.readlink(f"/proc/{pid}/fd/{fd}") != "anon_inode:bpf-prog":
@@ -56,9 +57,17 @@ def bpf_stats(pid: int) -> tuple[int, int]:
             info = open(f"/proc/{pid}/fdinfo/{fd}").read()
         except OSError:
             continue
-        t += int(re.search(r"^run_time_ns:\s+(\d+)", info, re.M).group(1))
-        n += int(re.search(r"^run_cnt:\s+(\d+)", info, re.M).group(1))
-    return t, n
+        prog, t, n = (int(re.search(rf"^{k}:\s+(\d+)", info, re.M).group(1))
+                      for k in ("prog_id", "run_time_ns", "run_cnt"))
+        t0, n0 = out.get(prog, (0, 0))
+        out[prog] = (t0 + t, n0 + n)
+    return out
+
+
+def bpf_stats(pid: int) -> tuple[int, int]:
+    """(run_time_ns, run_cnt) summed over the BPF programs process pid holds open."""
+    counters = program_counters(pid).values()
+    return sum(t for t, _ in counters), sum(n for _, n in counters)
 
 
 def rss_kb(pid: int) -> int:

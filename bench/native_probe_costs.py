@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import subprocess
 import sys
 import time
@@ -25,26 +24,18 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from mbrec.lab.native import Testbed
-from native_overhead import STATS_SYSCTL, cpu_s, run_ab
+from native_overhead import STATS_SYSCTL, cpu_s, program_counters, run_ab
 
 
 def program_stats(pid: int) -> dict[str, tuple[int, int]]:
     """{program name: (run_time_ns, run_cnt)} over the BPF programs process pid holds open."""
     names = {p["id"]: p.get("name", str(p["id"])) for p in json.loads(subprocess.run(
         ["bpftool", "-j", "prog", "show"], capture_output=True, text=True, check=True).stdout)}
-    out = {}
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            if os.readlink(f"/proc/{pid}/fd/{fd}") != "anon_inode:bpf-prog":
-                continue
-            info = open(f"/proc/{pid}/fdinfo/{fd}").read()
-        except OSError:
-            continue
-        field = {k: int(re.search(rf"^{k}:\s+(\d+)", info, re.M).group(1))
-                 for k in ("prog_id", "run_time_ns", "run_cnt")}
-        name = names.get(field["prog_id"], str(field["prog_id"]))
-        t, n = out.get(name, (0, 0))
-        out[name] = (t + field["run_time_ns"], n + field["run_cnt"])
+    out: dict[str, tuple[int, int]] = {}
+    for prog, (t, n) in program_counters(pid).items():
+        name = names.get(prog, str(prog))
+        t0, n0 = out.get(name, (0, 0))
+        out[name] = (t0 + t, n0 + n)
     return out
 
 

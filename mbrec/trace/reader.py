@@ -495,7 +495,7 @@ class TraceReader:
                 payload = None
             if payload is not None and len(payload) == size:
                 return payload, used, None
-        dobj = zstandard.ZstdDecompressor().decompressobj(write_size=max(size, 1))
+        dobj = self._dctx.decompressobj(write_size=max(size, 1))
         try:
             payload = dobj.decompress(memoryview(data)[pos:pos + bound])
         except zstandard.ZstdError as e:
