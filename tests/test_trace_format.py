@@ -167,6 +167,25 @@ def test_corrupt_middle_frame_is_skipped_and_reported(many_frames):
         assert (np.diff(g["ts_ns"].astype(np.int64)) > 0).all()
 
 
+def test_a_frame_whose_checksum_alone_is_wrong_is_dropped(many_frames):
+    """The one-call decompression reads each frame to its end, so a frame whose content
+    decodes but whose checksum disagrees is counted as corrupt, not read."""
+    path, events = many_frames
+    data = bytearray(open(path, "rb").read())
+    reader = TraceReader(path)
+    pos = 16
+    for _ in range(5):  # the fifth frame: past the header
+        pos += reader._decompress_one(bytes(data), pos)[1]
+    end = pos + reader._decompress_one(bytes(data), pos)[1]
+    data[end - 1] ^= 0x01  # the last byte of the frame's 4-byte checksum
+    with open(path, "wb") as f:
+        f.write(data)
+    trace = read_trace(path)
+    total = sum(len(r) for r in events.values())
+    assert 0 < sum(len(r) for r in trace.events.values()) < total
+    assert any("corrupt" in w for w in trace.warnings), trace.warnings
+
+
 def test_newer_format_is_refused_with_a_clear_message(tmp_path):
     path = tmp_path / "new.mbrec"
     path.write_bytes(signature(FORMAT_VERSION + 1) + b"\0" * 64)

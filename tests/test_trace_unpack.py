@@ -66,6 +66,19 @@ def test_event_records_are_views_of_the_frame_and_other_binaries_are_bytes():
     assert isinstance(obj["other"], bytes)
 
 
+def test_only_an_events_objects_records_stay_in_place():
+    """A reader may decompress the next frame over this one once it has copied the records, so
+    nothing else may point into the frame: not another object's "data", not a nested one, not
+    records written before their object's "t"."""
+    others = [{"t": "note", RECORDS_KEY: b"abc"},
+              {"t": "events", "x": {"t": "events", RECORDS_KEY: b"abc"}},
+              {RECORDS_KEY: b"abc", "t": "events"}]
+    for obj in others:
+        (got,) = frame_objects(msgpack.packb(obj, use_bin_type=True), 10)
+        assert got == obj and not any(isinstance(v, memoryview) for v in got.values()), got
+        assert not isinstance(got.get("x", {}).get(RECORDS_KEY), memoryview)
+
+
 def test_what_it_does_not_read_is_left_to_msgpack():
     whole = msgpack.packb({"t": "frame", "seq": 7, "x": [1.5, "é", b"ab"]}, use_bin_type=True)
     assert frame_objects(whole, 10) == [{"t": "frame", "seq": 7, "x": [1.5, "é", b"ab"]}]

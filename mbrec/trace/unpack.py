@@ -3,7 +3,7 @@
 msgpack's own Unpacker copies a frame twice before numpy sees its records: into its buffer when
 fed, and again into a bytes object per binary field. The records are nearly all of a frame's
 bytes, so frame_objects decodes the few objects of a frame in Python instead and gives an event
-batch's records (the binary value of a map's "data" key) as a memoryview of the frame: the
+batch's records (the binary value of an events object's "data" key) as a memoryview of the frame: the
 only copy left is the one into the analysis' arrays. Other binary values are bytes, as msgpack
 gives them. It reads the types mbrec writes (maps, arrays, strings, integers, floats, booleans, nil,
 binary); for anything else, or any damage, it returns None and the reader falls back to msgpack,
@@ -35,7 +35,7 @@ class _NotPlain(Exception):
     """A type this decoder leaves to msgpack, or bytes that are not a whole object."""
 
 
-def frame_objects(payload: bytes, limit: int) -> list | None:
+def frame_objects(payload, limit: int) -> list | None:
     """Every object of the frame in order, or None: more than `limit` objects, a type mbrec
     does not write, or damage (let msgpack's Unpacker read such a frame)."""
     view = memoryview(payload)
@@ -81,7 +81,7 @@ def _value(buf: bytes, view: memoryview, pos: int, depth: int, in_place: bool = 
     if kind == "bin":
         if pos + n > len(buf):
             raise _NotPlain
-        return (view[pos:pos + n] if in_place else buf[pos:pos + n]), pos + n
+        return (view[pos:pos + n] if in_place else bytes(buf[pos:pos + n])), pos + n
     if kind == "str":
         return _str(buf, pos, n)
     if kind == "array":
@@ -92,7 +92,7 @@ def _value(buf: bytes, view: memoryview, pos: int, depth: int, in_place: bool = 
 def _str(buf: bytes, pos: int, n: int):
     if pos + n > len(buf):
         raise _NotPlain
-    return buf[pos:pos + n].decode("utf-8"), pos + n
+    return str(buf[pos:pos + n], "utf-8"), pos + n
 
 
 def _array(buf: bytes, view: memoryview, pos: int, n: int, depth: int):
@@ -111,5 +111,8 @@ def _map(buf: bytes, view: memoryview, pos: int, n: int, depth: int):
     out = {}
     for _ in range(n):
         key, pos = _value(buf, view, pos, depth + 1)
-        out[key], pos = _value(buf, view, pos, depth + 1, key == RECORDS_KEY)
+        # in place only an events object's records (its "t" comes first, as mbrec writes it):
+        # a reader may reuse the frame's buffer once it has copied them
+        records = key == RECORDS_KEY and depth == 0 and out.get("t") == "events"
+        out[key], pos = _value(buf, view, pos, depth + 1, records)
     return out, pos
