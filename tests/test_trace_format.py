@@ -167,6 +167,23 @@ def test_corrupt_middle_frame_is_skipped_and_reported(many_frames):
         assert (np.diff(g["ts_ns"].astype(np.int64)) > 0).all()
 
 
+def test_content_bound_is_the_frames_decompressed_size(many_frames):
+    """read_trace sizes its arrays from the frame headers: their content sizes add up to what
+    decompression gives, and a file with bytes that are not frames has no bound."""
+    path, events = many_frames
+    data = open(path, "rb").read()
+    reader = TraceReader(path)
+    pos, total = 16, 0
+    while pos < len(data):
+        payload, used, _ = reader._decompress_one(data, pos)
+        total, pos = total + len(payload), pos + used
+    assert reader.content_bound() == total > sum(r.nbytes for r in events.values())
+    with open(path, "ab") as f:
+        f.write(b"not a frame")
+    assert TraceReader(path).content_bound() is None
+    assert sum(map(len, read_trace(path).events.values())) == sum(map(len, events.values()))
+
+
 def test_a_frame_whose_checksum_alone_is_wrong_is_dropped(many_frames):
     """The one-call decompression reads each frame to its end, so a frame whose content
     decodes but whose checksum disagrees is counted as corrupt, not read."""
