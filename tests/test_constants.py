@@ -63,6 +63,12 @@ def test_bpf_syscall_numbers_are_the_headers():
     assert bpfsyscall.BPF_PROG_TEST_RUN == cmds["BPF_PROG_TEST_RUN"]
     assert bpfsyscall.BPF_OBJ_GET_INFO_BY_FD == cmds["BPF_OBJ_GET_INFO_BY_FD"]
     assert bpfsyscall.BPF_ENABLE_STATS == cmds["BPF_ENABLE_STATS"]
+    assert bpfsyscall.BPF_PROG_LOAD == cmds["BPF_PROG_LOAD"]
+    assert bpfsyscall.BPF_RAW_TRACEPOINT_OPEN == cmds["BPF_RAW_TRACEPOINT_OPEN"]
+    assert bpfsyscall.BPF_PROG_TYPE_TRACING == c_enum(open(LINUX_BPF_H).read(),
+                                                      "bpf_prog_type")["BPF_PROG_TYPE_TRACING"]
+    assert bpfsyscall.BPF_TRACE_RAW_TP == c_enum(open(LINUX_BPF_H).read(),
+                                                 "bpf_attach_type")["BPF_TRACE_RAW_TP"]
     stats = c_enum(open(LINUX_BPF_H).read(), "bpf_stats_type")
     assert bpfsyscall.BPF_STATS_RUN_TIME == stats["BPF_STATS_RUN_TIME"]
 

@@ -12,8 +12,13 @@ SYS_BPF_BY_MACHINE = {"x86_64": 321, "aarch64": 280}
 SYS_BPF = SYS_BPF_BY_MACHINE.get(os.uname().machine)  # None on an architecture not listed
 
 # enum bpf_cmd
+BPF_PROG_LOAD = 5
 BPF_PROG_TEST_RUN = 10
 BPF_OBJ_GET_INFO_BY_FD = 15
+BPF_RAW_TRACEPOINT_OPEN = 17
 BPF_ENABLE_STATS = 32
 # enum bpf_stats_type
 BPF_STATS_RUN_TIME = 0
+# enum bpf_prog_type, enum bpf_attach_type: a BTF-typed tracepoint program (tp_btf)
+BPF_PROG_TYPE_TRACING = 26
+BPF_TRACE_RAW_TP = 23

@@ -116,7 +116,7 @@ class Btf:
             vlen = info & 0xFFFF
             extra = pos + 12
             self.types.append((kind, name_off, info, size_type, extra))
-            if kind in (KIND_STRUCT, KIND_UNION, KIND_FUNC) and name_off:
+            if kind in (KIND_STRUCT, KIND_UNION, KIND_FUNC, KIND_TYPEDEF) and name_off:
                 self.by_name.setdefault(self.name(name_off), []).append(len(self.types) - 1)
             pos = extra + _EXTRA_FIXED.get(kind, 0) + _EXTRA_PER_VLEN.get(kind, 0) * vlen
 
@@ -162,6 +162,14 @@ class Btf:
             if kind == KIND_FUNC and self.types[proto][0] == KIND_FUNC_PROTO:
                 return self.types[proto][2] & 0xFFFF
         raise BtfError(f"function {function} is not in the kernel's BTF")
+
+    def tracepoint_id(self, tracepoint: str) -> int:
+        """The type a BTF-typed tracepoint program (tp_btf) is loaded against: the kernel's
+        typedef btf_trace_<tracepoint>, whose prototype types the program's arguments."""
+        for tid in self.by_name.get(f"btf_trace_{tracepoint}", ()):
+            if self.types[tid][0] == KIND_TYPEDEF:
+                return tid
+        raise BtfError(f"tracepoint {tracepoint} is not in the kernel's BTF")
 
     def struct_id(self, name: str) -> int:
         for tid in self.by_name.get(name, ()):

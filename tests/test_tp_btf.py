@@ -1,0 +1,106 @@
+"""BTF-typed tracepoint programs (mbrec/recorder/tp_btf.py) on this machine's own kernel: a
+program compiled by BCC, loaded with bpf(2) against net:net_dev_start_xmit's BTF type, reads
+kernel fields with plain loads, and what it reads is the kernel's truth (this process's network
+namespace, the datagram's length). A load the verifier cannot type is refused, with its words.
+
+Marked `native`; skipped with the reason where the machine cannot run it (not root, no BCC, no
+BTF).
+"""
+
+import ctypes
+import os
+import socket
+
+import pytest
+
+pytestmark = pytest.mark.native
+
+PAYLOAD = 100
+WANT_LEN = PAYLOAD + 8 + 20 + 14  # UDP, IPv4, Ethernet: skb->len on loopback's transmit
+
+SOURCE = r"""
+struct seen { u64 runs; u32 inum; u32 len; };
+BPF_ARRAY(seen, struct seen, 1);
+
+int btf_xmit(u64 *ctx)
+{
+	u64 skb = ctx[0];
+	u64 dev = *(u64 *)(skb + OFF_SKB_DEV);
+	u64 net = *(u64 *)(dev + OFF_DEV_NET);
+	u32 inum = *(u32 *)(net + OFF_NET_INUM), len = *(u32 *)(skb + OFF_SKB_LEN), zero = 0;
+	struct seen *s = seen.lookup(&zero);
+	if (s) {
+		s->runs += 1;
+		if (len == WANT_LEN) {
+			s->inum = inum;
+			s->len = len;
+		}
+	}
+	return 0;
+}
+
+int beyond_the_struct(u64 *ctx)
+{
+	u64 skb = ctx[0];
+	return *(u32 *)(skb + 1000000);
+}
+"""
+
+
+def skip_reason() -> str | None:
+    if os.geteuid() != 0:
+        return "loading BPF programs needs root"
+    if not os.path.exists("/sys/kernel/btf/vmlinux"):
+        return "this kernel has no BTF (/sys/kernel/btf/vmlinux)"
+    from mbrec.errors import MbrecError
+    from mbrec.recorder.environment import import_bcc
+    try:
+        import_bcc()
+    except MbrecError as e:
+        return str(e)
+    return None
+
+
+if skip_reason():
+    pytestmark = [pytest.mark.native, pytest.mark.skip(reason=skip_reason())]
+
+
+@pytest.fixture(scope="module")
+def program():
+    from mbrec.recorder.btf import field_offsets, read_btf
+    from mbrec.recorder.environment import check_headers, import_bcc
+    check_headers()
+    btf = read_btf()
+    offsets = field_offsets(btf)
+    cflags = [f"-DOFF_{k}={offsets[k]}" for k in ("SKB_DEV", "DEV_NET", "NET_INUM", "SKB_LEN")]
+    return import_bcc().BPF(text=SOURCE.encode(), cflags=cflags + [f"-DWANT_LEN={WANT_LEN}"]), btf
+
+
+def test_plain_loads_read_the_kernels_fields(program):
+    from mbrec.recorder import tp_btf
+    bpf, btf = program
+    fd = tp_btf.load(bpf, "btf_xmit", "net_dev_start_xmit", btf)
+    link = tp_btf.attach(fd)
+    try:
+        rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        rx.bind(("127.0.0.1", 0))
+        tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        for _ in range(50):
+            tx.sendto(b"x" * PAYLOAD, rx.getsockname())
+            rx.recv(PAYLOAD)
+    finally:
+        os.close(link)
+    seen = bpf[b"seen"][ctypes.c_int(0)]
+    assert seen.runs >= 50
+    assert seen.len == WANT_LEN
+    assert seen.inum == os.stat("/proc/self/ns/net").st_ino
+    os.close(fd)
+
+
+def test_a_load_the_verifier_cannot_type_is_refused_with_its_words(program):
+    from mbrec.recorder import tp_btf
+    bpf, btf = program
+    with pytest.raises(tp_btf.TpBtfError, match=r"refused beyond_the_struct .*access beyond struct sk_buff"):
+        tp_btf.load(bpf, "beyond_the_struct", "net_dev_start_xmit", btf)
+    with pytest.raises(Exception, match="not in the kernel's BTF"):
+        tp_btf.load(bpf, "btf_xmit", "no_such_tracepoint", btf)
