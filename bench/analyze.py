@@ -56,11 +56,10 @@ def bare_zstd(paths: list[str]) -> int:
     fresh bytes object per frame took up to twice as long, depending on malloc's state)."""
     from mbrec.trace.format import SIGNATURE_SIZE, SKIPPABLE_MAGIC_RANGE
     from mbrec.trace.reader import _frame_length
-    import numpy as np
     import zstandard
     total = 0
     dctx = zstandard.ZstdDecompressor()
-    out = memoryview(np.empty(0, np.uint8))
+    out = memoryview(bytearray())
     for path in paths:
         with open(path, "rb") as f:
             data = f.read()
@@ -73,7 +72,7 @@ def bare_zstd(paths: list[str]) -> int:
             size = zstandard.frame_content_size(data[pos:pos + 18])
             used = _frame_length(data, pos, len(data) - pos)
             if size > len(out):
-                out = memoryview(np.empty(size, np.uint8))
+                out = memoryview(bytearray(size))
             total += dctx.stream_reader(memoryview(data)[pos:pos + used]).readinto(out[:size])
             pos += used
     return total

@@ -541,7 +541,7 @@ class TraceReader:
             payload = self._dctx.decompress(frame)
             return payload if len(payload) == size else None
         if self._frame_buffer is None or size > len(self._frame_buffer):
-            self._frame_buffer = memoryview(np.empty(size, np.uint8))
+            self._frame_buffer = memoryview(bytearray(size))
         reader = self._dctx.stream_reader(frame)
         # reading on past the content reaches the frame's end, where its checksum is checked
         whole = reader.readinto(self._frame_buffer[:size]) == size and reader.read(1) == b""

@@ -108,7 +108,7 @@ def _array(buf: bytes, view: memoryview, pos: int, n: int, depth: int):
 def _map(buf: bytes, view: memoryview, pos: int, n: int, depth: int):
     if depth >= MAX_DEPTH or 2 * n > len(buf) - pos:
         raise _NotPlain
-    out = {}
+    out: dict = {}
     for _ in range(n):
         key, pos = _value(buf, view, pos, depth + 1)
         # in place only an events object's records (its "t" comes first, as mbrec writes it):
