@@ -66,6 +66,11 @@ FLOW_METRICS = ("FlightSize", "RWND", "CWND", "MSS", "RePackets", "BSent", "BRec
 _METRIC_KEYS = {"SumRTT": ("SumRTT_us",), "Duration": ("Duration_ns", "Duration_exact")}
 
 
+# a probe's attach kind in the header when it is a tracepoint (raw, or BTF-typed: the same
+# tracepoint, read more cheaply)
+TRACEPOINT_KINDS = ("raw_tracepoint", "tp_btf")
+
+
 def probes_of(header: dict) -> dict[str, str]:
     """probe name -> "attach:function" of every probe in the header (one of each name)."""
     out: dict = {}
@@ -90,7 +95,7 @@ def _latency(name: str, have: dict) -> dict:
     if name.startswith("L_STACK") and "tcp_v4_rcv" in have:
         return {"status": ABSENT, "why": "split into L_IP and L_TCP (tcp_v4_rcv is recorded)"}
     notes = [f"{p} = {TRACEPOINT_NOTES[p]}" for p in need
-             if p in TRACEPOINT_NOTES and have[p].startswith("raw_tracepoint")]
+             if p in TRACEPOINT_NOTES and have[p].startswith(TRACEPOINT_KINDS)]
     if notes:
         return {"status": APPROX, "why": "; ".join(notes)}
     return {"status": EXACT, "why": ""}

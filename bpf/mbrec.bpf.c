@@ -27,6 +27,8 @@
  *   MBREC_SAMPLE_BITS      keep 1/2^N packets by mbrec_sample_hash() (bpf/mbrec_hash.h).
  *   MBREC_RINGBUF_PAGES    ring size in pages (a power of two).
  *   MBREC_FLOWS            compile the flow programs (bpf/flows.bpf.c) as well.
+ *   MBREC_TP_BTF           1: the packet tracepoint programs are loaded as BTF-typed
+ *                          tracepoints and read the skb with plain loads (mbrec_skb_view).
  */
 #include <uapi/linux/ptrace.h>
 
@@ -165,6 +167,9 @@ struct mbrec_tcph {
 #endif
 #ifndef MBREC_IP6_RCV_CORE
 #define MBREC_IP6_RCV_CORE 1
+#endif
+#ifndef MBREC_TP_BTF
+#define MBREC_TP_BTF 0
 #endif
 
 /* Lost events per probe id, per CPU (summed by user space); shared by every probe group. */
@@ -857,6 +862,40 @@ static __always_inline struct mbrec_skb_span *mbrec_skb_span(struct sk_buff *skb
 	return span;
 }
 
+/* The packet tracepoint programs (mbrec_tp_packet) read the skb through a view: a copy of its
+ * span, or, loaded as BTF-typed tracepoints (MBREC_TP_BTF, mbrec/recorder/tp_btf.py), the skb
+ * itself. There the tracepoint's arguments and the struct pointers read from them are typed by
+ * BTF, so a field is one plain load that the verifier checks against BTF: no helper call, no
+ * span. (u64 arithmetic rather than a pointer dereference, which BCC would turn into
+ * bpf_probe_read_kernel.) Pointers these loads return are for loads only: packet bytes and
+ * anything at a computed offset are still read with the helper. */
+#if MBREC_TP_BTF
+#define TPF(dst, base, off) ((dst) = *(typeof(dst) *)((u64)(base) + (off)))
+#define mbrec_skb_view sk_buff
+#define SKBV(dst, view, f) TPF(dst, view, MBREC_OFF_SKB_##f)
+static __always_inline struct sk_buff *mbrec_skb_view_of(struct sk_buff *skb, u32 probe)
+{
+	return skb;
+}
+#else
+#define TPF(dst, base, off) RDO(dst, base, off)
+#define mbrec_skb_view mbrec_skb_span
+#define SKBV(dst, view, f) SKBF(dst, view, f)
+#define mbrec_skb_view_of mbrec_skb_span
+#endif
+
+static __always_inline u32 mbrec_tp_netns_of_dev(struct net_device *dev)
+{
+	struct net *net = NULL;
+	u32 inum = 0;
+	if (!dev)
+		return 0;
+	TPF(net, dev, MBREC_OFF_DEV_NET);
+	if (net)
+		TPF(inum, net, MBREC_OFF_NET_INUM);
+	return inum;
+}
+
 #endif
 
 #ifdef MBREC_SK_SPAN_LEN
@@ -943,47 +982,47 @@ static __always_inline int mbrec_tp_packet(void *ctx, u8 probe, struct sk_buff *
 	 * holds skb->dev. (Inlined: dev is a constant NULL or an argument in each program.) */
 	u32 netns = 0;
 	if (dev) {
-		netns = mbrec_netns_of_dev(dev);
+		netns = mbrec_tp_netns_of_dev(dev);
 		if (!(MBREC_NETNS_OK(netns)))
 			return 0;
 	}
-	struct mbrec_skb_span *span = mbrec_skb_span(skb, probe);
+	struct mbrec_skb_view *span = mbrec_skb_view_of(skb, probe);
 	if (!span)
 		return 0;
 	if (!dev) {
-		SKBF(dev, span, DEV);
-		netns = mbrec_netns_of_dev(dev);
+		SKBV(dev, span, DEV);
+		netns = mbrec_tp_netns_of_dev(dev);
 		if (!(MBREC_NETNS_OK(netns)))
 			return 0;
 	}
 	u16 proto = 0;
-	SKBF(proto, span, PROTOCOL);
+	SKBV(proto, span, PROTOCOL);
 	u16 eth_proto = MBREC_NTOHS(proto);
 	if (eth_proto != MBREC_ETH_P_IP && eth_proto != MBREC_ETH_P_IPV6)
 		return 0;
 	struct mbrec_pkt_event e = {};
 	e.netns = netns;
 	unsigned char *head = NULL, *ip = NULL;
-	SKBF(head, span, HEAD);
+	SKBV(head, span, HEAD);
 	if (at_data) {
-		SKBF(ip, span, DATA);
+		SKBV(ip, span, DATA);
 	} else {
 		u16 nh = 0;
-		SKBF(nh, span, NETWORK_HEADER);
+		SKBV(nh, span, NETWORK_HEADER);
 		ip = head + nh;
 	}
 	if (!mbrec_parse_ip(&e, ip, eth_proto))
 		return 0;
 	mbrec_init(&e, probe, skb);
 	if (dev)
-		RDO(e.ifindex, dev, MBREC_OFF_DEV_IFINDEX);
+		TPF(e.ifindex, dev, MBREC_OFF_DEV_IFINDEX);
 	u32 end = 0; /* an offset from head on 64-bit kernels (NET_SKBUFF_DATA_USES_OFFSET) */
 	u16 segs = 0;
-	SKBF(end, span, END);
+	SKBV(end, span, END);
 	RDO(segs, head + end, MBREC_OFF_SHINFO_GSO_SEGS);
 	e.gso_segs = segs ? segs : 1;
 	struct sock *sk = NULL;
-	SKBF(sk, span, SK);
+	SKBV(sk, span, SK);
 	e.sock_cookie = mbrec_sock_id(sk);
 	if (slot)
 		*slot = e;

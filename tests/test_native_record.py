@@ -106,9 +106,16 @@ def test_every_probe_is_a_tracepoint_and_the_header_says_so(run):
     for host, t in traces.items():
         assert t.header["options"]["attach"] == "tracepoint"
         assert t.header["options"]["sock_id"] == "pointer"
-        kinds = {p["attach"] for p in t.header["probes"]}
-        assert kinds == {"raw_tracepoint", "test_run"}, host
-        tps = {p["function"] for p in t.header["probes"] if p["attach"] == "raw_tracepoint"}
+        kind = {p["name"]: p["attach"] for p in t.header["probes"]}
+        assert set(kind.values()) == {"tp_btf", "raw_tracepoint", "test_run"}, host
+        # this kernel has BTF and loads BTF-typed tracepoints: the packet programs that read
+        # the skb are those (mbrec_tp_packet), the others raw tracepoints
+        assert {n for n, k in kind.items() if k == "tp_btf"} == {
+            "dev_queue_xmit", "qdisc_dequeue", "dev_hard_start_xmit", "eth_type_trans",
+            "ip_rcv"} & set(kind), host
+        assert kind["net_dev_xmit"] == kind["skb_copy_datagram_iter"] == "raw_tracepoint"
+        tps = {p["function"] for p in t.header["probes"]
+               if p["attach"] in ("raw_tracepoint", "tp_btf")}
         for tp in tps:  # each one the kernel has
             assert os.path.isdir(os.path.join(TRACING, "events", *tp.split(":"))), tp
         names = {p["name"] for p in t.header["probes"]}

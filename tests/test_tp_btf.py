@@ -104,3 +104,40 @@ def test_a_load_the_verifier_cannot_type_is_refused_with_its_words(program):
         tp_btf.load(bpf, "beyond_the_struct", "net_dev_start_xmit", btf)
     with pytest.raises(Exception, match="not in the kernel's BTF"):
         tp_btf.load(bpf, "btf_xmit", "no_such_tracepoint", btf)
+
+
+def test_a_refused_typed_program_falls_back_to_raw_tracepoints(tmp_path, monkeypatch, capsys):
+    """A kernel that refuses BTF-typed tracepoints (here: one whose refusal is injected into
+    tp_btf.load) still records, every packet probe as a raw tracepoint, and says why."""
+    import threading
+
+    from mbrec.recorder import tp_btf
+    from mbrec.recorder.session import RecordOptions, record
+    from mbrec.trace.reader import read_trace
+
+    def refuse(*args, **kwargs):
+        raise tp_btf.TpBtfError("the kernel refused it (Invalid argument): injected")
+    monkeypatch.setattr(tp_btf, "load", refuse)
+    out = str(tmp_path / "raw.mbrec")
+
+    def traffic():
+        rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        rx.bind(("127.0.0.1", 0))
+        srv = socket.create_server(("127.0.0.1", 0))
+        cli = socket.create_connection(srv.getsockname())
+        conn, _ = srv.accept()
+        for _ in range(200):
+            cli.sendall(b"x" * 500)
+            conn.recv(1000)
+        for s in (cli, conn, srv, rx):
+            s.close()
+    timer = threading.Timer(2.5, traffic)  # after the compile, while recording
+    timer.start()
+    record(RecordOptions(output=out, duration=5, attach="tracepoint", quiet=True))
+    timer.join()
+    assert "BTF-typed tracepoints refused" in capsys.readouterr().err
+    trace = read_trace(out)
+    kinds = {p["attach"] for p in trace.header["probes"]}
+    assert kinds == {"raw_tracepoint"}
+    assert "-DMBREC_TP_BTF=1" not in trace.header["options"]["cflags"]
+    assert len(trace.events["pkt"]) >= 200

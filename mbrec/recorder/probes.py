@@ -217,8 +217,14 @@ def kprobe_program(spec: ProbeSpec, list_variant: bool = False) -> str:
     return f"mbrec_kp_{c.replace('_rcv', '_list_rcv')}" if list_variant else f"mbrec_kp_{c}"
 
 
-def header_probes(resolved: list[Resolved], attach: str) -> list[dict]:
-    """The trace header's "probes" list: one entry per attached kernel function."""
-    kind = "raw_tracepoint" if attach == "tracepoint" else attach
-    return [{"name": r.spec.name, "function": fn, "attach": kind, "probe_id": r.spec.probe_id}
-            for r in resolved for fn in r.functions]
+def header_probes(resolved: list[Resolved], attach: str,
+                  typed: frozenset[str] = frozenset()) -> list[dict]:
+    """The trace header's "probes" list: one entry per attached kernel function. typed: the
+    probes attached as BTF-typed tracepoints ("tp_btf"), the others of tracepoint mode being
+    raw tracepoints."""
+    def kind(name):
+        if attach != "tracepoint":
+            return attach
+        return "tp_btf" if name in typed else "raw_tracepoint"
+    return [{"name": r.spec.name, "function": fn, "attach": kind(r.spec.name),
+             "probe_id": r.spec.probe_id} for r in resolved for fn in r.functions]

@@ -25,6 +25,12 @@ RINGS: dict[str, str] = {"mbrec_pkt_ring": "pkt",
 # --attach kind -> the MBREC_ATTACH_<PROBE> value of bpf/mbrec.bpf.c
 ATTACH_KINDS = {"fentry": 1, "kprobe": 2, "tracepoint": 3}
 
+# The packet tracepoint programs that read the skb through mbrec_tp_packet's view: with
+# ProgramConfig.tp_btf they are loaded as BTF-typed tracepoints (mbrec/recorder/tp_btf.py,
+# plain loads); the other tracepoint programs stay raw tracepoints.
+TP_BTF_PROGRAMS = frozenset(f"mbrec_tp_{probe}" for probe in (
+    "dev_queue_xmit", "qdisc_dequeue", "dev_hard_start_xmit", "eth_type_trans", "ip_rcv"))
+
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
@@ -50,6 +56,7 @@ class ProgramConfig:
     offsets: dict | None = None
     flow_cflags: tuple[str, ...] = ()  # from recorder/flows.py FlowGroup.cflags
     extra_cflags: tuple[str, ...] = ()  # e.g. -DMBREC_PERF_BASELINE (bench/ only)
+    tp_btf: bool = False  # tracepoint mode: TP_BTF_PROGRAMS as BTF-typed tracepoints
 
 
 def source_dir() -> str:
@@ -132,6 +139,8 @@ def cflags(cfg: ProgramConfig) -> list[str]:
         for name in spans:
             off, length = field_span(cfg.offsets, name + "_")
             flags += [f"-DMBREC_{name}_SPAN_OFF={off}", f"-DMBREC_{name}_SPAN_LEN={length}"]
+        if cfg.attach == "tracepoint" and cfg.tp_btf:
+            flags.append("-DMBREC_TP_BTF=1")
     flags.extend(cfg.flow_cflags)  # includes -DMBREC_FLOWS when the flows group is on
     flags.extend(filter_macros(cfg.filters))
     flags.extend(cfg.extra_cflags)
@@ -139,7 +148,8 @@ def cflags(cfg: ProgramConfig) -> list[str]:
 
 
 def tracepoint_attachments(cfg: ProgramConfig) -> list[tuple[str, str]]:
-    """(tracepoint event, BPF function name) pairs to attach as raw tracepoints."""
+    """(tracepoint event, BPF function name) pairs to attach as tracepoints (raw, or BTF-typed
+    for TP_BTF_PROGRAMS with cfg.tp_btf)."""
     if cfg.attach != "tracepoint":
         return []
     return [(tp.split(":")[1], f"mbrec_tp_{r.spec.name}")

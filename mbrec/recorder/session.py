@@ -15,12 +15,14 @@ from dataclasses import dataclass, field
 from mbrec.errors import MbrecError
 from mbrec.events import PROBE_NAMES, SCHEMA_BY_NAME
 from mbrec.recorder import environment as env
-from mbrec.recorder.btf import read_offsets
+from mbrec.recorder import tp_btf
+from mbrec.recorder.btf import read_btf, read_offsets
 from mbrec.recorder.probes import (GROUPS, PACKET_PROBES, TRACEPOINT_PROBES, choose_attach, header_probes,
                                    resolve_all, resolve_tracepoints)
-from mbrec.recorder.program import (RINGS, Filters, ProgramConfig, cflags, kprobe_attachments,
-                                    ring_pages, source_path, source_text,
+from mbrec.recorder.program import (RINGS, TP_BTF_PROGRAMS, Filters, ProgramConfig, cflags,
+                                    kprobe_attachments, ring_pages, source_path, source_text,
                                     tracepoint_attachments)
+from mbrec.recorder.tp_btf import TpBtfError
 from mbrec.recorder.kprobes import TracefsKprobes, kprobe_losses
 from mbrec.recorder.progstats import missed_by_probe, program_probes, prog_counters
 from mbrec.recorder.ringbuf import open_bcc_ring
@@ -172,6 +174,21 @@ def flow_group(opts: RecordOptions, attach: str):
                                 opts.flow_sample, pages)
 
 
+class TpBtfRefused(MbrecError):
+    """The kernel refused a BTF-typed tracepoint program: record with raw tracepoints."""
+
+
+def attach_tp_btf(bcc, b, tp: str, bpf_fn: str, btf) -> None:
+    """Load bpf_fn of b against tracepoint tp's BTF type and attach it. Both descriptors go
+    where BCC keeps its own (a program per tracepoint: one BTF type each), so b.cleanup()
+    detaches and closes them with the rest, and the program's counters are watched as the
+    others' are (Recorder.watch_programs)."""
+    key = f"{bpf_fn}@{tp}".encode()
+    fd = tp_btf.load(b, bpf_fn, tp, btf)
+    b.funcs[key] = bcc.BPF.Function(b, key, fd)
+    b.raw_tracepoint_fds[tp.encode()] = tp_btf.attach(fd)
+
+
 def load(bcc, cfg: ProgramConfig, flows=None):
     """Compile and load; fentry probes attach here (BCC attaches KFUNC_PROBEs at load). Returns
     the BCC module and, in kprobe mode, the kprobes registered in tracefs (recorder/kprobes.py),
@@ -180,9 +197,16 @@ def load(bcc, cfg: ProgramConfig, flows=None):
         b = bcc.BPF(text=flows.source(source_text()).encode(), cflags=cflags(cfg))
     else:
         b = bcc.BPF(src_file=source_path().encode(), cflags=cflags(cfg))
+    btf = read_btf() if cfg.tp_btf else None
     for tp, bpf_fn in tracepoint_attachments(cfg):
         try:
-            b.attach_raw_tracepoint(tp=tp.encode(), fn_name=bpf_fn.encode())
+            if btf is not None and bpf_fn in TP_BTF_PROGRAMS:
+                attach_tp_btf(bcc, b, tp, bpf_fn, btf)
+            else:
+                b.attach_raw_tracepoint(tp=tp.encode(), fn_name=bpf_fn.encode())
+        except TpBtfError as e:
+            b.cleanup()
+            raise TpBtfRefused(str(e)) from None
         except Exception as e:
             b.cleanup()
             raise MbrecError(f"cannot attach the raw tracepoint {tp} ({str(e).strip()}); "
@@ -338,10 +362,14 @@ def record(opts: RecordOptions) -> int:
                          f"its own: apt-get install linux-headers-{os.uname().release}")
     chain = attach_chain(opts, bcc)
 
+    # tracepoints BTF-typed where the kernel loads them (cheaper reads), else raw
+    typed_tracepoints = offsets is not None
+
     def configure(attach, resolved):
         flows = flow_group(opts, attach)
         cfg = ProgramConfig(tuple(resolved), attach, filters, ring_bytes=opts.ring_mb << 20,
-                            offsets=offsets, flow_cflags=tuple(flows.cflags) if flows else ())
+                            offsets=offsets, flow_cflags=tuple(flows.cflags) if flows else (),
+                            tp_btf=typed_tracepoints and attach == "tracepoint")
         return cfg, flows
 
     t0 = time.monotonic()
@@ -354,6 +382,10 @@ def record(opts: RecordOptions) -> int:
                 say(f"compiling the BPF program ({attach}, {len(resolved)} packet probes"
                     + (", flows" if flows else "") + ")...")
             b, kprobes = load(bcc, cfg, flows)
+        except TpBtfRefused as e:  # the same probes as raw tracepoints, compiled for them
+            say(f"BTF-typed tracepoints refused ({str(e).strip()[:200]}); using raw tracepoints")
+            typed_tracepoints = False
+            chain.insert(0, (attach, resolved))
         except Exception as e:
             if not chain:
                 if isinstance(e, MbrecError):
@@ -363,7 +395,9 @@ def record(opts: RecordOptions) -> int:
             say(f"{attach} failed ({str(e).strip()[:160]}); falling back to "
                 + (FALLBACK_NOTE if chain[0][0] == "tracepoint" else chain[0][0]))
     compile_s = time.monotonic() - t0
-    probes = header_probes(resolved, attach)
+    typed = frozenset(r.spec.name for r in resolved
+                      if cfg.tp_btf and f"mbrec_tp_{r.spec.name}" in TP_BTF_PROGRAMS)
+    probes = header_probes(resolved, attach, typed)
     rings = dict(RINGS)
     probe_ids = {r.spec.probe_id for r in resolved}
     if flows is not None:
