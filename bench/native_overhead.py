@@ -6,8 +6,9 @@
 The native testbed (mbrec/lab/native.py: hosts a and b as network namespaces behind a router
 namespace, veth pairs, this kernel): apache2 and iperf3 on b, ab -k -c 10 and iperf3 from a, no
 injected delay. Modes, one recorder per host (a and b, --netns): none (no recorder), mbrec
-(`mbrec record --attach tracepoint --probes packets,flows`), packets (the same, packet probes
-only) and baseline (bench/microbpf_baseline.py --attach tracepoint: the packet tracepoints, one
+(`mbrec record --attach tracepoint --probes packets,flows`: BTF-typed tracepoints where the
+kernel loads them), raw (the same with --raw-tracepoints), packets (mbrec, packet probes only)
+and baseline (bench/microbpf_baseline.py --attach tracepoint: the packet tracepoints, one
 perf-buffer wake-up and Python callback per event). Each round runs every mode once, in an
 order rotated every round (as bench/overhead.sh does in the lab), so drift and the other users
 of the machine hit every mode alike. Then one more round with kernel.bpf_stats_enabled=1 for
@@ -35,8 +36,9 @@ from mbrec.lab.native import Testbed
 
 BENCH = os.path.dirname(os.path.abspath(__file__))
 HZ = os.sysconf("SC_CLK_TCK")
-MODES = ("none", "mbrec", "packets", "baseline")
+MODES = ("none", "mbrec", "raw", "packets", "baseline")
 RECORD_ARGS = {"mbrec": ["--attach", "tracepoint", "--probes", "packets,flows"],
+               "raw": ["--attach", "tracepoint", "--probes", "packets,flows", "--raw-tracepoints"],
                "packets": ["--attach", "tracepoint", "--probes", "packets"]}
 STATS_SYSCTL = "/proc/sys/kernel/bpf_stats_enabled"
 

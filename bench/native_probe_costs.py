@@ -1,7 +1,7 @@
 """Kernel time per BPF program of one recorder on the native testbed (root):
 
     python3 bench/native_probe_costs.py [--requests N] [--probes packets,flows] [--netns NAME]
-                                        [--ring-mb MB]
+                                        [--ring-mb MB] [--raw-tracepoints]
 
 apache2 on b; one `mbrec record --attach tracepoint` recording b (or the namespace --netns
 names: an empty one makes every program run one that the netns filter drops); during one
@@ -45,6 +45,8 @@ def main():
     ap.add_argument("--probes", default="packets,flows")
     ap.add_argument("--netns", help="the namespace recorded (default: b's)")
     ap.add_argument("--ring-mb", type=int, help="the recorder's --ring-mb (default: its own)")
+    ap.add_argument("--raw-tracepoints", action="store_true",
+                    help="the recorder's --raw-tracepoints (default: BTF-typed where they load)")
     ap.add_argument("-o", "--output", default="/tmp/native-probe-costs.mbrec")
     args = ap.parse_args()
     stats_before = open(STATS_SYSCTL).read().strip()
@@ -57,6 +59,8 @@ def main():
                 "tracepoint", "--probes", args.probes]
         if args.ring_mb:
             argv += ["--ring-mb", str(args.ring_mb)]
+        if args.raw_tracepoints:
+            argv.append("--raw-tracepoints")
         rec = subprocess.Popen(argv, stdout=open(log_path, "w"), stderr=subprocess.STDOUT,
                                start_new_session=True)
         tb.procs.append(rec)  # stopped by the testbed if this fails

@@ -64,6 +64,8 @@ def _groups(spec: str) -> tuple[str, ...]:
               default="auto", show_default=True,
               help="auto = fentry where the kernel supports it, else kprobe, else tracepoint "
               "(the stable tracepoints only: fewer layers, docs/recorder.md).")
+@click.option("--raw-tracepoints", is_flag=True, help="With tracepoints: raw ones only, even "
+              "where the kernel loads BTF-typed ones (which read kernel fields more cheaply).")
 @click.option("--probes", default="packets", show_default=True,
               help="Probe groups, comma-separated: packets, flows.")
 @click.option("--ring-mb", type=int, default=16, show_default=True,
@@ -81,9 +83,9 @@ def _groups(spec: str) -> tuple[str, ...]:
 @click.option("--print-bpf", is_flag=True, help="Print the BPF program and its -D constants, "
               "then exit.")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
-def command(output, duration, host_name, netns, ports, addrs, cgroup, sample, attach, probes,
-            ring_mb, flow_interval, flow_sample, quiet, force, check, as_json, print_bpf,
-            command):
+def command(output, duration, host_name, netns, ports, addrs, cgroup, sample, attach,
+            raw_tracepoints, probes, ring_mb, flow_interval, flow_sample, quiet, force, check,
+            as_json, print_bpf, command):
     """Record packet events at every TCP/IP layer on this host (as root).
 
     Runs until Ctrl-C (or SIGTERM), --duration S, or COMMAND exits:
@@ -111,7 +113,8 @@ def command(output, duration, host_name, netns, ports, addrs, cgroup, sample, at
                          netns=tuple(netns), ports=_ports(ports), addrs=_addrs(addrs),
                          cgroup=cgroup, sample=sample, attach=attach, groups=groups,
                          ring_mb=ring_mb, quiet=quiet, force=force, command=tuple(command),
-                         flow_interval=flow_interval, flow_sample=flow_sample)
+                         flow_interval=flow_interval, flow_sample=flow_sample,
+                         raw_tracepoints=raw_tracepoints)
     if print_bpf:
         show_bpf(opts)
         return

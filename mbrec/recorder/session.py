@@ -78,6 +78,7 @@ class RecordOptions:
     command: tuple[str, ...] = ()
     flow_interval: float = 1.0  # flows group: periodic snapshot of every live flow
     flow_sample: int = 1        # flows group: per-ACK snapshot every N ACKs (0 = none)
+    raw_tracepoints: bool = False  # never BTF-typed tracepoints (recorder/tp_btf.py)
     options_extra: dict = field(default_factory=dict)
 
 
@@ -363,7 +364,7 @@ def record(opts: RecordOptions) -> int:
     chain = attach_chain(opts, bcc)
 
     # tracepoints BTF-typed where the kernel loads them (cheaper reads), else raw
-    typed_tracepoints = offsets is not None
+    typed_tracepoints = offsets is not None and not opts.raw_tracepoints
 
     def configure(attach, resolved):
         flows = flow_group(opts, attach)
@@ -556,9 +557,11 @@ def print_bpf(opts: RecordOptions) -> None:
         else:
             resolved, attach = plan(opts, fentry_supported=opts.attach != "kprobe")
         flows = flow_group(opts, attach)
+        offsets = read_offsets()
         cfg = ProgramConfig(tuple(resolved), attach, filters, ring_bytes=opts.ring_mb << 20,
-                            offsets=read_offsets(),
-                            flow_cflags=tuple(flows.cflags) if flows else ())
+                            offsets=offsets, flow_cflags=tuple(flows.cflags) if flows else (),
+                            tp_btf=attach == "tracepoint" and offsets is not None
+                            and not opts.raw_tracepoints)
         print("// cflags: " + " ".join(cflags(cfg)))
     except MbrecError as e:
         print(f"// cflags unknown here: {e}")
