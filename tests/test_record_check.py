@@ -47,6 +47,8 @@ def test_tracepoint_mode_on_this_kernel_names_each_tracepoint():
     if tp["usable"]:
         assert tp["probes"]["dev_hard_start_xmit"] == "net:net_dev_start_xmit"
         assert all(":" in v for v in tp["probes"].values())
+        # this kernel has BTF and takes BTF-typed tracepoints (tests/test_tp_btf.py)
+        assert "BTF-typed ones load too" in tp["detail"], tp["detail"]
 
 
 def test_without_root_it_resolves_but_does_not_attach_and_fails():

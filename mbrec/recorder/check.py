@@ -22,7 +22,8 @@ PRIVILEGES = ("root (or CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN): loading BPF pro
               "attaching probes, reading /proc/kallsyms and tracefs")
 # one function per program type: BCC loads a function once, with the type of its first use
 EMPTY_PROGRAM = ("int mbrec_check_kprobe(void *ctx) { return 0; }\n"
-                 "int mbrec_check_raw_tp(void *ctx) { return 0; }\n")
+                 "int mbrec_check_raw_tp(void *ctx) { return 0; }\n"
+                 "int mbrec_check_tp_btf(unsigned long long *ctx) { return 0; }\n")
 
 
 @dataclass
@@ -219,10 +220,30 @@ def _attach_modes(kf, bcc) -> list[AttachMode]:
                                      f"failed: {error}")
             else:
                 tracepoint.detail = (f"an empty program attached to the raw tracepoint {tp}; "
-                                     "layers without a tracepoint are absent")
+                                     f"{_typed_tracepoints(b, tp)}; layers without a "
+                                     "tracepoint are absent")
     finally:
         b.cleanup()
     return [fentry, kprobe, tracepoint]
+
+
+def _typed_tracepoints(b, tp: str) -> str:
+    """Whether the packet programs can be BTF-typed tracepoints here (recorder/tp_btf.py), as
+    mbrec record loads them: an empty one loaded against tp's BTF type and attached."""
+    import os
+
+    from mbrec.recorder import tp_btf
+    from mbrec.recorder.btf import read_btf
+    btf = read_btf()
+    if btf is None:
+        return "raw tracepoints only (no BTF)"
+    try:
+        fd = tp_btf.load(b, "mbrec_check_tp_btf", tp, btf)
+        os.close(tp_btf.attach(fd))
+        os.close(fd)
+    except Exception as e:
+        return f"raw tracepoints only (a BTF-typed one was refused: {str(e)[:160]})"
+    return "BTF-typed ones load too (the packet programs use them)"
 
 
 def _tracepoints() -> AttachMode:
