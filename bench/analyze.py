@@ -8,7 +8,9 @@ The trace: mbrec.testing.clientserver's client/server scenario (TSO, GRO, coales
 delayed ACKs, retransmissions, reordering, missing hooks) replicated as `copies` x 4 concurrent
 connections, one file per host. Measured in one process, one core, same run:
   bare zstd   decompressing the same files' frames and nothing else (the read's limit)
-  read        read_trace of both files (zstd + msgpack + one copy into the event arrays)
+  read        read_trace of both files (zstd + msgpack + one copy into the event arrays), best
+              of the repeats in this process (its memory reused)
+  read, cold  the same in a fresh process, as `mbrec analyze` runs (its memory new: page faults)
   analyze     mbrec.analysis.run.analyze(cross_host=False): flows, packet tables, copies, L_APP,
               waits, flow metrics, statistics, report dict
   cross-host  clock alignment + L_NET (analysis.clock / analysis.network), reported apart
@@ -114,19 +116,23 @@ def peak_memory(paths: list[str], partitions: int = 1) -> dict:
         "open('/proc/self/clear_refs', 'w').write('5')\n"
         "base = status('VmRSS:')\n"
         "c0 = time.process_time()\n"
+        "read_cpu = None\n"
         "if parts == 0:\n"
         "    a = analyze_files(paths, Plan())\n"
         "elif parts > 1:\n"
         "    a = analyze_files(paths, Plan(partitions=parts))\n"
         "else:\n"
-        "    a = analyze([read_trace(p) for p in paths], cross_host=False)\n"
+        "    traces = [read_trace(p) for p in paths]\n"
+        "    read_cpu = time.process_time() - c0\n"
+        "    a = analyze(traces, cross_host=False)\n"
         "cpu = time.process_time() - c0\n"
         "peak = status('VmHWM:')\n"
         "raw = sum(n * SCHEMA_BY_NAME[k].dtype.itemsize for i in a.report['inputs']"
         " for k, n in i['events'].items())\n"
         "events = sum(n for i in a.report['inputs'] for n in i['events'].values())\n"
         "print(json.dumps({'raw_bytes': raw, 'baseline_kb': base, 'peak_kb': peak,"
-        " 'cpu_s': round(cpu, 3), 'events': events, 'planned_partitions': a.partitions}))\n")
+        " 'cpu_s': round(cpu, 3), 'events': events, 'planned_partitions': a.partitions,"
+        " 'read_cpu_s': round(read_cpu, 3) if parts == 1 else None}))\n")
     r = subprocess.run([sys.executable, "-c", code, str(partitions), *paths],
                        capture_output=True, text=True, check=True)
     m = json.loads(r.stdout)
@@ -216,6 +222,9 @@ def main():
     print(f"bare zstd   {cpu_zstd:7.2f} s cpu  ({n_events / cpu_zstd / 1e6:.2f} M events/s)")
     print(f"read        {cpu_read:7.2f} s cpu  ({n_events / cpu_read / 1e6:.2f} M events/s, "
           f"{cpu_zstd / cpu_read:.0%} of bare zstd's speed)")
+    cold = mem["read_cpu_s"]
+    print(f"read, cold  {cold:7.2f} s cpu  (in a fresh process, as `mbrec analyze` reads: "
+          f"its arrays' memory is new to it)")
     print(f"analyze     {cpu_an:7.2f} s cpu  ({n_events / cpu_an / 1e6:.2f} M events/s)")
     print(f"end to end  {cpu_total:7.2f} s cpu  ({n_events / cpu_total / 1e6:.2f} M events/s)")
     print(f"as planned  {cpu_plan:7.2f} s cpu  ({n_events / cpu_plan / 1e6:.2f} M events/s; read and "
