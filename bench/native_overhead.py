@@ -1,13 +1,15 @@
 """Recording overhead on this machine's real CPUs, every mode side by side in one run (root):
 
     python3 bench/native_overhead.py -o OUT [--requests N] [--rounds R] [--iperf-seconds T]
+                                     [--hosts a,b] [--modes none,empty,mbrec,...]
     python3 bench/overhead_report.py OUT/overhead.jsonl
 
 The native testbed (mbrec/lab/native.py: hosts a and b as network namespaces behind a router
 namespace, veth pairs, this kernel): apache2 and iperf3 on b, ab -k -c 10 and iperf3 from a, no
 injected delay. Modes, one recorder per host (a and b, --netns): none (no recorder), mbrec
 (`mbrec record --attach tracepoint --probes packets,flows`: BTF-typed tracepoints where the
-kernel loads them), raw (the same with --raw-tracepoints), packets (mbrec, packet probes only)
+kernel loads them), empty (bench/empty_tracepoints.py: an empty program on every tracepoint
+mbrec attaches, the floor of any recorder on them), raw (the same with --raw-tracepoints), packets (mbrec, packet probes only)
 and baseline (bench/microbpf_baseline.py --attach tracepoint: the packet tracepoints, one
 perf-buffer wake-up and Python callback per event). Each round runs every mode once, in an
 order rotated every round (as bench/overhead.sh does in the lab), so drift and the other users
@@ -36,7 +38,8 @@ from mbrec.lab.native import Testbed
 
 BENCH = os.path.dirname(os.path.abspath(__file__))
 HZ = os.sysconf("SC_CLK_TCK")
-MODES = ("none", "mbrec", "raw", "packets", "baseline")
+MODES = ("none", "empty", "mbrec", "raw", "packets", "baseline")
+SCRIPTS = {"baseline": "microbpf_baseline.py", "empty": "empty_tracepoints.py"}  # not mbrec
 RECORD_ARGS = {"mbrec": ["--attach", "tracepoint", "--probes", "packets,flows"],
                "raw": ["--attach", "tracepoint", "--probes", "packets,flows", "--raw-tracepoints"],
                "packets": ["--attach", "tracepoint", "--probes", "packets"]}
@@ -87,10 +90,10 @@ class Recorders:
     def start(self):
         for h in self.hosts:
             self.logs[h] = os.path.join(self.out, f"rec-{self.mode}-{h}.log")
-            if self.mode == "baseline":
-                argv = [sys.executable, os.path.join(BENCH, "microbpf_baseline.py"), "-o",
-                        os.path.join(self.out, f"base-{h}.txt"), "--netns", self.tb.ns(h),
-                        "--attach", "tracepoint"]
+            if self.mode in SCRIPTS:
+                argv = [sys.executable, os.path.join(BENCH, SCRIPTS[self.mode]), "-o",
+                        os.path.join(self.out, f"base-{h}.txt"), "--netns", self.tb.ns(h)]
+                argv += ["--attach", "tracepoint"] if self.mode == "baseline" else []
             else:
                 argv = [sys.executable, "-m", "mbrec", "record", "-o",
                         os.path.join(self.out, f"rec-{h}.mbrec"), "--force", "--quiet",
@@ -123,7 +126,7 @@ class Recorders:
             cpu = ru.ru_utime + ru.ru_stime - self.cpu0[h]
             rec = {"cpu_s": round(cpu, 3), "bpf_run_ns": run_ns, "bpf_runs": runs,
                    "rss_kb": rss, "exit": p.returncode}
-            if self.mode == "baseline":
+            if self.mode in SCRIPTS:
                 d = json.loads(open(self.logs[h]).read().strip().splitlines()[-1])
                 path = os.path.join(self.out, f"base-{h}.txt")
                 rec.update(events=d["events"], lost=d["lost"], file_bytes=os.path.getsize(path))
@@ -178,8 +181,14 @@ def main():
     ap.add_argument("--iperf-seconds", type=float, default=3)
     ap.add_argument("--hosts", default="a,b",
                     help="the hosts recorded (b alone: one recorder, as on one real host)")
+    ap.add_argument("--modes", default=",".join(MODES),
+                    help=f"the modes run, comma-separated (none is always run): {', '.join(MODES)}")
     args = ap.parse_args()
     hosts = tuple(h for h in args.hosts.split(",") if h)
+    modes = tuple(m for m in MODES if m == "none" or m in args.modes.split(","))
+    unknown = set(args.modes.split(",")) - set(MODES)
+    if unknown:
+        raise SystemExit(f"native_overhead: unknown modes {', '.join(sorted(unknown))}")
     os.makedirs(args.out, exist_ok=True)
     path = os.path.join(args.out, "overhead.jsonl")
     stats_before = open(STATS_SYSCTL).read().strip()
@@ -194,7 +203,7 @@ def main():
     open(path, "w").close()
     emit({"machine": os.uname().release, "cpus": os.cpu_count(), "loadavg_start": loadavg(),
           "requests": args.requests, "rounds": args.rounds, "iperf_seconds": args.iperf_seconds,
-          "recorded_hosts": list(hosts)})
+          "recorded_hosts": list(hosts), "modes": list(modes)})
     try:
         with Testbed() as tb:
             tb.start_apache("b")
@@ -205,7 +214,7 @@ def main():
                 stats = rnd == args.rounds  # the last round: BPF run time
                 with open(STATS_SYSCTL, "w") as f:
                     f.write("1" if stats else "0")
-                order = MODES[rnd % len(MODES):] + MODES[:rnd % len(MODES)]
+                order = modes[rnd % len(modes):] + modes[:rnd % len(modes)]
                 for mode in order:
                     recs = None
                     if mode != "none":
