@@ -3,9 +3,9 @@ so the program reads kernel struct fields with plain loads, which the verifier c
 BTF, instead of one bpf_probe_read_kernel() call per read as a raw tracepoint program must.
 
 Measured on this project's development kernel (bench/tracepoint_kinds.py): four field reads on
-net:net_dev_start_xmit cost about 120 ns per run through the helper and a few ns as loads.
-Kernels that refuse fentry may still load these (they attach like raw tracepoints, without a
-trampoline).
+net:net_dev_start_xmit take a run from 65-69 ns as loads (about 60 of them the timing's own) to
+169-188 ns through the helper. Kernels that refuse fentry may still load these (they attach
+like raw tracepoints, without a trampoline): ours does, and Debian's 6.1 to 7.2 do.
 
 BCC (0.26) loads tracing programs only by a name prefix that fixes their attach type (kfunc__,
 kretfunc__, lsm__, bpf_iter__), none of them this one, so a program is compiled by BCC and its
