@@ -102,7 +102,7 @@ def test_every_loss_has_a_cause(run):
         events = sum(len(r) for r in t.events.values())
         # counted, and rare: 7.2 skips more nested fentry runs than 6.1, and how often a softirq
         # hits a kprobe while another runs depends on the emulated CPU's timing (trixie's kprobe
-        # run: 1.4 % in docs/kernel-matrix.md, 5.2 % once in a loaded CI run): a bound that only
+        # run: 1.4 % in docs/kernel-matrix.md, 5.2 % in one CI run): a bound that only
         # a recorder losing events wholesale exceeds
         assert sum(t.lost.values()) <= 0.10 * events, (host, t.lost)
 
