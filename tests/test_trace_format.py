@@ -167,6 +167,38 @@ def test_corrupt_middle_frame_is_skipped_and_reported(many_frames):
         assert (np.diff(g["ts_ns"].astype(np.int64)) > 0).all()
 
 
+@pytest.mark.parametrize("reuse", [False, True])
+def test_an_interrupt_mid_frame_propagates_as_itself(many_frames, reuse):
+    """Ctrl-C while a frame decompresses: the mapped file is closed on the way out, which fails
+    (BufferError, an "internal error") if anything still points into it."""
+    import zstandard
+
+    path, _ = many_frames
+
+    class Interrupting:  # zstd's decompressor, interrupted on the fourth frame
+        def __init__(self):
+            self.real, self.frames = zstandard.ZstdDecompressor(), 0
+
+        def _count(self):
+            self.frames += 1
+            if self.frames == 4:
+                raise KeyboardInterrupt
+
+        def decompress(self, frame):
+            self._count()
+            return self.real.decompress(frame)
+
+        def stream_reader(self, frame):
+            self._count()
+            return self.real.stream_reader(frame)
+
+    reader = TraceReader(path, reuse_frame_buffer=reuse)
+    reader._dctx = Interrupting()
+    with pytest.raises(KeyboardInterrupt):
+        for _ in reader.objects():
+            pass
+
+
 def test_content_bound_is_the_frames_decompressed_size(many_frames):
     """read_trace sizes its arrays from the frame headers: their content sizes add up to what
     decompression gives, and a file with bytes that are not frames has no bound."""

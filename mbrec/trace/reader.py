@@ -513,16 +513,18 @@ class TraceReader:
                              "mbrec writes")
         bound = size + (size >> 7) + 1024  # above ZSTD_compressBound(size) + frame overhead
         used = _frame_length(data, pos, min(bound, len(data) - pos))
+        # Frames are passed on as bytes, not views of the mapped file: a view still alive when
+        # an exception (Ctrl-C) unwinds would make the file's close fail (BufferError)
         if used > 0:  # in one call: a quarter faster than the streaming decompressor
             try:
-                payload = self._decompress_whole(memoryview(data)[pos:pos + used], size)
+                payload = self._decompress_whole(data[pos:pos + used], size)
             except zstandard.ZstdError:
                 payload = None
             if payload is not None:
                 return payload, used, None
         dobj = self._dctx.decompressobj(write_size=max(size, 1))
         try:
-            payload = dobj.decompress(memoryview(data)[pos:pos + bound])
+            payload = dobj.decompress(data[pos:pos + bound])
         except zstandard.ZstdError as e:
             return None, 0, str(e)
         if not dobj.eof:
@@ -532,7 +534,7 @@ class TraceReader:
             return None, 0, "content size mismatch"
         return payload, min(bound, len(data) - pos) - len(dobj.unused_data), None
 
-    def _decompress_whole(self, frame: memoryview, size: int):
+    def _decompress_whole(self, frame: bytes, size: int):
         """The content of one whole frame, or None if it is not `size` bytes. Into a bytes
         object of its own, or, where the caller copies each frame's records before it reads on,
         into the reader's one buffer: a fresh buffer per frame costs a page fault per 4 KiB, up
