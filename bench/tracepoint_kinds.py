@@ -29,6 +29,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from mbrec.recorder import tp_btf
 from mbrec.recorder.btf import read_btf, field_offsets
 from mbrec.recorder.environment import check_headers, import_bcc
+from mbrec.recorder.progstats import prog_counters
 
 STATS_SYSCTL = "/proc/sys/kernel/bpf_stats_enabled"
 PAYLOAD = 64
@@ -76,12 +77,6 @@ int btf_xmit(u64 *ctx)
 """
 
 
-def program_counters(fd: int) -> tuple[int, int]:
-    info = dict(line.split(":\t", 1) for line in open(f"/proc/self/fdinfo/{fd}").read()
-                .splitlines() if ":\t" in line)
-    return int(info.get("run_time_ns", 0)), int(info.get("run_cnt", 0))
-
-
 def send_datagrams(n: int) -> None:
     rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     rx.bind(("127.0.0.1", 0))
@@ -124,7 +119,7 @@ def main() -> None:
         for r in range(args.rounds):
             for kind in (["raw_tp", "tp_btf"] if r % 2 == 0 else ["tp_btf", "raw_tp"]):
                 fd = raw_fd if kind == "raw_tp" else btf_fd
-                t0, n0 = program_counters(fd)
+                before = prog_counters(fd)
                 if kind == "raw_tp":
                     bpf.attach_raw_tracepoint(tp="net_dev_start_xmit", fn_name="raw_xmit")
                 else:
@@ -134,9 +129,10 @@ def main() -> None:
                     bpf.detach_raw_tracepoint(tp="net_dev_start_xmit")
                 else:
                     os.close(link)
-                t1, n1 = program_counters(fd)
-                per_run[kind].append((t1 - t0) / max(n1 - n0, 1))
-                print(f"round {r} {kind:7s} {n1 - n0:8d} runs {per_run[kind][-1]:7.1f} ns per run",
+                after = prog_counters(fd)
+                runs = after["run_cnt"] - before["run_cnt"]
+                per_run[kind].append((after["run_time_ns"] - before["run_time_ns"]) / max(runs, 1))
+                print(f"round {r} {kind:7s} {runs:8d} runs {per_run[kind][-1]:7.1f} ns per run",
                       flush=True)
     finally:
         open(STATS_SYSCTL, "w").write(was)

@@ -230,8 +230,6 @@ def _attach_modes(kf, bcc) -> list[AttachMode]:
 def _typed_tracepoints(b, tp: str) -> str:
     """Whether the packet programs can be BTF-typed tracepoints here (recorder/tp_btf.py), as
     mbrec record loads them: an empty one loaded against tp's BTF type and attached."""
-    import os
-
     from mbrec.recorder import tp_btf
     from mbrec.recorder.btf import read_btf
     btf = read_btf()

@@ -28,8 +28,8 @@ ATTACH_KINDS = {"fentry": 1, "kprobe": 2, "tracepoint": 3}
 # The packet tracepoint programs that read the skb through mbrec_tp_packet's view: with
 # ProgramConfig.tp_btf they are loaded as BTF-typed tracepoints (mbrec/recorder/tp_btf.py,
 # plain loads); the other tracepoint programs stay raw tracepoints.
-TP_BTF_PROGRAMS = frozenset(f"mbrec_tp_{probe}" for probe in (
-    "dev_queue_xmit", "qdisc_dequeue", "dev_hard_start_xmit", "eth_type_trans", "ip_rcv"))
+TP_BTF_PROBES = frozenset({"dev_queue_xmit", "qdisc_dequeue", "dev_hard_start_xmit",
+                           "eth_type_trans", "ip_rcv"})
 
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
@@ -56,7 +56,7 @@ class ProgramConfig:
     offsets: dict | None = None
     flow_cflags: tuple[str, ...] = ()  # from recorder/flows.py FlowGroup.cflags
     extra_cflags: tuple[str, ...] = ()  # e.g. -DMBREC_PERF_BASELINE (bench/ only)
-    tp_btf: bool = False  # tracepoint mode: TP_BTF_PROGRAMS as BTF-typed tracepoints
+    tp_btf: bool = False  # tracepoint mode: TP_BTF_PROBES as BTF-typed tracepoints
 
 
 def source_dir() -> str:
@@ -139,7 +139,7 @@ def cflags(cfg: ProgramConfig) -> list[str]:
         for name in spans:
             off, length = field_span(cfg.offsets, name + "_")
             flags += [f"-DMBREC_{name}_SPAN_OFF={off}", f"-DMBREC_{name}_SPAN_LEN={length}"]
-        if cfg.attach == "tracepoint" and cfg.tp_btf:
+        if typed_probes(cfg):
             flags.append("-DMBREC_TP_BTF=1")
     flags.extend(cfg.flow_cflags)  # includes -DMBREC_FLOWS when the flows group is on
     flags.extend(filter_macros(cfg.filters))
@@ -147,12 +147,22 @@ def cflags(cfg: ProgramConfig) -> list[str]:
     return flags
 
 
+def tracepoint_program(probe: str) -> str:
+    """The BPF function bpf/mbrec.bpf.c defines for a probe's tracepoint."""
+    return f"mbrec_tp_{probe}"
+
+
+def typed_probes(cfg: ProgramConfig) -> frozenset[str]:
+    """The probes whose programs load as BTF-typed tracepoints in this configuration."""
+    return TP_BTF_PROBES if cfg.attach == "tracepoint" and cfg.tp_btf else frozenset()
+
+
 def tracepoint_attachments(cfg: ProgramConfig) -> list[tuple[str, str]]:
     """(tracepoint event, BPF function name) pairs to attach as tracepoints (raw, or BTF-typed
-    for TP_BTF_PROGRAMS with cfg.tp_btf)."""
+    for typed_probes(cfg))."""
     if cfg.attach != "tracepoint":
         return []
-    return [(tp.split(":")[1], f"mbrec_tp_{r.spec.name}")
+    return [(tp.split(":")[1], tracepoint_program(r.spec.name))
             for r in cfg.resolved for tp in r.functions]
 
 

@@ -19,9 +19,9 @@ from mbrec.recorder import tp_btf
 from mbrec.recorder.btf import read_btf, read_offsets
 from mbrec.recorder.probes import (GROUPS, PACKET_PROBES, TRACEPOINT_PROBES, choose_attach, header_probes,
                                    resolve_all, resolve_tracepoints)
-from mbrec.recorder.program import (RINGS, TP_BTF_PROGRAMS, Filters, ProgramConfig, cflags,
-                                    kprobe_attachments, ring_pages, source_path, source_text,
-                                    tracepoint_attachments)
+from mbrec.recorder.program import (RINGS, Filters, ProgramConfig, cflags, kprobe_attachments,
+                                    ring_pages, source_path, source_text,
+                                    tracepoint_attachments, tracepoint_program, typed_probes)
 from mbrec.recorder.tp_btf import TpBtfError
 from mbrec.recorder.kprobes import TracefsKprobes, kprobe_losses
 from mbrec.recorder.progstats import missed_by_probe, program_probes, prog_counters
@@ -175,6 +175,12 @@ def flow_group(opts: RecordOptions, attach: str):
                                 opts.flow_sample, pages)
 
 
+def wants_typed_tracepoints(opts: RecordOptions, offsets: dict | None) -> bool:
+    """Tracepoints BTF-typed (cheaper reads) unless the kernel has no BTF or the user asks for
+    raw ones; a kernel that refuses them still gets raw ones (record)."""
+    return offsets is not None and not opts.raw_tracepoints
+
+
 class TpBtfRefused(MbrecError):
     """The kernel refused a BTF-typed tracepoint program: record with raw tracepoints."""
 
@@ -198,10 +204,11 @@ def load(bcc, cfg: ProgramConfig, flows=None):
         b = bcc.BPF(text=flows.source(source_text()).encode(), cflags=cflags(cfg))
     else:
         b = bcc.BPF(src_file=source_path().encode(), cflags=cflags(cfg))
-    btf = read_btf() if cfg.tp_btf else None
+    typed = {tracepoint_program(p) for p in typed_probes(cfg)}
+    btf = read_btf() if typed else None
     for tp, bpf_fn in tracepoint_attachments(cfg):
         try:
-            if btf is not None and bpf_fn in TP_BTF_PROGRAMS:
+            if btf is not None and bpf_fn in typed:
                 attach_tp_btf(bcc, b, tp, bpf_fn, btf)
             else:
                 b.attach_raw_tracepoint(tp=tp.encode(), fn_name=bpf_fn.encode())
@@ -363,8 +370,7 @@ def record(opts: RecordOptions) -> int:
                          f"its own: apt-get install linux-headers-{os.uname().release}")
     chain = attach_chain(opts, bcc)
 
-    # tracepoints BTF-typed where the kernel loads them (cheaper reads), else raw
-    typed_tracepoints = offsets is not None and not opts.raw_tracepoints
+    typed_tracepoints = wants_typed_tracepoints(opts, offsets)
 
     def configure(attach, resolved):
         flows = flow_group(opts, attach)
@@ -396,9 +402,7 @@ def record(opts: RecordOptions) -> int:
             say(f"{attach} failed ({str(e).strip()[:160]}); falling back to "
                 + (FALLBACK_NOTE if chain[0][0] == "tracepoint" else chain[0][0]))
     compile_s = time.monotonic() - t0
-    typed = frozenset(r.spec.name for r in resolved
-                      if cfg.tp_btf and f"mbrec_tp_{r.spec.name}" in TP_BTF_PROGRAMS)
-    probes = header_probes(resolved, attach, typed)
+    probes = header_probes(resolved, attach, typed_probes(cfg))
     rings = dict(RINGS)
     probe_ids = {r.spec.probe_id for r in resolved}
     if flows is not None:
@@ -560,8 +564,7 @@ def print_bpf(opts: RecordOptions) -> None:
         offsets = read_offsets()
         cfg = ProgramConfig(tuple(resolved), attach, filters, ring_bytes=opts.ring_mb << 20,
                             offsets=offsets, flow_cflags=tuple(flows.cflags) if flows else (),
-                            tp_btf=attach == "tracepoint" and offsets is not None
-                            and not opts.raw_tracepoints)
+                            tp_btf=attach == "tracepoint" and wants_typed_tracepoints(opts, offsets))
         print("// cflags: " + " ".join(cflags(cfg)))
     except MbrecError as e:
         print(f"// cflags unknown here: {e}")
