@@ -53,6 +53,47 @@ BPF_RINGBUF_OUTPUT(mbrec_sock_ring, MBREC_FLOW_RING_PAGES);
 /* A tcp_sock field at its BTF offset. */
 #define TPR(dst, sk, f) RDO(dst, sk, MBREC_OFF_TP_##f)
 
+/*
+ * The hooks' reads. Loaded as BTF-typed tracepoints (MBREC_TP_BTF: every hook of a tracepoint
+ * recording), a hook's sk is typed by BTF and its fields are plain loads (TPF); the tcp_sock
+ * fields past struct sock only through the socket as bpf_skc_to_tcp_sock() returns it, which is
+ * NULL for any other socket. Otherwise TPF is the helper and the socket is used as it is. The
+ * on-demand tick program is never typed (its socket is a number kept in the flow's state): the
+ * snapshot takes `typed` as a constant, so each program keeps one of its two ways to read.
+ */
+#if MBREC_TP_BTF
+#define MBREC_FLOW_TYPED 1
+#define MBREC_TCP_SOCK(sk) ((struct sock *)bpf_skc_to_tcp_sock(sk))
+#else
+#define MBREC_FLOW_TYPED 0
+#define MBREC_TCP_SOCK(sk) (sk)
+#endif
+#define TPT(dst, tp, f) TPF(dst, tp, MBREC_OFF_TP_##f)
+
+/* The socket's id (mbrec_sock_id) and netns (mbrec_netns_of_sk) as the hooks read them. */
+static __always_inline u64 mbrec_flow_sock_id(struct sock *sk)
+{
+	if (!sk)
+		return 0;
+#if MBREC_SOCK_COOKIE
+	u64 cookie = 0;
+	TPF(cookie, sk, MBREC_OFF_SK_COOKIE);
+	return cookie;
+#else
+	return (u64)sk;
+#endif
+}
+
+static __always_inline u32 mbrec_flow_netns(struct sock *sk)
+{
+	struct net *net = NULL;
+	u32 inum = 0;
+	TPF(net, sk, MBREC_OFF_SK_NET);
+	if (net)
+		TPF(inum, net, MBREC_OFF_NET_INUM);
+	return inum;
+}
+
 /* Socket identity, read once per flow. */
 struct mbrec_flow_id {
 	u64 cookie;
@@ -169,7 +210,7 @@ mbrec_flow_get(struct sock *sk, u64 cookie, struct mbrec_flow_id *id, u32 probe)
 		*id = st->id;
 		return st;
 	}
-	u32 netns = mbrec_netns_of_sk(sk);
+	u32 netns = mbrec_flow_netns(sk);
 	if (!(MBREC_NETNS_OK(netns)))
 		return NULL;
 	if (!mbrec_flow_read_id(sk, cookie, id, probe))
@@ -268,14 +309,32 @@ BPF_PERCPU_ARRAY(mbrec_tp_span_buf, struct mbrec_tp_span, MBREC_PROBE_MAX);
 #define SPR(dst, span, f) \
 	__builtin_memcpy(&(dst), (span)->b + SPR_AT(MBREC_OFF_TP_##f), sizeof(dst))
 
+/* typed: sk is a BTF-typed hook argument; the fields are loads from it as a tcp_sock (see
+ * MBREC_FLOW_TYPED), not a copy of the span. */
+#define SNAP(dst, f) do {				\
+		if (typed)				\
+			TPT(dst, tp, f);		\
+		else					\
+			SPR(dst, span, f);		\
+	} while (0)
+
 static __always_inline void mbrec_flow_snapshot(struct sock *sk, struct mbrec_flow_id *id,
-						struct mbrec_flow_state *st, u8 reason, u8 probe)
+						struct mbrec_flow_state *st, u8 reason, u8 probe,
+						int typed)
 {
-	u32 slot = probe;
-	struct mbrec_tp_span *span = mbrec_tp_span_buf.lookup(&slot);
-	if (!span || bpf_probe_read_kernel(span->b, MBREC_TP_SPAN_LEN,
-					   (char *)sk + MBREC_TP_SPAN_OFF))
-		return;
+	struct mbrec_tp_span *span = NULL;
+	struct sock *tp = NULL;
+	if (typed) {
+		tp = MBREC_TCP_SOCK(sk);
+		if (!tp)
+			return;
+	} else {
+		u32 slot = probe;
+		span = mbrec_tp_span_buf.lookup(&slot);
+		if (!span || bpf_probe_read_kernel(span->b, MBREC_TP_SPAN_LEN,
+						   (char *)sk + MBREC_TP_SPAN_OFF))
+			return;
+	}
 	struct mbrec_flow_event *ev = mbrec_flow_ring.ringbuf_reserve(sizeof(struct mbrec_flow_event));
 	if (mbrec_flow_lost(ev, probe))
 		return;
@@ -293,35 +352,38 @@ static __always_inline void mbrec_flow_snapshot(struct sock *sk, struct mbrec_fl
 	ev->timeouts_backoff = st->timeouts_backoff;
 	ev->flags = st->flags;
 	/* what the kernel keeps */
-	SPR(ev->bytes_sent, span, BYTES_SENT);
-	SPR(ev->bytes_acked, span, BYTES_ACKED);
-	SPR(ev->bytes_received, span, BYTES_RECEIVED);
-	SPR(ev->bytes_retrans, span, BYTES_RETRANS);
-	SPR(ev->snd_cwnd, span, SND_CWND);
-	SPR(ev->snd_ssthresh, span, SND_SSTHRESH);
-	SPR(ev->snd_wnd, span, SND_WND);
-	SPR(ev->rcv_wnd, span, RCV_WND);
-	SPR(ev->mss_cache, span, MSS_CACHE);
-	SPR(ev->packets_out, span, PACKETS_OUT);
-	SPR(ev->sacked_out, span, SACKED_OUT);
-	SPR(ev->lost_out, span, LOST_OUT);
-	SPR(ev->retrans_out, span, RETRANS_OUT);
-	SPR(ev->total_retrans, span, TOTAL_RETRANS);
-	SPR(ev->snd_una, span, SND_UNA);
-	SPR(ev->snd_nxt, span, SND_NXT);
-	SPR(ev->write_seq, span, WRITE_SEQ);
-	SPR(ev->rcv_nxt, span, RCV_NXT);
-	SPR(ev->copied_seq, span, COPIED_SEQ);
+	SNAP(ev->bytes_sent, BYTES_SENT);
+	SNAP(ev->bytes_acked, BYTES_ACKED);
+	SNAP(ev->bytes_received, BYTES_RECEIVED);
+	SNAP(ev->bytes_retrans, BYTES_RETRANS);
+	SNAP(ev->snd_cwnd, SND_CWND);
+	SNAP(ev->snd_ssthresh, SND_SSTHRESH);
+	SNAP(ev->snd_wnd, SND_WND);
+	SNAP(ev->rcv_wnd, RCV_WND);
+	SNAP(ev->mss_cache, MSS_CACHE);
+	SNAP(ev->packets_out, PACKETS_OUT);
+	SNAP(ev->sacked_out, SACKED_OUT);
+	SNAP(ev->lost_out, LOST_OUT);
+	SNAP(ev->retrans_out, RETRANS_OUT);
+	SNAP(ev->total_retrans, TOTAL_RETRANS);
+	SNAP(ev->snd_una, SND_UNA);
+	SNAP(ev->snd_nxt, SND_NXT);
+	SNAP(ev->write_seq, WRITE_SEQ);
+	SNAP(ev->rcv_nxt, RCV_NXT);
+	SNAP(ev->copied_seq, COPIED_SEQ);
 	/* rtt_min is a struct minmax: s[0].v, the current minimum, is its second u32 */
-	__builtin_memcpy(&ev->min_rtt_us, span->b + SPR_AT(MBREC_OFF_TP_RTT_MIN + 4), 4);
+	if (typed)
+		TPF(ev->min_rtt_us, tp, MBREC_OFF_TP_RTT_MIN + 4);
+	else
+		__builtin_memcpy(&ev->min_rtt_us, span->b + SPR_AT(MBREC_OFF_TP_RTT_MIN + 4), 4);
 	/* fields of other widths, and what derives from them */
 	u16 advmss = 0;
 	u32 srtt8 = 0, mdev4 = 0, rate_delivered = 0, rate_interval_us = 0;
-	SPR(advmss, span, ADVMSS);
-	SPR(srtt8, span, SRTT_US);
-	SPR(mdev4, span, MDEV_US);
-	SPR(rate_delivered, span, RATE_DELIVERED);
-	SPR(rate_interval_us, span, RATE_INTERVAL_US);
+	SNAP(advmss, ADVMSS);
+	SNAP(srtt8, SRTT_US);
+	SNAP(mdev4, MDEV_US);
+	SNAP(rate_delivered, RATE_DELIVERED);
+	SNAP(rate_interval_us, RATE_INTERVAL_US);
 	ev->advmss = advmss;
 	ev->srtt_us = srtt8 >> 3;       /* as tcp_info's tcpi_rtt */
 	ev->rttvar_us = mdev4 >> 2;     /* as tcp_info's tcpi_rttvar */
@@ -334,7 +396,10 @@ static __always_inline void mbrec_flow_snapshot(struct sock *sk, struct mbrec_fl
 	if (rate_interval_us)
 		ev->delivery_rate = (u64)rate_delivered * ev->mss_cache * 1000000ULL / rate_interval_us;
 	u8 state = 0;
-	RDO(state, sk, MBREC_OFF_SK_STATE);
+	if (typed)
+		TPF(state, sk, MBREC_OFF_SK_STATE);
+	else
+		RDO(state, sk, MBREC_OFF_SK_STATE);
 	ev->state = state;
 	ev->reason = reason;
 	mbrec_flow_ring.ringbuf_submit(ev, BPF_RB_NO_WAKEUP);
@@ -352,7 +417,7 @@ static __always_inline int mbrec_flow_on_ack(struct sock *sk, u64 cookie)
 	st->acks++;
 	if (MBREC_FLOW_SAMPLE == 0 || st->acks % (MBREC_FLOW_SAMPLE ? MBREC_FLOW_SAMPLE : 1))
 		return 0;
-	mbrec_flow_snapshot(sk, &id, st, MBREC_FLOW_ACK, MBREC_PROBE_TCP_ACK);
+	mbrec_flow_snapshot(sk, &id, st, MBREC_FLOW_ACK, MBREC_PROBE_TCP_ACK, MBREC_FLOW_TYPED);
 	return 0;
 }
 
@@ -372,7 +437,7 @@ static __always_inline int mbrec_flow_on_state(struct sock *sk, u64 cookie, int 
 		/* only the ESTABLISHED transition makes a state */
 		if (newstate != MBREC_TCP_ESTABLISHED)
 			return 0;
-		u32 netns = mbrec_netns_of_sk(sk);
+		u32 netns = mbrec_flow_netns(sk);
 		if (!(MBREC_NETNS_OK(netns)))
 			return 0;
 		if (!mbrec_flow_read_id(sk, cookie, &id, MBREC_PROBE_TCP_STATE))
@@ -388,7 +453,8 @@ static __always_inline int mbrec_flow_on_state(struct sock *sk, u64 cookie, int 
 	mbrec_flow_tcp_event(&id, MBREC_TCP_STATE, newstate, 0, 0, oldstate, newstate,
 			     MBREC_PROBE_TCP_STATE);
 	if (newstate == MBREC_TCP_CLOSE) {
-		mbrec_flow_snapshot(sk, &id, st, MBREC_FLOW_CLOSE, MBREC_PROBE_TCP_STATE);
+		mbrec_flow_snapshot(sk, &id, st, MBREC_FLOW_CLOSE, MBREC_PROBE_TCP_STATE,
+				    MBREC_FLOW_TYPED);
 		mbrec_flows.delete(&id.cookie);
 	}
 	return 0;
@@ -441,15 +507,18 @@ static __always_inline int mbrec_flow_on_io(struct sock *sk, u64 cookie, u8 kind
 	struct mbrec_flow_state *st = mbrec_flow_get(sk, cookie, &id, probe);
 	if (!st)
 		return 0;
+	struct sock *tp = MBREC_TCP_SOCK(sk);
+	if (!tp)
+		return 0;
 	u32 end = 0;
 	if (write) {
 		u32 snd_nxt = 0;
-		TPR(end, sk, WRITE_SEQ);
-		TPR(snd_nxt, sk, SND_NXT);
+		TPT(end, tp, WRITE_SEQ);
+		TPT(snd_nxt, tp, SND_NXT);
 		st->write_bytes += (u64)ret;
 		mbrec_flow_wqueue(st, end, snd_nxt);
 	} else {
-		TPR(end, sk, COPIED_SEQ);
+		TPT(end, tp, COPIED_SEQ);
 		st->read_bytes += (u64)ret;
 	}
 	mbrec_flow_sock_event(&id, kind, seq_start ? *seq_start : end - (u32)ret, end, (u32)ret,
@@ -464,7 +533,7 @@ static __always_inline int mbrec_flow_on_io(struct sock *sk, u64 cookie, u8 kind
 int mbrec_flow_tp_tcp_state(struct bpf_raw_tracepoint_args *ctx)
 {
 	struct sock *sk = (struct sock *)ctx->args[0];
-	return mbrec_flow_on_state(sk, mbrec_sock_id(sk), (int)ctx->args[1], (int)ctx->args[2]);
+	return mbrec_flow_on_state(sk, mbrec_flow_sock_id(sk), (int)ctx->args[1], (int)ctx->args[2]);
 }
 #endif
 
@@ -475,7 +544,7 @@ int mbrec_flow_tp_tcp_retransmit(struct bpf_raw_tracepoint_args *ctx)
 	struct sock *sk = (struct sock *)ctx->args[0];
 	struct sk_buff *skb = (struct sk_buff *)ctx->args[1];
 	struct mbrec_flow_id id;
-	if (!mbrec_flow_get(sk, mbrec_sock_id(sk), &id, MBREC_PROBE_TCP_RETRANSMIT))
+	if (!mbrec_flow_get(sk, mbrec_flow_sock_id(sk), &id, MBREC_PROBE_TCP_RETRANSMIT))
 		return 0;
 	char *cb = (char *)skb + MBREC_OFF_SKB_CB;
 	u32 seq = 0, end_seq = 0;
@@ -511,7 +580,7 @@ int mbrec_flow_tick(struct bpf_raw_tracepoint_args *ctx)
 		return 1;
 	}
 	struct mbrec_flow_id id = st->id;
-	mbrec_flow_snapshot(sk, &id, st, reason, MBREC_PROBE_FLOW_PERIODIC);
+	mbrec_flow_snapshot(sk, &id, st, reason, MBREC_PROBE_FLOW_PERIODIC, 0);
 	return 0;
 }
 

@@ -27,8 +27,9 @@
  *   MBREC_SAMPLE_BITS      keep 1/2^N packets by mbrec_sample_hash() (bpf/mbrec_hash.h).
  *   MBREC_RINGBUF_PAGES    ring size in pages (a power of two).
  *   MBREC_FLOWS            compile the flow programs (bpf/flows.bpf.c) as well.
- *   MBREC_TP_BTF           1: the packet tracepoint programs are loaded as BTF-typed
- *                          tracepoints and read the skb with plain loads (mbrec_skb_view).
+ *   MBREC_TP_BTF           1: the tracepoint programs that read kernel structs (the packet
+ *                          programs of mbrec_skb_view, the flow hooks) are loaded as BTF-typed
+ *                          tracepoints and read fields with plain loads (TPF).
  */
 #include <uapi/linux/ptrace.h>
 
@@ -170,6 +171,25 @@ struct mbrec_tcph {
 #endif
 #ifndef MBREC_TP_BTF
 #define MBREC_TP_BTF 0
+#endif
+
+/* A field read by a tracepoint program (the packet programs of mbrec_tp_packet and the flow
+ * programs' tracepoint hooks). Loaded as BTF-typed tracepoints (MBREC_TP_BTF,
+ * mbrec/recorder/tp_btf.py), their arguments and the struct pointers read from them are typed by
+ * BTF, so a field is one plain load that the verifier checks against BTF: no helper call. BCC
+ * turns the dereference of a pointer it traces back to the context (through assignments, calls
+ * and returns) into bpf_probe_read_kernel(); it cannot see through an asm register move, which
+ * the verifier follows, so the base is moved first. Pointers these loads return are for loads
+ * only: packet bytes and anything at a computed offset are still read with the helper. Raw
+ * tracepoints: the helper. */
+#if MBREC_TP_BTF
+#define TPF(dst, base, off) do {						\
+		u64 _addr;							\
+		asm volatile("%0 = %1" : "=r"(_addr) : "r"(base));		\
+		(dst) = *(typeof(dst) *)(_addr + (off));			\
+	} while (0)
+#else
+#define TPF(dst, base, off) RDO(dst, base, off)
 #endif
 
 /* Lost events per probe id, per CPU (summed by user space); shared by every probe group. */
@@ -863,14 +883,9 @@ static __always_inline struct mbrec_skb_span *mbrec_skb_span(struct sk_buff *skb
 }
 
 /* The packet tracepoint programs (mbrec_tp_packet) read the skb through a view: a copy of its
- * span, or, loaded as BTF-typed tracepoints (MBREC_TP_BTF, mbrec/recorder/tp_btf.py), the skb
- * itself. There the tracepoint's arguments and the struct pointers read from them are typed by
- * BTF, so a field is one plain load that the verifier checks against BTF: no helper call, no
- * span. (u64 arithmetic rather than a pointer dereference, which BCC would turn into
- * bpf_probe_read_kernel.) Pointers these loads return are for loads only: packet bytes and
- * anything at a computed offset are still read with the helper. */
+ * span, or, loaded as BTF-typed tracepoints (MBREC_TP_BTF), the skb itself, field by field
+ * with plain loads (TPF): no span. */
 #if MBREC_TP_BTF
-#define TPF(dst, base, off) ((dst) = *(typeof(dst) *)((u64)(base) + (off)))
 #define mbrec_skb_view sk_buff
 #define SKBV(dst, view, f) TPF(dst, view, MBREC_OFF_SKB_##f)
 static __always_inline struct sk_buff *mbrec_skb_view_of(struct sk_buff *skb, u32 probe)
@@ -878,7 +893,6 @@ static __always_inline struct sk_buff *mbrec_skb_view_of(struct sk_buff *skb, u3
 	return skb;
 }
 #else
-#define TPF(dst, base, off) RDO(dst, base, off)
 #define mbrec_skb_view mbrec_skb_span
 #define SKBV(dst, view, f) SKBF(dst, view, f)
 #define mbrec_skb_view_of mbrec_skb_span

@@ -109,10 +109,13 @@ def test_every_probe_is_a_tracepoint_and_the_header_says_so(run):
         kind = {p["name"]: p["attach"] for p in t.header["probes"]}
         assert set(kind.values()) == {"tp_btf", "raw_tracepoint", "test_run"}, host
         # this kernel has BTF and loads BTF-typed tracepoints: the packet programs that read
-        # the skb are those (mbrec_tp_packet), the others raw tracepoints
-        assert {n for n, k in kind.items() if k == "tp_btf"} == {
+        # the skb (mbrec_tp_packet) and every flow hook are those, the others raw tracepoints
+        flow_hooks = {p["name"] for p in t.header["probes"]
+                      if p.get("group") == "flows" and p["attach"] != "test_run"}
+        assert flow_hooks >= {"tcp_ack", "tcp_state", "tcp_sendmsg", "tcp_recvmsg"}, host
+        assert {n for n, k in kind.items() if k == "tp_btf"} == ({
             "dev_queue_xmit", "qdisc_dequeue", "dev_hard_start_xmit", "eth_type_trans",
-            "ip_rcv"} & set(kind), host
+            "ip_rcv"} & set(kind)) | flow_hooks, host
         assert kind["net_dev_xmit"] == kind["skb_copy_datagram_iter"] == "raw_tracepoint"
         tps = {p["function"] for p in t.header["probes"]
                if p["attach"] in ("raw_tracepoint", "tp_btf")}
@@ -306,3 +309,49 @@ def test_partitioned_analysis_reports_the_same_coverage_and_spans(run, report):
         assert split["coverage"] == whole["coverage"]
         assert {k: v["count"] for k, v in split["latencies"].items()} == \
             {k: v["count"] for k, v in whole["latencies"].items()}
+
+
+def _records(events, drop: tuple[str, ...]) -> list[bytes]:
+    """The records' bytes without the fields in drop, sorted."""
+    from numpy.lib.recfunctions import repack_fields
+    kept = repack_fields(events[[f for f in events.dtype.names if f not in drop]])
+    return sorted(kept.view(f"V{kept.dtype.itemsize}").tolist())
+
+
+def test_typed_and_raw_flow_programs_record_the_same_values(tmp_path):
+    """Two recorders on b at once, one with BTF-typed flow programs (plain loads, the tcp_sock
+    through bpf_skc_to_tcp_sock) and one with raw tracepoints (the helper), see the same
+    tracepoint hits with the socket locked: every per-ACK and close snapshot and every read and
+    write must carry the same kernel values in both traces (only their own clocks differ)."""
+    from mbrec.lab.native import Testbed
+    from mbrec.trace.reader import read_trace
+    dirs = {kind: tmp_path / kind for kind in ("typed", "raw")}
+    for d in dirs.values():
+        d.mkdir()
+    args = ["--attach", "tracepoint", "--probes", "flows", "--flow-interval", "0"]
+    with Testbed() as tb:
+        tb.start_apache("b")
+        recs = {kind: tb.start_recorders(str(d), ["b"], args + (["--raw-tracepoints"]
+                                                               if kind == "raw" else []))
+                for kind, d in dirs.items()}
+        ab = tb.run("a", ["ab", "-k", "-c", "4", "-n", "500", tb.url("b", "4k.bin")])
+        rcs = {kind: tb.stop_recorders(r) for kind, r in recs.items()}
+    assert "Failed requests:        0" in ab.stdout
+    assert rcs == {"typed": {"b": 0}, "raw": {"b": 0}}
+    traces = {kind: read_trace(str(d / "b.mbrec")) for kind, d in dirs.items()}
+    kinds = {kind: {p["attach"] for p in t.header["probes"]} for kind, t in traces.items()}
+    assert kinds == {"typed": {"tp_btf", "test_run"}, "raw": {"raw_tracepoint", "test_run"}}
+    stop = CONSTANTS["MBREC_FLOW_STOP"]
+    flows = {}
+    for kind, t in traces.items():
+        assert t.lost == {}, (kind, t.lost)
+        f = t.events["flow"]
+        f = f[f["reason"] != stop]
+        assert set(f["reason"].tolist()) == {CONSTANTS["MBREC_FLOW_ACK"],
+                                             CONSTANTS["MBREC_FLOW_CLOSE"]}, kind
+        flows[kind] = _records(f, ("ts_ns", "established_ns"))
+    assert len(flows["typed"]) > 1000
+    assert flows["typed"] == flows["raw"]
+    socks = {kind: _records(t.events["sock"], ("ts_ns",)) for kind, t in traces.items()}
+    assert len(socks["typed"]) >= 1000  # a read and a write per request at least
+    assert socks["typed"] == socks["raw"]

@@ -177,3 +177,17 @@ def test_a_debian_header_pair_is_joined_into_one_tree(tmp_path):
             src / f"linux-headers-6.1.0-57-{part}" / sub), sub
     assert env.foreign_header_tree(str(src), str(tmp_path / "out")) == tree  # reused
     assert env.foreign_header_tree(str(tmp_path / "none"), str(tmp_path / "out2")) is None
+
+
+def test_every_typed_program_has_a_kernel_name_of_its_own():
+    """The kernel keeps 15 characters of a program's name (what bpftool and the BPF statistics
+    show): the BTF-typed tracepoint programs must still be told apart there."""
+    from mbrec.recorder.flows import TP_FLOW_HOOKS
+    from mbrec.recorder.program import TP_BTF_PROBES, tracepoint_program
+    from mbrec.recorder.tp_btf import kernel_name
+    functions = {tracepoint_program(p) for p in TP_BTF_PROBES}
+    functions |= {prog for _, _, prog, _ in TP_FLOW_HOOKS if prog}
+    names = {kernel_name(f) for f in functions}
+    assert len(names) == len(functions) >= 11
+    assert all(len(n) <= 15 for n in names)
+    assert kernel_name("mbrec_flow_tp_tcp_recvmsg") == b"flow_tp_tcp_rec"

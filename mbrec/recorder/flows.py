@@ -238,19 +238,29 @@ def flows_source() -> str:
     return text
 
 
-def attach_flows(bpf, plan: FlowPlan, kprobes=None) -> list[dict]:
+def attach_flows(bpf, plan: FlowPlan, kprobes=None, typed=None) -> list[dict]:
     """Attach the kprobes (through kprobes, recorder/kprobes.py, which counts their misses) and
-    raw tracepoints (fentry programs were attached by BCC at load). Returns the trace header's
-    probe entries."""
+    tracepoints (fentry programs were attached by BCC at load). typed(tracepoint, program), when
+    given, loads and attaches a program as a BTF-typed tracepoint (recorder/tp_btf.py): the
+    program was compiled for it (MBREC_TP_BTF), so every tracepoint hook goes that way. Returns
+    the trace header's probe entries."""
+    entries = []
     for h in plan.hooks:
+        entry = h.header()
+        if h.attach == "raw_tracepoint" and typed is not None:
+            entry["attach"] = "tp_btf"
         if h.attach == "raw_tracepoint" and h.programs:
-            bpf.attach_raw_tracepoint(tp=h.function.split(":")[1].encode(),
-                                      fn_name=h.programs[0].encode())
+            tp = h.function.split(":")[1]
+            if typed is not None:
+                typed(tp, h.programs[0])
+            else:
+                bpf.attach_raw_tracepoint(tp=tp.encode(), fn_name=h.programs[0].encode())
         elif h.attach in ("kprobe", "kretprobe"):
             kprobes.attach(bpf, h.function, h.programs[0])
             if len(h.programs) > 1:
                 kprobes.attach(bpf, h.function, h.programs[1], ret=True, maxactive=64)
-    return [h.header() for h in plan.hooks]
+        entries.append(entry)
+    return entries
 
 
 # ---- on-demand snapshots: BPF_PROG_TEST_RUN of a raw_tp program with (cookie, reason) ----
@@ -383,8 +393,8 @@ class FlowGroup:
     def source(self, text: str) -> str:
         return inline_flows(text, flows_source())
 
-    def attach(self, bpf, kprobes=None) -> list[dict]:
-        entries = attach_flows(bpf, self.plan, kprobes)
+    def attach(self, bpf, kprobes=None, typed=None) -> list[dict]:
+        entries = attach_flows(bpf, self.plan, kprobes, typed)
         self.ticker = FlowTicker(bpf, self.interval_s)
         return entries
 

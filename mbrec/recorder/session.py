@@ -185,17 +185,6 @@ class TpBtfRefused(MbrecError):
     """The kernel refused a BTF-typed tracepoint program: record with raw tracepoints."""
 
 
-def attach_tp_btf(bcc, b, tp: str, bpf_fn: str, btf) -> None:
-    """Load bpf_fn of b against tracepoint tp's BTF type and attach it. Both descriptors go
-    where BCC keeps its own (a program per tracepoint: one BTF type each), so b.cleanup()
-    detaches and closes them with the rest, and the program's counters are watched as the
-    others' are (Recorder.watch_programs)."""
-    key = f"{bpf_fn}@{tp}".encode()
-    fd = tp_btf.load(b, bpf_fn, tp, btf)
-    b.funcs[key] = bcc.BPF.Function(b, key, fd)
-    b.raw_tracepoint_fds[tp.encode()] = tp_btf.attach(fd)
-
-
 def load(bcc, cfg: ProgramConfig, flows=None):
     """Compile and load; fentry probes attach here (BCC attaches KFUNC_PROBEs at load). Returns
     the BCC module and, in kprobe mode, the kprobes registered in tracefs (recorder/kprobes.py),
@@ -209,7 +198,7 @@ def load(bcc, cfg: ProgramConfig, flows=None):
     for tp, bpf_fn in tracepoint_attachments(cfg):
         try:
             if btf is not None and bpf_fn in typed:
-                attach_tp_btf(bcc, b, tp, bpf_fn, btf)
+                tp_btf.attach_program(bcc, b, tp, bpf_fn, btf)
             else:
                 b.attach_raw_tracepoint(tp=tp.encode(), fn_name=bpf_fn.encode())
         except TpBtfError as e:
@@ -238,7 +227,12 @@ def load(bcc, cfg: ProgramConfig, flows=None):
         done.append(fn)
     if flows is not None:
         try:
-            flows.header_probes = flows.attach(b, kprobes)
+            flows.header_probes = flows.attach(
+                b, kprobes, typed=(lambda tp, fn: tp_btf.attach_program(bcc, b, tp, fn, btf))
+                if btf is not None else None)
+        except TpBtfError as e:
+            b.cleanup()
+            raise TpBtfRefused(str(e)) from None
         except Exception as e:
             if kprobes is not None:
                 kprobes.close()

@@ -36,6 +36,13 @@ class TpBtfError(Exception):
     """The kernel refused the program (with the verifier's last words) or its attachment."""
 
 
+def kernel_name(function: str) -> bytes:
+    """The name the kernel keeps for a program: 15 characters, so without the prefix every mbrec
+    program shares (mbrec_flow_tp_tcp_recvmsg and _sendmsg would both be mbrec_flow_tp_t), as
+    `bpftool prog` and the BPF statistics show them."""
+    return function.removeprefix("mbrec_").encode()[:15]
+
+
 def _libc():
     return ctypes.CDLL(None, use_errno=True)
 
@@ -54,7 +61,7 @@ def load(bpf, function: str, tracepoint: str, btf: Btf) -> int:
     log = ctypes.create_string_buffer(LOG_BYTES)
     attr = ctypes.create_string_buffer(_PROG_LOAD.pack(
         BPF_PROG_TYPE_TRACING, size // 8, ctypes.addressof(insns), ctypes.addressof(license_),
-        1, LOG_BYTES, ctypes.addressof(log), 0, 0, name[:15], 0, BPF_TRACE_RAW_TP, 0, 0, 0, 0, 0,
+        1, LOG_BYTES, ctypes.addressof(log), 0, 0, kernel_name(function), 0, BPF_TRACE_RAW_TP, 0, 0, 0, 0, 0,
         0, 0, btf.tracepoint_id(tracepoint)), ATTR_BYTES)
     fd = _libc().syscall(SYS_BPF, BPF_PROG_LOAD, attr, ATTR_BYTES)
     if fd < 0:
@@ -74,3 +81,14 @@ def attach(prog_fd: int) -> int:
         raise TpBtfError(f"cannot attach tp_btf program {prog_fd}: "
                          f"{os.strerror(ctypes.get_errno())}")
     return fd
+
+
+def attach_program(bcc, b, tp: str, bpf_fn: str, btf: Btf) -> None:
+    """Load bpf_fn of b (a bcc.BPF) against tracepoint tp's BTF type and attach it. Both
+    descriptors go where BCC keeps its own (a program per tracepoint: one BTF type each), so
+    b.cleanup() detaches and closes them with the rest, and the program's counters are watched
+    as the others' are (session.Recorder.watch_programs)."""
+    key = f"{bpf_fn}@{tp}".encode()
+    fd = load(b, bpf_fn, tp, btf)
+    b.funcs[key] = bcc.BPF.Function(b, key, fd)
+    b.raw_tracepoint_fds[tp.encode()] = attach(fd)
