@@ -56,17 +56,14 @@ BPF_RINGBUF_OUTPUT(mbrec_sock_ring, MBREC_FLOW_RING_PAGES);
 /*
  * The hooks' reads. Loaded as BTF-typed tracepoints (MBREC_TP_BTF: every hook of a tracepoint
  * recording), a hook's sk is typed by BTF and its fields are plain loads (TPF); the tcp_sock
- * fields past struct sock only through the socket as bpf_skc_to_tcp_sock() returns it, which is
- * NULL for any other socket. Otherwise TPF is the helper and the socket is used as it is. The
+ * fields past struct sock through MBREC_TCP_SOCK(sk) (bpf/mbrec.bpf.c). Otherwise TPF is the helper and the socket is used as it is. The
  * on-demand tick program is never typed (its socket is a number kept in the flow's state): the
  * snapshot takes `typed` as a constant, so each program keeps one of its two ways to read.
  */
 #if MBREC_TP_BTF
 #define MBREC_FLOW_TYPED 1
-#define MBREC_TCP_SOCK(sk) ((struct sock *)bpf_skc_to_tcp_sock(sk))
 #else
 #define MBREC_FLOW_TYPED 0
-#define MBREC_TCP_SOCK(sk) (sk)
 #endif
 #define TPT(dst, tp, f) TPF(dst, tp, MBREC_OFF_TP_##f)
 

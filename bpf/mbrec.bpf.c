@@ -188,8 +188,12 @@ struct mbrec_tcph {
 		asm volatile("%0 = %1" : "=r"(_addr) : "r"(base));		\
 		(dst) = *(typeof(dst) *)(_addr + (off));			\
 	} while (0)
+/* The tcp_sock fields past struct sock: BTF-checked loads reach them only through the socket
+ * as bpf_skc_to_tcp_sock() returns it (NULL for any other socket). */
+#define MBREC_TCP_SOCK(sk) ((struct sock *)bpf_skc_to_tcp_sock(sk))
 #else
 #define TPF(dst, base, off) RDO(dst, base, off)
+#define MBREC_TCP_SOCK(sk) (sk)
 #endif
 
 /* Lost events per probe id, per CPU (summed by user space); shared by every probe group. */
@@ -980,6 +984,68 @@ static __always_inline int mbrec_sk_span_tcp(struct mbrec_sk_span *span)
 	return proto == MBREC_IPPROTO_TCP && type == MBREC_SOCK_STREAM;
 }
 
+#if MBREC_TP_BTF
+/* The same two from the socket itself, for a BTF-typed program (sk typed by BTF): plain loads,
+ * no span. Addresses are read as the 32-bit words of their BTF types. */
+static __always_inline int mbrec_sock_tuple_typed(struct mbrec_pkt_event *e, struct sock *sk,
+						  int out)
+{
+	u16 family = 0, dport = 0, num = 0;
+	TPF(family, sk, MBREC_OFF_SK_FAMILY);
+	TPF(dport, sk, MBREC_OFF_SK_DPORT);
+	TPF(num, sk, MBREC_OFF_SK_NUM);
+	u8 *local = out ? e->saddr : e->daddr;
+	u8 *remote = out ? e->daddr : e->saddr;
+	u32 l[4] = {}, r[4] = {};
+	if (family == MBREC_AF_INET6) {
+		TPF(r[0], sk, MBREC_OFF_SK_V6_DADDR);
+		TPF(r[1], sk, MBREC_OFF_SK_V6_DADDR + 4);
+		TPF(r[2], sk, MBREC_OFF_SK_V6_DADDR + 8);
+		if (r[0] == 0 && r[1] == 0 && r[2] == 0xffff0000U) /* ::ffff:a.b.c.d */
+			family = MBREC_AF_INET;
+	}
+	if (family == MBREC_AF_INET) {
+		e->family = MBREC_AF_INET;
+		TPF(l[0], sk, MBREC_OFF_SK_RCV_SADDR);
+		TPF(r[0], sk, MBREC_OFF_SK_DADDR);
+		__builtin_memcpy(local, l, 4);
+		__builtin_memcpy(remote, r, 4);
+	} else if (family == MBREC_AF_INET6) {
+		e->family = MBREC_AF_INET6;
+		TPF(l[0], sk, MBREC_OFF_SK_V6_RCV_SADDR);
+		TPF(l[1], sk, MBREC_OFF_SK_V6_RCV_SADDR + 4);
+		TPF(l[2], sk, MBREC_OFF_SK_V6_RCV_SADDR + 8);
+		TPF(l[3], sk, MBREC_OFF_SK_V6_RCV_SADDR + 12);
+		TPF(r[3], sk, MBREC_OFF_SK_V6_DADDR + 12);
+		__builtin_memcpy(local, l, 16);
+		__builtin_memcpy(remote, r, 16);
+	} else {
+		return 0;
+	}
+	e->sport = out ? num : MBREC_NTOHS(dport);
+	e->dport = out ? MBREC_NTOHS(dport) : num;
+	struct net *net = NULL;
+	u32 inum = 0;
+	TPF(net, sk, MBREC_OFF_SK_NET);
+	if (net)
+		TPF(inum, net, MBREC_OFF_NET_INUM);
+	e->netns = inum;
+	return 1;
+}
+
+static __always_inline int mbrec_sk_typed_tcp(struct sock *sk)
+{
+	u8 state = 0;
+	u16 proto = 0, type = 0;
+	TPF(state, sk, MBREC_OFF_SK_STATE);
+	if (state == MBREC_TCP_TIME_WAIT || state == MBREC_TCP_NEW_SYN_RECV)
+		return 0;
+	TPF(proto, sk, MBREC_OFF_SK_PROTOCOL);
+	TPF(type, sk, MBREC_OFF_SK_TYPE);
+	return proto == MBREC_IPPROTO_TCP && type == MBREC_SOCK_STREAM;
+}
+#endif
+
 #endif
 
 #ifdef MBREC_SKB_SPAN_LEN
@@ -1131,40 +1197,51 @@ int mbrec_tp_ip_rcv(struct bpf_raw_tracepoint_args *ctx)
 
 #if MBREC_ATTACH_SKB_COPY_DATAGRAM_ITER == 3
 /* skb:skb_copy_datagram_iovec(skb, len): the copy to the application, TCP sockets only (as
- * mbrec_on_skb_copy_datagram_iter, from copies of the skb and the socket). The tracepoint has
- * no offset argument; a TCP read copies from tp->copied_seq, which the kernel advances only
- * after the copy, so offset = copied_seq - cb->seq (a MSG_PEEK read copies from its own
- * position: its offset is not seen). */
+ * mbrec_on_skb_copy_datagram_iter). The tracepoint has no offset argument; a TCP read copies
+ * from tp->copied_seq, which the kernel advances only after the copy, so offset = copied_seq -
+ * cb->seq (a MSG_PEEK read copies from its own position: its offset is not seen). Raw: from
+ * copies of the skb and the socket; BTF-typed (MBREC_TP_BTF): plain loads from both but for
+ * copied_seq. */
 int mbrec_tp_skb_copy_datagram_iter(struct bpf_raw_tracepoint_args *ctx)
 {
 	struct sk_buff *skb = (struct sk_buff *)ctx->args[0];
 	int size = (int)ctx->args[1];
-	struct mbrec_skb_span *ss = mbrec_skb_span(skb, MBREC_PROBE_SKB_COPY_DATAGRAM_ITER);
+	struct mbrec_skb_view *ss = mbrec_skb_view_of(skb, MBREC_PROBE_SKB_COPY_DATAGRAM_ITER);
 	if (!ss)
 		return 0;
 	struct sock *sk = NULL;
-	SKBF(sk, ss, SK);
+	SKBV(sk, ss, SK);
 	if (!sk)
 		return 0;
+	struct mbrec_pkt_event e = {};
+	u32 seq = 0, copied = 0;
+#if MBREC_TP_BTF
+	if (!mbrec_sk_typed_tcp(sk) || !mbrec_sock_tuple_typed(&e, sk, 0))
+		return 0;
+	if (!(MBREC_NETNS_OK(e.netns)))
+		return 0;
+	TPF(seq, ss, MBREC_OFF_SKB_CB + MBREC_OFF_TCB_SEQ);
+#else
 	struct mbrec_sk_span *ks = mbrec_sk_span(sk, MBREC_PROBE_SKB_COPY_DATAGRAM_ITER);
 	if (!ks || !mbrec_sk_span_tcp(ks))
 		return 0;
-	struct mbrec_pkt_event e = {};
 	if (!mbrec_sock_tuple_span(&e, ks, 0))
 		return 0;
 	if (!(MBREC_NETNS_OK(e.netns)))
 		return 0;
-	mbrec_init(&e, MBREC_PROBE_SKB_COPY_DATAGRAM_ITER, skb);
-	u32 seq = 0, copied = 0;
 	__builtin_memcpy(&seq, ss->b + (MBREC_OFF_SKB_CB + MBREC_OFF_TCB_SEQ - MBREC_SKB_SPAN_OFF),
 			 sizeof(seq));
+#endif
+	mbrec_init(&e, MBREC_PROBE_SKB_COPY_DATAGRAM_ITER, skb);
+	/* past struct sock, with the helper: skb->sk is an RCU pointer, which
+	 * bpf_skc_to_tcp_sock() does not take */
 	RDO(copied, sk, MBREC_OFF_TP_COPIED_SEQ);
 	int offset = (int)(copied - seq);
 	/* ack, flags from the TCP header the skb arrived with (still in its head) */
 	unsigned char *head = NULL;
 	u16 th_off = 0;
-	SKBF(head, ss, HEAD);
-	SKBF(th_off, ss, TRANSPORT_HEADER);
+	SKBV(head, ss, HEAD);
+	SKBV(th_off, ss, TRANSPORT_HEADER);
 	struct mbrec_tcph th;
 	if (th_off != 0xffff && !bpf_probe_read_kernel(&th, sizeof(th), head + th_off)) {
 		e.ack = MBREC_NTOHL(th.ack_seq);
@@ -1173,10 +1250,10 @@ int mbrec_tp_skb_copy_datagram_iter(struct bpf_raw_tracepoint_args *ctx)
 	e.seq = seq + (offset > 0 ? offset : 0);
 	e.len = size > 0 ? size : 0;
 	e.end_seq = e.seq + e.len;
-	SKBF(e.ifindex, ss, IIF);
+	SKBV(e.ifindex, ss, IIF);
 	u32 end = 0;
 	u16 segs = 0;
-	SKBF(end, ss, END);
+	SKBV(end, ss, END);
 	RDO(segs, head + end, MBREC_OFF_SHINFO_GSO_SEGS);
 	e.gso_segs = segs ? segs : 1;
 	e.sock_cookie = mbrec_sock_id(sk);

@@ -109,14 +109,15 @@ def test_every_probe_is_a_tracepoint_and_the_header_says_so(run):
         kind = {p["name"]: p["attach"] for p in t.header["probes"]}
         assert set(kind.values()) == {"tp_btf", "raw_tracepoint", "test_run"}, host
         # this kernel has BTF and loads BTF-typed tracepoints: the packet programs that read
-        # the skb (mbrec_tp_packet) and every flow hook are those, the others raw tracepoints
+        # the skb (mbrec_tp_packet, the copy) and every flow hook are those; net_dev_xmit,
+        # which reads no struct, a raw tracepoint
         flow_hooks = {p["name"] for p in t.header["probes"]
                       if p.get("group") == "flows" and p["attach"] != "test_run"}
         assert flow_hooks >= {"tcp_ack", "tcp_state", "tcp_sendmsg", "tcp_recvmsg"}, host
         assert {n for n, k in kind.items() if k == "tp_btf"} == ({
             "dev_queue_xmit", "qdisc_dequeue", "dev_hard_start_xmit", "eth_type_trans",
-            "ip_rcv"} & set(kind)) | flow_hooks, host
-        assert kind["net_dev_xmit"] == kind["skb_copy_datagram_iter"] == "raw_tracepoint"
+            "ip_rcv", "skb_copy_datagram_iter"} & set(kind)) | flow_hooks, host
+        assert kind["net_dev_xmit"] == "raw_tracepoint"
         tps = {p["function"] for p in t.header["probes"]
                if p["attach"] in ("raw_tracepoint", "tp_btf")}
         for tp in tps:  # each one the kernel has
@@ -318,17 +319,18 @@ def _records(events, drop: tuple[str, ...]) -> list[bytes]:
     return sorted(kept.view(f"V{kept.dtype.itemsize}").tolist())
 
 
-def test_typed_and_raw_flow_programs_record_the_same_values(tmp_path):
-    """Two recorders on b at once, one with BTF-typed flow programs (plain loads, the tcp_sock
-    through bpf_skc_to_tcp_sock) and one with raw tracepoints (the helper), see the same
-    tracepoint hits with the socket locked: every per-ACK and close snapshot and every read and
-    write must carry the same kernel values in both traces (only their own clocks differ)."""
+def test_typed_and_raw_programs_record_the_same_values(tmp_path):
+    """Two recorders on b at once, one with BTF-typed tracepoint programs (plain loads, the
+    tcp_sock through bpf_skc_to_tcp_sock) and one with raw tracepoints (the helper and span
+    copies), see the same tracepoint hits: every packet event, every per-ACK and close snapshot
+    and every read and write must carry the same kernel values in both traces (only their own
+    clocks differ)."""
     from mbrec.lab.native import Testbed
     from mbrec.trace.reader import read_trace
     dirs = {kind: tmp_path / kind for kind in ("typed", "raw")}
     for d in dirs.values():
         d.mkdir()
-    args = ["--attach", "tracepoint", "--probes", "flows", "--flow-interval", "0"]
+    args = ["--attach", "tracepoint", "--probes", "packets,flows", "--flow-interval", "0"]
     with Testbed() as tb:
         tb.start_apache("b")
         recs = {kind: tb.start_recorders(str(d), ["b"], args + (["--raw-tracepoints"]
@@ -340,7 +342,8 @@ def test_typed_and_raw_flow_programs_record_the_same_values(tmp_path):
     assert rcs == {"typed": {"b": 0}, "raw": {"b": 0}}
     traces = {kind: read_trace(str(d / "b.mbrec")) for kind, d in dirs.items()}
     kinds = {kind: {p["attach"] for p in t.header["probes"]} for kind, t in traces.items()}
-    assert kinds == {"typed": {"tp_btf", "test_run"}, "raw": {"raw_tracepoint", "test_run"}}
+    assert kinds == {"typed": {"tp_btf", "raw_tracepoint", "test_run"},  # net_dev_xmit raw
+                     "raw": {"raw_tracepoint", "test_run"}}
     stop = CONSTANTS["MBREC_FLOW_STOP"]
     flows = {}
     for kind, t in traces.items():
@@ -355,3 +358,8 @@ def test_typed_and_raw_flow_programs_record_the_same_values(tmp_path):
     socks = {kind: _records(t.events["sock"], ("ts_ns",)) for kind, t in traces.items()}
     assert len(socks["typed"]) >= 1000  # a read and a write per request at least
     assert socks["typed"] == socks["raw"]
+    pkts = {kind: t.events["pkt"] for kind, t in traces.items()}
+    assert set(np.unique(pkts["typed"]["probe"]).tolist()) >= {
+        PROBE_IDS[p] for p in ("dev_queue_xmit", "dev_hard_start_xmit", "eth_type_trans",
+                               "ip_rcv", "skb_copy_datagram_iter")}
+    assert _records(pkts["typed"], ("ts_ns",)) == _records(pkts["raw"], ("ts_ns",))

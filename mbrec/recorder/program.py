@@ -25,11 +25,12 @@ RINGS: dict[str, str] = {"mbrec_pkt_ring": "pkt",
 # --attach kind -> the MBREC_ATTACH_<PROBE> value of bpf/mbrec.bpf.c
 ATTACH_KINDS = {"fentry": 1, "kprobe": 2, "tracepoint": 3}
 
-# The packet tracepoint programs that read the skb through mbrec_tp_packet's view: with
-# ProgramConfig.tp_btf they are loaded as BTF-typed tracepoints (mbrec/recorder/tp_btf.py,
-# plain loads); the other tracepoint programs stay raw tracepoints.
+# The packet tracepoint programs that read the skb through a view (mbrec_tp_packet's, and the
+# copy's): with ProgramConfig.tp_btf they are loaded as BTF-typed tracepoints
+# (mbrec/recorder/tp_btf.py, plain loads), as are the flow hooks (recorder/flows.py); only
+# net_dev_xmit, which reads no struct, stays a raw tracepoint.
 TP_BTF_PROBES = frozenset({"dev_queue_xmit", "qdisc_dequeue", "dev_hard_start_xmit",
-                           "eth_type_trans", "ip_rcv"})
+                           "eth_type_trans", "ip_rcv", "skb_copy_datagram_iter"})
 
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
