@@ -10,8 +10,10 @@ injected delay. Modes, one recorder per host (a and b, --netns): none (no record
 (`mbrec record --attach tracepoint --probes packets,flows`: BTF-typed tracepoints where the
 kernel loads them), empty (bench/empty_tracepoints.py: an empty program on every tracepoint
 mbrec attaches, the floor of any recorder on them), raw (the same with --raw-tracepoints), packets (mbrec, packet probes only)
-and baseline (bench/microbpf_baseline.py --attach tracepoint: the packet tracepoints, one
-perf-buffer wake-up and Python callback per event). Each round runs every mode once, in an
+baseline (bench/microbpf_baseline.py --attach tracepoint: the packet tracepoints, one
+perf-buffer wake-up and Python callback per event) and kernel (mbrec as in mode mbrec, its
+recorder stopped with SIGSTOP from before the workloads to after them, with rings large enough
+to hold everything until it drains them: what the kernel side costs alone). Each round runs every mode once, in an
 order rotated every round (as bench/overhead.sh does in the lab), so drift and the other users
 of the machine hit every mode alike. Then one more round with kernel.bpf_stats_enabled=1 for
 the kernel's BPF run time and runs of the recorders' programs: timing every program run costs
@@ -28,6 +30,7 @@ import argparse
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -38,11 +41,15 @@ from mbrec.lab.native import Testbed
 
 BENCH = os.path.dirname(os.path.abspath(__file__))
 HZ = os.sysconf("SC_CLK_TCK")
-MODES = ("none", "empty", "mbrec", "raw", "packets", "baseline")
+MODES = ("none", "empty", "mbrec", "raw", "packets", "kernel", "baseline")
 SCRIPTS = {"baseline": "microbpf_baseline.py", "empty": "empty_tracepoints.py"}  # not mbrec
 RECORD_ARGS = {"mbrec": ["--attach", "tracepoint", "--probes", "packets,flows"],
                "raw": ["--attach", "tracepoint", "--probes", "packets,flows", "--raw-tracepoints"],
-               "packets": ["--attach", "tracepoint", "--probes", "packets"]}
+               "packets": ["--attach", "tracepoint", "--probes", "packets"],
+               # 256 MiB a ring: a run's events wait there while the recorder is stopped
+               "kernel": ["--attach", "tracepoint", "--probes", "packets,flows",
+                          "--ring-mb", "256"]}
+STOPPED = {"kernel"}  # modes whose recorder is stopped during the workloads
 STATS_SYSCTL = "/proc/sys/kernel/bpf_stats_enabled"
 
 
@@ -114,10 +121,15 @@ class Recorders:
             if time.monotonic() > deadline:
                 raise SystemExit(f"{self.mode} recorders did not start")
             time.sleep(0.05)
+        if self.mode in STOPPED:
+            for p in self.procs.values():
+                os.kill(p.pid, signal.SIGSTOP)
 
     def stop(self) -> dict:
         out = {}
         for h, p in self.procs.items():
+            if self.mode in STOPPED:
+                os.kill(p.pid, signal.SIGCONT)
             run_ns, runs = bpf_stats(p.pid)
             rss = rss_kb(p.pid)
             p.send_signal(2)

@@ -11,7 +11,7 @@ import statistics
 import sys
 from collections import defaultdict
 
-MODES = ("none", "empty", "mbrec", "raw", "flows", "packets", "baseline")  # the lab's and the native modes
+MODES = ("none", "empty", "mbrec", "raw", "flows", "packets", "kernel", "baseline")  # the lab's and the native modes
 CLAMPED = 2**31 - 1  # overhead.sh before its fix summed BPF run time with mawk's %d, which clamps
 
 

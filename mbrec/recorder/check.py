@@ -228,7 +228,7 @@ def _attach_modes(kf, bcc) -> list[AttachMode]:
 
 
 def _typed_tracepoints(b, tp: str) -> str:
-    """Whether the packet programs can be BTF-typed tracepoints here (recorder/tp_btf.py), as
+    """Whether the tracepoint programs can be BTF-typed tracepoints here (recorder/tp_btf.py), as
     mbrec record loads them: an empty one loaded against tp's BTF type and attached."""
     from mbrec.recorder import tp_btf
     from mbrec.recorder.btf import read_btf
@@ -241,7 +241,7 @@ def _typed_tracepoints(b, tp: str) -> str:
         os.close(fd)
     except Exception as e:
         return f"raw tracepoints only (a BTF-typed one was refused: {str(e)[:160]})"
-    return "BTF-typed ones load too (the packet programs use them)"
+    return "BTF-typed ones load too (the recorder uses them)"
 
 
 def _tracepoints() -> AttachMode:
