@@ -67,30 +67,6 @@ BPF_RINGBUF_OUTPUT(mbrec_sock_ring, MBREC_FLOW_RING_PAGES);
 #endif
 #define TPT(dst, tp, f) TPF(dst, tp, MBREC_OFF_TP_##f)
 
-/* The socket's id (mbrec_sock_id) and netns (mbrec_netns_of_sk) as the hooks read them. */
-static __always_inline u64 mbrec_flow_sock_id(struct sock *sk)
-{
-	if (!sk)
-		return 0;
-#if MBREC_SOCK_COOKIE
-	u64 cookie = 0;
-	TPF(cookie, sk, MBREC_OFF_SK_COOKIE);
-	return cookie;
-#else
-	return (u64)sk;
-#endif
-}
-
-static __always_inline u32 mbrec_flow_netns(struct sock *sk)
-{
-	struct net *net = NULL;
-	u32 inum = 0;
-	TPF(net, sk, MBREC_OFF_SK_NET);
-	if (net)
-		TPF(inum, net, MBREC_OFF_NET_INUM);
-	return inum;
-}
-
 /* Socket identity, read once per flow. */
 struct mbrec_flow_id {
 	u64 cookie;
@@ -145,8 +121,8 @@ static __always_inline int mbrec_flow_read_id(struct sock *sk, u64 cookie,
 	struct mbrec_pkt_event e = {};
 	__builtin_memset(id, 0, sizeof(*id));
 	id->cookie = cookie;
-	struct mbrec_sk_span *ks = mbrec_sk_span(sk, probe);
-	if (!ks || !mbrec_sk_span_tcp(ks) || !mbrec_sock_tuple_span(&e, ks, 1))
+	struct mbrec_sk_view *ks = mbrec_sk_view_of(sk, probe);
+	if (!ks || !mbrec_sk_view_tcp(ks) || !mbrec_sock_tuple_view(&e, ks, 1))
 		return 0;
 	mbrec_flow_id_of(id, &e);
 	return 1;
@@ -207,7 +183,7 @@ mbrec_flow_get(struct sock *sk, u64 cookie, struct mbrec_flow_id *id, u32 probe)
 		*id = st->id;
 		return st;
 	}
-	u32 netns = mbrec_flow_netns(sk);
+	u32 netns = mbrec_tp_netns_of_sk(sk);
 	if (!(MBREC_NETNS_OK(netns)))
 		return NULL;
 	if (!mbrec_flow_read_id(sk, cookie, id, probe))
@@ -434,7 +410,7 @@ static __always_inline int mbrec_flow_on_state(struct sock *sk, u64 cookie, int 
 		/* only the ESTABLISHED transition makes a state */
 		if (newstate != MBREC_TCP_ESTABLISHED)
 			return 0;
-		u32 netns = mbrec_flow_netns(sk);
+		u32 netns = mbrec_tp_netns_of_sk(sk);
 		if (!(MBREC_NETNS_OK(netns)))
 			return 0;
 		if (!mbrec_flow_read_id(sk, cookie, &id, MBREC_PROBE_TCP_STATE))
@@ -530,7 +506,7 @@ static __always_inline int mbrec_flow_on_io(struct sock *sk, u64 cookie, u8 kind
 int mbrec_flow_tp_tcp_state(struct bpf_raw_tracepoint_args *ctx)
 {
 	struct sock *sk = (struct sock *)ctx->args[0];
-	return mbrec_flow_on_state(sk, mbrec_flow_sock_id(sk), (int)ctx->args[1], (int)ctx->args[2]);
+	return mbrec_flow_on_state(sk, mbrec_tp_sock_id(sk), (int)ctx->args[1], (int)ctx->args[2]);
 }
 #endif
 
@@ -541,7 +517,7 @@ int mbrec_flow_tp_tcp_retransmit(struct bpf_raw_tracepoint_args *ctx)
 	struct sock *sk = (struct sock *)ctx->args[0];
 	struct sk_buff *skb = (struct sk_buff *)ctx->args[1];
 	struct mbrec_flow_id id;
-	if (!mbrec_flow_get(sk, mbrec_flow_sock_id(sk), &id, MBREC_PROBE_TCP_RETRANSMIT))
+	if (!mbrec_flow_get(sk, mbrec_tp_sock_id(sk), &id, MBREC_PROBE_TCP_RETRANSMIT))
 		return 0;
 	char *cb = (char *)skb + MBREC_OFF_SKB_CB;
 	u32 seq = 0, end_seq = 0;

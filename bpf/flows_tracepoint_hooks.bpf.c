@@ -28,7 +28,7 @@
 int mbrec_flow_tp_tcp_ack(struct bpf_raw_tracepoint_args *ctx)
 {
 	struct sock *sk = (struct sock *)ctx->args[0];
-	return mbrec_flow_on_ack(sk, mbrec_flow_sock_id(sk));
+	return mbrec_flow_on_ack(sk, mbrec_tp_sock_id(sk));
 }
 #endif
 
@@ -39,7 +39,7 @@ int mbrec_flow_tp_tcp_cong_state_set(struct bpf_raw_tracepoint_args *ctx)
 	struct sock *sk = (struct sock *)ctx->args[0];
 	u8 ca_state = (u8)ctx->args[1];
 	struct mbrec_flow_id id;
-	struct mbrec_flow_state *st = mbrec_flow_get(sk, mbrec_flow_sock_id(sk), &id,
+	struct mbrec_flow_state *st = mbrec_flow_get(sk, mbrec_tp_sock_id(sk), &id,
 						     MBREC_PROBE_TCP_ENTER_RECOVERY);
 	if (!st)
 		return 0;
@@ -58,7 +58,7 @@ int mbrec_flow_tp_tcp_cong_state_set(struct bpf_raw_tracepoint_args *ctx)
 int mbrec_flow_tp_tcp_sendmsg(struct bpf_raw_tracepoint_args *ctx)
 {
 	struct sock *sk = (struct sock *)ctx->args[0];
-	return sk ? mbrec_flow_on_io(sk, mbrec_flow_sock_id(sk), MBREC_SOCK_WRITE, 0, 0,
+	return sk ? mbrec_flow_on_io(sk, mbrec_tp_sock_id(sk), MBREC_SOCK_WRITE, 0, 0,
 				   (int)ctx->args[1], NULL) : 0;
 }
 #endif
@@ -68,7 +68,7 @@ int mbrec_flow_tp_tcp_sendmsg(struct bpf_raw_tracepoint_args *ctx)
 int mbrec_flow_tp_tcp_recvmsg(struct bpf_raw_tracepoint_args *ctx)
 {
 	struct sock *sk = (struct sock *)ctx->args[0];
-	return sk ? mbrec_flow_on_io(sk, mbrec_flow_sock_id(sk), MBREC_SOCK_READ, 0, (int)ctx->args[2],
+	return sk ? mbrec_flow_on_io(sk, mbrec_tp_sock_id(sk), MBREC_SOCK_READ, 0, (int)ctx->args[2],
 				   (int)ctx->args[1], NULL) : 0;
 }
 #endif

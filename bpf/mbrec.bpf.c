@@ -268,6 +268,37 @@ static __always_inline u64 mbrec_sock_id(struct sock *sk)
 #endif
 }
 
+/* The same read by a tracepoint program from its (BTF-typed, where MBREC_TP_BTF) struct
+ * pointers: plain loads there (TPF, above), the helper elsewhere. */
+static __always_inline u32 mbrec_tp_netns_of_net(struct net *net)
+{
+	u32 inum = 0;
+	if (net)
+		TPF(inum, net, MBREC_OFF_NET_INUM);
+	return inum;
+}
+
+static __always_inline u32 mbrec_tp_netns_of_sk(struct sock *sk)
+{
+	struct net *net = NULL;
+	if (!sk)
+		return 0;
+	TPF(net, sk, MBREC_OFF_SK_NET);
+	return mbrec_tp_netns_of_net(net);
+}
+
+static __always_inline u64 mbrec_tp_sock_id(struct sock *sk)
+{
+#if MBREC_SOCK_COOKIE && MBREC_TP_BTF
+	u64 cookie = 0;
+	if (sk)
+		TPF(cookie, sk, MBREC_OFF_SK_COOKIE);
+	return cookie;
+#else
+	return mbrec_sock_id(sk);
+#endif
+}
+
 #if MBREC_CGROUP_ID
 /* The socket's cgroup v2 id (--cgroup). */
 static __always_inline u64 mbrec_sk_cgroup_id(struct sock *sk)
@@ -886,32 +917,32 @@ static __always_inline struct mbrec_skb_span *mbrec_skb_span(struct sk_buff *skb
 	return span;
 }
 
-/* The packet tracepoint programs (mbrec_tp_packet) read the skb through a view: a copy of its
- * span, or, loaded as BTF-typed tracepoints (MBREC_TP_BTF), the skb itself, field by field
- * with plain loads (TPF): no span. */
+/* The packet tracepoint programs (mbrec_tp_packet, the copy) read the skb through a view: a
+ * copy of its span, or, loaded as BTF-typed tracepoints (MBREC_TP_BTF), the skb itself, field
+ * by field with plain loads (TPF): no span. SKBV_AT: at a byte offset into the field. */
 #if MBREC_TP_BTF
 #define mbrec_skb_view sk_buff
-#define SKBV(dst, view, f) TPF(dst, view, MBREC_OFF_SKB_##f)
+#define SKBV_AT(dst, view, f, k) TPF(dst, view, MBREC_OFF_SKB_##f + (k))
 static __always_inline struct sk_buff *mbrec_skb_view_of(struct sk_buff *skb, u32 probe)
 {
 	return skb;
 }
 #else
 #define mbrec_skb_view mbrec_skb_span
-#define SKBV(dst, view, f) SKBF(dst, view, f)
+#define SKBV_AT(dst, view, f, k) \
+	__builtin_memcpy(&(dst), (view)->b + (MBREC_OFF_SKB_##f - MBREC_SKB_SPAN_OFF) + (k), \
+			 sizeof(dst))
 #define mbrec_skb_view_of mbrec_skb_span
 #endif
+#define SKBV(dst, view, f) SKBV_AT(dst, view, f, 0)
 
 static __always_inline u32 mbrec_tp_netns_of_dev(struct net_device *dev)
 {
 	struct net *net = NULL;
-	u32 inum = 0;
 	if (!dev)
 		return 0;
 	TPF(net, dev, MBREC_OFF_DEV_NET);
-	if (net)
-		TPF(inum, net, MBREC_OFF_NET_INUM);
-	return inum;
+	return mbrec_tp_netns_of_net(net);
 }
 
 #endif
@@ -923,8 +954,6 @@ struct mbrec_sk_span {
 	u8 b[MBREC_SK_SPAN_LEN];
 };
 BPF_PERCPU_ARRAY(mbrec_sk_span_buf, struct mbrec_sk_span, MBREC_PROBE_MAX);
-#define SKF(dst, span, f) \
-	__builtin_memcpy(&(dst), (span)->b + (MBREC_OFF_SK_##f - MBREC_SK_SPAN_OFF), sizeof(dst))
 #define SKF_AT(f) (MBREC_OFF_SK_##f - MBREC_SK_SPAN_OFF)
 
 static __always_inline struct mbrec_sk_span *mbrec_sk_span(struct sock *sk, u32 probe)
@@ -936,87 +965,57 @@ static __always_inline struct mbrec_sk_span *mbrec_sk_span(struct sock *sk, u32 
 	return span;
 }
 
-/* mbrec_sock_tuple from a copy of the socket, and e->netns; 0 if not an INET socket. */
-static __always_inline int mbrec_sock_tuple_span(struct mbrec_pkt_event *e,
-						 struct mbrec_sk_span *span, int out)
-{
-	u16 family = 0, dport = 0, num = 0;
-	SKF(family, span, FAMILY);
-	SKF(dport, span, DPORT);
-	SKF(num, span, NUM);
-	u8 *local = out ? e->saddr : e->daddr;
-	u8 *remote = out ? e->daddr : e->saddr;
-	if (family == MBREC_AF_INET6) {
-		u32 w[4] = {};
-		SKF(w, span, V6_DADDR);
-		if (w[0] == 0 && w[1] == 0 && w[2] == 0xffff0000U) /* ::ffff:a.b.c.d */
-			family = MBREC_AF_INET;
-	}
-	if (family == MBREC_AF_INET) {
-		e->family = MBREC_AF_INET;
-		__builtin_memcpy(local, span->b + SKF_AT(RCV_SADDR), 4);
-		__builtin_memcpy(remote, span->b + SKF_AT(DADDR), 4);
-	} else if (family == MBREC_AF_INET6) {
-		e->family = MBREC_AF_INET6;
-		__builtin_memcpy(local, span->b + SKF_AT(V6_RCV_SADDR), 16);
-		__builtin_memcpy(remote, span->b + SKF_AT(V6_DADDR), 16);
-	} else {
-		return 0;
-	}
-	e->sport = out ? num : MBREC_NTOHS(dport);
-	e->dport = out ? MBREC_NTOHS(dport) : num;
-	struct net *net = NULL;
-	SKF(net, span, NET);
-	e->netns = mbrec_netns_of_net(net);
-	return 1;
-}
-
-/* A full TCP socket (not a request or timewait one, whose fields end with sock_common). */
-static __always_inline int mbrec_sk_span_tcp(struct mbrec_sk_span *span)
-{
-	u8 state = 0;
-	u16 proto = 0, type = 0;
-	SKF(state, span, STATE);
-	if (state == MBREC_TCP_TIME_WAIT || state == MBREC_TCP_NEW_SYN_RECV)
-		return 0;
-	SKF(proto, span, PROTOCOL);
-	SKF(type, span, TYPE);
-	return proto == MBREC_IPPROTO_TCP && type == MBREC_SOCK_STREAM;
-}
-
+/* The programs that read a socket's identity (the copy program, a flow's first sight) read it
+ * through a view, as the packet programs read the skb: a copy of its span, or, BTF-typed
+ * (MBREC_TP_BTF), the socket itself with plain loads. SKV_AT: at a byte offset into the field. */
 #if MBREC_TP_BTF
-/* The same two from the socket itself, for a BTF-typed program (sk typed by BTF): plain loads,
- * no span. Addresses are read as the 32-bit words of their BTF types. */
-static __always_inline int mbrec_sock_tuple_typed(struct mbrec_pkt_event *e, struct sock *sk,
-						  int out)
+#define mbrec_sk_view sock
+#define SKV_AT(dst, view, f, k) TPF(dst, view, MBREC_OFF_SK_##f + (k))
+static __always_inline struct sock *mbrec_sk_view_of(struct sock *sk, u32 probe)
+{
+	return sk;
+}
+#else
+#define mbrec_sk_view mbrec_sk_span
+#define SKV_AT(dst, view, f, k) \
+	__builtin_memcpy(&(dst), (view)->b + SKF_AT(f) + (k), sizeof(dst))
+#define mbrec_sk_view_of mbrec_sk_span
+#endif
+#define SKV(dst, view, f) SKV_AT(dst, view, f, 0)
+
+/* An address of the view as its four 32-bit words (as its BTF type holds them). */
+#define SKV_ADDR(w, view, f) do {			\
+		SKV_AT((w)[0], view, f, 0);		\
+		SKV_AT((w)[1], view, f, 4);		\
+		SKV_AT((w)[2], view, f, 8);		\
+		SKV_AT((w)[3], view, f, 12);		\
+	} while (0)
+
+/* mbrec_sock_tuple from a view of the socket, and e->netns; 0 if not an INET socket. */
+static __always_inline int mbrec_sock_tuple_view(struct mbrec_pkt_event *e,
+						 struct mbrec_sk_view *view, int out)
 {
 	u16 family = 0, dport = 0, num = 0;
-	TPF(family, sk, MBREC_OFF_SK_FAMILY);
-	TPF(dport, sk, MBREC_OFF_SK_DPORT);
-	TPF(num, sk, MBREC_OFF_SK_NUM);
+	SKV(family, view, FAMILY);
+	SKV(dport, view, DPORT);
+	SKV(num, view, NUM);
 	u8 *local = out ? e->saddr : e->daddr;
 	u8 *remote = out ? e->daddr : e->saddr;
 	u32 l[4] = {}, r[4] = {};
 	if (family == MBREC_AF_INET6) {
-		TPF(r[0], sk, MBREC_OFF_SK_V6_DADDR);
-		TPF(r[1], sk, MBREC_OFF_SK_V6_DADDR + 4);
-		TPF(r[2], sk, MBREC_OFF_SK_V6_DADDR + 8);
+		SKV_ADDR(r, view, V6_DADDR);
 		if (r[0] == 0 && r[1] == 0 && r[2] == 0xffff0000U) /* ::ffff:a.b.c.d */
 			family = MBREC_AF_INET;
 	}
 	if (family == MBREC_AF_INET) {
 		e->family = MBREC_AF_INET;
-		TPF(l[0], sk, MBREC_OFF_SK_RCV_SADDR);
-		TPF(r[0], sk, MBREC_OFF_SK_DADDR);
+		SKV(l[0], view, RCV_SADDR);
+		SKV(r[0], view, DADDR);
 		__builtin_memcpy(local, l, 4);
 		__builtin_memcpy(remote, r, 4);
 	} else if (family == MBREC_AF_INET6) {
 		e->family = MBREC_AF_INET6;
-		TPF(l[0], sk, MBREC_OFF_SK_V6_RCV_SADDR);
-		TPF(l[1], sk, MBREC_OFF_SK_V6_RCV_SADDR + 4);
-		TPF(l[2], sk, MBREC_OFF_SK_V6_RCV_SADDR + 8);
-		TPF(l[3], sk, MBREC_OFF_SK_V6_RCV_SADDR + 12);
-		TPF(r[3], sk, MBREC_OFF_SK_V6_DADDR + 12);
+		SKV_ADDR(l, view, V6_RCV_SADDR);
 		__builtin_memcpy(local, l, 16);
 		__builtin_memcpy(remote, r, 16);
 	} else {
@@ -1025,26 +1024,23 @@ static __always_inline int mbrec_sock_tuple_typed(struct mbrec_pkt_event *e, str
 	e->sport = out ? num : MBREC_NTOHS(dport);
 	e->dport = out ? MBREC_NTOHS(dport) : num;
 	struct net *net = NULL;
-	u32 inum = 0;
-	TPF(net, sk, MBREC_OFF_SK_NET);
-	if (net)
-		TPF(inum, net, MBREC_OFF_NET_INUM);
-	e->netns = inum;
+	SKV(net, view, NET);
+	e->netns = mbrec_tp_netns_of_net(net);
 	return 1;
 }
 
-static __always_inline int mbrec_sk_typed_tcp(struct sock *sk)
+/* A full TCP socket (not a request or timewait one, whose fields end with sock_common). */
+static __always_inline int mbrec_sk_view_tcp(struct mbrec_sk_view *view)
 {
 	u8 state = 0;
 	u16 proto = 0, type = 0;
-	TPF(state, sk, MBREC_OFF_SK_STATE);
+	SKV(state, view, STATE);
 	if (state == MBREC_TCP_TIME_WAIT || state == MBREC_TCP_NEW_SYN_RECV)
 		return 0;
-	TPF(proto, sk, MBREC_OFF_SK_PROTOCOL);
-	TPF(type, sk, MBREC_OFF_SK_TYPE);
+	SKV(proto, view, PROTOCOL);
+	SKV(type, view, TYPE);
 	return proto == MBREC_IPPROTO_TCP && type == MBREC_SOCK_STREAM;
 }
-#endif
 
 #endif
 
@@ -1103,7 +1099,7 @@ static __always_inline int mbrec_tp_packet(void *ctx, u8 probe, struct sk_buff *
 	e.gso_segs = segs ? segs : 1;
 	struct sock *sk = NULL;
 	SKBV(sk, span, SK);
-	e.sock_cookie = mbrec_sock_id(sk);
+	e.sock_cookie = mbrec_tp_sock_id(sk);
 	if (slot)
 		*slot = e;
 	return mbrec_submit(ctx, &e, sk);
@@ -1213,25 +1209,14 @@ int mbrec_tp_skb_copy_datagram_iter(struct bpf_raw_tracepoint_args *ctx)
 	SKBV(sk, ss, SK);
 	if (!sk)
 		return 0;
+	struct mbrec_sk_view *ks = mbrec_sk_view_of(sk, MBREC_PROBE_SKB_COPY_DATAGRAM_ITER);
 	struct mbrec_pkt_event e = {};
+	if (!ks || !mbrec_sk_view_tcp(ks) || !mbrec_sock_tuple_view(&e, ks, 0))
+		return 0;
+	if (!(MBREC_NETNS_OK(e.netns)))
+		return 0;
 	u32 seq = 0, copied = 0;
-#if MBREC_TP_BTF
-	if (!mbrec_sk_typed_tcp(sk) || !mbrec_sock_tuple_typed(&e, sk, 0))
-		return 0;
-	if (!(MBREC_NETNS_OK(e.netns)))
-		return 0;
-	TPF(seq, ss, MBREC_OFF_SKB_CB + MBREC_OFF_TCB_SEQ);
-#else
-	struct mbrec_sk_span *ks = mbrec_sk_span(sk, MBREC_PROBE_SKB_COPY_DATAGRAM_ITER);
-	if (!ks || !mbrec_sk_span_tcp(ks))
-		return 0;
-	if (!mbrec_sock_tuple_span(&e, ks, 0))
-		return 0;
-	if (!(MBREC_NETNS_OK(e.netns)))
-		return 0;
-	__builtin_memcpy(&seq, ss->b + (MBREC_OFF_SKB_CB + MBREC_OFF_TCB_SEQ - MBREC_SKB_SPAN_OFF),
-			 sizeof(seq));
-#endif
+	SKBV_AT(seq, ss, CB, MBREC_OFF_TCB_SEQ);
 	mbrec_init(&e, MBREC_PROBE_SKB_COPY_DATAGRAM_ITER, skb);
 	/* past struct sock, with the helper: skb->sk is an RCU pointer, which
 	 * bpf_skc_to_tcp_sock() does not take */
@@ -1256,7 +1241,7 @@ int mbrec_tp_skb_copy_datagram_iter(struct bpf_raw_tracepoint_args *ctx)
 	SKBV(end, ss, END);
 	RDO(segs, head + end, MBREC_OFF_SHINFO_GSO_SEGS);
 	e.gso_segs = segs ? segs : 1;
-	e.sock_cookie = mbrec_sock_id(sk);
+	e.sock_cookie = mbrec_tp_sock_id(sk);
 	/* sampled on the skb's first byte, as the layers below saw it */
 	return mbrec_submit_key(ctx, &e, sk, seq);
 }

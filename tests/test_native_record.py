@@ -312,11 +312,26 @@ def test_partitioned_analysis_reports_the_same_coverage_and_spans(run, report):
             {k: v["count"] for k, v in whole["latencies"].items()}
 
 
-def _records(events, drop: tuple[str, ...]) -> list[bytes]:
-    """The records' bytes without the fields in drop, sorted."""
+def _same_records(x, y, drop: tuple[str, ...]) -> list[str]:
+    """Whether two batches hold the same records without the fields in drop (in any order):
+    [] if so, else the fields whose values differ (or ["count"])."""
     from numpy.lib.recfunctions import repack_fields
-    kept = repack_fields(events[[f for f in events.dtype.names if f not in drop]])
-    return sorted(kept.view(f"V{kept.dtype.itemsize}").tolist())
+    keep = [f for f in x.dtype.names if f not in drop]
+    if len(x) != len(y):
+        return ["count"]
+
+    def rows(e):
+        kept = repack_fields(e[keep])
+        return sorted(kept.view(f"V{kept.dtype.itemsize}").tolist())
+    if rows(x) == rows(y):
+        return []
+    return [f for f in keep if not np.array_equal(np.sort(x[f], axis=0), np.sort(y[f], axis=0))]
+
+
+# What a flow's own state counts from the read and write hooks: a snapshot in softirq on one CPU
+# may fall between the two recorders' runs of a read's or write's hook in process context on
+# another, so only the close snapshots (after the last read and write) must agree on them.
+RACING_COUNTS = ("read_bytes", "write_bytes", "max_app_wqueue")
 
 
 def test_typed_and_raw_programs_record_the_same_values(tmp_path):
@@ -344,22 +359,20 @@ def test_typed_and_raw_programs_record_the_same_values(tmp_path):
     kinds = {kind: {p["attach"] for p in t.header["probes"]} for kind, t in traces.items()}
     assert kinds == {"typed": {"tp_btf", "raw_tracepoint", "test_run"},  # net_dev_xmit raw
                      "raw": {"raw_tracepoint", "test_run"}}
-    stop = CONSTANTS["MBREC_FLOW_STOP"]
-    flows = {}
     for kind, t in traces.items():
         assert t.lost == {}, (kind, t.lost)
-        f = t.events["flow"]
-        f = f[f["reason"] != stop]
-        assert set(f["reason"].tolist()) == {CONSTANTS["MBREC_FLOW_ACK"],
-                                             CONSTANTS["MBREC_FLOW_CLOSE"]}, kind
-        flows[kind] = _records(f, ("ts_ns", "established_ns"))
-    assert len(flows["typed"]) > 1000
-    assert flows["typed"] == flows["raw"]
-    socks = {kind: _records(t.events["sock"], ("ts_ns",)) for kind, t in traces.items()}
-    assert len(socks["typed"]) >= 1000  # a read and a write per request at least
-    assert socks["typed"] == socks["raw"]
-    pkts = {kind: t.events["pkt"] for kind, t in traces.items()}
-    assert set(np.unique(pkts["typed"]["probe"]).tolist()) >= {
+    flows = {kind: t.events["flow"] for kind, t in traces.items()}
+    clocks = ("ts_ns", "established_ns")
+    for reason, n, drop in (("MBREC_FLOW_ACK", 500, clocks + RACING_COUNTS),
+                            ("MBREC_FLOW_CLOSE", 4, clocks)):
+        x, y = (f[f["reason"] == CONSTANTS[reason]] for f in flows.values())
+        assert len(x) >= n, (reason, len(x))
+        assert _same_records(x, y, drop) == [], reason
+    socks = [t.events["sock"] for t in traces.values()]
+    assert len(socks[0]) >= 1000  # a read and a write per request at least
+    assert _same_records(*socks, ("ts_ns",)) == []
+    pkts = [t.events["pkt"] for t in traces.values()]
+    assert set(np.unique(pkts[0]["probe"]).tolist()) >= {
         PROBE_IDS[p] for p in ("dev_queue_xmit", "dev_hard_start_xmit", "eth_type_trans",
                                "ip_rcv", "skb_copy_datagram_iter")}
-    assert _records(pkts["typed"], ("ts_ns",)) == _records(pkts["raw"], ("ts_ns",))
+    assert _same_records(*pkts, ("ts_ns",)) == []

@@ -110,6 +110,7 @@ def test_a_refused_typed_program_falls_back_to_raw_tracepoints(tmp_path, monkeyp
     """A kernel that refuses BTF-typed tracepoints (here: one whose refusal is injected into
     tp_btf.load) still records, every packet probe as a raw tracepoint, and says why."""
     import threading
+    import time
 
     from mbrec.recorder import tp_btf
     from mbrec.recorder.session import RecordOptions, record
@@ -131,9 +132,14 @@ def test_a_refused_typed_program_falls_back_to_raw_tracepoints(tmp_path, monkeyp
             conn.recv(1000)
         for s in (cli, conn, srv, rx):
             s.close()
-    timer = threading.Timer(2.5, traffic)  # after the compile, while recording
+    def traffic_while_recording():  # however long the two compiles take, some of it is seen
+        end = time.monotonic() + 6
+        while time.monotonic() < end:
+            traffic()
+            time.sleep(0.2)
+    timer = threading.Timer(1.0, traffic_while_recording)
     timer.start()
-    record(RecordOptions(output=out, duration=5, attach="tracepoint", quiet=True))
+    record(RecordOptions(output=out, duration=8, attach="tracepoint", quiet=True))
     timer.join()
     assert "BTF-typed tracepoints refused" in capsys.readouterr().err
     trace = read_trace(out)
