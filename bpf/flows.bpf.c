@@ -369,10 +369,7 @@ static __always_inline void mbrec_flow_snapshot(struct sock *sk, struct mbrec_fl
 	if (rate_interval_us)
 		ev->delivery_rate = (u64)rate_delivered * ev->mss_cache * 1000000ULL / rate_interval_us;
 	u8 state = 0;
-	if (typed)
-		TPF(state, sk, MBREC_OFF_SK_STATE);
-	else
-		RDO(state, sk, MBREC_OFF_SK_STATE);
+	KRD(typed, state, sk, MBREC_OFF_SK_STATE);
 	ev->state = state;
 	ev->reason = reason;
 	mbrec_flow_ring.ringbuf_submit(ev, BPF_RB_NO_WAKEUP);

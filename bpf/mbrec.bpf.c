@@ -220,30 +220,64 @@ static __always_inline void mbrec_count_lost(u32 probe)
 		*n += 1;
 }
 
-static __always_inline u32 mbrec_netns_of_net(struct net *net)
+/* A field read the way the caller's pointers allow: typed (a BTF-typed tracepoint program's
+ * struct pointers, a constant in every caller) with a plain load (TPF), else with the helper. */
+#define KRD(typed, dst, base, off) do {				\
+		if (typed)						\
+			TPF(dst, base, off);				\
+		else							\
+			RDO(dst, base, off);				\
+	} while (0)
+
+static __always_inline u32 mbrec_netns_of_net_as(struct net *net, int typed)
 {
 	u32 inum = 0;
 	if (net)
-		RDO(inum, net, MBREC_OFF_NET_INUM);
+		KRD(typed, inum, net, MBREC_OFF_NET_INUM);
 	return inum;
 }
 
-static __always_inline u32 mbrec_netns_of_dev(struct net_device *dev)
-{
-	struct net *net = NULL;
-	if (!dev)
-		return 0;
-	RDO(net, dev, MBREC_OFF_DEV_NET);
-	return mbrec_netns_of_net(net);
-}
-
-static __always_inline u32 mbrec_netns_of_sk(struct sock *sk)
+static __always_inline u32 mbrec_netns_of_sk_as(struct sock *sk, int typed)
 {
 	struct net *net = NULL;
 	if (!sk)
 		return 0;
-	RDO(net, sk, MBREC_OFF_SK_NET);
-	return mbrec_netns_of_net(net);
+	KRD(typed, net, sk, MBREC_OFF_SK_NET);
+	return mbrec_netns_of_net_as(net, typed);
+}
+
+/* The socket's id in events: see MBREC_SOCK_COOKIE above. */
+static __always_inline u64 mbrec_sock_id_as(struct sock *sk, int typed)
+{
+	if (!sk)
+		return 0;
+#if MBREC_SOCK_COOKIE
+	u64 cookie = 0;
+	KRD(typed, cookie, sk, MBREC_OFF_SK_COOKIE);
+	return cookie;
+#else
+	return (u64)sk;
+#endif
+}
+
+/* As read through pointers of any origin, with the helper; mbrec_tp_*: by a tracepoint
+ * program, from its (BTF-typed where MBREC_TP_BTF) struct pointers. */
+#define mbrec_netns_of_net(net) mbrec_netns_of_net_as(net, 0)
+#define mbrec_netns_of_sk(sk) mbrec_netns_of_sk_as(sk, 0)
+#define mbrec_netns_of_dev(dev) mbrec_netns_of_dev_as(dev, 0)
+#define mbrec_sock_id(sk) mbrec_sock_id_as(sk, 0)
+#define mbrec_tp_netns_of_net(net) mbrec_netns_of_net_as(net, MBREC_TP_BTF)
+#define mbrec_tp_netns_of_sk(sk) mbrec_netns_of_sk_as(sk, MBREC_TP_BTF)
+#define mbrec_tp_netns_of_dev(dev) mbrec_netns_of_dev_as(dev, MBREC_TP_BTF)
+#define mbrec_tp_sock_id(sk) mbrec_sock_id_as(sk, MBREC_TP_BTF)
+
+static __always_inline u32 mbrec_netns_of_dev_as(struct net_device *dev, int typed)
+{
+	struct net *net = NULL;
+	if (!dev)
+		return 0;
+	KRD(typed, net, dev, MBREC_OFF_DEV_NET);
+	return mbrec_netns_of_net_as(net, typed);
 }
 
 /* Full sockets only have the fields past sock_common (request and timewait socks do not). */
@@ -254,50 +288,6 @@ static __always_inline int mbrec_sk_fullsock(struct sock *sk)
 	return state != MBREC_TCP_TIME_WAIT && state != MBREC_TCP_NEW_SYN_RECV;
 }
 
-/* The socket's id in events: see MBREC_SOCK_COOKIE above. */
-static __always_inline u64 mbrec_sock_id(struct sock *sk)
-{
-	if (!sk)
-		return 0;
-#if MBREC_SOCK_COOKIE
-	u64 cookie = 0;
-	RDO(cookie, sk, MBREC_OFF_SK_COOKIE);
-	return cookie;
-#else
-	return (u64)sk;
-#endif
-}
-
-/* The same read by a tracepoint program from its (BTF-typed, where MBREC_TP_BTF) struct
- * pointers: plain loads there (TPF, above), the helper elsewhere. */
-static __always_inline u32 mbrec_tp_netns_of_net(struct net *net)
-{
-	u32 inum = 0;
-	if (net)
-		TPF(inum, net, MBREC_OFF_NET_INUM);
-	return inum;
-}
-
-static __always_inline u32 mbrec_tp_netns_of_sk(struct sock *sk)
-{
-	struct net *net = NULL;
-	if (!sk)
-		return 0;
-	TPF(net, sk, MBREC_OFF_SK_NET);
-	return mbrec_tp_netns_of_net(net);
-}
-
-static __always_inline u64 mbrec_tp_sock_id(struct sock *sk)
-{
-#if MBREC_SOCK_COOKIE && MBREC_TP_BTF
-	u64 cookie = 0;
-	if (sk)
-		TPF(cookie, sk, MBREC_OFF_SK_COOKIE);
-	return cookie;
-#else
-	return mbrec_sock_id(sk);
-#endif
-}
 
 #if MBREC_CGROUP_ID
 /* The socket's cgroup v2 id (--cgroup). */
@@ -935,15 +925,6 @@ static __always_inline struct sk_buff *mbrec_skb_view_of(struct sk_buff *skb, u3
 #define mbrec_skb_view_of mbrec_skb_span
 #endif
 #define SKBV(dst, view, f) SKBV_AT(dst, view, f, 0)
-
-static __always_inline u32 mbrec_tp_netns_of_dev(struct net_device *dev)
-{
-	struct net *net = NULL;
-	if (!dev)
-		return 0;
-	TPF(net, dev, MBREC_OFF_DEV_NET);
-	return mbrec_tp_netns_of_net(net);
-}
 
 #endif
 
