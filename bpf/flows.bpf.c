@@ -56,15 +56,11 @@ BPF_RINGBUF_OUTPUT(mbrec_sock_ring, MBREC_FLOW_RING_PAGES);
 /*
  * The hooks' reads. Loaded as BTF-typed tracepoints (MBREC_TP_BTF: every hook of a tracepoint
  * recording), a hook's sk is typed by BTF and its fields are plain loads (TPF); the tcp_sock
- * fields past struct sock through MBREC_TCP_SOCK(sk) (bpf/mbrec.bpf.c). Otherwise TPF is the helper and the socket is used as it is. The
- * on-demand tick program is never typed (its socket is a number kept in the flow's state): the
- * snapshot takes `typed` as a constant, so each program keeps one of its two ways to read.
+ * fields past struct sock through MBREC_TCP_SOCK(sk) (bpf/mbrec.bpf.c). Otherwise TPF is the
+ * helper and the socket is used as it is. The on-demand tick program is never typed (its socket
+ * is a number kept in the flow's state): the snapshot takes `typed` as a constant, so each
+ * program keeps one of its two ways to read.
  */
-#if MBREC_TP_BTF
-#define MBREC_FLOW_TYPED 1
-#else
-#define MBREC_FLOW_TYPED 0
-#endif
 #define TPT(dst, tp, f) TPF(dst, tp, MBREC_OFF_TP_##f)
 
 /* Socket identity, read once per flow. */
@@ -273,23 +269,23 @@ static __always_inline void mbrec_flow_sock_event(struct mbrec_flow_id *id, u8 k
 /* A snapshot reads some thirty tcp_sock fields: one read of the span that holds them all
  * (MBREC_TP_SPAN_OFF, MBREC_TP_SPAN_LEN) into a per-CPU buffer is one helper call instead of
  * thirty. One slot per probe id, as for the socket span in mbrec.bpf.c (a program may be
- * interrupted by another one on its CPU). SPR: a field from that copy. */
+ * interrupted by another one on its CPU). SNAP, below: a field from that copy. */
 struct mbrec_tp_span {
 	u8 b[MBREC_TP_SPAN_LEN];
 };
 BPF_PERCPU_ARRAY(mbrec_tp_span_buf, struct mbrec_tp_span, MBREC_PROBE_MAX);
 #define SPR_AT(off) ((off) - MBREC_TP_SPAN_OFF)
-#define SPR(dst, span, f) \
-	__builtin_memcpy(&(dst), (span)->b + SPR_AT(MBREC_OFF_TP_##f), sizeof(dst))
 
-/* typed: sk is a BTF-typed hook argument; the fields are loads from it as a tcp_sock (see
- * MBREC_FLOW_TYPED), not a copy of the span. */
-#define SNAP(dst, f) do {				\
-		if (typed)				\
-			TPT(dst, tp, f);		\
-		else					\
-			SPR(dst, span, f);		\
+/* typed: sk is a BTF-typed hook argument; the fields are loads from it as a tcp_sock, not a
+ * copy of the span. SNAP_AT: at a byte offset into the field. */
+#define SNAP_AT(dst, f, k) do {								\
+		if (typed)								\
+			TPF(dst, tp, MBREC_OFF_TP_##f + (k));				\
+		else									\
+			__builtin_memcpy(&(dst), span->b + SPR_AT(MBREC_OFF_TP_##f + (k)),	\
+					 sizeof(dst));					\
 	} while (0)
+#define SNAP(dst, f) SNAP_AT(dst, f, 0)
 
 static __always_inline void mbrec_flow_snapshot(struct sock *sk, struct mbrec_flow_id *id,
 						struct mbrec_flow_state *st, u8 reason, u8 probe,
@@ -345,10 +341,7 @@ static __always_inline void mbrec_flow_snapshot(struct sock *sk, struct mbrec_fl
 	SNAP(ev->rcv_nxt, RCV_NXT);
 	SNAP(ev->copied_seq, COPIED_SEQ);
 	/* rtt_min is a struct minmax: s[0].v, the current minimum, is its second u32 */
-	if (typed)
-		TPF(ev->min_rtt_us, tp, MBREC_OFF_TP_RTT_MIN + 4);
-	else
-		__builtin_memcpy(&ev->min_rtt_us, span->b + SPR_AT(MBREC_OFF_TP_RTT_MIN + 4), 4);
+	SNAP_AT(ev->min_rtt_us, RTT_MIN, 4);
 	/* fields of other widths, and what derives from them */
 	u16 advmss = 0;
 	u32 srtt8 = 0, mdev4 = 0, rate_delivered = 0, rate_interval_us = 0;
@@ -387,7 +380,7 @@ static __always_inline int mbrec_flow_on_ack(struct sock *sk, u64 cookie)
 	st->acks++;
 	if (MBREC_FLOW_SAMPLE == 0 || st->acks % (MBREC_FLOW_SAMPLE ? MBREC_FLOW_SAMPLE : 1))
 		return 0;
-	mbrec_flow_snapshot(sk, &id, st, MBREC_FLOW_ACK, MBREC_PROBE_TCP_ACK, MBREC_FLOW_TYPED);
+	mbrec_flow_snapshot(sk, &id, st, MBREC_FLOW_ACK, MBREC_PROBE_TCP_ACK, MBREC_TP_BTF);
 	return 0;
 }
 
@@ -424,7 +417,7 @@ static __always_inline int mbrec_flow_on_state(struct sock *sk, u64 cookie, int 
 			     MBREC_PROBE_TCP_STATE);
 	if (newstate == MBREC_TCP_CLOSE) {
 		mbrec_flow_snapshot(sk, &id, st, MBREC_FLOW_CLOSE, MBREC_PROBE_TCP_STATE,
-				    MBREC_FLOW_TYPED);
+				    MBREC_TP_BTF);
 		mbrec_flows.delete(&id.cookie);
 	}
 	return 0;

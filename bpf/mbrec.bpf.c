@@ -246,6 +246,15 @@ static __always_inline u32 mbrec_netns_of_sk_as(struct sock *sk, int typed)
 	return mbrec_netns_of_net_as(net, typed);
 }
 
+static __always_inline u32 mbrec_netns_of_dev_as(struct net_device *dev, int typed)
+{
+	struct net *net = NULL;
+	if (!dev)
+		return 0;
+	KRD(typed, net, dev, MBREC_OFF_DEV_NET);
+	return mbrec_netns_of_net_as(net, typed);
+}
+
 /* The socket's id in events: see MBREC_SOCK_COOKIE above. */
 static __always_inline u64 mbrec_sock_id_as(struct sock *sk, int typed)
 {
@@ -271,15 +280,6 @@ static __always_inline u64 mbrec_sock_id_as(struct sock *sk, int typed)
 #define mbrec_tp_netns_of_dev(dev) mbrec_netns_of_dev_as(dev, MBREC_TP_BTF)
 #define mbrec_tp_sock_id(sk) mbrec_sock_id_as(sk, MBREC_TP_BTF)
 
-static __always_inline u32 mbrec_netns_of_dev_as(struct net_device *dev, int typed)
-{
-	struct net *net = NULL;
-	if (!dev)
-		return 0;
-	KRD(typed, net, dev, MBREC_OFF_DEV_NET);
-	return mbrec_netns_of_net_as(net, typed);
-}
-
 /* Full sockets only have the fields past sock_common (request and timewait socks do not). */
 static __always_inline int mbrec_sk_fullsock(struct sock *sk)
 {
@@ -287,7 +287,6 @@ static __always_inline int mbrec_sk_fullsock(struct sock *sk)
 	RDO(state, sk, MBREC_OFF_SK_STATE);
 	return state != MBREC_TCP_TIME_WAIT && state != MBREC_TCP_NEW_SYN_RECV;
 }
-
 
 #if MBREC_CGROUP_ID
 /* The socket's cgroup v2 id (--cgroup). */

@@ -114,12 +114,13 @@ def test_the_flow_programs_kernel_constants_are_the_kernels():
 
 def test_every_field_the_flow_programs_read_is_in_one_table():
     """Each MBREC_OFF_* the flow programs read comes from btf.py's tables (read directly, or
-    through TPR/TPT/SPR/SNAP, which paste TP_), and each flow table entry is read somewhere."""
+    through TPR/TPT/SNAP/SNAP_AT, which paste TP_), and each flow table entry is read somewhere."""
     text = "".join(BPF.joinpath(f).read_text() for f in ("flows.bpf.c", "flows_function_hooks.bpf.c",
                                                          "flows_tracepoint_hooks.bpf.c"))
     used = {n for n in re.findall(r"MBREC_(?:OFF|MASK)_(\w+)", text) if not n.endswith("_")}
-    used |= {"TP_" + n for n in re.findall(r"\b(?:TPR|TPT|SPR|SNAP)\([^;]*?,\s*(\w+)\);", text)
+    used |= {"TP_" + n for n in re.findall(r"\b(?:TPR|TPT|SNAP)\([^;]*?,\s*(\w+)\);", text)
              if n.isupper()}  # not the macros' own parameter (f)
+    used |= {"TP_" + n for n in re.findall(r"\bSNAP_AT\([^,;]*,\s*(\w+),", text) if n.isupper()}
     tables = set(btf.FIELDS) | set(btf.FLOW_FIELDS) | set(btf.FLOW_BITS)
     assert used <= tables, used - tables
     assert set(btf.FLOW_FIELDS) | set(btf.FLOW_BITS) <= used

@@ -244,17 +244,16 @@ def attach_flows(bpf, plan: FlowPlan, kprobes=None, typed=None) -> list[dict]:
     given, loads and attaches a program as a BTF-typed tracepoint (recorder/tp_btf.py): the
     program was compiled for it (MBREC_TP_BTF), so every tracepoint hook goes that way. Returns
     the trace header's probe entries."""
+    def raw(tp, program):
+        bpf.attach_raw_tracepoint(tp=tp.encode(), fn_name=program.encode())
+    attach_tracepoint, tracepoint_kind = (typed, "tp_btf") if typed else (raw, "raw_tracepoint")
     entries = []
     for h in plan.hooks:
         entry = h.header()
-        if h.attach == "raw_tracepoint" and typed is not None:
-            entry["attach"] = "tp_btf"
-        if h.attach == "raw_tracepoint" and h.programs:
-            tp = h.function.split(":")[1]
-            if typed is not None:
-                typed(tp, h.programs[0])
-            else:
-                bpf.attach_raw_tracepoint(tp=tp.encode(), fn_name=h.programs[0].encode())
+        if h.attach == "raw_tracepoint":
+            entry["attach"] = tracepoint_kind
+            if h.programs:
+                attach_tracepoint(h.function.split(":")[1], h.programs[0])
         elif h.attach in ("kprobe", "kretprobe"):
             kprobes.attach(bpf, h.function, h.programs[0])
             if len(h.programs) > 1:
